@@ -1,0 +1,106 @@
+"""Argument standardization shared by the layers, with Keras's messages.
+
+Each helper raises ValueError or TypeError naming the argument and the value
+it received, so a bad constructor argument is refused before anything is built.
+"""
+
+import numbers
+
+from gpulayers import config
+
+__all__ = [
+    "conv_output_length",
+    "same_pads",
+    "standardize_bool",
+    "standardize_int",
+    "standardize_padding",
+    "standardize_tuple",
+    "window_pads",
+]
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def standardize_int(value, name, minimum=1):
+    """An int >= ``minimum`` (a bool or float is refused)."""
+    if not _is_int(value):
+        raise TypeError(f"Invalid type for `{name}`: expected an int. Received: {name}={value!r}")
+    if value < minimum:
+        raise ValueError(f"Invalid value for `{name}`: expected an int >= {minimum}. Received: {name}={value!r}")
+    return int(value)
+
+
+def standardize_bool(value, name):
+    if not isinstance(value, (bool, numbers.Integral)) or value not in (0, 1):
+        raise TypeError(f"Invalid type for `{name}`: expected a bool. Received: {name}={value!r}")
+    return bool(value)
+
+
+def standardize_tuple(value, n, name, allow_zero=False):
+    """An int or an iterable of ``n`` ints, all > 0 (>= 0 with allow_zero), as a tuple."""
+    if _is_int(value):
+        items = (int(value),) * n
+    else:
+        try:
+            items = tuple(value)
+        except TypeError:
+            raise TypeError(
+                f"The `{name}` argument must be a tuple of {n} integers. Received: {name}={value!r}"
+            ) from None
+        if len(items) != n or not all(_is_int(v) for v in items):
+            raise ValueError(
+                f"The `{name}` argument must be a tuple of {n} integers. Received: {name}={value!r}"
+            )
+        items = tuple(int(v) for v in items)
+    low = 0 if allow_zero else 1
+    if any(v < low for v in items):
+        raise ValueError(
+            f"The `{name}` argument must be a tuple of {n} integers, each >= {low}. "
+            f"Received: {name}={value!r}"
+        )
+    return items
+
+
+def standardize_padding(value, name="padding"):
+    """``'valid'`` or ``'same'`` (case-insensitive, as Keras 3)."""
+    if not isinstance(value, str) or value.lower() not in ("valid", "same"):
+        raise ValueError(
+            f"Invalid value for `{name}`: expected 'valid' or 'same'. Received: {name}={value!r}"
+        )
+    return value.lower()
+
+
+def standardize_data_format(value):
+    return config.standardize_data_format(value)
+
+
+def conv_output_length(n, kernel, stride, dilation, padding):
+    """Keras's output length: 'same' -> ceil(n / stride), 'valid' -> floor((n - span) / stride) + 1.
+
+    ``None`` (an unknown size) gives ``None``; a result below 1 gives 0 and the
+    caller refuses it.
+    """
+    if n is None:
+        return None
+    span = (kernel - 1) * dilation + 1
+    if padding == "same":
+        return (n - 1) // stride + 1
+    return max((n - span) // stride + 1, 0) if n >= span else 0
+
+
+def same_pads(n, kernel, stride, dilation):
+    """(before, after) zero padding for 'same': the extra pixel goes after (bottom/right)."""
+    out = (n - 1) // stride + 1
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - n, 0)
+    return total // 2, total - total // 2
+
+
+def window_pads(spatial, kernel, strides, dilation, padding):
+    """(top, bottom, left, right) for a 2-D window op on a (H, W) input."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    top, bottom = same_pads(spatial[0], kernel[0], strides[0], dilation[0])
+    left, right = same_pads(spatial[1], kernel[1], strides[1], dilation[1])
+    return (top, bottom, left, right)

@@ -1,0 +1,240 @@
+"""Core layers: Dense, Activation, InputLayer and Input."""
+
+import math
+
+from gpulayers import activations, constraints, initializers, regularizers
+from gpulayers.layers.arguments import standardize_bool, standardize_int
+from gpulayers.layers.base import InputSpec, Layer, _standardize_shape
+
+__all__ = ["Activation", "Dense", "Input", "InputLayer", "KerasTensor"]
+
+
+class Dense(Layer):
+    """Densely connected layer: ``output = activation(inputs @ kernel + bias)``.
+
+    Args:
+        units: Positive int, the size of the output's last axis.
+        activation: Activation function (name, callable or None for linear).
+        use_bias: Whether to add a bias vector.
+        kernel_initializer, bias_initializer: Initializers (default
+            ``'glorot_uniform'`` and ``'zeros'``).
+        kernel_regularizer, bias_regularizer, activity_regularizer: Regularizers.
+        kernel_constraint, bias_constraint: Constraints applied after updates.
+
+    Input shape: ``(batch_size, ..., input_dim)``.
+    Output shape: ``(batch_size, ..., units)``.
+
+    Example:
+        >>> layer = Dense(3, activation="relu")
+        >>> layer(np.ones((2, 4))).shape
+        (2, 3)
+    """
+
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        units = standardize_int(units, "units")
+        self.activation = activations.get(activation, argument="activation")
+        self.use_bias = standardize_bool(use_bias, "use_bias")
+        self.kernel_initializer = initializers.get(kernel_initializer, argument="kernel_initializer")
+        self.bias_initializer = initializers.get(bias_initializer, argument="bias_initializer")
+        self.kernel_regularizer = regularizers.get(kernel_regularizer, argument="kernel_regularizer")
+        self.bias_regularizer = regularizers.get(bias_regularizer, argument="bias_regularizer")
+        self.kernel_constraint = constraints.get(kernel_constraint, argument="kernel_constraint")
+        self.bias_constraint = constraints.get(bias_constraint, argument="bias_constraint")
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.units = units
+        self.input_spec = InputSpec(min_ndim=2)
+        self.kernel = self.bias = None
+
+    def build(self, input_shape):
+        in_dim = input_shape[-1]
+        if in_dim is None:
+            raise ValueError(
+                f"The last axis of the input of layer '{self.name}' must be known. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        self.kernel = self.add_weight(
+            "kernel", (in_dim, self.units), self.kernel_initializer, self.kernel_regularizer, self.kernel_constraint
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                "bias", (self.units,), self.bias_initializer, self.bias_regularizer, self.bias_constraint
+            )
+        self.input_spec = InputSpec(min_ndim=2, axes={-1: in_dim})
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) < 2:
+            raise ValueError(
+                f"Input of layer '{self.name}' must have rank >= 2 (batch, ..., features). "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def call(self, x, training=False):
+        z = x @ self.kernel.value
+        if self.bias is not None:
+            z += self.bias.value
+        y = self._activate(z)
+        self._cache = {"x": x, "z": z}
+        return y
+
+    def _backward(self, dy, need_input_grad):
+        x, z = self._cache["x"], self._cache["z"]
+        dz = self._activation_backward(z, self._cache["output"], dy)
+        if self.trainable:
+            rows = math.prod(x.shape[:-1])  # not -1: a zero-size feature axis must work too
+            x2 = x.reshape(rows, x.shape[-1])
+            dz2 = dz.reshape(rows, self.units)
+            self.kernel.grad = x2.T @ dz2
+            if self.bias is not None:
+                self.bias.grad = dz2.sum(axis=0)
+        return dz @ self.kernel.value.T if need_input_grad else None
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
+        }
+
+
+class Activation(Layer):
+    """Applies an activation function to its input.
+
+    Args:
+        activation: Name (``'relu'``...) or callable.
+
+    Input and output shape: any, the same.
+
+    Example:
+        >>> Activation("relu")(np.array([[-1.0, 2.0]]))
+        array([[0., 2.]], dtype=float32)
+    """
+
+    def __init__(self, activation, **kwargs):
+        self.activation = activations.get(activation, argument="activation")
+        super().__init__(**kwargs)
+
+    def call(self, x, training=False):
+        self._cache = {"x": x}
+        return self._activate(x)
+
+    def _backward(self, dy, need_input_grad):
+        return self._activation_backward(self._cache["x"], self._cache["output"], dy)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": activations.serialize(self.activation)}
+
+
+class InputLayer(Layer):
+    """The entry point of a model: fixes the shape of one batch.
+
+    Args:
+        shape: Shape of one sample, without the batch axis.
+        batch_size: Optional fixed batch size.
+        dtype: Input dtype (default ``floatx()``).
+        batch_shape: Full shape with the batch axis; instead of shape/batch_size.
+        sparse: Must be None or False (no sparse tensors here).
+        name: Layer name.
+    """
+
+    def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None, **kwargs):
+        for legacy in ("input_shape", "batch_input_shape"):
+            if legacy in kwargs:  # Keras 2 spelling, still found in old configs
+                value = kwargs.pop(legacy)
+                if legacy == "input_shape" and shape is None:
+                    shape = value
+                elif batch_shape is None:
+                    batch_shape = value
+        kwargs.pop("ragged", None)
+        kwargs.pop("optional", None)
+        if sparse:
+            raise ValueError(f"Invalid value for `sparse`: sparse inputs are not supported. Received: sparse={sparse!r}")
+        if shape is not None and batch_shape is not None:
+            raise ValueError("You cannot pass both `shape` and `batch_shape` at the same time.")
+        if batch_shape is None:
+            if shape is None:
+                raise ValueError("You must pass a `shape` argument (or `batch_shape`) to InputLayer.")
+            if batch_size is not None:
+                batch_size = standardize_int(batch_size, "batch_size")
+            batch_shape = (batch_size,) + _standardize_shape(shape, "shape")
+        else:
+            batch_shape = _standardize_shape(batch_shape, "batch_shape")
+            if not batch_shape:
+                raise ValueError(f"Invalid value for `batch_shape`: it needs a batch axis. Received: batch_shape={batch_shape!r}")
+        super().__init__(name=name, dtype=dtype, **kwargs)
+        self.batch_shape = batch_shape
+        self.built = True
+        self._build_input_shape = (None,) + batch_shape[1:]
+
+    def call(self, x, training=False):
+        self._cache = {}
+        return x
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != len(self.batch_shape):
+            raise ValueError(
+                f"Input of layer '{self.name}' is incompatible with the layer: expected shape "
+                f"{self.batch_shape}. Received: inputs.shape={tuple(input_shape)}"
+            )
+        for got, want in zip(input_shape, self.batch_shape):
+            if want is not None and got is not None and got != want:
+                raise ValueError(
+                    f"Input of layer '{self.name}' is incompatible with the layer: expected shape "
+                    f"{self.batch_shape}. Received: inputs.shape={tuple(input_shape)}"
+                )
+        return tuple(input_shape)
+
+    @property
+    def output_shape(self):
+        return (None,) + self.batch_shape[1:]
+
+    def get_config(self):
+        return {"batch_shape": self.batch_shape, "dtype": self.dtype, "sparse": False, "name": self.name}
+
+
+class KerasTensor:
+    """The symbolic value ``Input`` returns: a shape, a dtype and the InputLayer behind them."""
+
+    def __init__(self, input_layer):
+        self._input_layer = input_layer
+        self.shape = input_layer.batch_shape
+        self.dtype = input_layer.dtype
+        self.name = input_layer.name
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
+
+
+def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None, **kwargs):
+    """Declare a model's input, as ``keras.Input``: ``Sequential([Input((32, 32, 3)), ...])``.
+
+    Returns a :class:`KerasTensor` (shape with the batch axis, dtype, name).
+    """
+    return KerasTensor(
+        InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, sparse=sparse, batch_shape=batch_shape, name=name, **kwargs)
+    )

@@ -1,0 +1,183 @@
+"""Batch normalization (``keras.layers.BatchNormalization``; the chapter's
+``keras.layers.normalization.BatchNormalization`` path works too)."""
+
+import numbers
+
+from backends import get_ops
+from gpulayers import constraints, initializers, regularizers
+from gpulayers.layers.arguments import standardize_bool
+from gpulayers.layers.base import InputSpec, Layer
+
+__all__ = ["BatchNormalization"]
+
+
+def _number(value, name, low, high=None, low_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Invalid type for `{name}`: expected a number. Received: {name}={value!r}")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    if too_low or (high is not None and value > high) or value != value:
+        bounds = f"({low}, inf)" if low_open else f"[{low}, {high}]"
+        raise ValueError(f"Invalid value for `{name}`: expected a number in {bounds}. Received: {name}={value!r}")
+    return value
+
+
+class BatchNormalization(Layer):
+    """Normalizes its input per feature with batch statistics (training) or moving ones.
+
+    In training (``training=True`` and ``trainable``) it uses the mean and the
+    biased variance of the batch over every axis but ``axis``, and updates
+    ``moving = moving * momentum + batch * (1 - momentum)``. Otherwise it uses
+    the moving statistics. Either way the output is
+    ``x * inv + (beta - mean * inv)`` with ``inv = gamma / sqrt(var + epsilon)``.
+
+    Args:
+        axis: Int, the feature axis (``-1`` for channels_last, ``1`` after a
+            channels_first convolution).
+        momentum: Momentum of the moving statistics, in [0, 1] (default 0.99).
+        epsilon: Positive number added to the variance (default 1e-3).
+        center: Whether to add the learned offset ``beta``.
+        scale: Whether to multiply by the learned ``gamma``.
+        beta_initializer, gamma_initializer, moving_mean_initializer,
+        moving_variance_initializer: Initializers.
+        beta_regularizer, gamma_regularizer: Regularizers.
+        beta_constraint, gamma_constraint: Constraints.
+        synchronized: Accepted for Keras compatibility; one device needs no sync.
+
+    Input and output shape: any rank >= 2, the same.
+    Weights, in Keras's order: gamma (if scale), beta (if center),
+    moving_mean, moving_variance.
+
+    Example:
+        >>> bn = BatchNormalization()
+        >>> bn(np.random.rand(8, 4), training=True).mean(axis=0).round(3)
+        array([0., 0., 0., 0.], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        synchronized=False,
+        **kwargs,
+    ):
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+            raise TypeError(f"Invalid type for `axis`: expected an int. Received: axis={axis!r}")
+        momentum = _number(momentum, "momentum", 0.0, 1.0)
+        epsilon = _number(epsilon, "epsilon", 0.0, low_open=True)
+        self.center = standardize_bool(center, "center")
+        self.scale = standardize_bool(scale, "scale")
+        self.synchronized = standardize_bool(synchronized, "synchronized")
+        self.beta_initializer = initializers.get(beta_initializer, argument="beta_initializer")
+        self.gamma_initializer = initializers.get(gamma_initializer, argument="gamma_initializer")
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer, argument="moving_mean_initializer")
+        self.moving_variance_initializer = initializers.get(
+            moving_variance_initializer, argument="moving_variance_initializer"
+        )
+        self.beta_regularizer = regularizers.get(beta_regularizer, argument="beta_regularizer")
+        self.gamma_regularizer = regularizers.get(gamma_regularizer, argument="gamma_regularizer")
+        self.beta_constraint = constraints.get(beta_constraint, argument="beta_constraint")
+        self.gamma_constraint = constraints.get(gamma_constraint, argument="gamma_constraint")
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.gamma = self.beta = self.moving_mean = self.moving_variance = None
+
+    def _resolved_axis(self, ndim):
+        if not -ndim <= self.axis < ndim:
+            raise ValueError(
+                f"Invalid value for `axis` of layer '{self.name}': it is out of range for an input of "
+                f"rank {ndim}. Received: axis={self.axis}"
+            )
+        return self.axis % ndim
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) < 2:
+            raise ValueError(
+                f"Input of layer '{self.name}' must have rank >= 2. Received: input_shape={tuple(input_shape)}"
+            )
+        self._resolved_axis(len(input_shape))
+        return tuple(input_shape)
+
+    def build(self, input_shape):
+        axis = self._resolved_axis(len(input_shape))
+        size = input_shape[axis]
+        if size is None:
+            raise ValueError(
+                f"Axis {self.axis} of the input of layer '{self.name}' must be known. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        shape = (size,)
+        if self.scale:
+            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer, self.gamma_regularizer, self.gamma_constraint)
+        if self.center:
+            self.beta = self.add_weight("beta", shape, self.beta_initializer, self.beta_regularizer, self.beta_constraint)
+        self.moving_mean = self.add_weight("moving_mean", shape, self.moving_mean_initializer, trainable=False)
+        self.moving_variance = self.add_weight("moving_variance", shape, self.moving_variance_initializer, trainable=False)
+        self.input_spec = InputSpec(ndim=len(input_shape), axes={axis: size})
+        self.built = True
+
+    def call(self, x, training=False):
+        ops = get_ops()
+        axis = self._resolved_axis(x.ndim)
+        gamma = self.gamma.value if self.gamma is not None else None
+        beta = self.beta.value if self.beta is not None else None
+        if training and self.trainable:
+            y, mean, var, cache = ops.batch_norm_forward_training(x, gamma, beta, axis, self.epsilon)
+            m = self.momentum
+            self.moving_mean.value = self.moving_mean.value * m + mean * (1.0 - m)
+            self.moving_variance.value = self.moving_variance.value * m + var * (1.0 - m)
+            self._cache = {"batch": cache}
+        else:
+            mean, var = self.moving_mean.value, self.moving_variance.value
+            y = ops.batch_norm_forward_inference(x, gamma, beta, mean, var, axis, self.epsilon)
+            self._cache = {"x": x, "axis": axis, "mean": mean, "var": var}
+        return y
+
+    def _backward(self, dy, need_input_grad):
+        ops = get_ops()
+        c = self._cache
+        if "batch" in c:
+            dx, dgamma, dbeta = ops.batch_norm_backward_training(dy, c["batch"])
+        else:
+            gamma = self.gamma.value if self.gamma is not None else None
+            dx, dgamma, dbeta = ops.batch_norm_backward_inference(
+                dy, c["x"], gamma, c["mean"], c["var"], c["axis"], self.epsilon, has_beta=self.beta is not None
+            )
+        if self.trainable:
+            if self.gamma is not None:
+                self.gamma.grad = dgamma
+            if self.beta is not None:
+                self.beta.grad = dbeta
+        return dx
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": initializers.serialize(self.beta_initializer),
+            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
+            "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
+            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+            "beta_constraint": constraints.serialize(self.beta_constraint),
+            "gamma_constraint": constraints.serialize(self.gamma_constraint),
+            "synchronized": self.synchronized,
+        }

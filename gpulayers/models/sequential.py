@@ -1,0 +1,357 @@
+"""The Sequential model: a plain stack of layers (``keras.Sequential``)."""
+
+import sys
+import time
+
+import numpy as np
+
+from backends import get_ops
+from gpulayers import layers as layers_module
+from gpulayers.layers.base import Layer, check_weight_list, no_backward, to_backend
+from gpulayers.layers.core import InputLayer, KerasTensor
+
+__all__ = ["Sequential"]
+
+
+class Sequential(Layer):
+    """A linear stack of layers, each feeding the next.
+
+    Args:
+        layers: Optional list of layers (an ``Input(...)`` or ``InputLayer``
+            may come first) to add in order.
+        trainable: Whether the model's weights are trained.
+        name: Model name (default ``sequential``, ``sequential_1``...).
+
+    Example (the chapter's, with the imports changed):
+        >>> from gpulayers.models import Sequential
+        >>> from gpulayers.layers import Conv2D, Flatten
+        >>> model = Sequential()
+        >>> model.add(Conv2D(64, (3, 3), input_shape=(3, 32, 32), padding="same"))
+        >>> model.output_shape   # channels_last: (None, 3, 32, 64)
+        >>> model.add(Flatten())
+        >>> model.output_shape   # (None, 6144)
+    """
+
+    def __init__(self, layers=None, trainable=True, name=None, **kwargs):
+        super().__init__(trainable=trainable, name=name, **kwargs)
+        self._layers = []  # the InputLayer (when known) first, then the added layers
+        if layers is not None:
+            if isinstance(layers, (Layer, KerasTensor)) or not hasattr(layers, "__iter__"):
+                raise TypeError(f"Invalid type for `layers`: expected a list of layers. Received: layers={layers!r:.80}")
+            for layer in layers:
+                self.add(layer)
+
+    # ------------------------------------------------------------ structure
+
+    def add(self, layer):
+        """Append a layer; builds it at once when the model's input shape is known.
+
+        Refuses non-layers (TypeError), a second input, duplicate names and
+        layers that do not fit the current output (ValueError), leaving the
+        model unchanged.
+        """
+        if isinstance(layer, KerasTensor):
+            layer = layer._input_layer
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                "Only instances of `gpulayers.layers.Layer` can be added to a Sequential model. "
+                f"Received: layer={layer!r:.80} (of type {type(layer).__name__})"
+            )
+        if layer is self:
+            raise ValueError("A Sequential model cannot be added to itself.")
+        added = []
+        if isinstance(layer, InputLayer):
+            if self._layers:
+                what = "an input layer" if isinstance(self._layers[0], InputLayer) else "layers"
+                raise ValueError(
+                    f"Sequential model '{self.name}' already has {what}: an InputLayer can only be its first layer."
+                )
+            added.append(layer)
+        else:
+            if not self._layers and layer._batch_input_shape is not None:
+                added.append(InputLayer(batch_shape=layer._batch_input_shape, dtype=layer.dtype))
+            added.append(layer)
+        names = {l.name for l in self._layers}
+        for new in added:
+            if new.name in names:
+                raise ValueError(
+                    "All layers added to a Sequential model should have unique names. "
+                    f"Name '{new.name}' is already the name of a layer in this model."
+                )
+            names.add(new.name)
+        shape = self._output_shape_or_none()
+        if shape is None and isinstance(added[0], InputLayer):
+            shape = added[0].batch_shape
+        if shape is not None:
+            for new in added:
+                if not isinstance(new, InputLayer):
+                    new.build_from_shape(shape)  # raises before the model changes
+                    shape = new.compute_output_shape(shape)
+        self._layers.extend(added)
+        if isinstance(self._layers[0], InputLayer):
+            self.built = True
+            self._build_input_shape = (None,) + tuple(self._layers[0].batch_shape[1:])
+
+    def pop(self):
+        """Remove the last added layer."""
+        if not self.layers:
+            raise IndexError("There are no layers in the model to pop.")
+        return self._layers.pop()
+
+    @property
+    def layers(self):
+        """The added layers, without the InputLayer (as Keras)."""
+        return [l for l in self._layers if not isinstance(l, InputLayer)]
+
+    def get_layer(self, name=None, index=None):
+        if index is not None:
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"No such layer: {name!r}. Existing layers are: {[l.name for l in self.layers]}.")
+
+    def _output_shape_or_none(self):
+        if not self._layers:
+            return None
+        first = self._layers[0]
+        if isinstance(first, InputLayer):
+            shape = first.batch_shape
+        elif self._build_input_shape is not None:
+            shape = self._build_input_shape
+        else:
+            return None
+        for layer in self._layers:
+            if not isinstance(layer, InputLayer):
+                shape = layer.compute_output_shape(shape)
+        return shape
+
+    # ------------------------------------------------------------ building
+
+    def build(self, input_shape=None):
+        """Build every layer for inputs of ``input_shape`` (batch axis first)."""
+        if input_shape is None:
+            if not self._layers or not isinstance(self._layers[0], InputLayer):
+                raise ValueError(f"Sequential model '{self.name}' needs an input shape to be built.")
+            input_shape = self._layers[0].batch_shape
+        self.build_from_shape(tuple(input_shape))
+
+    def build_from_shape(self, input_shape):
+        input_shape = tuple(None if d is None else int(d) for d in input_shape)
+        if not self.layers:
+            raise ValueError(f"Sequential model '{self.name}' has no layers to build.")
+        shape = input_shape
+        for layer in self._layers:
+            shape = layer.compute_output_shape(shape) if layer.built else shape
+            if not layer.built:
+                layer.build_from_shape(shape)
+                shape = layer.compute_output_shape(shape)
+        self.built = True
+        self._build_input_shape = (None,) + input_shape[1:]
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self._layers:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    @property
+    def output_shape(self):
+        if not self.built:
+            raise AttributeError(
+                f"Sequential model '{self.name}' has not been built yet: give the first layer an "
+                "`input_shape`, start with `Input(...)`, call `build()` or call the model on data."
+            )
+        return self._output_shape_or_none()
+
+    @property
+    def input_shape(self):
+        if not self.built:
+            raise AttributeError(f"Sequential model '{self.name}' has not been built yet.")
+        return self._build_input_shape
+
+    # ------------------------------------------------------------ weights
+
+    @property
+    def weights(self):
+        return [w for layer in self.layers for w in layer.weights]
+
+    variables = weights
+
+    @property
+    def trainable_weights(self):
+        if not self.trainable:
+            return []
+        return [w for layer in self.layers for w in layer.trainable_weights]
+
+    trainable_variables = trainable_weights
+
+    @property
+    def non_trainable_weights(self):
+        if not self.trainable:
+            return self.weights
+        return [w for layer in self.layers for w in layer.non_trainable_weights]
+
+    non_trainable_variables = non_trainable_weights
+
+    @property
+    def losses(self):
+        if not self.trainable:
+            return [loss for layer in self.layers for loss in layer._activity_losses]
+        return [loss for layer in self.layers for loss in layer.losses]
+
+    def get_weights(self):
+        """Every layer's weights as numpy arrays, layer after layer."""
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights):
+        """Set every layer's weights; all shapes are checked before any is assigned."""
+        params = self.weights
+        check_weight_list(weights, params, f"model '{self.name}'")
+        position = 0
+        for layer in self.layers:
+            count = len(layer.weights)
+            layer.set_weights(list(weights[position : position + count]))
+            position += count
+
+    def count_params(self):
+        if not self.built:
+            raise ValueError(f"You tried to call `count_params` on model '{self.name}', but the model isn't built.")
+        return sum(layer.count_params() for layer in self.layers)
+
+    # ------------------------------------------------------------ computing
+
+    def __call__(self, inputs, training=False):
+        """Run the layers in order on ``inputs``; returns an array of the active backend."""
+        if not self.layers:
+            raise ValueError(f"Sequential model '{self.name}' has no layers to call.")
+        ops = get_ops()
+        x = to_backend(inputs, ops, self._layers[0].dtype)
+        if not self.built or self._build_input_shape is None:
+            self.build_from_shape(x.shape)
+        else:
+            self._check_input(x.shape)
+        for layer in self._layers:
+            x = layer(x, training=training)
+        return x
+
+    def _check_input(self, shape):
+        first = self._layers[0]
+        if isinstance(first, InputLayer):
+            first.compute_output_shape(shape)
+        elif len(shape) != len(self._build_input_shape):
+            raise ValueError(
+                f"Input of model '{self.name}' is incompatible: expected shape {self._build_input_shape}. "
+                f"Received: inputs.shape={tuple(shape)}"
+            )
+
+    def backward(self, dy, need_input_grad=True):
+        """Backpropagate through the layers in reverse; returns the input gradient.
+
+        Every layer stores its weights' gradients in ``variable.grad``.
+        """
+        stack = self._layers
+        for i in range(len(stack) - 1, -1, -1):
+            first = i == 0 or (i == 1 and isinstance(stack[0], InputLayer))
+            dy = stack[i].backward(dy, need_input_grad=need_input_grad or not first)
+            if dy is None:
+                break
+        return dy
+
+    def predict(self, x, batch_size=32, verbose="auto"):
+        """Outputs for ``x`` as a numpy array, computed in batches of ``batch_size`` (inference mode)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"Invalid value for `batch_size`: expected a positive int. Received: batch_size={batch_size!r}")
+        if verbose not in ("auto", 0, 1, 2):
+            raise ValueError(f"Invalid value for `verbose`: expected 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
+        ops = get_ops()
+        data = to_backend(x, ops, self._layers[0].dtype if self._layers else None)
+        if data.ndim < 1:
+            raise ValueError(f"Invalid value for `x`: it needs a batch axis. Received: x.shape={tuple(data.shape)}")
+        n = data.shape[0]
+        start = time.perf_counter()
+        outputs = []
+        with no_backward():
+            for begin in range(0, n, batch_size):
+                outputs.append(ops.to_numpy(self(data[begin : begin + batch_size], training=False)))
+            if n == 0:
+                outputs.append(ops.to_numpy(self(data, training=False)))
+        steps = max(-(-n // batch_size), 1)
+        if verbose in ("auto", 1, 2):
+            elapsed = time.perf_counter() - start
+            sys.stdout.write(f"{steps}/{steps} - {elapsed:.0f}s {elapsed / steps * 1000:.0f}ms/step\n")
+        return np.concatenate(outputs, axis=0)
+
+    # ------------------------------------------------------------ description
+
+    def summary(self, line_length=None, print_fn=None):
+        """Print a Keras-style table: layer (type), output shape, param count, then totals."""
+        print_fn = print_fn or print
+        rows = []
+        for layer in self.layers:
+            try:
+                shape = str(layer.output_shape)
+            except AttributeError:
+                shape = "?"
+            params = layer.count_params() if layer.built else 0
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape, f"{params:,}" if layer.built else "0 (unbuilt)"))
+        widths = [max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2, 0, 0]
+        widths[1] = max(len("Output Shape"), *(len(r[1]) for r in rows)) + 2 if rows else 14
+        widths[2] = max(len("Param #"), *(len(r[2]) for r in rows)) + 2 if rows else 9
+        total = sum(widths)
+        if line_length is not None:
+            total = max(total, int(line_length))
+        lines = [f'Model: "{self.name}"', "_" * total]
+        lines.append("Layer (type)".ljust(widths[0]) + "Output Shape".ljust(widths[1]) + "Param #".rjust(widths[2]))
+        lines.append("=" * total)
+        for i, (a, b, c) in enumerate(rows):
+            lines.append(a.ljust(widths[0]) + b.ljust(widths[1]) + c.rjust(widths[2]))
+            lines.append(("_" if i < len(rows) - 1 else "=") * total)
+        if not rows:
+            lines.append("=" * total)
+        trainable = sum(int(np.prod(w.shape)) for w in self.trainable_weights)
+        every = sum(int(np.prod(w.shape)) for w in self.weights)
+        for label, count in (("Total", every), ("Trainable", trainable), ("Non-trainable", every - trainable)):
+            lines.append(f" {label} params: {count:,} ({_size(count, self._layers[0].dtype if self._layers else 'float32')})")
+        lines.append("_" * total)
+        for line in lines:
+            print_fn(line)
+
+    # ------------------------------------------------------------ config
+
+    def get_config(self):
+        """Keras 3's Sequential config: name, trainable, dtype, the layers (InputLayer first)."""
+        config = super().get_config()
+        config["layers"] = []
+        for layer in self._layers:
+            entry = layers_module.serialize(layer)
+            if layer.built and not isinstance(layer, InputLayer) and layer._build_input_shape is not None:
+                entry["build_config"] = {"input_shape": list(layer._build_input_shape)}
+            config["layers"].append(entry)
+        if self._layers and isinstance(self._layers[0], InputLayer):
+            config["build_input_shape"] = self._layers[0].batch_shape
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild a Sequential from :meth:`get_config` output (only gpulayers' own layers)."""
+        if not isinstance(config, dict):
+            raise ValueError(f"Invalid Sequential config: expected a dict. Received: {config!r:.200}")
+        config = dict(config)
+        entries = config.pop("layers", [])
+        build_shape = config.pop("build_input_shape", None)
+        kwargs = {k: config[k] for k in ("name", "trainable", "dtype") if k in config}
+        model = cls(**kwargs)
+        for entry in entries:
+            model.add(layers_module.deserialize(entry))
+        if build_shape is not None and not model.built:
+            model.build(build_shape)
+        return model
+
+
+def _size(count, dtype):
+    nbytes = count * np.dtype(dtype).itemsize
+    for unit in ("B", "KB", "MB", "GB"):
+        if nbytes < 1024 or unit == "GB":
+            return f"{nbytes:.2f} {unit}"
+        nbytes /= 1024

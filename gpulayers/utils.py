@@ -1,0 +1,53 @@
+"""Process-wide helpers: the random seed and the layer-name counters."""
+
+import re
+
+import numpy as np
+
+__all__ = ["clear_session", "derive_seed", "host_rng", "set_random_seed", "to_snake_case", "unique_name"]
+
+_rng = np.random.default_rng()
+_name_counts = {}
+
+
+def set_random_seed(seed):
+    """Seed every unseeded random draw of gpulayers (initializers, dropout).
+
+    Like ``keras.utils.set_random_seed``: after it, the same program creates
+    the same weights and the same dropout masks.
+    """
+    global _rng
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"Invalid value for `seed`: expected a non-negative int. Received: seed={seed!r}")
+    _rng = np.random.default_rng(int(seed))
+
+
+def host_rng():
+    """The global numpy Generator behind unseeded draws."""
+    return _rng
+
+
+def derive_seed(seed):
+    """An int seed for a new generator: ``seed`` itself, or one drawn from :func:`host_rng`."""
+    if seed is None:
+        return int(_rng.integers(0, 2**63 - 1))
+    return int(seed)
+
+
+def to_snake_case(name):
+    """``'Conv2D'`` -> ``'conv2d'``, ``'BatchNormalization'`` -> ``'batch_normalization'``."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    name = re.sub(r"([a-z])([A-Z])", r"\1_\2", name)
+    return name.lower()
+
+
+def unique_name(base):
+    """Keras-style unique names: ``dense``, then ``dense_1``, ``dense_2``..."""
+    count = _name_counts.get(base, 0)
+    _name_counts[base] = count + 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+def clear_session():
+    """Reset the layer-name counters, as ``keras.utils.clear_session`` does."""
+    _name_counts.clear()

@@ -1,0 +1,378 @@
+"""Dense, Activation, InputLayer and Input."""
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from gpulayers import config, regularizers
+from gpulayers.layers import Activation, Dense, Input, InputLayer, KerasTensor
+from helpers import check_layer_gradients, to_np
+
+# ---------------------------------------------------------------- references
+
+
+def ref_dense(x, kernel, bias):
+    """Plain loops: y[..., j] = sum_i x[..., i] * kernel[i, j] + bias[j]."""
+    x = np.asarray(x, dtype=np.float64)
+    lead = x.shape[:-1]
+    flat = x.reshape(-1, x.shape[-1])
+    units = kernel.shape[1]
+    out = np.zeros((flat.shape[0], units))
+    for r in range(flat.shape[0]):
+        for j in range(units):
+            total = 0.0
+            for i in range(flat.shape[1]):
+                total += flat[r, i] * float(kernel[i, j])
+            out[r, j] = total + (float(bias[j]) if bias is not None else 0.0)
+    return out.reshape(lead + (units,))
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _softplus(x):
+    return np.log1p(np.exp(x))
+
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+REFERENCE_ACTIVATIONS = {
+    "linear": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0),
+    "leaky_relu": lambda x: np.where(x > 0, x, 0.2 * x),
+    "relu6": lambda x: np.clip(x, 0, 6),
+    "softmax": _softmax,
+    "log_softmax": lambda x: np.log(_softmax(x)),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(x)),
+    "selu": lambda x: _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(x)),
+    "softplus": _softplus,
+    "softsign": lambda x: x / (np.abs(x) + 1),
+    "sigmoid": _sigmoid,
+    "tanh": np.tanh,
+    "silu": lambda x: x * _sigmoid(x),
+    "swish": lambda x: x * _sigmoid(x),
+    "gelu": lambda x: 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2))),
+    "exponential": np.exp,
+    "hard_sigmoid": lambda x: np.clip(x + 3, 0, 6) / 6,
+    "hard_silu": lambda x: x * np.clip(x + 3, 0, 6) / 6,
+    "hard_swish": lambda x: x * np.clip(x + 3, 0, 6) / 6,
+    "mish": lambda x: x * np.tanh(_softplus(x)),
+}
+
+KINKS = np.array([0.0, -3.0, 3.0, 6.0])  # relu, relu6, hard_sigmoid, hard_silu, selu...
+
+
+def away_from_kinks(rng, shape, low=-5.0, high=7.0):
+    """Random values, none within 0.05 of an activation kink."""
+    x = rng.uniform(low, high, size=shape)
+    near = np.abs(x[..., None] - KINKS).min(axis=-1) < 0.05
+    x[near] += 0.1
+    return x
+
+
+# ---------------------------------------------------------------- Dense
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4), (2, 2, 3, 4)])
+def test_dense_matches_loop_reference(shape, use_bias):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    layer = Dense(5, use_bias=use_bias)
+    layer.build_from_shape(x.shape)
+    layer.set_weights([rng.standard_normal(w.shape) for w in layer.get_weights()])
+    weights = layer.get_weights()
+    y = to_np(layer(x))
+    assert y.dtype == np.float32
+    assert y.shape == shape[:-1] + (5,) == layer.compute_output_shape(shape)
+    np.testing.assert_allclose(y, ref_dense(x, weights[0], weights[1] if use_bias else None), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "softmax"])
+def test_dense_activation(activation):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    layer = Dense(6, activation=activation, bias_initializer="ones")
+    y = to_np(layer(x))
+    kernel, bias = layer.get_weights()
+    np.testing.assert_array_equal(bias, np.ones(6))
+    ref = REFERENCE_ACTIVATIONS[activation](ref_dense(x, kernel, bias))
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_dense_weights_in_keras_layout():
+    layer = Dense(3)
+    assert not layer.built and layer.weights == []
+    layer(np.zeros((2, 7), np.float32))
+    assert layer.built
+    assert [v.name for v in layer.weights] == ["kernel", "bias"]
+    assert layer.kernel.shape == (7, 3) and layer.bias.shape == (3,)
+    assert layer.count_params() == 24
+    assert layer.output_shape == (None, 3)
+    np.testing.assert_array_equal(layer.get_weights()[1], np.zeros(3))  # bias 'zeros' by default
+    # glorot_uniform: limit sqrt(6 / (in + out))
+    assert np.abs(layer.get_weights()[0]).max() <= math.sqrt(6 / 10)
+    assert Dense(2, use_bias=False).use_bias is False
+
+
+def test_dense_3d_input_builds_on_the_last_axis():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 5, 3))
+    layer = Dense(4, dtype="float64")
+    y = to_np(layer(x))
+    assert layer.kernel.shape == (3, 4)
+    kernel, bias = layer.get_weights()
+    for b in range(2):
+        for t in range(5):
+            np.testing.assert_allclose(y[b, t], x[b, t] @ kernel + bias, rtol=1e-12)
+
+
+DENSE_GRAD_CASES = [
+    dict(),
+    dict(activation="tanh"),
+    dict(activation="sigmoid"),
+    dict(activation="softmax"),
+    dict(activation="elu"),
+    dict(use_bias=False),
+    dict(kernel_regularizer=regularizers.L2(0.1), bias_regularizer=regularizers.L1(0.05)),
+    dict(activity_regularizer=regularizers.L2(0.03), kernel_regularizer=regularizers.L1L2(l1=0.01, l2=0.02)),
+    dict(kernel_regularizer="l2", activity_regularizer="l1", activation="tanh"),
+]
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4)])
+@pytest.mark.parametrize("kwargs", DENSE_GRAD_CASES, ids=lambda kw: ",".join(sorted(kw)) or "plain")
+def test_dense_gradients(kwargs, shape):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape)
+    layer = Dense(3, dtype="float64", **kwargs)
+    layer.build_from_shape(x.shape)
+    layer.set_weights([rng.standard_normal(w.shape) for w in layer.get_weights()])
+    _, grads = check_layer_gradients(layer, x)
+    assert set(grads) == ({"kernel", "bias"} if layer.use_bias else {"kernel"})
+
+
+def test_dense_relu_gradient_away_from_kinks():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 3))
+    layer = Dense(4, activation="relu", dtype="float64")
+    layer.build_from_shape(x.shape)
+    layer.set_weights([rng.standard_normal((3, 4)), rng.standard_normal(4)])
+    z = ref_dense(x, *layer.get_weights())
+    assert np.abs(z).min() > 1e-3 and (z < 0).any() and (z > 0).any()
+    check_layer_gradients(layer, x)
+
+
+def test_dense_losses_values():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 2))
+    layer = Dense(
+        2, dtype="float64", kernel_regularizer=regularizers.L2(0.1),
+        bias_regularizer=regularizers.L1(0.2), activity_regularizer=regularizers.L1(0.05),
+        bias_initializer="ones",
+    )
+    y = to_np(layer(x))
+    kernel, bias = layer.get_weights()
+    losses = [float(to_np(v)) for v in layer.losses]
+    # Keras's order: the activity loss of the last call, then the weights' terms.
+    np.testing.assert_allclose(losses, [0.05 * np.abs(y).sum(), 0.1 * (kernel**2).sum(), 0.2 * np.abs(bias).sum()], rtol=1e-12)
+    layer.trainable = False
+    assert [float(to_np(v)) for v in layer.losses] == pytest.approx([0.05 * np.abs(y).sum()])
+
+
+def test_dense_trainable_false():
+    rng = np.random.default_rng(6)
+    layer = Dense(2, dtype="float64")
+    x = rng.standard_normal((3, 4))
+    layer(x)
+    layer.trainable = False
+    assert layer.trainable_weights == []
+    assert [v.name for v in layer.non_trainable_weights] == ["kernel", "bias"]
+    dx, grads = check_layer_gradients(layer, x)
+    assert grads == {} and layer.kernel.grad is None and layer.bias.grad is None
+    np.testing.assert_allclose(to_np(layer.backward(np.ones((3, 2)))), np.ones((3, 2)) @ layer.get_weights()[0].T)
+
+
+@pytest.mark.parametrize(
+    "units,error",
+    [(0, ValueError), (-1, ValueError), (2.5, TypeError), ("3", TypeError), (True, TypeError), (None, TypeError), (3.0, TypeError)],
+)
+def test_dense_units_must_be_a_positive_int(units, error):
+    with pytest.raises(error, match=r"units.*" + re.escape(f"units={units!r}")):
+        Dense(units)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,pattern",
+    [
+        (dict(activation="rellu"), ValueError, r"activation.*'rellu'"),
+        (dict(activation=5), TypeError, r"activation.*5"),
+        (dict(kernel_initializer="glorot"), ValueError, r"kernel_initializer.*'glorot'"),
+        (dict(bias_initializer="zeroes"), ValueError, r"bias_initializer.*'zeroes'"),
+        (dict(kernel_regularizer="l1_l3"), ValueError, r"kernel_regularizer.*'l1_l3'"),
+        (dict(activity_regularizer="l5"), ValueError, r"activity_regularizer.*'l5'"),
+        (dict(kernel_constraint="max_normal"), ValueError, r"kernel_constraint.*'max_normal'"),
+        (dict(use_bias="false"), TypeError, r"use_bias.*'false'"),
+        (dict(dtype="int64"), ValueError, r"dtype.*int64"),
+        (dict(name=""), ValueError, r"name"),
+        (dict(name="a/b"), ValueError, r"name.*'a/b'"),
+        (dict(unit=3), TypeError, r"unit"),
+        (dict(input_dim=0), ValueError, r"input_dim.*0"),
+        (dict(input_shape=(-2,)), ValueError, r"input_shape.*-2"),
+    ],
+)
+def test_dense_bad_arguments(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        Dense(3, **kwargs)
+
+
+def test_dense_bad_inputs_leave_weights_unchanged():
+    layer = Dense(3)
+    with pytest.raises(ValueError, match=r"ndim|rank"):
+        layer(np.ones((4,), np.float32))
+    assert not layer.built and layer.weights == []
+    layer(np.ones((2, 4), np.float32))
+    before = layer.get_weights()
+    with pytest.raises(ValueError, match=r"inputs\.shape=\(2, 5\)"):
+        layer(np.ones((2, 5), np.float32))
+    with pytest.raises(ValueError, match=r"inputs\.shape=\(2, 3, 5\)"):
+        layer(np.ones((2, 3, 5), np.float32))
+    with pytest.raises(ValueError, match=r"ndim|rank"):
+        layer(np.ones((4,), np.float32))
+    with pytest.raises(TypeError, match=r"inputs"):
+        layer(np.array([["a", "b", "c", "d"]]))
+    after = layer.get_weights()
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(b, a)
+    assert layer.kernel.shape == (4, 3)
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (2, 3, 0)])
+def test_dense_zero_size_feature_axis_backward(shape):
+    layer = Dense(2, dtype="float64", bias_initializer="ones")
+    y = to_np(layer(np.ones(shape)))
+    assert y.shape == shape[:-1] + (2,)
+    np.testing.assert_array_equal(y, np.ones(y.shape))  # only the bias
+    dx = to_np(layer.backward(np.ones(y.shape)))
+    assert dx.shape == shape
+    assert layer.kernel.grad.shape == (0, 2)
+    np.testing.assert_array_equal(to_np(layer.bias.grad), np.full(2, float(np.prod(shape[:-1]))))
+
+
+# ---------------------------------------------------------------- Activation
+
+ACTIVATION_NAMES = sorted(REFERENCE_ACTIVATIONS)
+
+
+def test_every_activation_name_is_covered():
+    from gpulayers import activations
+
+    assert set(activations._ALL) <= set(REFERENCE_ACTIVATIONS), "add a reference for the new activation"
+
+
+@pytest.mark.parametrize("name", ACTIVATION_NAMES)
+def test_activation_layer_forward(name):
+    rng = np.random.default_rng(7)
+    x = away_from_kinks(rng, (3, 4))
+    layer = Activation(name, dtype="float64")
+    y = to_np(layer(x))
+    assert y.shape == x.shape == layer.compute_output_shape(x.shape)
+    np.testing.assert_allclose(y, REFERENCE_ACTIVATIONS[name](x), rtol=1e-6, atol=1e-7)
+    y32 = to_np(Activation(name)(x.astype(np.float32)))
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, REFERENCE_ACTIVATIONS[name](x.astype(np.float32).astype(np.float64)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ACTIVATION_NAMES)
+@pytest.mark.parametrize("shape", [(3, 4), (2, 2, 2, 3)])
+def test_activation_layer_gradients(name, shape):
+    rng = np.random.default_rng(8)
+    x = away_from_kinks(rng, shape, low=-4.0, high=4.0 if name == "exponential" else 7.0)
+    dx, grads = check_layer_gradients(Activation(name, dtype="float64"), x)
+    assert grads == {}
+
+
+def test_activation_layer_accepts_callables_and_has_no_weights():
+    layer = Activation(lambda x: 2 * x)
+    np.testing.assert_array_equal(to_np(layer(np.ones((1, 2), np.float32))), [[2.0, 2.0]])
+    assert layer.weights == [] and layer.get_weights() == []
+    with pytest.raises(TypeError, match=r"backward"):
+        layer.backward(np.ones((1, 2), np.float32))
+    with pytest.raises(ValueError, match=r"activation.*'sigmoidd'"):
+        Activation("sigmoidd")
+    with pytest.raises(TypeError, match=r"activation"):
+        Activation()
+    with pytest.raises(TypeError, match=r"activation.*3"):
+        Activation(3)
+    np.testing.assert_array_equal(to_np(Activation(None)(np.array([[-1.0, 2.0]]))), [[-1.0, 2.0]])
+
+
+def test_activation_relu_example():
+    y = to_np(Activation("relu")(np.array([[-1.0, 2.0]])))
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, [[0.0, 2.0]])
+
+
+# ---------------------------------------------------------------- InputLayer / Input
+
+
+def test_input_returns_a_keras_tensor():
+    t = Input(shape=(4, 5))
+    assert isinstance(t, KerasTensor)
+    assert t.shape == (None, 4, 5) and t.ndim == 3
+    assert t.dtype == config.floatx()
+    t = Input((3,), batch_size=2, dtype="float64", name="features")
+    assert t.shape == (2, 3) and t.dtype == "float64" and t.name == "features"
+    assert Input(batch_shape=(None, 7)).shape == (None, 7)
+    assert Input(shape=(None, 3)).shape == (None, None, 3)
+
+
+def test_input_layer_passes_inputs_through_and_checks_them():
+    layer = InputLayer(shape=(2, 3))
+    assert layer.built and layer.weights == []
+    assert layer.output_shape == (None, 2, 3)
+    x = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    np.testing.assert_array_equal(to_np(layer(x)), x)
+    np.testing.assert_array_equal(to_np(layer.backward(np.ones_like(x))), np.ones_like(x))
+    with pytest.raises(ValueError, match=r"inputs\.shape=\(2, 3, 2\)"):
+        layer(np.zeros((2, 3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"inputs\.shape=\(2, 6\)"):
+        layer(np.zeros((2, 6), np.float32))
+    fixed = InputLayer(batch_shape=(4, 3))
+    with pytest.raises(ValueError, match=r"inputs\.shape=\(2, 3\)"):
+        fixed(np.zeros((2, 3), np.float32))
+    assert to_np(fixed(np.zeros((4, 3), np.float32))).shape == (4, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,pattern",
+    [
+        (dict(), ValueError, r"shape"),
+        (dict(shape=(3,), batch_shape=(None, 3)), ValueError, r"shape.*batch_shape"),
+        (dict(shape=(3,), sparse=True), ValueError, r"sparse.*True"),
+        (dict(shape=(-1, 3)), ValueError, r"shape.*-1"),
+        (dict(shape=(2.5,)), ValueError, r"shape.*2\.5"),
+        (dict(shape=3), TypeError, r"shape.*3"),
+        (dict(shape=(3,), batch_size=0), ValueError, r"batch_size.*0"),
+        (dict(batch_shape=()), ValueError, r"batch_shape"),
+        (dict(shape=(3,), dtype="int32"), ValueError, r"dtype.*int32"),
+        (dict(shape=(3,), unknown_arg=1), TypeError, r"unknown_arg"),
+    ],
+)
+def test_input_bad_arguments(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        InputLayer(**kwargs)
+    with pytest.raises(error, match=pattern):
+        Input(**kwargs)
+
+
+def test_input_layer_legacy_keras2_arguments():
+    assert InputLayer(input_shape=(3,)).batch_shape == (None, 3)
+    assert InputLayer(batch_input_shape=(2, 3)).batch_shape == (2, 3)

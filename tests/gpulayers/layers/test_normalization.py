@@ -1,0 +1,312 @@
+"""BatchNormalization: batch and moving statistics, weights, gradients and argument checks."""
+
+import numpy as np
+import pytest
+
+import gpulayers.layers
+from gpulayers import regularizers
+from gpulayers.layers import BatchNormalization
+from gpulayers.layers.normalization import BatchNormalization as BatchNormalizationFromModule
+from helpers import check_layer_gradients, to_np
+
+# ---------------------------------------------------------------- reference
+
+
+def ref_batch_stats(x, axis):
+    """Per-feature mean and BIASED variance, with explicit loops over the feature axis."""
+    x = np.asarray(x, dtype=np.float64)
+    axis = axis % x.ndim
+    moved = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+    mean = np.zeros(x.shape[axis])
+    var = np.zeros(x.shape[axis])
+    for f in range(x.shape[axis]):
+        column = moved[:, f]
+        mean[f] = sum(column) / len(column)
+        var[f] = sum((v - mean[f]) ** 2 for v in column) / len(column)
+    return mean, var
+
+
+def ref_normalize(x, mean, var, gamma, beta, axis, epsilon):
+    x = np.asarray(x, dtype=np.float64)
+    shape = [1] * x.ndim
+    shape[axis % x.ndim] = -1
+    gamma = np.ones_like(mean) if gamma is None else np.asarray(gamma, np.float64)
+    beta = np.zeros_like(mean) if beta is None else np.asarray(beta, np.float64)
+    inv = gamma / np.sqrt(var + epsilon)
+    return x * inv.reshape(shape) + (beta - mean * inv).reshape(shape)
+
+
+def randomize(layer, rng):
+    """Random gamma/beta and moving statistics (variance positive)."""
+    values = []
+    for v in layer.weights:
+        if v.name == "moving_variance":
+            values.append(rng.uniform(0.5, 2.0, v.shape))
+        else:
+            values.append(rng.standard_normal(v.shape))
+    layer.set_weights(values)
+    return {v.name: w for v, w in zip(layer.weights, layer.get_weights())}
+
+
+def assert_weights_equal(before, after):
+    assert len(before) == len(after)
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(b, a)
+
+
+# ---------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize(
+    "shape,axis",
+    [((6, 3, 4, 5), -1), ((6, 3, 4, 5), 3), ((6, 3, 4, 5), 1), ((6, 3, 4, 5), -3), ((8, 4), -1), ((8, 4), 1), ((5, 4, 3), 0)],
+)
+def test_training_uses_batch_statistics_and_updates_moving_ones(shape, axis):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    layer = BatchNormalization(axis=axis, momentum=0.9, epsilon=1e-3)
+    layer.build_from_shape(x.shape)
+    w = randomize(layer, rng)
+    y = to_np(layer(x, training=True))
+    mean, var = ref_batch_stats(x, axis)
+    ref = ref_normalize(x, mean, var, w["gamma"], w["beta"], axis, 1e-3)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_np(layer.moving_mean.value), w["moving_mean"] * 0.9 + mean * 0.1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        to_np(layer.moving_variance.value), w["moving_variance"] * 0.9 + var * 0.1, rtol=1e-5, atol=1e-6
+    )
+    # A second call updates from the new moving values.
+    x2 = rng.standard_normal(shape).astype(np.float32)
+    mm, mv = to_np(layer.moving_mean.value).astype(np.float64), to_np(layer.moving_variance.value).astype(np.float64)
+    layer(x2, training=True)
+    mean2, var2 = ref_batch_stats(x2, axis)
+    np.testing.assert_allclose(to_np(layer.moving_mean.value), mm * 0.9 + mean2 * 0.1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_np(layer.moving_variance.value), mv * 0.9 + var2 * 0.1, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_variance_is_biased():
+    # Feature values 0 and 2 over a batch of 2: biased variance 1, unbiased 2.
+    x = np.array([[0.0], [2.0]])
+    layer = BatchNormalization(momentum=0.0, epsilon=1e-3, dtype="float64")
+    y = to_np(layer(x, training=True))
+    np.testing.assert_allclose(y[:, 0], [-1 / np.sqrt(1.001), 1 / np.sqrt(1.001)], rtol=1e-12)
+    np.testing.assert_allclose(to_np(layer.moving_variance.value), [1.0], rtol=1e-12)
+    np.testing.assert_allclose(to_np(layer.moving_mean.value), [1.0], rtol=1e-12)
+
+
+def test_defaults_like_keras():
+    layer = BatchNormalization()
+    assert layer.axis == -1 and layer.momentum == 0.99 and layer.epsilon == 1e-3
+    assert layer.center is True and layer.scale is True
+    layer(np.ones((2, 3), np.float32))
+    w = layer.get_weights()
+    np.testing.assert_array_equal(w[0], np.ones(3))
+    np.testing.assert_array_equal(w[1], np.zeros(3))
+    np.testing.assert_array_equal(w[2], np.zeros(3))
+    np.testing.assert_array_equal(w[3], np.ones(3))
+
+
+@pytest.mark.parametrize("momentum", [0.0, 1.0])
+def test_momentum_bounds_are_accepted(momentum):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 2))
+    layer = BatchNormalization(momentum=momentum, dtype="float64")
+    layer(x, training=True)
+    mean, var = ref_batch_stats(x, -1)
+    if momentum == 1.0:
+        np.testing.assert_array_equal(to_np(layer.moving_mean.value), np.zeros(2))
+        np.testing.assert_array_equal(to_np(layer.moving_variance.value), np.ones(2))
+    else:
+        np.testing.assert_allclose(to_np(layer.moving_mean.value), mean, rtol=1e-12)
+        np.testing.assert_allclose(to_np(layer.moving_variance.value), var, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- inference
+
+
+@pytest.mark.parametrize("axis", [-1, 1, 3])
+def test_inference_uses_moving_statistics(axis):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 3, 5, 2)).astype(np.float32)
+    layer = BatchNormalization(axis=axis, epsilon=0.01)
+    layer.build_from_shape(x.shape)
+    w = randomize(layer, rng)
+    before = layer.get_weights()
+    ref = ref_normalize(x, w["moving_mean"], w["moving_variance"], w["gamma"], w["beta"], axis, 0.01)
+    np.testing.assert_allclose(to_np(layer(x, training=False)), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_np(layer(x)), ref, rtol=1e-5, atol=1e-5)  # training defaults to False
+    assert_weights_equal(before, layer.get_weights())
+
+
+def test_trainable_false_uses_moving_statistics_even_when_training():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    layer = BatchNormalization()
+    layer.build_from_shape(x.shape)
+    w = randomize(layer, rng)
+    layer.trainable = False
+    before = layer.get_weights()
+    y = to_np(layer(x, training=True))
+    ref = ref_normalize(x, w["moving_mean"], w["moving_variance"], w["gamma"], w["beta"], -1, 1e-3)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    assert_weights_equal(before, layer.get_weights())
+    assert layer.trainable_weights == []
+    assert [v.name for v in layer.non_trainable_weights] == ["gamma", "beta", "moving_mean", "moving_variance"]
+    layer.trainable = True
+    y = to_np(layer(x, training=True))
+    mean, var = ref_batch_stats(x, -1)
+    np.testing.assert_allclose(y, ref_normalize(x, mean, var, w["gamma"], w["beta"], -1, 1e-3), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- center / scale and weights
+
+
+@pytest.mark.parametrize(
+    "center,scale,names",
+    [
+        (True, True, ["gamma", "beta", "moving_mean", "moving_variance"]),
+        (False, True, ["gamma", "moving_mean", "moving_variance"]),
+        (True, False, ["beta", "moving_mean", "moving_variance"]),
+        (False, False, ["moving_mean", "moving_variance"]),
+    ],
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_center_and_scale_shrink_the_weights(center, scale, names, training):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 3, 3, 2)).astype(np.float32)
+    layer = BatchNormalization(axis=1, center=center, scale=scale)
+    layer.build_from_shape(x.shape)
+    assert [v.name for v in layer.weights] == names
+    assert [v.name for v in layer.trainable_weights] == [n for n in names if n in ("gamma", "beta")]
+    assert [v.name for v in layer.non_trainable_weights] == ["moving_mean", "moving_variance"]
+    assert all(w.shape == (3,) for w in layer.get_weights())
+    assert layer.count_params() == 3 * len(names)
+    w = randomize(layer, rng)
+    y = to_np(layer(x, training=training))
+    if training:
+        mean, var = ref_batch_stats(x, 1)
+    else:
+        mean, var = w["moving_mean"], w["moving_variance"]
+    ref = ref_normalize(x, mean, var, w.get("gamma"), w.get("beta"), 1, 1e-3)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"weights"):
+        layer.set_weights(layer.get_weights() + [np.zeros(3)])
+
+
+# ---------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize(
+    "shape,kwargs,training",
+    [
+        ((4, 3), dict(), True),
+        ((3, 2, 2, 3), dict(axis=-1), True),
+        ((3, 2, 2, 3), dict(axis=3), True),
+        ((3, 3, 2, 2), dict(axis=1), True),
+        ((3, 2, 2, 3), dict(axis=-1), False),
+        ((3, 3, 2, 2), dict(axis=1), False),
+        ((4, 3), dict(center=False), True),
+        ((4, 3), dict(scale=False), True),
+        ((4, 3), dict(center=False, scale=False), True),
+        ((4, 3), dict(center=False), False),
+        ((4, 3), dict(scale=False), False),
+        ((4, 3), dict(center=False, scale=False), False),
+        ((4, 3), dict(gamma_regularizer=regularizers.L2(0.1), beta_regularizer=regularizers.L1(0.05)), True),
+        ((4, 3), dict(activity_regularizer=regularizers.L2(0.02)), False),
+    ],
+)
+def test_gradients_match_finite_differences(shape, kwargs, training):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape) * 2 + 0.5
+    layer = BatchNormalization(dtype="float64", momentum=0.5, **kwargs)
+    layer.build_from_shape(x.shape)
+    randomize(layer, rng)
+    _, grads = check_layer_gradients(layer, x, training=training)
+    expected = {n for n, on in (("gamma", layer.scale), ("beta", layer.center)) if on}
+    assert set(grads) == expected
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_gradients_with_trainable_false(training):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 2, 2, 3))
+    layer = BatchNormalization(dtype="float64")
+    layer.build_from_shape(x.shape)
+    randomize(layer, rng)
+    layer.trainable = False
+    before = layer.get_weights()
+    dx, grads = check_layer_gradients(layer, x, training=training)
+    assert grads == {}
+    assert layer.gamma.grad is None and layer.beta.grad is None
+    assert_weights_equal(before, layer.get_weights())
+    # With frozen statistics the input gradient is dy * gamma / sqrt(var + eps).
+    w = dict(zip(["gamma", "beta", "moving_mean", "moving_variance"], before))
+    layer(x, training=training)
+    dx = to_np(layer.backward(np.ones_like(x)))
+    np.testing.assert_allclose(dx, np.broadcast_to(w["gamma"] / np.sqrt(w["moving_variance"] + 1e-3), x.shape), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- bad arguments and inputs
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,pattern",
+    [
+        (dict(momentum=1.5), ValueError, r"momentum.*1\.5"),
+        (dict(momentum=-0.1), ValueError, r"momentum.*-0\.1"),
+        (dict(momentum=float("nan")), ValueError, r"momentum.*nan"),
+        (dict(momentum="0.9"), TypeError, r"momentum.*'0\.9'"),
+        (dict(epsilon=0), ValueError, r"epsilon.*0"),
+        (dict(epsilon=-1e-3), ValueError, r"epsilon.*-0\.001"),
+        (dict(axis=1.0), TypeError, r"axis.*1\.0"),
+        (dict(axis=(1, 2)), TypeError, r"axis.*\(1, 2\)"),
+        (dict(axis="channels"), TypeError, r"axis.*'channels'"),
+        (dict(center="no"), TypeError, r"center.*'no'"),
+        (dict(scale=2), TypeError, r"scale.*2"),
+        (dict(gamma_initializer="onez"), ValueError, r"gamma_initializer.*'onez'"),
+        (dict(moving_variance_initializer="nope"), ValueError, r"moving_variance_initializer.*'nope'"),
+        (dict(beta_regularizer="l9"), ValueError, r"beta_regularizer.*'l9'"),
+        (dict(renorm=True), TypeError, r"renorm"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        BatchNormalization(**kwargs)
+
+
+@pytest.mark.parametrize("axis", [5, 4, -5])
+def test_axis_out_of_range_is_refused_at_build(axis):
+    layer = BatchNormalization(axis=axis)
+    with pytest.raises(ValueError, match=rf"axis.*{axis}"):
+        layer(np.ones((2, 3, 3, 2), np.float32), training=True)
+    assert not layer.built and layer.weights == []
+    with pytest.raises(ValueError, match=rf"axis.*{axis}"):
+        layer.compute_output_shape((2, 3, 3, 2))
+
+
+def test_wrong_inputs_after_build_leave_statistics_unchanged():
+    rng = np.random.default_rng(7)
+    layer = BatchNormalization(axis=-1)
+    layer(rng.standard_normal((4, 3, 3, 2)), training=True)
+    randomize(layer, rng)
+    before = layer.get_weights()
+    with pytest.raises(ValueError, match=r"inputs\.shape=\(4, 3, 3, 5\)"):
+        layer(rng.standard_normal((4, 3, 3, 5)), training=True)
+    with pytest.raises(ValueError, match=r"ndim"):
+        layer(rng.standard_normal((4, 2)), training=True)
+    with pytest.raises(TypeError, match=r"inputs"):
+        layer(np.ones((4, 3, 3, 2), dtype=complex), training=True)
+    assert_weights_equal(before, layer.get_weights())
+
+
+def test_rank_one_input_is_refused():
+    layer = BatchNormalization()
+    with pytest.raises(ValueError, match=r"rank"):
+        layer(np.ones((3,), np.float32))
+    assert not layer.built
+
+
+def test_importable_from_normalization_module():
+    assert BatchNormalizationFromModule is BatchNormalization
+    assert gpulayers.layers.normalization.BatchNormalization is BatchNormalization

@@ -1,0 +1,379 @@
+"""Tests for gpulayers.activations against plain float64 references."""
+
+import functools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from gpulayers import activations as A
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+# ----------------------------------------------------------------- references
+# Scalar float64 formulas written from the definitions (Keras 3 semantics).
+
+
+def ref_relu(v, negative_slope=0.0, max_value=None, threshold=0.0):
+    if negative_slope != 0 and max_value is None and threshold == 0:
+        return max(v, negative_slope * v)
+    if threshold != 0:
+        out = v if v > threshold else 0.0
+    else:
+        out = max(v, 0.0)
+    if max_value is not None:
+        out = min(max(out, 0.0), max_value)
+    if negative_slope != 0:
+        out -= negative_slope * max(threshold - v, 0.0)
+    return out
+
+
+def ref_sigmoid(v):
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def ref_softplus(v):
+    return math.log1p(math.exp(v))
+
+
+def ref_elu(v, alpha=1.0):
+    return v if v >= 0 else alpha * math.expm1(v)
+
+
+def ref_hard_sigmoid(v):
+    return min(max(v / 6.0 + 0.5, 0.0), 1.0)
+
+
+REFS = {
+    "relu": ref_relu,
+    "leaky_relu": lambda v, negative_slope=0.2: v if v >= 0 else negative_slope * v,
+    "relu6": lambda v: min(max(v, 0.0), 6.0),
+    "elu": ref_elu,
+    "selu": lambda v: SELU_SCALE * ref_elu(v, SELU_ALPHA),
+    "softplus": ref_softplus,
+    "softsign": lambda v: v / (1.0 + abs(v)),
+    "sigmoid": ref_sigmoid,
+    "tanh": math.tanh,
+    "silu": lambda v: v * ref_sigmoid(v),
+    "swish": lambda v: v * ref_sigmoid(v),
+    "gelu": lambda v, approximate=False: (
+        0.5 * v * (1.0 + math.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3)))
+        if approximate
+        else 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0)))
+    ),
+    "exponential": math.exp,
+    "hard_sigmoid": ref_hard_sigmoid,
+    "hard_silu": lambda v: v * ref_hard_sigmoid(v),
+    "hard_swish": lambda v: v * ref_hard_sigmoid(v),
+    "mish": lambda v: v * math.tanh(ref_softplus(v)),
+    "linear": lambda v: v,
+}
+
+# (name, kwargs, kink points where the derivative jumps)
+CASES = [
+    ("relu", {}, [0.0]),
+    ("relu", {"negative_slope": 0.1}, [0.0]),
+    ("relu", {"negative_slope": 1.5}, [0.0]),  # Keras's max(x, s*x) branch with s > 1
+    ("relu", {"max_value": 2.5}, [0.0, 2.5]),
+    ("relu", {"max_value": 6}, [0.0, 6.0]),
+    ("relu", {"threshold": 1.0}, [1.0]),
+    ("relu", {"threshold": -1.0}, [-1.0]),  # passes (-1, 0) through, as Keras does
+    ("relu", {"threshold": -1.0, "max_value": 2.0}, [-1.0, 0.0, 2.0]),
+    ("relu", {"negative_slope": 0.3, "max_value": 6}, [0.0, 6.0]),
+    ("relu", {"negative_slope": 0.2, "threshold": 1.5, "max_value": 3.0}, [0.0, 1.5, 3.0]),
+    ("leaky_relu", {}, [0.0]),
+    ("leaky_relu", {"negative_slope": 0.5}, [0.0]),
+    ("relu6", {}, [0.0, 6.0]),
+    ("elu", {}, [0.0]),
+    ("elu", {"alpha": 0.5}, [0.0]),
+    ("selu", {}, [0.0]),
+    ("softplus", {}, []),
+    ("softsign", {}, [0.0]),
+    ("sigmoid", {}, []),
+    ("tanh", {}, []),
+    ("silu", {}, []),
+    ("swish", {}, []),
+    ("gelu", {}, []),
+    ("gelu", {"approximate": True}, []),
+    ("exponential", {}, []),
+    ("hard_sigmoid", {}, [-3.0, 3.0]),
+    ("hard_silu", {}, [-3.0, 3.0]),
+    ("hard_swish", {}, [-3.0, 3.0]),
+    ("mish", {}, []),
+    ("linear", {}, []),
+]
+CASE_IDS = [f"{n}-{k}" if k else n for n, k, _ in CASES]
+
+
+def sample(kinks, n=400, low=-8.0, high=8.0, seed=0):
+    """Points in [low, high] at least 1e-2 away from every kink."""
+    x = np.random.default_rng(seed).uniform(low, high, n)
+    for k in kinks:
+        x = x[np.abs(x - k) > 1e-2]
+    return x
+
+
+def reference(name, x, kwargs):
+    return np.array([REFS[name](float(v), **kwargs) for v in x.ravel()]).reshape(x.shape)
+
+
+# ----------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("name,kwargs,kinks", CASES, ids=CASE_IDS)
+def test_forward_matches_float64_reference(name, kwargs, kinks):
+    fn = getattr(A, name)
+    x = np.concatenate([sample([]), [0.0, -3.0, 3.0, 6.0, 1.0, -1.0, 2.5]])
+    np.testing.assert_allclose(fn(x, **kwargs), reference(name, x, kwargs), rtol=1e-13, atol=1e-15)
+
+
+def test_relu_keras_doc_examples():
+    x = np.array([-10.0, -5.0, 0.0, 5.0, 10.0])
+    np.testing.assert_array_equal(A.relu(x), [0, 0, 0, 5, 10])
+    np.testing.assert_array_equal(A.relu(x, negative_slope=0.5), [-5, -2.5, 0, 5, 10])
+    np.testing.assert_array_equal(A.relu(x, max_value=5.0), [0, 0, 0, 5, 5])
+    np.testing.assert_array_equal(A.relu(x, threshold=5.0), [0, 0, 0, 0, 10])
+
+
+def test_hard_sigmoid_and_selu_known_values():
+    np.testing.assert_array_equal(A.hard_sigmoid(np.array([-4.0, -3.0, 0.0, 3.0, 4.0])), [0, 0, 0.5, 1, 1])
+    np.testing.assert_allclose(A.selu(np.array([1.0, -1.0])), [SELU_SCALE, SELU_SCALE * SELU_ALPHA * math.expm1(-1)])
+
+
+def test_swish_is_silu():
+    assert A.swish is A.silu and A.hard_swish is A.hard_silu
+
+
+# ----------------------------------------------------------------- erf
+
+
+def test_erf_matches_math_erf_to_float64_precision():
+    x = np.concatenate([
+        np.linspace(-7.0, 7.0, 20001),
+        np.logspace(-300, 1.5, 3000),
+        -np.logspace(-300, 1.5, 3000),
+        [0.0, 0.46875, -0.46875, 4.0, -4.0, 6.0, 26.5, 1e300],
+    ])
+    ref = np.array([math.erf(v) for v in x])
+    got = A.erf(x)
+    rel = np.abs(got - ref) / np.maximum(np.abs(ref), np.finfo(float).tiny)
+    assert rel.max() < 1e-14
+
+
+def test_erf_special_values_and_dtypes():
+    got = A.erf(np.array([0.0, np.inf, -np.inf, np.nan]))
+    assert got[0] == 0.0 and got[1] == 1.0 and got[2] == -1.0 and np.isnan(got[3])
+    for dtype, tol in ((np.float32, 1e-6), (np.float16, 2e-3)):
+        x = np.linspace(-5, 5, 101).astype(dtype)
+        y = A.erf(x)
+        assert y.dtype == dtype
+        np.testing.assert_allclose(y.astype(float), [math.erf(v) for v in x.astype(float)], atol=tol)
+
+
+# ----------------------------------------------------------------- backward
+
+
+def central_difference(f, x, h=1e-6):
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+@pytest.mark.parametrize("name,kwargs,kinks", CASES, ids=CASE_IDS)
+def test_backward_matches_finite_differences(name, kwargs, kinks):
+    fn = getattr(A, name)
+    x = sample(kinks, seed=1)
+    dy = np.random.default_rng(2).normal(size=x.shape)
+    dx = fn.backward(x, fn(x, **kwargs), dy, **kwargs)
+    expected = dy * central_difference(lambda z: fn(z, **kwargs), x)
+    np.testing.assert_allclose(dx, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name,kwargs,kinks", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_low_precision_dtypes_are_kept(name, kwargs, kinks, dtype):
+    fn = getattr(A, name)
+    x64 = sample(kinks, n=64, low=-5, high=5, seed=3)
+    x = x64.astype(dtype)
+    y = fn(x, **kwargs)
+    dx = fn.backward(x, y, np.ones_like(x), **kwargs)
+    assert y.dtype == dtype and dx.dtype == dtype
+    if dtype == np.float32:
+        np.testing.assert_allclose(y, reference(name, x.astype(float), kwargs), rtol=1e-5, atol=1e-6)
+
+
+def test_no_floating_point_errors_at_extremes():
+    x = np.array([-1e4, -800.0, -50.0, 50.0, 800.0, 1e4])
+    names = ["relu", "elu", "selu", "softplus", "softsign", "sigmoid", "tanh", "silu", "gelu", "hard_sigmoid", "mish"]
+    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        for name in names:
+            fn = getattr(A, name)
+            y = fn(x)
+            assert np.all(np.isfinite(y)), name
+            assert np.all(np.isfinite(fn.backward(x, y, np.ones_like(x)))), name
+        for approximate in (False, True):
+            assert np.all(np.isfinite(A.gelu(x, approximate=approximate)))
+    np.testing.assert_array_equal(A.sigmoid(np.array([-1e4, 1e4])), [0.0, 1.0])
+
+
+# ----------------------------------------------------------------- softmax
+
+
+def ref_softmax(x, axis):
+    """Loop over every 1-D slice along ``axis`` (an int) with math.exp."""
+    moved = np.moveaxis(x, axis, -1)
+    out = np.empty_like(moved)
+    for idx in np.ndindex(moved.shape[:-1]):
+        row = [float(v) for v in moved[idx]]
+        m = max(row)
+        exps = [math.exp(v - m) for v in row]
+        total = sum(exps)
+        out[idx] = [e / total for e in exps]
+    return np.moveaxis(out, -1, axis)
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1, 2, -2])
+def test_softmax_and_log_softmax_along_axes(axis):
+    x = np.random.default_rng(4).normal(scale=3.0, size=(3, 4, 5))
+    ref = ref_softmax(x, axis)
+    np.testing.assert_allclose(A.softmax(x, axis=axis), ref, rtol=1e-13)
+    np.testing.assert_allclose(A.log_softmax(x, axis=axis), np.log(ref), rtol=1e-12, atol=1e-14)
+
+
+def test_softmax_over_an_axis_tuple():
+    x = np.random.default_rng(5).normal(size=(2, 3, 4))
+    flat = x.reshape(2, 12)
+    expected = ref_softmax(flat, -1).reshape(2, 3, 4)
+    np.testing.assert_allclose(A.softmax(x, axis=(1, 2)), expected, rtol=1e-13)
+
+
+def test_softmax_is_stable_for_huge_logits():
+    y = A.softmax(np.array([[1000.0, 1000.0, -1000.0]], dtype=np.float32))
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, [[0.5, 0.5, 0.0]])
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax_backward_matches_finite_differences(name, axis):
+    fn = getattr(A, name)
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(3, 4))
+    dy = rng.normal(size=x.shape)
+    dx = fn.backward(x, fn(x, axis=axis), dy, axis=axis)
+    expected = np.empty_like(x)
+    h = 1e-6
+    for idx in np.ndindex(x.shape):  # full gradient of sum(dy * f(x)), one coordinate at a time
+        e = np.zeros_like(x)
+        e[idx] = h
+        expected[idx] = (np.sum(dy * fn(x + e, axis=axis)) - np.sum(dy * fn(x - e, axis=axis))) / (2 * h)
+    np.testing.assert_allclose(dx, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_softmax_backward_keeps_float32():
+    x = np.random.default_rng(7).normal(size=(2, 5)).astype(np.float32)
+    y = A.softmax(x)
+    assert A.softmax.backward(x, y, np.ones_like(x)).dtype == np.float32
+
+
+# ----------------------------------------------------------------- lookup and serialization
+
+
+def test_get_names_none_and_callables():
+    assert A.get(None) is A.linear
+    assert A.get("relu") is A.relu
+    assert A.get("swish") is A.silu
+    assert A.get("hard_swish") is A.hard_silu
+
+    def custom(x):
+        return 2 * x
+
+    assert A.get(custom) is custom
+    assert A.get_backward(custom) is None
+    assert A.get_backward(A.relu) is A.relu.backward
+
+
+def test_get_accepts_keras_function_dict():
+    config = {"module": "keras.activations", "class_name": "function", "config": "relu", "registered_name": "function"}
+    assert A.get(config) is A.relu
+    assert A.get({"class_name": "function", "config": "tanh"}) is A.tanh
+
+
+def test_get_errors_name_the_argument_and_value():
+    with pytest.raises(ValueError, match=r"`activation`.*'relux'.*Did you mean 'relu'.*Received: activation='relux'"):
+        A.get("relux")
+    with pytest.raises(ValueError, match=r"Invalid value for `dense_activation`.*Received: dense_activation='nope'"):
+        A.get("nope", argument="dense_activation")
+    with pytest.raises(TypeError, match=r"Invalid type for `activation`.*Received: activation=3"):
+        A.get(3)
+    with pytest.raises(ValueError, match="not a gpulayers built-in"):
+        A.get({"module": "os", "class_name": "function", "config": "system"})
+    with pytest.raises(ValueError, match="class_name"):
+        A.get({"class_name": "ReLU", "config": {}})
+
+
+@pytest.mark.parametrize("name", sorted(set(n for n, _, _ in CASES)))
+def test_serialize_deserialize_round_trip(name):
+    fn = getattr(A, name)
+    text = A.serialize(fn)
+    assert isinstance(text, str)
+    back = A.deserialize(text)
+    assert back is fn
+    x = np.linspace(-3, 3, 7)
+    np.testing.assert_array_equal(back(x), fn(x))
+    assert A.deserialize({"module": "keras.activations", "class_name": "function", "config": text}) is fn
+
+
+def test_serialize_names_match_keras():
+    assert A.serialize(A.swish) == "silu"
+    assert A.serialize(A.hard_swish) == "hard_silu"
+    assert A.serialize(A.relu) == "relu"
+
+
+def test_serialize_custom_callable_gives_a_dict_that_does_not_load():
+    def custom(x):
+        return x
+
+    config = A.serialize(custom)
+    assert config["class_name"] == "function" and config["config"] == "custom"
+    with pytest.raises(ValueError):
+        A.deserialize(config)
+
+
+def test_get_backward_of_keyword_partial():
+    fn = functools.partial(A.relu, max_value=2.0)
+    x = np.array([-1.0, 1.0, 3.0])
+    dx = A.get_backward(fn)(x, fn(x), np.ones(3))
+    np.testing.assert_array_equal(dx, [0.0, 1.0, 0.0])
+
+
+# ----------------------------------------------------------------- properties
+
+finite = st.floats(-50, 50, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=30, deadline=None)
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=5), elements=finite),
+       st.floats(-100, 100))
+def test_softmax_is_a_distribution_and_shift_invariant(x, shift):
+    y = A.softmax(x)
+    assert np.all((y >= 0) & (y <= 1))
+    np.testing.assert_allclose(y.sum(axis=-1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(A.softmax(x + shift), y, rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(hnp.arrays(np.float64, st.integers(1, 20), elements=st.floats(-40, 40)))
+def test_sigmoid_symmetry_and_erf_oddness(x):
+    np.testing.assert_allclose(A.sigmoid(x) + A.sigmoid(-x), 1.0, rtol=1e-15)
+    np.testing.assert_array_equal(A.erf(-x), -A.erf(x))
+    assert np.all(np.abs(A.erf(x)) <= 1.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(hnp.arrays(np.float64, st.integers(1, 20), elements=st.floats(-10, 10)))
+def test_gelu_approximation_stays_close_to_exact(x):
+    assert np.max(np.abs(A.gelu(x, approximate=True) - A.gelu(x))) < 1e-3
