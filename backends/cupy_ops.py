@@ -40,6 +40,15 @@ class CupyOps(Ops):
             x = numpy.from_dlpack(x) if hasattr(x, "__dlpack__") and not hasattr(x, "__array__") else numpy.asarray(x)
         return cupy.asarray(x, dtype=dtype)
 
+    def device_name(self):
+        """The current CUDA device's name and memory, with cupy's version."""
+        cupy = self.xp
+        device = cupy.cuda.Device()
+        props = cupy.cuda.runtime.getDeviceProperties(device.id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        total = props["totalGlobalMem"] / 2**30
+        return f"GPU {device.id}: {name} ({total:.0f} GiB), cupy {cupy.__version__}"
+
     def to_numpy(self, x):
         if isinstance(x, self.xp.ndarray):
             return x.get()

@@ -30,6 +30,14 @@ class NumpyOps(Ops):
             x = numpy.from_dlpack(x)
         return numpy.asarray(x, dtype=dtype)
 
+    def device_name(self):
+        """What computes: the CPU, with numpy's version."""
+        import os
+        import platform
+
+        cpu = platform.processor() or platform.machine()
+        return f"CPU ({cpu}, {os.cpu_count()} cores), numpy {numpy.__version__}"
+
     def to_numpy(self, x):
         if type(x).__module__.split(".", 1)[0] == "cupy" and hasattr(x, "get"):
             return x.get()

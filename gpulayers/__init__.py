@@ -6,7 +6,21 @@
 """
 
 from backends import get_backend, set_backend
-from gpulayers import activations, config, constraints, initializers, layers, models, regularizers, utils
+from gpulayers import (
+    activations,
+    callbacks,
+    config,
+    constraints,
+    datasets,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    models,
+    optimizers,
+    regularizers,
+    utils,
+)
 from gpulayers.models import Sequential
 from gpulayers.utils import clear_session, set_random_seed
 
@@ -15,13 +29,18 @@ __version__ = "0.1.0"
 __all__ = [
     "Sequential",
     "activations",
+    "callbacks",
     "clear_session",
     "config",
     "constraints",
+    "datasets",
     "get_backend",
     "initializers",
     "layers",
+    "losses",
+    "metrics",
     "models",
+    "optimizers",
     "regularizers",
     "set_backend",
     "set_random_seed",

@@ -13,11 +13,11 @@ Lookup and (de)serialization follow Keras 3: ``get("relu")``, ``get(None)``
 (the identity ``linear``), ``serialize(relu) == "relu"``.
 """
 
-import difflib
 import functools
 import math
 
 from backends import array_namespace
+from gpulayers.registry import Registry
 
 __all__ = [
     "deserialize",
@@ -403,15 +403,7 @@ _BY_NAME = {
 }
 _ALIASES = {"swish": silu, "hard_swish": hard_silu}
 _ALL = {**_BY_NAME, **_ALIASES}
-
-
-def _unknown(name, argument):
-    close = difflib.get_close_matches(name, list(_ALL), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(
-        f"Invalid value for `{argument}`: unknown activation {name!r}.{hint} "
-        f"Expected one of {sorted(_ALL)}. Received: {argument}={name!r}"
-    )
+_REGISTRY = Registry("activation", "keras.activations", _ALL)
 
 
 def _from_dict(config, argument):
@@ -431,9 +423,7 @@ def _from_dict(config, argument):
             f"Invalid value for `{argument}`: activation {name!r} from module {module!r} "
             f"is not a gpulayers built-in. Received: {argument}={config!r}"
         )
-    if name not in _ALL:
-        raise _unknown(name, argument)
-    return _ALL[name]
+    return _REGISTRY.lookup(name, argument)
 
 
 def deserialize(config, argument="activation"):
@@ -450,15 +440,10 @@ def deserialize(config, argument="activation"):
         True
     """
     if isinstance(config, str):
-        if config not in _ALL:
-            raise _unknown(config, argument)
-        return _ALL[config]
+        return _REGISTRY.lookup(config, argument)
     if isinstance(config, dict):
         return _from_dict(config, argument)
-    raise TypeError(
-        f"Invalid type for `{argument}`: expected a string or a dict. "
-        f"Received: {argument}={config!r} of type {type(config).__name__}"
-    )
+    raise _REGISTRY.config_type_error(config, argument)
 
 
 def serialize(fn):

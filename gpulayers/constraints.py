@@ -11,7 +11,6 @@ Example:
     >>> w = c(np.full((4, 3), 3.0))   # each column rescaled to norm ~2
 """
 
-import difflib
 import math
 import numbers
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from backends import array_namespace
 from gpulayers import config
+from gpulayers.registry import Registry
 
 __all__ = ["Constraint", "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "deserialize", "get", "serialize"]
 
@@ -165,17 +165,7 @@ _BY_NAME = {
     "MinMaxNorm": MinMaxNorm, "min_max_norm": MinMaxNorm,
 }
 KERAS_MODULE = "keras.constraints"
-
-
-def _lookup(name, argument):
-    if name not in _BY_NAME:
-        close = difflib.get_close_matches(name, list(_BY_NAME), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"Invalid value for `{argument}`: unknown constraint {name!r}.{hint} "
-            f"Expected one of {sorted(_BY_NAME)}. Received: {argument}={name!r}"
-        )
-    return _BY_NAME[name]
+_REGISTRY = Registry("constraint", KERAS_MODULE, _BY_NAME, _CLASSES, Constraint)
 
 
 def deserialize(config, argument="constraint"):
@@ -188,30 +178,7 @@ def deserialize(config, argument="constraint"):
         >>> deserialize({"class_name": "MaxNorm", "config": {"max_value": 3, "axis": 0}})
         MaxNorm(max_value=3, axis=0)
     """
-    if isinstance(config, str):
-        return _lookup(config, argument)()
-    if not isinstance(config, dict):
-        raise TypeError(
-            f"Invalid type for `{argument}`: expected a string or a dict. "
-            f"Received: {argument}={config!r} of type {type(config).__name__}"
-        )
-    name, module, kwargs = config.get("class_name"), config.get("module"), config.get("config", {})
-    if not isinstance(name, str) or not isinstance(kwargs, dict):
-        raise ValueError(
-            f"Invalid value for `{argument}`: a config dict needs a string 'class_name' and a dict "
-            f"'config'. Received: {argument}={config!r}"
-        )
-    if module is not None and not str(module).startswith("keras"):
-        raise ValueError(
-            f"Invalid value for `{argument}`: {name!r} from module {module!r} is not a gpulayers "
-            f"built-in constraint. Received: {argument}={config!r}"
-        )
-    cls = _lookup(name, argument)
-    try:
-        return cls.from_config(kwargs)
-    except (TypeError, ValueError) as exc:  # unexpected keys or bad values
-        raise ValueError(f"Invalid value for `{argument}`: bad config for {name}: {exc}. "
-                         f"Received: {argument}={config!r}") from None
+    return _REGISTRY.deserialize(config, argument)
 
 
 def serialize(constraint):
@@ -221,19 +188,7 @@ def serialize(constraint):
         >>> serialize(NonNeg())
         {'module': 'keras.constraints', 'class_name': 'NonNeg', 'config': {}, 'registered_name': None}
     """
-    if constraint is None:
-        return None
-    if isinstance(constraint, _CLASSES):
-        return {"module": KERAS_MODULE, "class_name": type(constraint).__name__,
-                "config": constraint.get_config(), "registered_name": None}
-    if not callable(constraint):
-        raise TypeError(f"Invalid type for `constraint`: expected a constraint. Received: {constraint!r}")
-    name = getattr(constraint, "__name__", type(constraint).__name__)
-    is_obj = hasattr(constraint, "get_config")
-    return {"module": getattr(constraint, "__module__", None),
-            "class_name": type(constraint).__name__ if is_obj else "function",
-            "config": constraint.get_config() if is_obj else name,
-            "registered_name": name}
+    return _REGISTRY.serialize(constraint)
 
 
 def get(identifier, argument="constraint"):
@@ -249,15 +204,4 @@ def get(identifier, argument="constraint"):
         >>> get("non_neg", argument="bias_constraint")
         NonNeg()
     """
-    if identifier is None:
-        return None
-    if isinstance(identifier, (str, dict)):
-        return deserialize(identifier, argument)
-    if isinstance(identifier, type) and issubclass(identifier, Constraint):
-        return identifier()
-    if callable(identifier) and not isinstance(identifier, type):
-        return identifier
-    raise TypeError(
-        f"Invalid type for `{argument}`: expected None, a constraint name, a config dict, a "
-        f"Constraint or a callable. Received: {argument}={identifier!r} of type {type(identifier).__name__}"
-    )
+    return _REGISTRY.get(identifier, argument)

@@ -17,13 +17,13 @@ Example:
     'GlorotUniform'
 """
 
-import difflib
 import math
 import numbers
 
 import numpy as np
 
 from gpulayers import config, utils
+from gpulayers.registry import Registry
 
 __all__ = [
     "Constant",
@@ -467,17 +467,7 @@ _BY_NAME.update({
     "OrthogonalInitializer": Orthogonal,
 })
 KERAS_MODULE = "keras.initializers"
-
-
-def _lookup(name, argument):
-    if name not in _BY_NAME:
-        close = difflib.get_close_matches(name, list(_BY_NAME), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"Invalid value for `{argument}`: unknown initializer {name!r}.{hint} "
-            f"Expected one of {sorted(_BY_NAME)}. Received: {argument}={name!r}"
-        )
-    return _BY_NAME[name]
+_REGISTRY = Registry("initializer", KERAS_MODULE, _BY_NAME, _CLASSES, Initializer)
 
 
 def deserialize(config, argument="initializer"):
@@ -495,30 +485,7 @@ def deserialize(config, argument="initializer"):
         >>> deserialize({"class_name": "Constant", "config": {"value": 2.0}})
         Constant(value=2.0)
     """
-    if isinstance(config, str):
-        return _lookup(config, argument)()
-    if not isinstance(config, dict):
-        raise TypeError(
-            f"Invalid type for `{argument}`: expected a string or a dict. "
-            f"Received: {argument}={config!r} of type {type(config).__name__}"
-        )
-    name, module, kwargs = config.get("class_name"), config.get("module"), config.get("config", {})
-    if not isinstance(name, str) or not isinstance(kwargs, dict):
-        raise ValueError(
-            f"Invalid value for `{argument}`: a config dict needs a string 'class_name' and a dict "
-            f"'config'. Received: {argument}={config!r}"
-        )
-    if module is not None and not str(module).startswith("keras"):
-        raise ValueError(
-            f"Invalid value for `{argument}`: {name!r} from module {module!r} is not a gpulayers "
-            f"built-in initializer. Received: {argument}={config!r}"
-        )
-    cls = _lookup(name, argument)
-    try:
-        return cls.from_config(kwargs)
-    except (TypeError, ValueError) as exc:  # unexpected keys or bad values
-        raise ValueError(f"Invalid value for `{argument}`: bad config for {name}: {exc}. "
-                         f"Received: {argument}={config!r}") from None
+    return _REGISTRY.deserialize(config, argument)
 
 
 def serialize(initializer):
@@ -528,20 +495,7 @@ def serialize(initializer):
         >>> serialize(GlorotUniform(seed=1))
         {'module': 'keras.initializers', 'class_name': 'GlorotUniform', 'config': {'seed': 1}, 'registered_name': None}
     """
-    if initializer is None:
-        return None
-    if isinstance(initializer, _CLASSES):
-        return {"module": KERAS_MODULE, "class_name": type(initializer).__name__,
-                "config": initializer.get_config(), "registered_name": None}
-    if not callable(initializer):
-        raise TypeError(f"Invalid type for `initializer`: expected an initializer. Received: {initializer!r}")
-    # A user object or function: Keras's custom-object form (not loadable here).
-    name = getattr(initializer, "__name__", type(initializer).__name__)
-    is_obj = hasattr(initializer, "get_config")
-    return {"module": getattr(initializer, "__module__", None),
-            "class_name": type(initializer).__name__ if is_obj else "function",
-            "config": initializer.get_config() if is_obj else name,
-            "registered_name": name}
+    return _REGISTRY.serialize(initializer)
 
 
 def get(identifier, argument="initializer"):
@@ -557,15 +511,4 @@ def get(identifier, argument="initializer"):
         >>> get("he_normal", argument="kernel_initializer")
         HeNormal(seed=None)
     """
-    if identifier is None:
-        return None
-    if isinstance(identifier, (str, dict)):
-        return deserialize(identifier, argument)
-    if isinstance(identifier, type) and issubclass(identifier, Initializer):
-        return identifier()
-    if callable(identifier) and not isinstance(identifier, type):
-        return identifier
-    raise TypeError(
-        f"Invalid type for `{argument}`: expected None, an initializer name, a config dict, an "
-        f"Initializer or a callable. Received: {argument}={identifier!r} of type {type(identifier).__name__}"
-    )
+    return _REGISTRY.get(identifier, argument)

@@ -17,13 +17,13 @@ Example:
     0.04
 """
 
-import difflib
 import math
 import numbers
 
 import numpy as np
 
 from backends import array_namespace
+from gpulayers.registry import Registry
 
 __all__ = ["L1", "L1L2", "L2", "Regularizer", "deserialize", "get", "get_gradient", "serialize"]
 
@@ -167,17 +167,9 @@ _CLASSES = (L1, L2, L1L2)
 # Keras 3's table: class names and their snake_case forms ("L1L2" -> "l1l2").
 _BY_NAME = {"L1": L1, "l1": L1, "L2": L2, "l2": L2, "L1L2": L1L2, "l1l2": L1L2}
 KERAS_MODULE = "keras.regularizers"
-
-
-def _lookup(name, argument):
-    if name not in _BY_NAME:
-        close = difflib.get_close_matches(name, list(_BY_NAME), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"Invalid value for `{argument}`: unknown regularizer {name!r}.{hint} "
-            f"Expected one of {sorted(_BY_NAME)}. Received: {argument}={name!r}"
-        )
-    return _BY_NAME[name]
+# "l1_l2" is Keras 2's l1_l2() shortcut, which this name stood for.
+_SHORTCUTS = {"l1_l2": lambda: L1L2(l1=0.01, l2=0.01)}
+_REGISTRY = Registry("regularizer", KERAS_MODULE, _BY_NAME, _CLASSES, Regularizer, _SHORTCUTS)
 
 
 def deserialize(config, argument="regularizer"):
@@ -191,32 +183,7 @@ def deserialize(config, argument="regularizer"):
         ...              "config": {"l2": 0.1}, "registered_name": None})
         L2(l2=0.1)
     """
-    if isinstance(config, str):
-        if config == "l1_l2":  # Keras 2's l1_l2() shortcut, which this name stood for
-            return L1L2(l1=0.01, l2=0.01)
-        return _lookup(config, argument)()
-    if not isinstance(config, dict):
-        raise TypeError(
-            f"Invalid type for `{argument}`: expected a string or a dict. "
-            f"Received: {argument}={config!r} of type {type(config).__name__}"
-        )
-    name, module, kwargs = config.get("class_name"), config.get("module"), config.get("config", {})
-    if not isinstance(name, str) or not isinstance(kwargs, dict):
-        raise ValueError(
-            f"Invalid value for `{argument}`: a config dict needs a string 'class_name' and a dict "
-            f"'config'. Received: {argument}={config!r}"
-        )
-    if module is not None and not str(module).startswith("keras"):
-        raise ValueError(
-            f"Invalid value for `{argument}`: {name!r} from module {module!r} is not a gpulayers "
-            f"built-in regularizer. Received: {argument}={config!r}"
-        )
-    cls = _lookup(name, argument)
-    try:
-        return cls.from_config(kwargs)
-    except (TypeError, ValueError) as exc:  # unexpected keys or bad values
-        raise ValueError(f"Invalid value for `{argument}`: bad config for {name}: {exc}. "
-                         f"Received: {argument}={config!r}") from None
+    return _REGISTRY.deserialize(config, argument)
 
 
 def serialize(regularizer):
@@ -226,19 +193,7 @@ def serialize(regularizer):
         >>> serialize(L1(0.1))["config"]
         {'l1': 0.1}
     """
-    if regularizer is None:
-        return None
-    if isinstance(regularizer, _CLASSES):
-        return {"module": KERAS_MODULE, "class_name": type(regularizer).__name__,
-                "config": regularizer.get_config(), "registered_name": None}
-    if not callable(regularizer):
-        raise TypeError(f"Invalid type for `regularizer`: expected a regularizer. Received: {regularizer!r}")
-    name = getattr(regularizer, "__name__", type(regularizer).__name__)
-    is_obj = hasattr(regularizer, "get_config")
-    return {"module": getattr(regularizer, "__module__", None),
-            "class_name": type(regularizer).__name__ if is_obj else "function",
-            "config": regularizer.get_config() if is_obj else name,
-            "registered_name": name}
+    return _REGISTRY.serialize(regularizer)
 
 
 def get(identifier, argument="regularizer"):
@@ -254,18 +209,7 @@ def get(identifier, argument="regularizer"):
         >>> get("l1", argument="kernel_regularizer")
         L1(l1=0.01)
     """
-    if identifier is None:
-        return None
-    if isinstance(identifier, (str, dict)):
-        return deserialize(identifier, argument)
-    if isinstance(identifier, type) and issubclass(identifier, Regularizer):
-        return identifier()
-    if callable(identifier) and not isinstance(identifier, type):
-        return identifier
-    raise TypeError(
-        f"Invalid type for `{argument}`: expected None, a regularizer name, a config dict, a "
-        f"Regularizer or a callable. Received: {argument}={identifier!r} of type {type(identifier).__name__}"
-    )
+    return _REGISTRY.get(identifier, argument)
 
 
 def get_gradient(regularizer):

@@ -228,6 +228,7 @@ class Layer:
         self._build_input_shape = None
         self._cache = None
         self._activity_losses = []
+        self._through_activation = True
 
     # ------------------------------------------------------------ properties
 
@@ -392,12 +393,15 @@ class Layer:
         """The forward computation; set ``self._cache`` (a dict) for ``backward``."""
         return x
 
-    def backward(self, dy, need_input_grad=True):
+    def backward(self, dy, need_input_grad=True, through_activation=True):
         """Backpropagate ``dy`` (the gradient of the loss wrt the last output).
 
         Stores the weights' gradients (including this layer's regularization
         terms) in ``variable.grad`` and returns the gradient wrt the input
         (None when ``need_input_grad`` is False and the layer can skip it).
+        With ``through_activation=False``, ``dy`` is already the gradient wrt
+        the pre-activation values (a loss fused with the final softmax or
+        sigmoid computes it directly, without dividing by probabilities).
         """
         if self._cache is None:
             raise RuntimeError(
@@ -418,7 +422,11 @@ class Layer:
             )
         for v in self._variables:
             v.grad = None
-        dx = self._backward(dy, need_input_grad)
+        self._through_activation = through_activation
+        try:
+            dx = self._backward(dy, need_input_grad)
+        finally:
+            self._through_activation = True
         for v in self.trainable_weights:
             if v.regularizer is not None and v.grad is not None:
                 v.grad = v.grad + self._regularizer_gradient(v.regularizer, v.value, v.name)
@@ -450,7 +458,7 @@ class Layer:
         return self.activation(z)
 
     def _activation_backward(self, z, y, dy):
-        if self.activation is activations.linear:
+        if self.activation is activations.linear or not self._through_activation:
             return dy
         backward = activations.get_backward(self.activation)
         if backward is None:

@@ -1,19 +1,17 @@
 """The Sequential model: a plain stack of layers (``keras.Sequential``)."""
 
-import sys
-import time
-
 import numpy as np
 
 from backends import get_ops
 from gpulayers import layers as layers_module
-from gpulayers.layers.base import Layer, check_weight_list, no_backward, to_backend
+from gpulayers.layers.base import Layer, check_weight_list, to_backend
 from gpulayers.layers.core import InputLayer, KerasTensor
+from gpulayers.models.training import Trainer
 
 __all__ = ["Sequential"]
 
 
-class Sequential(Layer):
+class Sequential(Trainer, Layer):
     """A linear stack of layers, each feeding the next.
 
     Args:
@@ -245,42 +243,25 @@ class Sequential(Layer):
                 f"Received: inputs.shape={tuple(shape)}"
             )
 
-    def backward(self, dy, need_input_grad=True):
+    def backward(self, dy, need_input_grad=True, through_activation=True):
         """Backpropagate through the layers in reverse; returns the input gradient.
 
         Every layer stores its weights' gradients in ``variable.grad``.
+        ``through_activation=False`` means ``dy`` is the gradient wrt the last
+        layer's pre-activation values (see :meth:`Layer.backward`).
         """
         stack = self._layers
         for i in range(len(stack) - 1, -1, -1):
             first = i == 0 or (i == 1 and isinstance(stack[0], InputLayer))
-            dy = stack[i].backward(dy, need_input_grad=need_input_grad or not first)
+            last = i == len(stack) - 1
+            dy = stack[i].backward(
+                dy,
+                need_input_grad=need_input_grad or not first,
+                through_activation=through_activation or not last,
+            )
             if dy is None:
                 break
         return dy
-
-    def predict(self, x, batch_size=32, verbose="auto"):
-        """Outputs for ``x`` as a numpy array, computed in batches of ``batch_size`` (inference mode)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"Invalid value for `batch_size`: expected a positive int. Received: batch_size={batch_size!r}")
-        if verbose not in ("auto", 0, 1, 2):
-            raise ValueError(f"Invalid value for `verbose`: expected 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
-        ops = get_ops()
-        data = to_backend(x, ops, self._layers[0].dtype if self._layers else None)
-        if data.ndim < 1:
-            raise ValueError(f"Invalid value for `x`: it needs a batch axis. Received: x.shape={tuple(data.shape)}")
-        n = data.shape[0]
-        start = time.perf_counter()
-        outputs = []
-        with no_backward():
-            for begin in range(0, n, batch_size):
-                outputs.append(ops.to_numpy(self(data[begin : begin + batch_size], training=False)))
-            if n == 0:
-                outputs.append(ops.to_numpy(self(data, training=False)))
-        steps = max(-(-n // batch_size), 1)
-        if verbose in ("auto", 1, 2):
-            elapsed = time.perf_counter() - start
-            sys.stdout.write(f"{steps}/{steps} - {elapsed:.0f}s {elapsed / steps * 1000:.0f}ms/step\n")
-        return np.concatenate(outputs, axis=0)
 
     # ------------------------------------------------------------ description
 

@@ -1,0 +1,989 @@
+"""Losses with Keras 3's names, formulas, defaults and reductions, plus exact gradients.
+
+Each loss class is called like Keras's: ``loss(y_true, y_pred, sample_weight=None)``
+returns the reduced loss as a 0-d array of ``y_pred``'s namespace (NumPy or
+CuPy). gpulayers has no autodiff, so every built-in loss also gives its
+derivative::
+
+    value, dy = loss.value_and_grad(y_true, y_pred)      # dy = dL/dy_pred
+    value, dz = loss.fused_softmax_grad(y_true, y_pred)  # dz = dL/dz, y_pred = act(z)
+
+``value_and_grad`` is the exact derivative of what ``__call__`` computes,
+including Keras's clipping of probabilities to ``[epsilon, 1 - epsilon]``
+(zero gradient where the clip is active) and, for categorical cross-entropy
+on probabilities, Keras's renormalisation ``y_pred / sum(y_pred)``.
+
+``fused_softmax_grad`` is for the probability cross-entropies
+(``from_logits=False``) when ``y_pred`` came out of the activation named by
+``loss.fuses_with`` (``"softmax"`` or ``"sigmoid"``): it returns the gradient
+with respect to the activation's input ``z``, ``(y_pred - y_true) * weight / N``,
+without dividing by small probabilities (the derivative of the unclipped
+loss, as TF/JAX/PyTorch training on logits gives). It returns None where no
+fusion applies (``fuses_with`` is None).
+
+Formulas follow ``keras/src/losses/losses.py`` and the NumPy backend's
+``keras/src/backend/numpy/nn.py``:
+
+* categorical: ``-sum(y_true * log(clip(y_pred / sum(y_pred), eps, 1 - eps)))``
+  over ``axis``; with ``from_logits`` ``-sum(y_true * log_softmax(y_pred))``.
+  ``label_smoothing=s`` uses ``y_true * (1 - s) + s / num_classes``.
+* sparse categorical: the same with integer labels (shape ``(N,)`` or
+  ``(N, 1)``); ``ignore_class`` masks the labels equal to it.
+* binary: ``mean(-(t * log(p) + (1 - t) * log(1 - p)), axis)`` with ``p``
+  clipped to ``[eps, 1 - eps]``; smoothing ``t * (1 - s) + 0.5 * s``. With
+  ``from_logits`` the stable ``max(z, 0) - z * t + log1p(exp(-|z|))``: Keras's
+  TensorFlow, JAX and PyTorch backends compute it so; only its NumPy
+  backend applies sigmoid and then clips, which differs once ``|z| > 16``.
+* ``mean((y_pred - y_true)**2, -1)``, ``mean(|y_pred - y_true|, -1)``, and
+  Huber ``mean(where(|e| <= d, e**2 / 2, d * |e| - d**2 / 2), -1)``.
+
+Reductions (Keras's ``reduce_weighted_values``): per-sample values are
+multiplied by ``sample_weight`` (after Keras's squeeze/expand of a trailing
+size-1 axis), then ``"sum"`` sums, ``"sum_over_batch_size"`` and ``"mean"``
+divide the sum by the number of weighted values, ``"mean_with_sample_weight"``
+divides by ``sum(sample_weight)`` (0 when it is 0), and ``"none"``/None keep
+the weighted values (``value_and_grad`` then differentiates their sum).
+
+Example:
+    >>> cce = CategoricalCrossentropy()
+    >>> y_true = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    >>> y_pred = np.array([[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]])
+    >>> round(float(cce(y_true, y_pred)), 3)
+    1.177
+"""
+
+import difflib
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+from backends import array_namespace
+from gpulayers import config
+from gpulayers.utils import to_snake_case, unique_name
+
+__all__ = [
+    "BinaryCrossentropy",
+    "CategoricalCrossentropy",
+    "Huber",
+    "Loss",
+    "MeanAbsoluteError",
+    "MeanSquaredError",
+    "SparseCategoricalCrossentropy",
+    "binary_crossentropy",
+    "categorical_crossentropy",
+    "deserialize",
+    "get",
+    "huber",
+    "mae",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "mse",
+    "serialize",
+    "sparse_categorical_crossentropy",
+    "squeeze_or_expand_to_same_rank",
+    "standardize_reduction",
+]
+
+KERAS_MODULE = "keras.losses"
+REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
+_FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+# ---------------------------------------------------------------------------
+# Argument checks
+# ---------------------------------------------------------------------------
+def standardize_reduction(reduction):
+    """Check ``reduction`` against Keras 3's allowed values and return it."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"Invalid value for `reduction`: expected one of {REDUCTIONS}. "
+            f"Received: reduction={reduction!r}"
+        )
+    return reduction
+
+
+def _check_bool(value, argument):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"Invalid value for `{argument}`: expected a bool. Received: {argument}={value!r}")
+    return bool(value)
+
+
+def _check_smoothing(value):
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) <= 1.0
+    ):
+        raise ValueError(
+            "Invalid value for `label_smoothing`: expected a float in [0, 1]. "
+            f"Received: label_smoothing={value!r}"
+        )
+    return float(value)
+
+
+def _check_axis(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+            f"Invalid value for `axis`: expected an int. Received: axis={value!r} of type {type(value).__name__}"
+        )
+    return int(value)
+
+
+def _check_dtype(value):
+    if value is None:
+        return None
+    name = getattr(value, "name", value)
+    name = str(np.dtype(name)) if not isinstance(name, str) else name
+    if name not in _FLOAT_DTYPES:
+        raise ValueError(
+            f"Invalid value for `dtype`: expected None or one of {_FLOAT_DTYPES}. Received: dtype={value!r}"
+        )
+    return name
+
+
+# ---------------------------------------------------------------------------
+# Array helpers (namespace-generic: NumPy and CuPy)
+# ---------------------------------------------------------------------------
+def squeeze_or_expand_to_same_rank(x1, x2, expand_rank_1=True):
+    """Keras's rule: make ranks equal when they differ by one trailing size-1 axis.
+
+    When one array has exactly one more dimension than the other and that
+    last dimension is 1, it is squeezed, except that a rank-1 partner is
+    expanded instead (with ``expand_rank_1``).
+    """
+    r1, r2 = len(x1.shape), len(x2.shape)
+    if r1 == r2:
+        return x1, x2
+    if r1 == r2 + 1 and x1.shape[-1] == 1:
+        if r2 == 1 and expand_rank_1:
+            x2 = x2.reshape(x2.shape + (1,))
+        else:
+            x1 = x1.reshape(x1.shape[:-1])
+    if r2 == r1 + 1 and x2.shape[-1] == 1:
+        if r1 == 1 and expand_rank_1:
+            x1 = x1.reshape(x1.shape + (1,))
+        else:
+            x2 = x2.reshape(x2.shape[:-1])
+    return x1, x2
+
+
+def _compute_dtype(xp, y_pred, dtype):
+    if dtype is not None:
+        return xp.dtype(dtype)
+    kind = y_pred.dtype.kind
+    if kind != "f":
+        return xp.dtype(config.floatx())
+    if y_pred.dtype.itemsize < 4:  # float16: log(1 - eps) needs float32
+        return xp.dtype(xp.float32)
+    return y_pred.dtype
+
+
+def _as_arrays(y_true, y_pred, dtype):
+    """(xp, y_true, y_pred cast to the compute dtype, original y_pred shape and grad dtype)."""
+    xp = array_namespace(y_pred)
+    y_pred = xp.asarray(y_pred)
+    y_true = xp.asarray(y_true)
+    cdtype = _compute_dtype(xp, y_pred, dtype)
+    grad_dtype = y_pred.dtype if y_pred.dtype.kind == "f" else cdtype
+    return xp, y_true, y_pred.astype(cdtype, copy=False), y_pred.shape, grad_dtype
+
+
+def _same_shape(fn_name, y_true, y_pred, hint=""):
+    """Keras's squeeze/expand, then an exact shape match (Keras would silently broadcast)."""
+    t, p = squeeze_or_expand_to_same_rank(y_true, y_pred)
+    if t.shape != p.shape:
+        raise ValueError(
+            f"In {fn_name}, `y_true` and `y_pred` must have the same shape (up to a trailing axis of "
+            f"size 1).{hint} Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
+        )
+    if len(p.shape) < 1:
+        raise ValueError(
+            f"In {fn_name}, `y_true` and `y_pred` must have at least one dimension. "
+            f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
+        )
+    return t, p
+
+
+def _clip_bounds(xp, dtype):
+    eps = config.epsilon()
+    return xp.asarray(eps, dtype=dtype), xp.asarray(1.0 - eps, dtype=dtype)
+
+
+def _log_softmax(xp, z, axis):
+    shifted = z - xp.max(z, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def _sigmoid(xp, z):
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _unbroadcast(g, shape):
+    """Sum ``g`` over the axes that broadcasting added to an array of ``shape``."""
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for i, n in enumerate(shape):
+        if n == 1 and g.shape[i] != 1:
+            g = g.sum(axis=i, keepdims=True)
+    return g
+
+
+class _Forward:
+    """Per-sample values and how to turn d(loss)/d(values) into input gradients."""
+
+    __slots__ = ("values", "mask", "backward", "fused")
+
+    def __init__(self, values, backward=None, fused=None, mask=None):
+        self.values = values
+        self.backward = backward  # dvalues -> dL/dy_pred (y_pred's shape and dtype)
+        self.fused = fused  # dvalues -> dL/dz for y_pred = activation(z)
+        self.mask = mask  # bool array like values (ignore_class), or None
+
+
+# ---------------------------------------------------------------------------
+# Reduction with its gradient
+# ---------------------------------------------------------------------------
+def _align_weights(values, sample_weight, xp):
+    sw = xp.asarray(sample_weight, dtype=values.dtype)
+    v, sw = squeeze_or_expand_to_same_rank(values, sw)
+    # A per-sample weight for values with more axes (e.g. (N,) for (N, T)):
+    # align it with the leading axes, where NumPy-style broadcasting would
+    # align it with the trailing ones.
+    if 0 < sw.ndim < v.ndim and tuple(sw.shape) == tuple(v.shape[: sw.ndim]):
+        sw = sw.reshape(tuple(sw.shape) + (1,) * (v.ndim - sw.ndim))
+    try:
+        out_shape = np.broadcast_shapes(tuple(v.shape), tuple(sw.shape))
+    except ValueError:
+        raise ValueError(
+            "Invalid value for `sample_weight`: its shape cannot be matched with the per-sample "
+            f"losses. Received: sample_weight.shape={tuple(xp.asarray(sample_weight).shape)}, "
+            f"per-sample loss shape={tuple(values.shape)}"
+        ) from None
+    return v, sw, out_shape
+
+
+def _reduce(values, sample_weight, mask, reduction, need_grad):
+    """Keras's ``reduce_weighted_values``; returns (loss, d loss / d values or None)."""
+    xp = array_namespace(values)
+    dtype = values.dtype
+    if mask is not None:
+        m = mask.astype(dtype)
+        if reduction in ("mean", "sum_over_batch_size"):
+            valid = xp.sum(m)
+            scale = xp.where(valid > 0, m.size / xp.where(valid > 0, valid, 1), 0)
+            m = m * scale.astype(dtype)
+        if sample_weight is not None:
+            m, sw = squeeze_or_expand_to_same_rank(m, xp.asarray(sample_weight, dtype=dtype))
+            sample_weight = sw * m
+        else:
+            sample_weight = m
+    if sample_weight is not None:
+        v, sw, out_shape = _align_weights(values, sample_weight, xp)
+        weighted = v * sw
+    else:
+        v, sw, out_shape = values, None, tuple(values.shape)
+        weighted = values
+
+    if reduction is None or reduction == "none" or weighted.ndim == 0:
+        coef = None  # d loss / d weighted = 1
+        loss = weighted
+    elif weighted.size == 0:
+        loss = xp.zeros((), dtype=dtype)
+        return loss, (xp.zeros(values.shape, dtype=dtype) if need_grad else None)
+    else:
+        total = xp.sum(weighted)
+        if reduction == "sum":
+            coef = None
+        elif reduction == "mean_with_sample_weight" and sw is not None:
+            divisor = xp.sum(sw)
+            nonzero = divisor != 0
+            coef = xp.where(nonzero, 1.0 / xp.where(nonzero, divisor, 1), 0).astype(dtype)
+        else:
+            coef = xp.asarray(1.0 / weighted.size, dtype=dtype)
+        loss = xp.asarray(total if coef is None else total * coef, dtype=dtype)
+    if not need_grad:
+        return loss, None
+    if sw is None:
+        dv = xp.ones(values.shape, dtype=dtype) if coef is None else xp.broadcast_to(coef, values.shape)
+        return loss, xp.ascontiguousarray(dv.astype(dtype, copy=False))
+    per = sw if coef is None else sw * coef
+    dv = _unbroadcast(xp.broadcast_to(per, out_shape), tuple(v.shape))
+    return loss, xp.ascontiguousarray(dv.reshape(values.shape).astype(dtype, copy=False))
+
+
+# ---------------------------------------------------------------------------
+# Per-sample forward passes with their backward closures
+# ---------------------------------------------------------------------------
+def _expand(dv, axis, ndim):
+    """Re-insert the reduced ``axis`` into per-sample gradients."""
+    return dv.reshape(dv.shape[:axis] + (1,) + dv.shape[axis:]) if ndim else dv
+
+
+def _categorical(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1, dtype=None):
+    fn = "categorical_crossentropy"
+    axis = _check_axis(axis)
+    label_smoothing = _check_smoothing(label_smoothing)
+    xp, y_true, y_pred, shape, gdtype = _as_arrays(y_true, y_pred, dtype)
+    hint = (" For integer labels use sparse_categorical_crossentropy."
+            if y_true.ndim == y_pred.ndim - 1 else "")
+    t, p = _same_shape(fn, y_true.astype(y_pred.dtype, copy=False), y_pred, hint)
+    ndim = p.ndim
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"Invalid value for `axis`: out of range for y_pred.shape={tuple(shape)}. Received: axis={axis}")
+    ax = axis % ndim
+    if p.shape[-1] == 1:
+        warnings.warn(
+            "In loss categorical_crossentropy, expected y_pred.shape to be (batch_size, num_classes) "
+            f"with num_classes > 1. Received: y_pred.shape={tuple(shape)}. Consider using "
+            "'binary_crossentropy' if you only have 2 classes.",
+            SyntaxWarning,
+            stacklevel=3,
+        )
+    if label_smoothing:
+        num_classes = p.shape[ax]
+        t = t * (1.0 - label_smoothing) + label_smoothing / num_classes
+    t_sum = xp.sum(t, axis=ax, keepdims=True)
+    if from_logits:
+        logp = _log_softmax(xp, p, ax)
+        values = -xp.sum(t * logp, axis=ax)
+
+        def backward(dv):
+            g = (xp.exp(logp) * t_sum - t) * _expand(dv, ax, ndim)
+            return g.reshape(shape).astype(gdtype, copy=False)
+
+        return _Forward(values, backward)
+
+    lo, hi = _clip_bounds(xp, p.dtype)
+    s = xp.sum(p, axis=ax, keepdims=True)
+    q = p / s
+    qc = xp.clip(q, lo, hi)
+    values = -xp.sum(t * xp.log(qc), axis=ax)
+
+    def backward(dv):
+        gq = xp.where((q >= lo) & (q <= hi), -t / qc, 0.0)  # d loss / d q
+        g = (gq - xp.sum(gq * q, axis=ax, keepdims=True)) / s
+        return (g * _expand(dv, ax, ndim)).reshape(shape).astype(gdtype, copy=False)
+
+    def fused(dv):
+        g = (p * t_sum - t) * _expand(dv, ax, ndim)
+        return g.reshape(shape).astype(gdtype, copy=False)
+
+    return _Forward(values, backward, fused)
+
+
+def _check_labels(xp, labels, num_classes, ignore_class):
+    """One device->host sync: any label that is not an integer in [0, num_classes)?"""
+    if labels.dtype.kind == "b":
+        labels = labels.astype(xp.int64)
+    if labels.dtype.kind in "iu":
+        bad = (labels < 0) | (labels >= num_classes)
+    elif labels.dtype.kind == "f":
+        bad = (labels != xp.floor(labels)) | (labels < 0) | (labels >= num_classes)  # NaN is bad too
+    else:
+        raise ValueError(
+            "Invalid value for `y_true`: sparse labels must be an int or float array. "
+            f"Received: y_true.dtype={labels.dtype}"
+        )
+    if ignore_class is not None:
+        bad = bad & (labels != ignore_class)
+    if bool(xp.any(bad)):
+        flat_bad = np.asarray(bad.get() if hasattr(bad, "get") else bad).reshape(-1)
+        host = np.asarray(labels.get() if hasattr(labels, "get") else labels).reshape(-1)
+        i = int(np.argmax(flat_bad))
+        value = host[i].item()
+        raise ValueError(
+            f"Invalid label in `y_true`: {value!r} at flat index {i}. Sparse labels must be integers in "
+            f"[0, {num_classes}), where {num_classes} is y_pred's number of classes (last axis)"
+            + (f", or ignore_class={ignore_class}" if ignore_class is not None else "")
+            + f". Received: label={value!r}"
+        )
+
+
+def _sparse(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1, dtype=None, check_labels=True):
+    fn = "sparse_categorical_crossentropy"
+    axis = _check_axis(axis)
+    xp, labels, y_pred, shape, gdtype = _as_arrays(y_true, y_pred, dtype)
+    if ignore_class is not None and (
+        isinstance(ignore_class, (bool, np.bool_)) or not isinstance(ignore_class, numbers.Integral)
+    ):
+        raise ValueError(f"Invalid value for `ignore_class`: expected None or an int. Received: ignore_class={ignore_class!r}")
+    labels, p = squeeze_or_expand_to_same_rank(labels, y_pred)
+    if p.ndim < 1:
+        raise ValueError(f"In {fn}, `y_pred` must have at least one dimension. Received: y_pred.shape={tuple(shape)}")
+    if axis not in (-1, p.ndim - 1):
+        raise ValueError(f"Invalid value for `axis`: only axis=-1 is supported. Received: axis={axis}")
+    if labels.ndim == p.ndim and labels.shape[-1] == 1:
+        labels = labels.reshape(labels.shape[:-1])
+    if tuple(labels.shape) != tuple(p.shape[:-1]):
+        raise ValueError(
+            f"In {fn}, `y_true` must have y_pred's shape without its last axis (optionally with a "
+            f"trailing axis of size 1). Received: y_true.shape={tuple(xp.asarray(y_true).shape)}, "
+            f"y_pred.shape={tuple(shape)}"
+        )
+    num_classes = p.shape[-1]
+    if check_labels:
+        _check_labels(xp, labels, num_classes, ignore_class)
+    mask = None
+    if ignore_class is not None:
+        mask = labels != ignore_class
+        labels = xp.where(mask, labels, 0)
+    idx = labels.astype(xp.int64)[..., None]
+    onehot = (xp.arange(num_classes) == idx).astype(p.dtype)
+    keep = None if mask is None else mask[..., None].astype(p.dtype)
+
+    def finish(g, dv):
+        g = g * dv[..., None]
+        if keep is not None:
+            g = g * keep
+        return g.reshape(shape).astype(gdtype, copy=False)
+
+    if from_logits:
+        logp = _log_softmax(xp, p, -1)
+        values = -xp.take_along_axis(logp, idx, axis=-1)[..., 0]
+        if mask is not None:
+            values = xp.where(mask, values, 0.0)
+        return _Forward(values, lambda dv: finish(xp.exp(logp) - onehot, dv), mask=mask)
+
+    lo, hi = _clip_bounds(xp, p.dtype)
+    s = xp.sum(p, axis=-1, keepdims=True)
+    q = p / s
+    qk = xp.take_along_axis(q, idx, axis=-1)  # (..., 1)
+    qkc = xp.clip(qk, lo, hi)
+    values = -xp.log(qkc)[..., 0]
+    if mask is not None:
+        values = xp.where(mask, values, 0.0)
+
+    def backward(dv):
+        gk = xp.where((qk >= lo) & (qk <= hi), -1.0 / qkc, 0.0)  # d loss / d q_k
+        return finish(gk * (onehot - qk) / s, dv)
+
+    return _Forward(values, backward, lambda dv: finish(p - onehot, dv), mask=mask)
+
+
+def _binary(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1, dtype=None):
+    fn = "binary_crossentropy"
+    axis = _check_axis(axis)
+    label_smoothing = _check_smoothing(label_smoothing)
+    xp, y_true, y_pred, shape, gdtype = _as_arrays(y_true, y_pred, dtype)
+    t, p = _same_shape(fn, y_true.astype(y_pred.dtype, copy=False), y_pred)
+    ndim = p.ndim
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"Invalid value for `axis`: out of range for y_pred.shape={tuple(shape)}. Received: axis={axis}")
+    ax = axis % ndim
+    if label_smoothing:
+        t = t * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    k = p.shape[ax]
+
+    def scale(dv):
+        return _expand(dv, ax, ndim) / k
+
+    if from_logits:
+        elementwise = xp.maximum(p, 0.0) - p * t + xp.log1p(xp.exp(-xp.abs(p)))
+        values = xp.mean(elementwise, axis=ax)
+        sig = _sigmoid(xp, p)
+        return _Forward(values, lambda dv: ((sig - t) * scale(dv)).reshape(shape).astype(gdtype, copy=False))
+
+    lo, hi = _clip_bounds(xp, p.dtype)
+    pc = xp.clip(p, lo, hi)
+    elementwise = -(t * xp.log(pc) + (1.0 - t) * xp.log(1.0 - pc))
+    values = xp.mean(elementwise, axis=ax)
+
+    def backward(dv):
+        g = xp.where((p >= lo) & (p <= hi), (pc - t) / (pc * (1.0 - pc)), 0.0)
+        return (g * scale(dv)).reshape(shape).astype(gdtype, copy=False)
+
+    def fused(dv):
+        return ((p - t) * scale(dv)).reshape(shape).astype(gdtype, copy=False)
+
+    return _Forward(values, backward, fused)
+
+
+def _regression(fn, kind, y_true, y_pred, delta=1.0, dtype=None):
+    xp, y_true, y_pred, shape, gdtype = _as_arrays(y_true, y_pred, dtype)
+    t, p = _same_shape(fn, y_true.astype(y_pred.dtype, copy=False), y_pred)
+    err = p - t
+    k = p.shape[-1]
+    if kind == "mse":
+        values = xp.mean(err * err, axis=-1)
+        slope = 2.0 * err
+    elif kind == "mae":
+        values = xp.mean(xp.abs(err), axis=-1)
+        slope = xp.sign(err)
+    else:
+        abs_err = xp.abs(err)
+        inside = abs_err <= delta
+        values = xp.mean(xp.where(inside, 0.5 * err * err, delta * abs_err - 0.5 * delta * delta), axis=-1)
+        slope = xp.where(inside, err, delta * xp.sign(err))
+
+    def backward(dv):
+        return (slope * (dv[..., None] / k)).reshape(shape).astype(gdtype, copy=False)
+
+    return _Forward(values, backward)
+
+
+# ---------------------------------------------------------------------------
+# Public functions: per-sample values, Keras's names and signatures
+# ---------------------------------------------------------------------------
+def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    """Per-sample categorical cross-entropy (one value per position outside ``axis``).
+
+    Example:
+        >>> categorical_crossentropy(np.array([[0., 1., 0.]]), np.array([[0.05, 0.95, 0.]]))
+        array([0.05129329])
+    """
+    return _categorical(y_true, y_pred, from_logits, label_smoothing, axis).values
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1):
+    """Per-sample cross-entropy with integer labels of shape ``y_pred.shape[:-1]`` (or ``+ (1,)``).
+
+    Labels must be integers (int arrays, or float arrays holding whole
+    numbers) in ``[0, num_classes)``; otherwise ValueError names the label.
+
+    Example:
+        >>> sparse_categorical_crossentropy(np.array([1]), np.array([[0.05, 0.95, 0.]]))
+        array([0.05129329])
+    """
+    return _sparse(y_true, y_pred, from_logits, ignore_class, axis).values
+
+
+def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    """Binary cross-entropy averaged over ``axis``.
+
+    Example:
+        >>> binary_crossentropy(np.array([[0., 1.]]), np.array([[0.6, 0.4]]))
+        array([0.91629073])
+    """
+    return _binary(y_true, y_pred, from_logits, label_smoothing, axis).values
+
+
+def mean_squared_error(y_true, y_pred):
+    """``mean((y_true - y_pred)**2, axis=-1)``."""
+    return _regression("mean_squared_error", "mse", y_true, y_pred).values
+
+
+def mean_absolute_error(y_true, y_pred):
+    """``mean(|y_true - y_pred|, axis=-1)``."""
+    return _regression("mean_absolute_error", "mae", y_true, y_pred).values
+
+
+def huber(y_true, y_pred, delta=1.0):
+    """Huber loss averaged over the last axis.
+
+    Example:
+        >>> huber(np.array([[0., 1.], [0., 0.]]), np.array([[0.6, 0.4], [0.4, 0.6]]))
+        array([0.18, 0.13])
+    """
+    return _regression("huber", "huber", y_true, y_pred, delta=_check_delta(delta)).values
+
+
+mse = mean_squared_error
+mae = mean_absolute_error
+
+
+def _check_delta(delta):
+    if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, numbers.Real) or not (
+        math.isfinite(delta) and delta >= 0
+    ):
+        raise ValueError(f"Invalid value for `delta`: expected a non-negative float. Received: delta={delta!r}")
+    return float(delta)
+
+
+# ---------------------------------------------------------------------------
+# Classes
+# ---------------------------------------------------------------------------
+class Loss:
+    """Base class, as Keras's ``keras.losses.Loss``.
+
+    Subclass and implement ``call(y_true, y_pred)`` (per-sample values). To
+    train with it, also implement ``backward(y_true, y_pred, dvalues)``:
+    the gradient of ``sum(dvalues * call(y_true, y_pred))`` with respect to
+    ``y_pred``. ``__call__``, ``value_and_grad`` and the reductions come
+    from this class.
+
+    Args:
+        name: the loss's name; None means the snake-case class name.
+        reduction: ``"sum_over_batch_size"`` (default), ``"sum"``,
+            ``"mean"``, ``"mean_with_sample_weight"``, ``"none"`` or None.
+        dtype: compute dtype (``"float32"``...); None means y_pred's float
+            dtype (float16 is computed in float32).
+    """
+
+    backward = None  # subclasses may define backward(y_true, y_pred, dvalues)
+
+    def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
+        self.name = name or unique_name(to_snake_case(type(self).__name__))
+        self.reduction = standardize_reduction(reduction)
+        self.dtype = _check_dtype(dtype)
+
+    # -- what subclasses provide ------------------------------------------
+    def call(self, y_true, y_pred):
+        raise NotImplementedError(f"{type(self).__name__} does not implement call().")
+
+    def _forward(self, y_true, y_pred):
+        values = self.call(y_true, y_pred)
+        xp = array_namespace(values)
+        values = xp.asarray(values)
+        backward = None
+        if type(self).backward is not None:
+            def backward(dv):
+                return self.backward(y_true, y_pred, dv)
+        return _Forward(values, backward)
+
+    @property
+    def fuses_with(self):
+        """The final activation ``fused_softmax_grad`` differentiates through, or None."""
+        return None
+
+    # -- public API ---------------------------------------------------------
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        f = self._forward(y_true, y_pred)
+        return _reduce(f.values, sample_weight, f.mask, self.reduction, need_grad=False)[0]
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        """(loss as ``__call__`` gives it, dL/dy_pred with y_pred's shape and dtype)."""
+        f = self._forward(y_true, y_pred)
+        if f.backward is None:
+            raise TypeError(
+                f"Loss {self.name!r} ({type(self).__name__}) has no gradient: gpulayers has no autodiff, "
+                "so training needs a gpulayers Loss subclass that provides value_and_grad (or "
+                "backward(y_true, y_pred, dvalues)). Use a built-in loss or write such a subclass."
+            )
+        value, dv = _reduce(f.values, sample_weight, f.mask, self.reduction, need_grad=True)
+        return value, f.backward(dv)
+
+    def fused_softmax_grad(self, y_true, y_pred, sample_weight=None):
+        """(loss, dL/dz) for ``y_pred = fuses_with(z)``; None when no fusion applies."""
+        if self.fuses_with is None:
+            return None
+        f = self._forward(y_true, y_pred)
+        if f.fused is None:
+            return None
+        value, dv = _reduce(f.values, sample_weight, f.mask, self.reduction, need_grad=True)
+        return value, f.fused(dv)
+
+    def get_config(self):
+        config_ = {"name": self.name, "reduction": self.reduction}
+        if self.dtype is not None:
+            config_["dtype"] = self.dtype
+        return config_
+
+    @classmethod
+    def from_config(cls, config_):
+        return cls(**config_)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class CategoricalCrossentropy(Loss):
+    """Cross-entropy with one-hot (or soft) labels of y_pred's shape.
+
+    Args:
+        from_logits: whether ``y_pred`` holds logits (else probabilities).
+        label_smoothing: in [0, 1]; targets become ``y * (1 - s) + s / num_classes``,
+            with num_classes the size of ``axis`` (Keras takes the last axis's
+            size whatever ``axis`` is; the two agree for the default -1).
+        axis: the class axis. reduction, name, dtype: as :class:`Loss`.
+    """
+
+    def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
+                 reduction="sum_over_batch_size", name="categorical_crossentropy", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.label_smoothing = _check_smoothing(label_smoothing)
+        self.axis = _check_axis(axis)
+
+    def _forward(self, y_true, y_pred):
+        return _categorical(y_true, y_pred, self.from_logits, self.label_smoothing, self.axis, self.dtype)
+
+    def call(self, y_true, y_pred):
+        return self._forward(y_true, y_pred).values
+
+    @property
+    def fuses_with(self):
+        return None if self.from_logits or self.axis != -1 else "softmax"
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing, "axis": self.axis}
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """Cross-entropy with integer labels (shape ``(N,)`` or ``(N, 1)`` for y_pred ``(N, C)``).
+
+    Args:
+        from_logits: whether ``y_pred`` holds logits.
+        ignore_class: None, or a label value whose positions get zero loss,
+            zero gradient, and are left out of the mean (Keras's mask).
+        reduction, name, dtype: as :class:`Loss`.
+
+    Every call checks the labels (integers in ``[0, num_classes)``), which
+    costs one device-to-host sync. A caller that validated all labels
+    beforehand may set the attribute ``check_labels = False`` to skip it
+    (out-of-range labels then give undefined values).
+    """
+
+    check_labels = True
+
+    def __init__(self, from_logits=False, ignore_class=None,
+                 reduction="sum_over_batch_size", name="sparse_categorical_crossentropy", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+        if ignore_class is not None and (
+            isinstance(ignore_class, (bool, np.bool_)) or not isinstance(ignore_class, numbers.Integral)
+        ):
+            raise ValueError(
+                f"Invalid value for `ignore_class`: expected None or an int. Received: ignore_class={ignore_class!r}"
+            )
+        self.ignore_class = None if ignore_class is None else int(ignore_class)
+
+    def _forward(self, y_true, y_pred):
+        return _sparse(y_true, y_pred, self.from_logits, self.ignore_class, -1, self.dtype, self.check_labels)
+
+    def call(self, y_true, y_pred):
+        return self._forward(y_true, y_pred).values
+
+    @property
+    def fuses_with(self):
+        return None if self.from_logits else "softmax"
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits, "ignore_class": self.ignore_class}
+
+
+class BinaryCrossentropy(Loss):
+    """Binary cross-entropy, averaged over ``axis`` (Keras's default -1).
+
+    Args:
+        from_logits: whether ``y_pred`` holds logits.
+        label_smoothing: in [0, 1]; targets become ``y * (1 - s) + 0.5 * s``.
+        axis: the axis averaged over. reduction, name, dtype: as :class:`Loss`.
+    """
+
+    def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
+                 reduction="sum_over_batch_size", name="binary_crossentropy", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.label_smoothing = _check_smoothing(label_smoothing)
+        self.axis = _check_axis(axis)
+
+    def _forward(self, y_true, y_pred):
+        return _binary(y_true, y_pred, self.from_logits, self.label_smoothing, self.axis, self.dtype)
+
+    def call(self, y_true, y_pred):
+        return self._forward(y_true, y_pred).values
+
+    @property
+    def fuses_with(self):
+        return None if self.from_logits else "sigmoid"
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing, "axis": self.axis}
+
+
+class MeanSquaredError(Loss):
+    """``mean((y_true - y_pred)**2, axis=-1)`` per sample."""
+
+    def __init__(self, reduction="sum_over_batch_size", name="mean_squared_error", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def _forward(self, y_true, y_pred):
+        return _regression("mean_squared_error", "mse", y_true, y_pred, dtype=self.dtype)
+
+    def call(self, y_true, y_pred):
+        return self._forward(y_true, y_pred).values
+
+
+class MeanAbsoluteError(Loss):
+    """``mean(|y_true - y_pred|, axis=-1)`` per sample; gradient ``sign`` (0 at 0)."""
+
+    def __init__(self, reduction="sum_over_batch_size", name="mean_absolute_error", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def _forward(self, y_true, y_pred):
+        return _regression("mean_absolute_error", "mae", y_true, y_pred, dtype=self.dtype)
+
+    def call(self, y_true, y_pred):
+        return self._forward(y_true, y_pred).values
+
+
+class Huber(Loss):
+    """Huber loss with threshold ``delta`` (default 1.0), averaged over the last axis.
+
+    ``get_config`` includes ``delta`` (Keras 3's Huber.get_config leaves it
+    out, so a round trip there resets it to 1.0).
+    """
+
+    def __init__(self, delta=1.0, reduction="sum_over_batch_size", name="huber_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.delta = _check_delta(delta)
+
+    def _forward(self, y_true, y_pred):
+        return _regression("huber", "huber", y_true, y_pred, delta=self.delta, dtype=self.dtype)
+
+    def call(self, y_true, y_pred):
+        return self._forward(y_true, y_pred).values
+
+    def get_config(self):
+        return {**super().get_config(), "delta": self.delta}
+
+
+class _FunctionLoss(Loss):
+    """A plain callable ``(y_true, y_pred) -> per-sample values``: reductions but no gradient."""
+
+    def __init__(self, fn, reduction="sum_over_batch_size", name=None):
+        self.fn = fn
+        super().__init__(name=name or to_snake_case(getattr(fn, "__name__", type(fn).__name__)),
+                         reduction=reduction)
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "fn": getattr(self.fn, "__name__", repr(self.fn))}
+
+
+# ---------------------------------------------------------------------------
+# Lookup and (de)serialization
+# ---------------------------------------------------------------------------
+_CLASSES = (CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy,
+            MeanSquaredError, MeanAbsoluteError, Huber)
+_BY_CLASS_NAME = {cls.__name__: cls for cls in _CLASSES}
+_FUNCTIONS = {
+    categorical_crossentropy: CategoricalCrossentropy,
+    sparse_categorical_crossentropy: SparseCategoricalCrossentropy,
+    binary_crossentropy: BinaryCrossentropy,
+    mean_squared_error: MeanSquaredError,
+    mean_absolute_error: MeanAbsoluteError,
+    huber: Huber,
+}
+# Function names and Keras 3's aliases: the loss is the class with default
+# arguments, named as the identifier (as Keras's compile names its wrapper).
+_BY_FUNCTION_NAME = {fn.__name__: cls for fn, cls in _FUNCTIONS.items()}
+_BY_FUNCTION_NAME.update({
+    "bce": BinaryCrossentropy, "BCE": BinaryCrossentropy,
+    "mse": MeanSquaredError, "MSE": MeanSquaredError,
+    "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError,
+})
+_ALL_NAMES = sorted(set(_BY_CLASS_NAME) | set(_BY_FUNCTION_NAME))
+
+
+def _lookup(name):
+    if name in _BY_CLASS_NAME:
+        return _BY_CLASS_NAME[name]()
+    if name in _BY_FUNCTION_NAME:
+        return _BY_FUNCTION_NAME[name](name=name)
+    close = difflib.get_close_matches(name, _ALL_NAMES, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(
+        f"Invalid value for `loss`: unknown loss {name!r}.{hint} Expected one of {_ALL_NAMES}, a config "
+        f"dict, a Loss instance or a callable. Received: loss={name!r}"
+    )
+
+
+def serialize(loss):
+    """Keras 3's dict for a loss (None stays None).
+
+    Example:
+        >>> serialize(MeanSquaredError())["class_name"]
+        'MeanSquaredError'
+    """
+    if loss is None:
+        return None
+    if isinstance(loss, _CLASSES):
+        return {"module": KERAS_MODULE, "class_name": type(loss).__name__,
+                "config": loss.get_config(), "registered_name": None}
+    if loss in _FUNCTIONS:
+        return {"module": KERAS_MODULE, "class_name": "function",
+                "config": loss.__name__, "registered_name": loss.__name__}
+    if isinstance(loss, _FunctionLoss):
+        loss = loss.fn
+    if not callable(loss):
+        raise TypeError(f"Invalid type for `loss`: expected a loss. Received: loss={loss!r}")
+    name = getattr(loss, "__name__", type(loss).__name__)
+    is_obj = hasattr(loss, "get_config")
+    return {"module": getattr(loss, "__module__", None),
+            "class_name": type(loss).__name__ if is_obj else "function",
+            "config": loss.get_config() if is_obj else name,
+            "registered_name": name}
+
+
+def deserialize(config_):
+    """Build a built-in loss from a name or a Keras 3 config dict.
+
+    Only this module's classes are instantiated; nothing named in a config is
+    imported. A serialized function (``class_name == "function"``) gives the
+    matching class with default arguments, named as the function.
+    """
+    if isinstance(config_, str):
+        return _lookup(config_)
+    if not isinstance(config_, dict):
+        raise ValueError(
+            f"Invalid value for `loss`: expected a name or a config dict. Received: loss={config_!r}"
+        )
+    name, module, kwargs = config_.get("class_name"), config_.get("module"), config_.get("config", {})
+    if module is not None and not str(module).startswith("keras"):
+        raise ValueError(
+            f"Invalid value for `loss`: {name!r} from module {module!r} is not a gpulayers built-in loss. "
+            f"Received: loss={config_!r}"
+        )
+    if name == "function" and isinstance(kwargs, str):
+        return _lookup(kwargs)
+    if not isinstance(name, str) or not isinstance(kwargs, dict):
+        raise ValueError(
+            "Invalid value for `loss`: a config dict needs a string 'class_name' and a dict 'config'. "
+            f"Received: loss={config_!r}"
+        )
+    if name not in _BY_CLASS_NAME:
+        return _lookup(name)  # a function name or alias, else ValueError listing the names
+    try:
+        return _BY_CLASS_NAME[name].from_config(kwargs)
+    except TypeError as exc:  # unexpected keys
+        raise ValueError(f"Invalid value for `loss`: bad config for {name}: {exc}. Received: loss={config_!r}") from None
+
+
+def get(identifier):
+    """Resolve a loss identifier to a :class:`Loss` (None stays None).
+
+    Accepts a name (class names ``"CategoricalCrossentropy"``, function names
+    ``"categorical_crossentropy"`` and Keras's aliases ``"mse"``, ``"mae"``,
+    ``"bce"``, upper-case too), a Keras config dict, a Loss instance or
+    subclass, one of this module's functions, or any callable
+    ``(y_true, y_pred) -> per-sample values``. Such a callable is wrapped:
+    it reduces like any loss but its ``value_and_grad`` raises TypeError
+    (gpulayers has no autodiff).
+
+    Example:
+        >>> get("mse").name
+        'mse'
+    """
+    if identifier is None:
+        return None
+    if isinstance(identifier, (str, dict)):
+        return deserialize(identifier)
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, type):
+        if issubclass(identifier, Loss):
+            return identifier()
+        raise ValueError(f"Invalid value for `loss`: {identifier.__name__} is not a Loss subclass. Received: loss={identifier!r}")
+    try:
+        cls = _FUNCTIONS.get(identifier)
+    except TypeError:  # unhashable callable
+        cls = None
+    if cls is not None:
+        return cls(name=identifier.__name__)
+    if callable(identifier):
+        if callable(getattr(identifier, "value_and_grad", None)):
+            return identifier  # a duck-typed loss with its own gradient
+        return _FunctionLoss(identifier)
+    raise ValueError(
+        f"Invalid value for `loss`: expected None, a loss name, a config dict, a Loss or a callable. "
+        f"Received: loss={identifier!r} of type {type(identifier).__name__}"
+    )

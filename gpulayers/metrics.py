@@ -1,0 +1,721 @@
+"""Stateful metrics with Keras 3's names, defaults and formulas.
+
+Each metric accumulates with ``update_state(y_true, y_pred, sample_weight=None)``
+and reports with ``result()`` (a Python float; a list of floats for
+Precision/Recall with several thresholds); ``reset_state()`` starts over.
+The running sums stay on the arrays' device (0-d NumPy or CuPy arrays,
+accumulated in float64); ``result()`` is the only place that copies a value
+to the host, so a training loop syncs only when it logs.
+
+:func:`get` resolves compile-style identifiers as Keras 3's ``compile`` does:
+``"accuracy"``/``"acc"`` (any case) become binary, sparse categorical or
+categorical accuracy, picked from the loss when it is one of the three
+cross-entropies and otherwise from the shapes (Keras's
+``is_binary_or_sparse_categorical``), and the metric keeps the name the user
+wrote, so it is logged as ``"accuracy"`` or ``"acc"``.
+
+Example:
+    >>> m = get("accuracy", loss="sparse_categorical_crossentropy")
+    >>> type(m).__name__, m.name
+    ('SparseCategoricalAccuracy', 'accuracy')
+    >>> m.update_state(np.array([2, 1]), np.array([[0.1, 0.6, 0.3], [0.05, 0.95, 0.0]]))
+    >>> m.result()
+    0.5
+"""
+
+import difflib
+import numbers
+
+import numpy as np
+
+from backends import array_namespace
+from gpulayers import config, losses
+from gpulayers.losses import squeeze_or_expand_to_same_rank
+from gpulayers.utils import to_snake_case, unique_name
+
+__all__ = [
+    "Accuracy",
+    "BinaryAccuracy",
+    "CategoricalAccuracy",
+    "Mean",
+    "MeanAbsoluteError",
+    "MeanMetricWrapper",
+    "MeanSquaredError",
+    "Metric",
+    "Precision",
+    "Recall",
+    "SparseCategoricalAccuracy",
+    "Sum",
+    "accuracy",
+    "binary_accuracy",
+    "categorical_accuracy",
+    "deserialize",
+    "get",
+    "serialize",
+    "sparse_categorical_accuracy",
+]
+
+KERAS_MODULE = "keras.metrics"
+_FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+def _namespace(*arrays):
+    """The namespace of the first array-like argument (numpy for Python scalars and lists)."""
+    for a in arrays:
+        if a is not None and hasattr(a, "shape") and hasattr(a, "dtype"):
+            return array_namespace(a)
+    return np
+
+
+def _to_float(x):
+    """The host copy of a 0-d state (the only device->host transfer)."""
+    return float(x)
+
+
+def _divide_no_nan(num, den):
+    num, den = _to_float(num), _to_float(den)
+    return 0.0 if den == 0 else num / den
+
+
+def _check_dtype(value):
+    if value is None:
+        return config.floatx()
+    name = value if isinstance(value, str) else str(np.dtype(value))
+    if name not in _FLOAT_DTYPES:
+        raise ValueError(f"Invalid value for `dtype`: expected None or one of {_FLOAT_DTYPES}. Received: dtype={value!r}")
+    return name
+
+
+# ---------------------------------------------------------------------------
+# Per-sample metric functions (Keras's names)
+# ---------------------------------------------------------------------------
+def _float_pred(xp, y_pred):
+    y_pred = xp.asarray(y_pred)
+    return y_pred if y_pred.dtype.kind == "f" else y_pred.astype(config.floatx())
+
+
+def _check_same_shape(fn, t, p, y_true, y_pred):
+    if tuple(t.shape) != tuple(p.shape):
+        raise ValueError(
+            f"In {fn}, `y_true` and `y_pred` must have the same shape (up to a trailing axis of size 1). "
+            f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
+        )
+
+
+def accuracy(y_true, y_pred):
+    """How often ``y_pred == y_true`` exactly, averaged over the last axis."""
+    xp = _namespace(y_pred, y_true)
+    y_pred = _float_pred(xp, y_pred)
+    y_true = xp.asarray(y_true)
+    t, p = squeeze_or_expand_to_same_rank(y_true.astype(y_pred.dtype, copy=False), y_pred)
+    _check_same_shape("accuracy", t, p, y_true, y_pred)
+    return xp.mean((t == p).astype(xp.float64), axis=-1)
+
+
+def binary_accuracy(y_true, y_pred, threshold=0.5):
+    """How often ``(y_pred > threshold) == y_true``, averaged over the last axis.
+
+    As in Keras, ``y_true`` is compared as given (a soft label 0.9 never
+    matches) and rank-1 inputs give one value for the whole batch.
+    """
+    xp = _namespace(y_pred, y_true)
+    y_pred = _float_pred(xp, y_pred)
+    y_true = xp.asarray(y_true)
+    t, p = squeeze_or_expand_to_same_rank(y_true, y_pred)
+    _check_same_shape("binary_accuracy", t, p, y_true, y_pred)
+    pred = (p > xp.asarray(threshold, dtype=p.dtype)).astype(t.dtype)
+    return xp.mean((t == pred).astype(xp.float64), axis=-1)
+
+
+def categorical_accuracy(y_true, y_pred):
+    """How often ``argmax(y_pred) == argmax(y_true)`` on the last axis (one-hot labels)."""
+    xp = _namespace(y_pred, y_true)
+    y_pred = xp.asarray(y_pred)
+    y_true = xp.asarray(y_true)
+    if tuple(y_true.shape) != tuple(y_pred.shape) or y_pred.ndim < 1:
+        raise ValueError(
+            "In categorical_accuracy, `y_true` (one-hot) and `y_pred` must have the same shape. "
+            f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
+        )
+    return (xp.argmax(y_true, axis=-1) == xp.argmax(y_pred, axis=-1)).astype(xp.float64)
+
+
+def sparse_categorical_accuracy(y_true, y_pred):
+    """How often ``argmax(y_pred) == y_true`` for integer labels of shape ``(N,)`` or ``(N, 1)``."""
+    xp = _namespace(y_pred, y_true)
+    y_pred = xp.asarray(y_pred)
+    y_true = xp.asarray(y_true)
+    t = y_true
+    if y_pred.ndim >= 1 and t.ndim == y_pred.ndim and t.shape[-1] == 1:
+        t = t.reshape(t.shape[:-1])
+    if y_pred.ndim < 1 or tuple(t.shape) != tuple(y_pred.shape[:-1]):
+        raise ValueError(
+            "In sparse_categorical_accuracy, `y_true` must have y_pred's shape without its last axis "
+            f"(optionally with a trailing 1). Received: y_true.shape={tuple(y_true.shape)}, "
+            f"y_pred.shape={tuple(y_pred.shape)}"
+        )
+    pred = xp.argmax(y_pred, axis=-1).astype(t.dtype)  # float labels compare as floats, as in Keras
+    return (t == pred).astype(xp.float64)
+
+
+# ---------------------------------------------------------------------------
+# Base classes
+# ---------------------------------------------------------------------------
+class Metric:
+    """Base class: ``update_state``, ``result`` (a Python float), ``reset_state``.
+
+    Args:
+        name: the metric's name; None means the snake-case class name
+            (made unique like Keras's: ``precision``, ``precision_1``...).
+        dtype: Keras's result dtype, kept for the config (the sums are
+            accumulated in float64).
+    """
+
+    def __init__(self, name=None, dtype=None):
+        self.name = name or unique_name(to_snake_case(type(self).__name__))
+        self._dtype = _check_dtype(dtype)
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    def update_state(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not implement update_state().")
+
+    def result(self):
+        raise NotImplementedError(f"{type(self).__name__} does not implement result().")
+
+    def reset_state(self):
+        raise NotImplementedError(f"{type(self).__name__} does not implement reset_state().")
+
+    def __call__(self, *args, **kwargs):
+        """Update with one batch and return the running result."""
+        self.update_state(*args, **kwargs)
+        return self.result()
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+    @classmethod
+    def from_config(cls, config_):
+        return cls(**config_)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}>"
+
+
+class Sum(Metric):
+    """The (weighted) sum of the given values."""
+
+    def __init__(self, name="sum", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.reset_state()
+
+    def update_state(self, values, sample_weight=None):
+        values, _ = _reduce_to_samplewise(values, sample_weight, "sum")
+        self.total = self.total + _namespace(values).sum(values)
+
+    def reset_state(self):
+        self.total = 0.0
+
+    def result(self):
+        return _to_float(self.total)
+
+
+def _reduce_to_samplewise(values, sample_weight, how):
+    """Keras's ``reduce_to_samplewise_values``: per-sample values and weights."""
+    xp = _namespace(values, sample_weight)
+    values = xp.asarray(values, dtype=xp.float64)
+    reduce_fn = xp.mean if how == "mean" else xp.sum
+    if sample_weight is not None:
+        sw = xp.asarray(sample_weight, dtype=xp.float64)
+        values, sw = squeeze_or_expand_to_same_rank(values, sw)
+        w_ndim = sw.ndim
+        if values.ndim > w_ndim:
+            values = reduce_fn(values, axis=tuple(range(w_ndim, values.ndim)))
+        try:
+            sw = xp.broadcast_to(sw, values.shape)
+        except ValueError:
+            raise ValueError(
+                "Invalid value for `sample_weight`: it cannot be broadcast to the per-sample metric "
+                f"values. Received: sample_weight.shape={tuple(xp.asarray(sample_weight).shape)}, "
+                f"values.shape={tuple(values.shape)}"
+            ) from None
+        values = values * sw
+        if w_ndim > 1:
+            sw = reduce_fn(sw, axis=tuple(range(1, w_ndim)))
+    else:
+        sw = None
+    if values.ndim > 1:
+        values = reduce_fn(values, axis=tuple(range(1, values.ndim)))
+    return values, sw
+
+
+class Mean(Metric):
+    """The (weighted) mean of the given values: ``sum(v * w) / sum(w)``.
+
+    Example:
+        >>> m = Mean()
+        >>> m.update_state(np.array([1.0, 3.0, 5.0, 7.0]), sample_weight=np.array([1, 1, 0, 0]))
+        >>> m.result()
+        2.0
+    """
+
+    def __init__(self, name="mean", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.reset_state()
+
+    def update_state(self, values, sample_weight=None):
+        if (
+            isinstance(sample_weight, numbers.Real)
+            and not isinstance(sample_weight, (bool, np.bool_))
+            and getattr(values, "ndim", None) == 0
+        ):  # Keras's fast path: a scalar value with a scalar weight
+            self.total = self.total + values.astype(_namespace(values).float64) * float(sample_weight)
+            self.count = self.count + float(sample_weight)
+            return
+        values, sw = _reduce_to_samplewise(values, sample_weight, "mean")
+        xp = _namespace(values)
+        self.total = self.total + xp.sum(values)
+        if sw is not None:
+            self.count = self.count + xp.sum(sw)
+        else:
+            self.count = self.count + (values.shape[0] if values.ndim >= 1 else 1)
+
+    def reset_state(self):
+        self.total = 0.0
+        self.count = 0
+
+    def result(self):
+        return _divide_no_nan(self.total, self.count)
+
+
+# Functions MeanMetricWrapper can (de)serialize by name.
+_METRIC_FUNCTIONS = {
+    "accuracy": accuracy,
+    "binary_accuracy": binary_accuracy,
+    "categorical_accuracy": categorical_accuracy,
+    "sparse_categorical_accuracy": sparse_categorical_accuracy,
+    "mean_squared_error": losses.mean_squared_error,
+    "mean_absolute_error": losses.mean_absolute_error,
+    "categorical_crossentropy": losses.categorical_crossentropy,
+    "sparse_categorical_crossentropy": losses.sparse_categorical_crossentropy,
+    "binary_crossentropy": losses.binary_crossentropy,
+    "huber": losses.huber,
+}
+
+
+def _serialize_fn(fn):
+    name = getattr(fn, "__name__", None)
+    if name in _METRIC_FUNCTIONS and _METRIC_FUNCTIONS[name] is fn:
+        module = KERAS_MODULE if fn.__module__ == __name__ else losses.KERAS_MODULE
+        return {"module": module, "class_name": "function", "config": name, "registered_name": name}
+    if isinstance(fn, losses.Loss):
+        return losses.serialize(fn)
+    return {"module": getattr(fn, "__module__", None), "class_name": "function",
+            "config": name or repr(fn), "registered_name": name}
+
+
+def _deserialize_fn(fn):
+    if callable(fn):
+        return fn
+    name = fn.get("config") if isinstance(fn, dict) and fn.get("class_name") == "function" else fn
+    if isinstance(name, str) and name in _METRIC_FUNCTIONS:
+        return _METRIC_FUNCTIONS[name]
+    if isinstance(fn, dict):
+        return losses.deserialize(fn)
+    raise ValueError(f"Invalid value for `fn`: unknown metric function {fn!r}. Expected one of {sorted(_METRIC_FUNCTIONS)}")
+
+
+class MeanMetricWrapper(Mean):
+    """The mean of ``fn(y_true, y_pred, **kwargs)`` over all samples seen.
+
+    Args:
+        fn: ``(y_true, y_pred, **kwargs) -> per-sample values``.
+        name, dtype: as :class:`Metric`. kwargs: passed on to ``fn``.
+    """
+
+    def __init__(self, fn, name=None, dtype=None, **kwargs):
+        super().__init__(name=name or unique_name("mean_metric_wrapper"), dtype=dtype)
+        self._fn = _deserialize_fn(fn)
+        self._fn_kwargs = kwargs
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = self._fn(y_true, y_pred, **self._fn_kwargs)
+        return super().update_state(values, sample_weight=sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "fn": _serialize_fn(self._fn), **self._fn_kwargs}
+
+
+class Accuracy(MeanMetricWrapper):
+    """How often predictions equal labels exactly."""
+
+    def __init__(self, name="accuracy", dtype=None):
+        super().__init__(accuracy, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+def _check_threshold(threshold):
+    if (
+        isinstance(threshold, (bool, np.bool_))
+        or not isinstance(threshold, numbers.Real)
+        or not 0.0 < float(threshold) < 1.0
+    ):
+        raise ValueError(
+            "Invalid value for `threshold`: expected a value in the interval (0, 1). "
+            f"Received: threshold={threshold!r}"
+        )
+    return float(threshold)
+
+
+class BinaryAccuracy(MeanMetricWrapper):
+    """How often ``y_pred > threshold`` matches binary labels.
+
+    Args:
+        name, dtype: as :class:`Metric`. threshold: in (0, 1), default 0.5.
+    """
+
+    def __init__(self, name="binary_accuracy", dtype=None, threshold=0.5):
+        threshold = _check_threshold(threshold)
+        super().__init__(binary_accuracy, name=name, dtype=dtype, threshold=threshold)
+        self.threshold = threshold
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype, "threshold": self.threshold}
+
+
+class CategoricalAccuracy(MeanMetricWrapper):
+    """How often ``argmax(y_pred)`` matches one-hot labels."""
+
+    def __init__(self, name="categorical_accuracy", dtype=None):
+        super().__init__(categorical_accuracy, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+class SparseCategoricalAccuracy(MeanMetricWrapper):
+    """How often ``argmax(y_pred)`` matches integer labels."""
+
+    def __init__(self, name="sparse_categorical_accuracy", dtype=None):
+        super().__init__(sparse_categorical_accuracy, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+class MeanSquaredError(MeanMetricWrapper):
+    """The mean of ``mean((y_true - y_pred)**2, axis=-1)``."""
+
+    def __init__(self, name="mean_squared_error", dtype=None):
+        super().__init__(losses.mean_squared_error, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+class MeanAbsoluteError(MeanMetricWrapper):
+    """The mean of ``mean(|y_true - y_pred|, axis=-1)``."""
+
+    def __init__(self, name="mean_absolute_error", dtype=None):
+        super().__init__(losses.mean_absolute_error, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+_ACCURACY_FNS = {
+    "binary": binary_accuracy,
+    "sparse": sparse_categorical_accuracy,
+    "categorical": categorical_accuracy,
+}
+
+
+class _ResolvingAccuracy(MeanMetricWrapper):
+    """``"accuracy"`` without a deciding loss or shapes: picks its kind from the first batch's shapes.
+
+    Keras's compile does the same when it builds its metrics on the first
+    batch. ``kind`` is None until then.
+    """
+
+    def __init__(self, name="accuracy", dtype=None):
+        super().__init__(self._first_batch, name=name, dtype=dtype)
+        self.kind = None
+
+    def _first_batch(self, y_true, y_pred):
+        self.kind = _kind_from_shapes(np.shape(y_true), np.shape(y_pred)) or "categorical"
+        self._fn = _ACCURACY_FNS[self.kind]
+        return self._fn(y_true, y_pred)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+# ---------------------------------------------------------------------------
+# Precision and recall (binary, thresholded)
+# ---------------------------------------------------------------------------
+def _parse_thresholds(thresholds):
+    values = [0.5] if thresholds is None else (
+        list(thresholds) if isinstance(thresholds, (list, tuple)) else [thresholds])
+    bad = [t for t in values if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real)
+           or not 0.0 <= float(t) <= 1.0]
+    if not values or bad:
+        raise ValueError(
+            "Invalid value for `thresholds`: threshold values must be in [0, 1]. "
+            f"Received: thresholds={thresholds!r}"
+        )
+    return [float(t) for t in values]
+
+
+class _ConfusionMetric(Metric):
+    _counts = ()  # names of the counters: "tp", "fp", "fn"
+
+    def __init__(self, thresholds=None, top_k=None, class_id=None, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        if top_k is not None:
+            raise ValueError(
+                f"Invalid value for `top_k`: gpulayers' {type(self).__name__} does not implement top_k; "
+                f"use None. Received: top_k={top_k!r}"
+            )
+        if class_id is not None and (isinstance(class_id, (bool, np.bool_)) or not isinstance(class_id, numbers.Integral)
+                                     or class_id < 0):
+            raise ValueError(f"Invalid value for `class_id`: expected None or a non-negative int. Received: class_id={class_id!r}")
+        self.init_thresholds = thresholds
+        self.thresholds = _parse_thresholds(thresholds)
+        self.top_k = top_k
+        self.class_id = None if class_id is None else int(class_id)
+        self.reset_state()
+
+    def reset_state(self):
+        for c in self._counts:
+            setattr(self, c, None)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        xp = _namespace(y_pred, y_true)
+        y_pred = _float_pred(xp, y_pred)
+        y_true = xp.asarray(y_true)
+        p, t = squeeze_or_expand_to_same_rank(y_pred, y_true)
+        if tuple(p.shape) != tuple(t.shape):
+            raise ValueError(
+                f"In {type(self).__name__}, `y_true` and `y_pred` must have the same shape. "
+                f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
+            )
+        sw = None
+        if sample_weight is not None:
+            sw = xp.asarray(sample_weight, dtype=xp.float64)
+            sw = sw.reshape(sw.shape + (1,))
+            _, sw = squeeze_or_expand_to_same_rank(t, sw, expand_rank_1=False)
+        if self.class_id is not None:
+            if p.ndim < 2 or self.class_id >= p.shape[-1]:
+                raise ValueError(
+                    f"Invalid value for `class_id`: y_pred must have shape (num_samples, num_classes) with "
+                    f"class_id < num_classes. Received: class_id={self.class_id}, y_pred.shape={tuple(y_pred.shape)}"
+                )
+            p = p[..., self.class_id, None]
+            t = t[..., self.class_id, None]
+        if sw is not None:
+            try:
+                sw = xp.broadcast_to(sw, p.shape).reshape(1, -1)
+            except ValueError:
+                raise ValueError(
+                    "Invalid value for `sample_weight`: it cannot be broadcast to y_pred. Received: "
+                    f"sample_weight.shape={tuple(xp.asarray(sample_weight).shape)}, y_pred.shape={tuple(y_pred.shape)}"
+                ) from None
+        thresholds = xp.asarray(self.thresholds, dtype=p.dtype).reshape(-1, 1)
+        pred_pos = p.reshape(1, -1) > thresholds  # (thresholds, values)
+        label_pos = (t != 0).reshape(1, -1)
+        cells = {"tp": (label_pos, pred_pos), "fp": (~label_pos, pred_pos), "fn": (label_pos, ~pred_pos)}
+        for c in self._counts:
+            label, pred = cells[c]
+            hits = (label & pred).astype(xp.float64)
+            if sw is not None:
+                hits = hits * sw
+            count = xp.sum(hits, axis=1)
+            old = getattr(self, c)
+            setattr(self, c, count if old is None else old + count)
+
+    def _ratio(self, other):
+        if self.tp is None:
+            values = [0.0] * len(self.thresholds)
+        else:
+            tp = np.asarray(self.tp.get() if hasattr(self.tp, "get") else self.tp, dtype=np.float64)
+            ot = np.asarray(getattr(self, other).get() if hasattr(getattr(self, other), "get")
+                            else getattr(self, other), dtype=np.float64)
+            den = tp + ot
+            values = [0.0 if d == 0 else float(n / d) for n, d in zip(tp, den)]
+        return values[0] if len(values) == 1 else values
+
+    def get_config(self):
+        return {**super().get_config(), "thresholds": self.init_thresholds,
+                "top_k": self.top_k, "class_id": self.class_id}
+
+
+class Precision(_ConfusionMetric):
+    """``tp / (tp + fp)`` with ``y_pred > threshold`` as positive and nonzero ``y_true`` as true.
+
+    Args:
+        thresholds: None (0.5), a float or a list of floats in [0, 1]; with
+            several, ``result()`` is a list.
+        top_k: must be None (not implemented here).
+        class_id: only look at this class of a ``(N, num_classes)`` output.
+        name, dtype: as :class:`Metric`.
+    """
+
+    _counts = ("tp", "fp")
+
+    def result(self):
+        return self._ratio("fp")
+
+
+class Recall(_ConfusionMetric):
+    """``tp / (tp + fn)``; arguments as :class:`Precision`."""
+
+    _counts = ("tp", "fn")
+
+    def result(self):
+        return self._ratio("fn")
+
+
+# ---------------------------------------------------------------------------
+# Lookup and (de)serialization
+# ---------------------------------------------------------------------------
+_CLASSES = (Mean, Sum, MeanMetricWrapper, Accuracy, BinaryAccuracy, CategoricalAccuracy,
+            SparseCategoricalAccuracy, MeanSquaredError, MeanAbsoluteError, Precision, Recall)
+_BY_NAME = {cls.__name__: cls for cls in _CLASSES}
+_BY_NAME.update({to_snake_case(cls.__name__): cls for cls in _CLASSES})
+_BY_NAME.update({"mse": MeanSquaredError, "MSE": MeanSquaredError, "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError})
+_ALL_NAMES = sorted(set(_BY_NAME) | {"acc"})
+
+
+def _kind_from_shapes(y_true_shape, y_pred_shape):
+    """Keras's ``is_binary_or_sparse_categorical``: 'binary', 'sparse', 'categorical' or None."""
+    if y_true_shape is None or y_pred_shape is None:
+        return None
+    yt, yp = tuple(y_true_shape), tuple(y_pred_shape)
+    if not yp:
+        return None
+    if yp[-1] == 1:
+        return "binary"
+    if len(yt) < len(yp) or (yt and yt[-1] == 1 and yp[-1] > 1):
+        return "sparse"
+    return "categorical"
+
+
+def _kind_from_loss(loss):
+    if loss is None:
+        return None
+    try:
+        obj = losses.get(loss)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(obj, losses.BinaryCrossentropy):
+        return "binary"
+    if isinstance(obj, losses.SparseCategoricalCrossentropy):
+        return "sparse"
+    if isinstance(obj, losses.CategoricalCrossentropy):
+        return "categorical"
+    return None
+
+
+_ACCURACY_CLASSES = {"binary": BinaryAccuracy, "sparse": SparseCategoricalAccuracy,
+                     "categorical": CategoricalAccuracy}
+
+
+def _unknown(identifier):
+    text = str(identifier)
+    close = difflib.get_close_matches(text, _ALL_NAMES, n=1) if isinstance(identifier, str) else []
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(
+        f"Invalid value for `metrics`: unknown metric {identifier!r}.{hint} Expected one of "
+        f"{_ALL_NAMES}, a config dict, a Metric or a callable. Received: metrics={identifier!r}"
+    )
+
+
+def serialize(metric):
+    """Keras 3's dict for a metric."""
+    if metric is None:
+        return None
+    if not isinstance(metric, Metric):
+        return _serialize_fn(metric)
+    if isinstance(metric, _ResolvingAccuracy):  # serialized as the accuracy it resolved to
+        class_name = _ACCURACY_CLASSES[metric.kind or "categorical"].__name__
+    else:
+        class_name = type(metric).__name__
+    return {"module": KERAS_MODULE, "class_name": class_name, "config": metric.get_config(),
+            "registered_name": None}
+
+
+def deserialize(config_):
+    """Build a built-in metric from a name or a Keras 3 config dict (nothing is imported)."""
+    if isinstance(config_, str):
+        return get(config_)
+    if not isinstance(config_, dict):
+        raise _unknown(config_)
+    name, module, kwargs = config_.get("class_name"), config_.get("module"), config_.get("config", {})
+    if module is not None and not str(module).startswith("keras"):
+        raise ValueError(
+            f"Invalid value for `metrics`: {name!r} from module {module!r} is not a gpulayers built-in "
+            f"metric. Received: metrics={config_!r}"
+        )
+    if name == "function" and isinstance(kwargs, str):
+        return get(kwargs)
+    if name not in _BY_NAME or not isinstance(kwargs, dict):
+        raise _unknown(name)
+    try:
+        return _BY_NAME[name].from_config(dict(kwargs))
+    except TypeError as exc:
+        raise ValueError(f"Invalid value for `metrics`: bad config for {name}: {exc}. Received: metrics={config_!r}") from None
+
+
+def get(identifier, loss=None, y_true_shape=None, y_pred_shape=None):
+    """Resolve one entry of ``compile(metrics=[...])`` as Keras 3's compile does.
+
+    Args:
+        identifier: a name, a Keras config dict, a Metric instance or
+            subclass, or a callable ``(y_true, y_pred) -> per-sample values``
+            (wrapped in :class:`MeanMetricWrapper`). None gives None.
+        loss: the compiled loss (name, Loss or function); for
+            ``"accuracy"``/``"acc"`` it picks binary accuracy for binary
+            cross-entropy, sparse categorical for sparse categorical
+            cross-entropy and categorical for categorical cross-entropy.
+        y_true_shape, y_pred_shape: the shapes Keras decides from when the
+            loss does not (``y_pred`` last axis 1 -> binary; ``y_true`` of
+            lower rank, or last axis 1 against more classes -> sparse; else
+            categorical). Without them the metric decides on its first batch.
+
+    A string identifier names the metric as written (``"acc"`` is logged as
+    ``acc``, ``"mae"`` as ``mae``), as Keras's compile does.
+    """
+    if identifier is None:
+        return None
+    if isinstance(identifier, str):
+        if identifier.lower() in ("accuracy", "acc"):
+            kind = _kind_from_loss(loss) or _kind_from_shapes(y_true_shape, y_pred_shape)
+            if kind is None:
+                return _ResolvingAccuracy(name=identifier)
+            return _ACCURACY_CLASSES[kind](name=identifier)
+        if identifier not in _BY_NAME:
+            raise _unknown(identifier)
+        cls = _BY_NAME[identifier]
+        if cls in (Mean, Sum, MeanMetricWrapper):
+            raise ValueError(
+                f"Invalid value for `metrics`: {identifier!r} needs arguments and cannot be given by name; "
+                f"pass an instance. Received: metrics={identifier!r}"
+            )
+        return cls(name=identifier)
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if isinstance(identifier, Metric):
+        return identifier
+    if isinstance(identifier, type):
+        if issubclass(identifier, Metric):
+            return identifier()
+        raise _unknown(identifier)
+    if callable(identifier):
+        name = identifier.name if isinstance(identifier, losses.Loss) else to_snake_case(
+            getattr(identifier, "__name__", type(identifier).__name__))
+        return MeanMetricWrapper(identifier, name=name)
+    raise _unknown(identifier)

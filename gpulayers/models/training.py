@@ -1,0 +1,487 @@
+"""Training on a model: compile, fit, evaluate, predict and the *_on_batch calls.
+
+:class:`Trainer` is mixed into :class:`gpulayers.models.Sequential`. One step:
+the batch goes to the backend once, the model runs forward with
+``training=True``, the loss gives the gradient wrt the output (or, when the
+last layer ends in the softmax/sigmoid that the loss fuses with, wrt its
+pre-activation values), ``model.backward`` fills every ``variable.grad``
+(regularizers included), and the optimizer applies them. Only the logged
+scalars come back to the host.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+from backends import get_ops
+from gpulayers import activations, losses as losses_module, metrics as metrics_module, optimizers, utils
+from gpulayers.callbacks import CallbackList
+from gpulayers.layers.base import no_backward, to_backend
+
+__all__ = ["Trainer"]
+
+
+def _check_verbose(verbose):
+    if verbose == "auto":
+        return 1
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        raise ValueError(f"Invalid value for `verbose`: expected 'auto', 0, 1 or 2. Received: verbose={verbose!r}")
+    return int(verbose)
+
+
+def _check_batch_size(batch_size, name="batch_size"):
+    if batch_size is None:
+        return 32
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"Invalid value for `{name}`: expected a positive int. Received: {name}={batch_size!r}")
+    return int(batch_size)
+
+
+def _host_or_backend(data, name):
+    """Keep numpy and backend arrays as they are (indexed per batch); turn the rest into numpy."""
+    if data is None:
+        return None
+    module = type(data).__module__.split(".", 1)[0]
+    if isinstance(data, np.ndarray) or module == "cupy":
+        arr = data
+    else:
+        try:
+            arr = np.asarray(data)
+        except Exception as exc:  # ragged lists, objects...
+            raise TypeError(f"Invalid value for `{name}`: it cannot be converted to an array ({exc}).") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"Invalid dtype for `{name}`: expected numbers. Received: {name}.dtype={arr.dtype}")
+    if arr.ndim < 1:
+        raise ValueError(f"Invalid value for `{name}`: it needs a batch axis. Received: {name}.shape={tuple(arr.shape)}")
+    return arr
+
+
+def _take(data, idx):
+    """Rows ``idx`` (a numpy index array) of a numpy or backend array."""
+    if data is None:
+        return None
+    return data[idx] if isinstance(data, np.ndarray) else data[get_ops().asarray(idx)]
+
+
+class Trainer:
+    """The Keras training API; expects ``__call__``, ``backward``, ``trainable_weights``, ``losses``."""
+
+    _compiled = False
+    optimizer = None
+    loss = None
+    stop_training = False
+    history = None
+
+    # ------------------------------------------------------------ compile
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        loss_weights=None,
+        metrics=None,
+        weighted_metrics=None,
+        run_eagerly=False,
+        steps_per_execution=1,
+        jit_compile="auto",
+        auto_scale_loss=True,
+    ):
+        """Configure training: optimizer, loss and metrics (names or objects, as Keras).
+
+        ``metrics`` ignore sample weights; ``weighted_metrics`` use them (Keras's rule).
+        ``run_eagerly``, ``jit_compile`` and ``auto_scale_loss`` are accepted for
+        compatibility (gpulayers always runs eagerly). ``loss_weights`` must be
+        None and ``steps_per_execution`` 1 (one output, one step at a time).
+        """
+        if loss is None:
+            raise ValueError("Invalid value for `loss`: compile() needs a loss to train with. Received: loss=None")
+        if loss_weights is not None:
+            raise ValueError(f"Invalid value for `loss_weights`: a Sequential has one output. Received: loss_weights={loss_weights!r}")
+        if steps_per_execution != 1:
+            raise ValueError(
+                f"Invalid value for `steps_per_execution`: only 1 is supported. Received: steps_per_execution={steps_per_execution!r}"
+            )
+        opt = optimizers.get(optimizer)
+        loss_obj = losses_module.get(loss)
+        metric_objs = [(m, False) for m in self._resolve_metrics(metrics, loss, "metrics")]
+        metric_objs += [(m, True) for m in self._resolve_metrics(weighted_metrics, loss, "weighted_metrics")]
+        names = ["loss"] + [m.name for m, _ in metric_objs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Invalid value for `metrics`: metric names must be unique. Received names: {names}")
+        self.optimizer, self.loss, self._loss_obj = opt, loss, loss_obj
+        self._metrics = metric_objs
+        self._loss_tracker = metrics_module.Mean(name="loss")
+        self._compile_args = {"optimizer": optimizer, "loss": loss, "metrics": metrics, "weighted_metrics": weighted_metrics}
+        self._compiled = True
+        self.stop_training = False
+
+    def _resolve_metrics(self, metrics, loss, argument):
+        if metrics is None:
+            return []
+        if isinstance(metrics, (str, dict)) or not hasattr(metrics, "__iter__"):
+            raise TypeError(f"Invalid type for `{argument}`: expected a list. Received: {argument}={metrics!r}")
+        shape = None
+        try:
+            shape = self.output_shape
+        except (AttributeError, ValueError):
+            pass
+        return [metrics_module.get(m, loss=loss, y_pred_shape=shape) for m in metrics]
+
+    @property
+    def metrics_names(self):
+        if not self._compiled:
+            return []
+        return ["loss"] + [m.name for m, _ in self._metrics]
+
+    def reset_metrics(self):
+        if self._compiled:
+            self._loss_tracker.reset_state()
+            for m, _ in self._metrics:
+                m.reset_state()
+
+    def _require_compiled(self, what):
+        if not self._compiled:
+            raise ValueError(f"You must call `compile()` before using `{what}()`.")
+
+    # ------------------------------------------------------------ data checks
+
+    def _check_data(self, x, y, sample_weight, name_x="x", name_y="y"):
+        """Validate x, y and sample weights before anything changes; return arrays."""
+        x = _host_or_backend(x, name_x)
+        if x is None:
+            raise ValueError(f"Invalid value for `{name_x}`: no input data. Received: {name_x}=None")
+        if x.shape[0] == 0:
+            raise ValueError(f"Invalid value for `{name_x}`: the dataset is empty (0 samples).")
+        if not self.built:
+            self.build_from_shape((None,) + tuple(x.shape[1:]))
+        out_shape = self.compute_output_shape((None,) + tuple(x.shape[1:]))  # raises for a wrong input shape
+        if y is not None:
+            y = _host_or_backend(y, name_y)
+            if y.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"Data cardinality is ambiguous: `{name_x}` has {x.shape[0]} samples and `{name_y}` has "
+                    f"{y.shape[0]}. Make sure all arrays contain the same number of samples."
+                )
+            self._loss_obj_check_targets(y, out_shape, name_y)
+        if sample_weight is not None:
+            sample_weight = _host_or_backend(sample_weight, "sample_weight")
+            if sample_weight.shape[0] != x.shape[0] or sample_weight.ndim != 1:
+                raise ValueError(
+                    f"Invalid `sample_weight`: expected shape ({x.shape[0]},) to match `{name_x}`. "
+                    f"Received: sample_weight.shape={tuple(sample_weight.shape)}"
+                )
+        return x, y, sample_weight
+
+    def _loss_obj_check_targets(self, y, out_shape, name_y):
+        """Targets must fit the model's output (and sparse labels the class count)."""
+        loss = self._loss_obj
+        if isinstance(loss, losses_module.SparseCategoricalCrossentropy):
+            classes = out_shape[-1]
+            labels = y.reshape(y.shape[0], -1) if y.ndim > 1 else y
+            if y.ndim > 1 and labels.shape[1] != 1 and tuple(y.shape[1:]) != tuple(out_shape[1:-1]):
+                raise ValueError(
+                    f"Invalid `{name_y}` for a sparse categorical loss: expected integer labels of shape "
+                    f"({y.shape[0]},) or ({y.shape[0]}, 1). Received: {name_y}.shape={tuple(y.shape)}"
+                )
+            host = labels if isinstance(labels, np.ndarray) else get_ops().to_numpy(labels)
+            bad = (host < 0) | (host >= classes) | (host != np.floor(host))
+            if bad.any():
+                first = host[bad].flat[0]
+                raise ValueError(
+                    f"Invalid `{name_y}`: sparse labels must be integers in [0, {classes}) for a model "
+                    f"with {classes} outputs. Received a label {first!r}."
+                )
+            return
+        want = tuple(out_shape[1:])
+        got = tuple(y.shape[1:])
+        if got != want and not (got == () and want == (1,)):
+            raise ValueError(
+                f"Invalid shape for `{name_y}`: the model's output has shape {(None,) + want} but "
+                f"{name_y}.shape={tuple(y.shape)}."
+            )
+
+    # ------------------------------------------------------------ one step
+
+    def _fused_activation(self):
+        last = self.layers[-1] if self.layers else None
+        act = getattr(last, "activation", None)
+        wanted = getattr(self._loss_obj, "fuses_with", None)
+        if wanted == "softmax" and act is activations.softmax:
+            return True
+        return wanted == "sigmoid" and act is activations.sigmoid
+
+    def _to_batch(self, ops, x, y, sw):
+        dtype = self._layers[0].dtype
+        xb = to_backend(x, ops, dtype)
+        yb = None
+        if y is not None:
+            yb = ops.asarray(y) if y.dtype.kind in "biu" else ops.asarray(y, dtype=dtype)
+        swb = None if sw is None else ops.asarray(sw, dtype=dtype)
+        return xb, yb, swb
+
+    def _train_batch(self, ops, xb, yb, swb):
+        y_pred = self(xb, training=True)
+        fused = self._fused_activation()
+        if fused:
+            value, grad = self._loss_obj.fused_softmax_grad(yb, y_pred, swb)
+        else:
+            value, grad = self._loss_obj.value_and_grad(yb, y_pred, swb)
+        self.backward(grad, need_input_grad=False, through_activation=not fused)
+        extra = self.losses
+        total = value + sum(extra) if extra else value
+        weights = self.trainable_weights
+        self.optimizer.apply([w.grad for w in weights], weights)
+        self._update_metrics(total, yb, y_pred, swb, xb.shape[0])
+
+    def _test_batch(self, ops, xb, yb, swb):
+        with no_backward():
+            y_pred = self(xb, training=False)
+        value = self._loss_obj(yb, y_pred, swb)
+        extra = self.losses
+        total = value + sum(extra) if extra else value
+        self._update_metrics(total, yb, y_pred, swb, xb.shape[0])
+
+    def _update_metrics(self, total, yb, y_pred, swb, n):
+        self._loss_tracker.update_state(total, sample_weight=n)
+        for metric, weighted in self._metrics:
+            metric.update_state(yb, y_pred, swb if weighted else None)
+
+    def _logs(self):
+        logs = {"loss": self._loss_tracker.result()}
+        for metric, _ in self._metrics:
+            logs[metric.name] = metric.result()
+        return logs
+
+    # ------------------------------------------------------------ fit
+
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        validation_steps=None,
+        validation_batch_size=None,
+        validation_freq=1,
+    ):
+        """Train for ``epochs`` epochs; returns a History (``.history`` holds per-epoch logs).
+
+        Everything is validated before the first weight changes: compile
+        first, x and y of equal length and fitting the model, sparse labels
+        in range, validation_split in [0, 1).
+        """
+        self._require_compiled("fit")
+        verbose = _check_verbose(verbose)
+        batch_size = _check_batch_size(batch_size)
+        for name, value, low in (("epochs", epochs, 0), ("initial_epoch", initial_epoch, 0), ("validation_freq", validation_freq, 1)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"Invalid value for `{name}`: expected an int >= {low}. Received: {name}={value!r}")
+        if steps_per_epoch is not None:
+            steps_per_epoch = _check_batch_size(steps_per_epoch, "steps_per_epoch")
+        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) or not 0 <= validation_split < 1:
+            raise ValueError(
+                f"Invalid value for `validation_split`: expected a float in [0, 1). Received: validation_split={validation_split!r}"
+            )
+        if y is None:
+            raise ValueError("Invalid value for `y`: fit() needs targets. Received: y=None")
+        x, y, sample_weight = self._check_data(x, y, sample_weight)
+        if class_weight is not None:
+            sample_weight = self._class_weights(y, class_weight, sample_weight)
+        val = None
+        if validation_data is not None:
+            val = self._unpack_validation(validation_data)
+        elif validation_split:
+            split = int(math.ceil(x.shape[0] * (1.0 - validation_split)))
+            if split == 0 or split == x.shape[0]:
+                raise ValueError(
+                    f"Invalid value for `validation_split`: {validation_split} of {x.shape[0]} samples leaves "
+                    "the training or the validation set empty."
+                )
+            val = (x[split:], y[split:], None if sample_weight is None else sample_weight[split:])
+            x, y = x[:split], y[:split]
+            sample_weight = None if sample_weight is None else sample_weight[:split]
+        val_batch_size = _check_batch_size(validation_batch_size or batch_size, "validation_batch_size")
+
+        ops = get_ops()
+        n = x.shape[0]
+        steps = -(-n // batch_size)
+        if steps_per_epoch is not None:
+            steps = min(steps, steps_per_epoch)
+        cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=epochs, steps=steps)
+        self.stop_training = False
+        cbs.on_train_begin()
+        logs = {}
+        for epoch in range(initial_epoch, epochs):
+            self.reset_metrics()
+            cbs.on_epoch_begin(epoch)
+            order = utils.host_rng().permutation(n) if shuffle else np.arange(n)
+            for step in range(steps):
+                cbs.on_train_batch_begin(step)
+                idx = order[step * batch_size : (step + 1) * batch_size]
+                xb, yb, swb = self._to_batch(ops, _take(x, idx), _take(y, idx), _take(sample_weight, idx))
+                self._train_batch(ops, xb, yb, swb)
+                logs = self._logs()
+                cbs.on_train_batch_end(step, logs)
+                if self.stop_training:
+                    break
+            epoch_logs = dict(logs)
+            if val is not None and (epoch + 1) % validation_freq == 0:
+                val_logs = self._evaluate_arrays(ops, *val, batch_size=val_batch_size, callbacks=None, verbose=0)
+                epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            cbs.on_epoch_end(epoch, epoch_logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end(logs)
+        return self.history
+
+    def _class_weights(self, y, class_weight, sample_weight):
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"Invalid type for `class_weight`: expected a dict. Received: class_weight={class_weight!r}")
+        host = y if isinstance(y, np.ndarray) else get_ops().to_numpy(y)
+        if host.ndim > 1 and host.shape[-1] > 1:
+            labels = host.argmax(axis=-1).reshape(host.shape[0])
+        else:
+            labels = np.rint(host.reshape(host.shape[0])).astype(np.int64)
+        weights = np.ones(host.shape[0], dtype=np.float64)
+        for cls, w in class_weight.items():
+            weights[labels == int(cls)] = float(w)
+        if sample_weight is not None:
+            sw = sample_weight if isinstance(sample_weight, np.ndarray) else get_ops().to_numpy(sample_weight)
+            weights = weights * sw
+        return weights
+
+    def _unpack_validation(self, validation_data):
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError(
+                "Invalid value for `validation_data`: expected a tuple (x_val, y_val) or (x_val, y_val, "
+                f"val_sample_weight). Received: {type(validation_data).__name__}"
+            )
+        xv, yv = validation_data[0], validation_data[1]
+        swv = validation_data[2] if len(validation_data) == 3 else None
+        return self._check_data(xv, yv, swv, "validation_data[0]", "validation_data[1]")
+
+    # ------------------------------------------------------------ evaluate / predict
+
+    def _evaluate_arrays(self, ops, x, y, sw, batch_size, callbacks, verbose):
+        self.reset_metrics()
+        n = x.shape[0]
+        steps = -(-n // batch_size)
+        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1, steps=steps)
+        cbs.on_test_begin()
+        logs = {}
+        for step in range(steps):
+            cbs.on_test_batch_begin(step)
+            s = slice(step * batch_size, (step + 1) * batch_size)
+            xb, yb, swb = self._to_batch(ops, x[s], y[s], None if sw is None else sw[s])
+            self._test_batch(ops, xb, yb, swb)
+            logs = self._logs()
+            cbs.on_test_batch_end(step, logs)
+        cbs.on_test_end(logs)
+        return logs
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None, callbacks=None, return_dict=False):
+        """Loss (and metrics) on ``x``, ``y``: a scalar without metrics, else ``[loss, *metrics]``."""
+        self._require_compiled("evaluate")
+        verbose = _check_verbose(verbose)
+        batch_size = _check_batch_size(batch_size)
+        if y is None:
+            raise ValueError("Invalid value for `y`: evaluate() needs targets. Received: y=None")
+        x, y, sample_weight = self._check_data(x, y, sample_weight)
+        if steps is not None:
+            steps = _check_batch_size(steps, "steps")
+            limit = min(x.shape[0], steps * batch_size)
+            x, y = x[:limit], y[:limit]
+            sample_weight = None if sample_weight is None else sample_weight[:limit]
+        logs = self._evaluate_arrays(get_ops(), x, y, sample_weight, batch_size, callbacks, verbose)
+        return self._format_logs(logs, return_dict)
+
+    def _format_logs(self, logs, return_dict):
+        if return_dict:
+            return dict(logs)
+        values = [logs[name] for name in self.metrics_names]
+        return values[0] if len(values) == 1 else values
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Outputs for ``x`` as a numpy array, computed in batches (inference mode)."""
+        verbose = _check_verbose(verbose)
+        batch_size = _check_batch_size(batch_size)
+        if not self.layers:
+            raise ValueError(f"Sequential model '{self.name}' has no layers to predict with.")
+        ops = get_ops()
+        data = _host_or_backend(x, "x")
+        n = data.shape[0]
+        if steps is not None:
+            n = min(n, _check_batch_size(steps, "steps") * batch_size)
+        total_steps = max(-(-n // batch_size), 1)
+        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1, steps=total_steps)
+        cbs.on_predict_begin()
+        outputs = []
+        with no_backward():
+            for step in range(total_steps):
+                cbs.on_predict_batch_begin(step)
+                xb = to_backend(data[step * batch_size : min((step + 1) * batch_size, n)], ops, self._layers[0].dtype)
+                outputs.append(ops.to_numpy(self(xb, training=False)))
+                cbs.on_predict_batch_end(step, {"outputs": outputs[-1]})
+        cbs.on_predict_end()
+        return np.concatenate(outputs, axis=0)
+
+    # ------------------------------------------------------------ single batches
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One training step on one batch; returns the loss (and metrics) so far, as Keras."""
+        self._require_compiled("train_on_batch")
+        if y is None:
+            raise ValueError("Invalid value for `y`: train_on_batch() needs targets. Received: y=None")
+        x, y, sample_weight = self._check_data(x, y, sample_weight)
+        if class_weight is not None:
+            sample_weight = self._class_weights(y, class_weight, sample_weight)
+        ops = get_ops()
+        self._train_batch(ops, *self._to_batch(ops, x, y, sample_weight))
+        return self._format_logs(self._logs(), return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """Loss (and metrics) on one batch, without training."""
+        self._require_compiled("test_on_batch")
+        if y is None:
+            raise ValueError("Invalid value for `y`: test_on_batch() needs targets. Received: y=None")
+        x, y, sample_weight = self._check_data(x, y, sample_weight)
+        self.reset_metrics()
+        ops = get_ops()
+        self._test_batch(ops, *self._to_batch(ops, x, y, sample_weight))
+        return self._format_logs(self._logs(), return_dict)
+
+    def predict_on_batch(self, x):
+        """Outputs for one batch as a numpy array."""
+        ops = get_ops()
+        with no_backward():
+            return ops.to_numpy(self(x, training=False))
+
+    # ------------------------------------------------------------ files
+
+    def save(self, filepath):
+        """Save the whole model as a Keras 3 ``.keras`` file (atomically)."""
+        from gpulayers import saving
+
+        saving.save_model(self, filepath)
+
+    def save_weights(self, filepath):
+        """Save the weights in Keras 3's ``.weights.h5`` layout (atomically)."""
+        from gpulayers import saving
+
+        saving.save_weights(self, filepath)
+
+    def load_weights(self, filepath):
+        """Load weights from a ``.weights.h5`` or ``.keras`` file; validates before assigning."""
+        from gpulayers import saving
+
+        saving.load_weights(self, filepath)

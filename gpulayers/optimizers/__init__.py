@@ -1,0 +1,126 @@
+"""Optimizers with Keras 3's classes, update rules, defaults and configs.
+
+``SGD``, ``Adam``, ``AdamW``, ``RMSprop`` and ``Adagrad`` update
+:class:`~gpulayers.layers.base.Variable` objects in place of their
+``value``, on whichever array module (NumPy or CuPy) holds each variable;
+``schedules`` holds the learning-rate schedules. See
+:mod:`gpulayers.optimizers.base` for the order of one step (clipping,
+weight decay, update, ``iterations += 1``, constraints).
+
+Example:
+    >>> from gpulayers import optimizers
+    >>> opt = optimizers.get("adam")                 # Adam(learning_rate=0.001)
+    >>> opt.apply([w.grad for w in weights], weights)
+    >>> optimizers.serialize(opt)["class_name"]
+    'Adam'
+"""
+
+import difflib
+
+from gpulayers.optimizers import schedules
+from gpulayers.optimizers.algorithms import SGD, Adagrad, Adam, AdamW, RMSprop
+from gpulayers.optimizers.base import Optimizer
+
+__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "deserialize", "get", "schedules", "serialize"]
+
+KERAS_MODULE = "keras.optimizers"
+_CLASSES = (SGD, Adam, AdamW, RMSprop, Adagrad)
+# Keras 3 looks names up case-insensitively: the lower-cased class name.
+_BY_NAME = {cls.__name__.lower(): cls for cls in _CLASSES}
+# Keras 3 optimizers that gpulayers does not provide (named in the error message).
+_NOT_PROVIDED = ("adadelta", "adafactor", "adamax", "ftrl", "lion", "lossscaleoptimizer", "muon", "nadam")
+
+
+def _lookup(name, argument, received):
+    key = name.lower()
+    if key in _BY_NAME:
+        return _BY_NAME[key]
+    if key in _NOT_PROVIDED:
+        why = f"Keras's {name!r} optimizer is not provided by gpulayers."
+    else:
+        close = difflib.get_close_matches(key, list(_BY_NAME), n=1)
+        why = f"unknown optimizer {name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
+    raise ValueError(
+        f"Invalid value for `{argument}`: {why} Expected one of {sorted(_BY_NAME)} (any case). "
+        f"Received: {argument}={received!r}"
+    )
+
+
+def serialize(optimizer):
+    """Keras 3's dict: ``{"module": "keras.optimizers", "class_name", "config", "registered_name": None}``.
+
+    Example:
+        >>> serialize(SGD())["config"]["momentum"]
+        0.0
+    """
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(
+            f"Invalid type for `optimizer`: expected an Optimizer. Received: optimizer={optimizer!r} "
+            f"of type {type(optimizer).__name__}"
+        )
+    name = type(optimizer).__name__
+    if type(optimizer) in _CLASSES:
+        return {"module": KERAS_MODULE, "class_name": name, "config": optimizer.get_config(), "registered_name": None}
+    return {"module": type(optimizer).__module__, "class_name": name, "config": optimizer.get_config(),
+            "registered_name": name}
+
+
+def deserialize(config, argument="optimizer"):
+    """Build a built-in optimizer from a Keras 3 config dict (or a name).
+
+    ``class_name`` is matched case-insensitively, as in Keras. Only this
+    module's classes are instantiated; nothing named in a config is imported.
+    Errors are ValueErrors naming ``argument``.
+    """
+    if isinstance(config, str):
+        return _lookup(config, argument, config)()
+    if not isinstance(config, dict):
+        raise TypeError(
+            f"Invalid type for `{argument}`: expected a string or a dict. Received: {argument}={config!r} "
+            f"of type {type(config).__name__}"
+        )
+    name, module, kwargs = config.get("class_name"), config.get("module"), config.get("config", {})
+    if not isinstance(name, str) or not isinstance(kwargs, dict):
+        raise ValueError(
+            f"Invalid value for `{argument}`: a config dict needs a string 'class_name' and a dict 'config'. "
+            f"Received: {argument}={config!r}"
+        )
+    if module is not None and not str(module).startswith("keras"):
+        raise ValueError(
+            f"Invalid value for `{argument}`: {name!r} from module {module!r} is not a gpulayers built-in "
+            f"optimizer. Received: {argument}={config!r}"
+        )
+    cls = _lookup(name, argument, config)
+    try:
+        return cls.from_config(kwargs)
+    except (TypeError, ValueError) as exc:  # unexpected keys or bad values
+        raise ValueError(
+            f"Invalid value for `{argument}`: bad config for {cls.__name__}: {exc} Received: {argument}={config!r}"
+        ) from None
+
+
+def get(identifier, argument="optimizer"):
+    """Resolve an optimizer identifier, as ``keras.optimizers.get``.
+
+    Args:
+        identifier: None (returns None), a name (``"adam"``, ``"Adam"``,
+            ``"RMSprop"``...: the class name in any case, with default
+            arguments), a Keras 3 config dict, or an Optimizer instance
+            (returned as it is).
+        argument: the caller's argument name, used in error messages.
+
+    Example:
+        >>> get("SGD").get_config()["learning_rate"]
+        0.01
+    """
+    if identifier is None:
+        return None
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, (str, dict)):
+        return deserialize(identifier, argument)
+    raise ValueError(
+        f"Invalid value for `{argument}`: could not interpret optimizer identifier; expected None, a name, "
+        f"a config dict or an Optimizer instance. Received: {argument}={identifier!r} of type "
+        f"{type(identifier).__name__}"
+    )

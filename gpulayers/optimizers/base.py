@@ -1,0 +1,466 @@
+"""The optimizer base class: learning rate, clipping, weight decay, state, configs.
+
+One training step, ``optimizer.apply(grads, variables)``, follows Keras 3's
+``BaseOptimizer.apply`` (``keras/src/optimizers/base_optimizer.py``):
+
+1. pairs whose gradient is None are dropped (all None is an error);
+2. the gradients are clipped: ``clipnorm`` per gradient, ``global_clipnorm``
+   over all of them together, or ``clipvalue`` elementwise;
+3. weight decay, when ``weight_decay`` is set: ``w -= w * weight_decay * lr``
+   for each variable not excluded by :meth:`Optimizer.exclude_from_weight_decay`;
+4. the optimizer's update rule, with the learning rate of the current step
+   (a schedule is evaluated at ``iterations``, the number of updates already
+   applied);
+5. ``iterations += 1``;
+6. each updated variable's constraint: ``v.value = v.constraint(v.value)``.
+
+Optimizer state (momentums, velocities...) is one array per variable and
+slot, created on the variable's first update (or by :meth:`Optimizer.build`)
+with the variable's own array module, shape and dtype, so it lives where the
+variable lives (host or GPU) and float32 training stays float32.
+
+Differences from Keras 3, all deliberate:
+
+- A variable first seen after ``build`` gets its state then (Keras refuses
+  variables it was not built with).
+- ``learning_rate`` may also be a callable taking the step,
+  ``lr = f(iterations)``; a callable taking no argument is called as Keras
+  calls it, ``f()``.
+- ``use_ema=True``, ``loss_scale_factor`` and ``gradient_accumulation_steps``
+  are refused (ValueError); their config keys are still written.
+- ``variables`` lists the state arrays only (Keras also lists its
+  ``iteration`` and ``learning_rate`` variables).
+"""
+
+import inspect
+import re
+import warnings
+
+import numpy as np
+
+from backends import array_namespace
+from gpulayers import utils
+from gpulayers.optimizers import schedules as _schedules
+from gpulayers.optimizers._checks import check_bool, check_name, check_real, is_real, scalar_to_float
+
+__all__ = ["Optimizer"]
+
+
+def _takes_step(function):
+    """Whether a learning-rate callable is called with the step (True) or with nothing (False)."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # some builtins have no signature: pass the step
+        return True
+    for args in ((0,), ()):
+        try:
+            signature.bind(*args)
+            return bool(args)
+        except TypeError:
+            pass
+    raise TypeError(
+        "Invalid value for `learning_rate`: a callable learning rate must take the step "
+        f"(`lr = f(iterations)`) or no argument. Received: learning_rate={function!r} with signature {signature}"
+    )
+
+
+def _as_host(grad):
+    """A gradient from another array module as a NumPy array."""
+    getter = getattr(grad, "get", None)  # CuPy's device -> host copy
+    return getter() if callable(getter) else np.asarray(grad)
+
+
+def _clip_by_global_norm(grads, clip_norm):
+    """Keras's ``clip_by_global_norm``: scale every gradient by ``clip_norm / max(norm, clip_norm)``.
+
+    A non-finite global norm makes every gradient NaN, as in Keras.
+    """
+    squares = [array_namespace(g).sum(g * g) for g in grads]
+    spaces = {array_namespace(s) for s in squares}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if len(spaces) == 1:
+            xp = spaces.pop()
+            norm = xp.sqrt(xp.sum(xp.stack([xp.asarray(s) for s in squares])))
+        else:  # NumPy and CuPy variables in one call: add up on the host
+            xp = np
+            norm = np.sqrt(np.sum([float(s) for s in squares]))
+        scale = clip_norm * xp.minimum(1.0 / norm, 1.0 / clip_norm)
+        scale = scale + (norm - norm)  # NaN when the norm is inf or NaN
+        return [g * (scale.astype(g.dtype) if array_namespace(scale) is array_namespace(g) else float(scale))
+                for g in grads]
+
+
+class Optimizer:
+    """Base class of the optimizers (Keras 3's ``keras.optimizers.Optimizer`` API).
+
+    Subclasses set ``_default_name``, list their state in :meth:`_slots` and
+    implement :meth:`_update_step`.
+
+    Args:
+        learning_rate: a float >= 0, a
+            :class:`~gpulayers.optimizers.schedules.LearningRateSchedule`, or a
+            callable ``step -> lr`` (or ``() -> lr``).
+        weight_decay: None or a float >= 0; if set, ``w -= w * weight_decay * lr``
+            before each update.
+        clipnorm: clip each gradient to this L2 norm.
+        clipvalue: clip each gradient's entries to ``[-clipvalue, clipvalue]``.
+        global_clipnorm: clip all gradients together to this global L2 norm.
+            Only one of the three may be set; 0 means no clipping, as in Keras.
+        use_ema, ema_momentum, ema_overwrite_frequency, loss_scale_factor,
+        gradient_accumulation_steps: Keras's arguments, accepted at their
+            defaults only (kept in the config).
+        name: the optimizer's name; None gives Keras's default for the class.
+    """
+
+    _default_name = None  # None: the snake_case class name, made unique (Keras's auto_name)
+
+    def __init__(
+        self,
+        learning_rate,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        loss_scale_factor=None,
+        gradient_accumulation_steps=None,
+        name=None,
+        **kwargs,
+    ):
+        cls = type(self).__name__
+        if kwargs.pop("decay", None) is not None:
+            warnings.warn("Argument `decay` is no longer supported and will be ignored.", stacklevel=3)
+        if kwargs:
+            raise ValueError(f"Argument(s) not recognized by {cls}: {kwargs}")
+        if name is None:
+            name = self._default_name or utils.unique_name(utils.to_snake_case(cls))
+        self.name = check_name(name)
+        self.weight_decay = check_real(weight_decay, "weight_decay", minimum=0, allow_none=True)
+        self.clipnorm = check_real(clipnorm, "clipnorm", minimum=0, allow_none=True)
+        self.clipvalue = check_real(clipvalue, "clipvalue", minimum=0, allow_none=True)
+        self.global_clipnorm = check_real(global_clipnorm, "global_clipnorm", minimum=0, allow_none=True)
+        if sum(a is not None for a in (clipnorm, clipvalue, global_clipnorm)) > 1:
+            raise ValueError(
+                "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. "
+                f"Received: clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}"
+            )
+        if check_bool(use_ema, "use_ema"):
+            raise ValueError(
+                f"Invalid value for `use_ema`: the exponential moving average of weights is not supported by "
+                f"gpulayers optimizers. Received: use_ema={use_ema!r}"
+            )
+        self.use_ema = False
+        self.ema_momentum = check_real(ema_momentum, "ema_momentum", minimum=0, maximum=1)
+        if ema_overwrite_frequency is not None and (
+            isinstance(ema_overwrite_frequency, (bool, np.bool_))
+            or not isinstance(ema_overwrite_frequency, (int, np.integer))
+            or ema_overwrite_frequency < 1
+        ):
+            raise ValueError(
+                "Invalid value for `ema_overwrite_frequency`: expected None or an int >= 1. "
+                f"Received: ema_overwrite_frequency={ema_overwrite_frequency!r}"
+            )
+        self.ema_overwrite_frequency = None if ema_overwrite_frequency is None else int(ema_overwrite_frequency)
+        for argument, value in (("loss_scale_factor", loss_scale_factor),
+                                ("gradient_accumulation_steps", gradient_accumulation_steps)):
+            if value is not None:
+                raise ValueError(
+                    f"Invalid value for `{argument}`: not supported by gpulayers optimizers (only None). "
+                    f"Received: {argument}={value!r}"
+                )
+        self.loss_scale_factor = None
+        self.gradient_accumulation_steps = None
+
+        self._iterations = 0
+        self._learning_rate, self._lr_takes_step = self._standardize_learning_rate(learning_rate)
+        self._state = {}  # id(variable) -> (variable, {slot: array}), in creation order
+        self._built_variables = []
+        self.built = False
+        self._exclude_vars = {}  # id -> variable (kept alive so ids stay unique)
+        self._exclude_pattern = None
+
+    # ------------------------------------------------------------ learning rate
+
+    @staticmethod
+    def _standardize_learning_rate(value):
+        if isinstance(value, _schedules.LearningRateSchedule):
+            return value, True
+        if callable(value) and not is_real(value):
+            return value, _takes_step(value)
+        if not is_real(value) and getattr(value, "shape", None) != ():
+            raise ValueError(
+                "Argument `learning_rate` should be float, or an instance of LearningRateSchedule, or a callable "
+                "(that takes the current iteration value and returns the corresponding learning rate value). "
+                f"Received instead: learning_rate={value!r}"
+            )
+        lr = scalar_to_float(value, "learning_rate")
+        if lr < 0:
+            raise ValueError(f"Invalid value for `learning_rate`: expected a float >= 0. Received: learning_rate={value!r}")
+        return lr, False
+
+    @property
+    def learning_rate(self):
+        """The learning rate of the next update, as a Python float.
+
+        A schedule is evaluated at ``iterations``. Setting a float replaces a
+        float learning rate (what ``ReduceLROnPlateau`` does); setting a float
+        over a schedule or a callable raises TypeError, as in Keras. A
+        schedule or a callable may always be set.
+        """
+        lr = self._learning_rate
+        if isinstance(lr, float):
+            return lr
+        value = lr(self._iterations) if self._lr_takes_step else lr()
+        return scalar_to_float(value, "learning_rate")
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if not isinstance(value, _schedules.LearningRateSchedule) and not (callable(value) and not is_real(value)):
+            if not isinstance(self._learning_rate, float):
+                kind = ("a `LearningRateSchedule` object"
+                        if isinstance(self._learning_rate, _schedules.LearningRateSchedule) else "a callable")
+                raise TypeError(
+                    f"This optimizer was created with {kind} as its `learning_rate` constructor argument, hence its "
+                    "learning rate is not settable. If you need the learning rate to be settable, you should "
+                    "instantiate the optimizer with a float `learning_rate` argument."
+                )
+        self._learning_rate, self._lr_takes_step = self._standardize_learning_rate(value)
+
+    @property
+    def iterations(self):
+        """The number of updates applied so far (an int)."""
+        return self._iterations
+
+    @iterations.setter
+    def iterations(self, value):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"Invalid value for `iterations`: expected an int >= 0. Received: iterations={value!r}")
+        self._iterations = int(value)
+
+    # ------------------------------------------------------------ state
+
+    def _slots(self):
+        """Names of the per-variable state arrays (Keras's variable names)."""
+        return ()
+
+    def _init_slot(self, slot, value):
+        """A new state array for ``slot``, like ``value`` (same module, device, shape, dtype)."""
+        return array_namespace(value).zeros_like(value)
+
+    def _update_step(self, grad, value, learning_rate, state):
+        """The variable's new value from its gradient (cast to its dtype); updates ``state`` in place."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `_update_step`.")
+
+    @staticmethod
+    def _check_variables(variables):
+        if isinstance(variables, (str, bytes)) or not hasattr(variables, "__iter__"):
+            raise TypeError(f"Invalid type for `variables`: expected a list of Variables. Received: variables={variables!r}")
+        variables = list(variables)
+        for i, v in enumerate(variables):
+            if not hasattr(getattr(v, "value", None), "shape") or not hasattr(v, "name"):
+                raise TypeError(
+                    f"Invalid type for `variables[{i}]`: expected a Variable (with `value` and `name`). "
+                    f"Received: {v!r} of type {type(v).__name__}"
+                )
+        return variables
+
+    def _state_for(self, variable):
+        entry = self._state.get(id(variable))
+        if entry is None:
+            entry = (variable, {slot: self._init_slot(slot, variable.value) for slot in self._slots()})
+            self._state[id(variable)] = entry
+        else:
+            for slot, array in entry[1].items():
+                if tuple(array.shape) != tuple(variable.value.shape):
+                    raise ValueError(
+                        f"Invalid shape for variable '{getattr(variable, 'path', variable.name)}': the optimizer's "
+                        f"'{slot}' state has shape {tuple(array.shape)}. Received: "
+                        f"value.shape={tuple(variable.value.shape)} (recreate the optimizer for new variables)"
+                    )
+        return entry[1]
+
+    def build(self, variables):
+        """Create the state of ``variables`` now (otherwise it is created on their first update).
+
+        ``apply(grads)`` without variables then updates these variables.
+        """
+        variables = self._check_variables(variables)
+        for v in variables:
+            self._state_for(v)
+        self._built_variables = variables
+        self.built = True
+
+    @property
+    def variables(self):
+        """The state arrays: slot by slot, each in the order the variables were first seen."""
+        return [slots[slot] for slot in self._slots() for _, slots in self._state.values()]
+
+    # ------------------------------------------------------------ weight decay
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Exempt variables from weight decay.
+
+        Args:
+            var_list: Variables to exempt.
+            var_names: strings (regular expressions, joined with ``|`` as in
+                Keras); a variable whose ``name`` contains a match is exempt,
+                e.g. ``["bias"]``.
+
+        Each call replaces the previous exclusions.
+        """
+        if var_list is not None:
+            var_list = self._check_variables(var_list)
+        if var_names is not None:
+            if isinstance(var_names, str) or not isinstance(var_names, (list, tuple, set)) or \
+                    not all(isinstance(n, str) for n in var_names):
+                raise TypeError(
+                    f"Invalid type for `var_names`: expected a list of strings. Received: var_names={var_names!r}"
+                )
+        self._exclude_vars = {id(v): v for v in var_list or ()}
+        self._exclude_pattern = None
+        if var_names:
+            try:
+                self._exclude_pattern = re.compile("|".join(sorted(set(var_names))))
+            except re.error as exc:
+                raise ValueError(
+                    f"Invalid value for `var_names`: not a valid regular expression ({exc}). Received: var_names={var_names!r}"
+                ) from None
+
+    def _use_weight_decay(self, variable):
+        if id(variable) in self._exclude_vars:
+            return False
+        return self._exclude_pattern is None or self._exclude_pattern.search(variable.name) is None
+
+    # ------------------------------------------------------------ one step
+
+    def _check_gradient(self, grad, variable, i):
+        if not hasattr(grad, "shape") or not hasattr(grad, "dtype"):
+            raise TypeError(
+                f"Invalid type for `grads[{i}]`: expected an array or None. Received: {grad!r} of type {type(grad).__name__}"
+            )
+        value = variable.value
+        if tuple(grad.shape) != tuple(value.shape):
+            raise ValueError(
+                f"Invalid shape for `grads[{i}]`: expected {tuple(value.shape)}, the shape of variable "
+                f"'{getattr(variable, 'path', variable.name)}'. Received: grads[{i}].shape={tuple(grad.shape)}"
+            )
+        xp = array_namespace(value)
+        if array_namespace(grad) is not xp:
+            grad = xp.asarray(_as_host(grad)) if xp is not np else _as_host(grad)
+        return grad
+
+    def _clip_gradients(self, grads):
+        if self.clipnorm:
+            out = []
+            for g in grads:
+                xp = array_namespace(g)
+                norm = xp.sqrt(xp.sum(g * g))
+                out.append((g * self.clipnorm) / xp.maximum(norm, self.clipnorm))
+            return out
+        if self.global_clipnorm:
+            return _clip_by_global_norm(grads, self.global_clipnorm)
+        if self.clipvalue:
+            return [array_namespace(g).clip(g, -self.clipvalue, self.clipvalue) for g in grads]
+        return grads
+
+    def apply(self, grads, variables=None):
+        """Update ``variables`` from ``grads`` (one step; see the module docstring for the order).
+
+        Args:
+            grads: one array (or None, skipped) per variable.
+            variables: the Variables; None means those given to :meth:`build`.
+        """
+        if variables is None:
+            if not self.built:
+                raise ValueError(
+                    "When passing `grads` without `variables`, the optimizer must already be built on a list of "
+                    "variables. Call `optimizer.build(trainable_variables)` first."
+                )
+            variables = self._built_variables
+        variables = self._check_variables(variables)
+        if isinstance(grads, (str, bytes)) or not hasattr(grads, "__iter__"):
+            raise TypeError(f"Invalid type for `grads`: expected a list of arrays. Received: grads={grads!r}")
+        grads = list(grads)
+        if len(grads) != len(variables):
+            raise ValueError(
+                f"`grads` and `variables` must have the same length. Received: {len(grads)} gradients "
+                f"for {len(variables)} variables"
+            )
+        if not grads:
+            return
+        pairs = [(self._check_gradient(g, v, i), v) for i, (g, v) in enumerate(zip(grads, variables)) if g is not None]
+        if not pairs:
+            raise ValueError("No gradients provided for any variable.")
+        if not self.built:
+            self.build(variables)
+        grads = [g for g, _ in pairs]
+        variables = [v for _, v in pairs]
+        states = [self._state_for(v) for v in variables]
+        lr = self.learning_rate
+
+        grads = self._clip_gradients(grads)
+        if self.weight_decay is not None:
+            for v in variables:
+                if self._use_weight_decay(v):
+                    v.value = v.value - v.value * self.weight_decay * lr
+        for g, v, state in zip(grads, variables, states):
+            dtype = v.value.dtype
+            new = self._update_step(g.astype(dtype, copy=False), v.value, lr, state)
+            v.value = new if new.dtype == dtype else new.astype(dtype)
+        self._iterations += 1
+        for v in variables:
+            if getattr(v, "constraint", None) is not None:
+                v.value = v.constraint(v.value)
+
+    def apply_gradients(self, grads_and_vars):
+        """Keras's pair form: ``apply_gradients([(grad, variable), ...])``; returns ``iterations``."""
+        pairs = list(grads_and_vars)
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(
+                    f"Invalid type for `grads_and_vars[{i}]`: expected a (gradient, variable) pair. Received: {pair!r}"
+                )
+        if pairs:
+            self.apply([g for g, _ in pairs], [v for _, v in pairs])
+        return self._iterations
+
+    # ------------------------------------------------------------ config
+
+    def get_config(self):
+        """Keras 3's config keys (the subclass adds its own)."""
+        lr = self._learning_rate
+        if isinstance(lr, _schedules.LearningRateSchedule):
+            lr = _schedules.serialize(lr)
+        elif not isinstance(lr, float):  # a plain callable: Keras's custom-object form
+            name = getattr(lr, "__name__", type(lr).__name__)
+            lr = {"module": getattr(lr, "__module__", None), "class_name": "function", "config": name,
+                  "registered_name": name}
+        return {
+            "name": self.name,
+            "learning_rate": lr,
+            "weight_decay": self.weight_decay,
+            "clipnorm": self.clipnorm,
+            "global_clipnorm": self.global_clipnorm,
+            "clipvalue": self.clipvalue,
+            "use_ema": self.use_ema,
+            "ema_momentum": self.ema_momentum,
+            "ema_overwrite_frequency": self.ema_overwrite_frequency,
+            "loss_scale_factor": self.loss_scale_factor,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """An optimizer (without state) from :meth:`get_config`'s dict; a schedule dict is rebuilt."""
+        if not isinstance(config, dict):
+            raise TypeError(f"Invalid type for `config`: expected a dict. Received: config={config!r}")
+        config = dict(config)
+        if isinstance(config.get("learning_rate"), dict):
+            config["learning_rate"] = _schedules.deserialize(config["learning_rate"], argument="learning_rate")
+        return cls(**config)
+
+    def __repr__(self):
+        lr = self._learning_rate
+        return f"<{type(self).__name__} name={self.name!r} learning_rate={lr!r} iterations={self._iterations}>"

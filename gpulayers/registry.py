@@ -1,0 +1,144 @@
+"""Name lookup, Keras 3 (de)serialization and ``get`` for one kind of built-in.
+
+:mod:`gpulayers.initializers`, :mod:`gpulayers.regularizers` and
+:mod:`gpulayers.constraints` each hold one :class:`Registry` of their classes;
+:mod:`gpulayers.activations` uses its :meth:`Registry.lookup` and
+:meth:`Registry.config_type_error`.
+
+Example:
+    >>> from gpulayers.constraints import Constraint, NonNeg
+    >>> reg = Registry("constraint", "keras.constraints", {"non_neg": NonNeg}, (NonNeg,), Constraint)
+    >>> reg.get("non_neg", argument="bias_constraint")
+    NonNeg()
+"""
+
+import difflib
+
+__all__ = ["Registry"]
+
+
+def _a(word):
+    """The indefinite article for ``word`` in messages ("an initializer")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+class Registry:
+    """The built-ins of one kind, found by name and written as Keras 3 configs.
+
+    Only the values in ``by_name`` (and ``shortcuts``) are ever returned or
+    instantiated; nothing named in a config is imported.
+
+    Args:
+        kind: singular noun for messages, e.g. ``"initializer"``.
+        keras_module: the module Keras writes in a built-in's config,
+            e.g. ``"keras.initializers"``.
+        by_name: name -> built-in (a class with ``from_config``, or for
+            :meth:`lookup` alone any value). Kept by reference.
+        classes: the built-in classes :meth:`serialize` writes as
+            ``keras_module`` configs.
+        base: the base class whose subclasses :meth:`get` instantiates
+            (needed by :meth:`get` only).
+        shortcuts: extra string names for :meth:`deserialize` only,
+            name -> zero-argument factory; not listed in lookup messages.
+    """
+
+    def __init__(self, kind, keras_module, by_name, classes=(), base=None, shortcuts=None):
+        self.kind = kind
+        self.keras_module = keras_module
+        self.by_name = by_name
+        self.classes = tuple(classes)
+        self.base = base
+        self.shortcuts = dict(shortcuts or {})
+
+    def lookup(self, name, argument):
+        """``by_name[name]``; ValueError (with a "Did you mean" hint) if unknown."""
+        if name not in self.by_name:
+            close = difflib.get_close_matches(name, list(self.by_name), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"Invalid value for `{argument}`: unknown {self.kind} {name!r}.{hint} "
+                f"Expected one of {sorted(self.by_name)}. Received: {argument}={name!r}"
+            )
+        return self.by_name[name]
+
+    @staticmethod
+    def config_type_error(config, argument):
+        """The TypeError for a config that is neither a string nor a dict."""
+        return TypeError(
+            f"Invalid type for `{argument}`: expected a string or a dict. "
+            f"Received: {argument}={config!r} of type {type(config).__name__}"
+        )
+
+    def deserialize(self, config, argument):
+        """Build a built-in from a name or a Keras 3 config dict.
+
+        A dict's ``module``, if given, must start with ``"keras"``; errors from
+        the class's ``from_config`` come back as ValueError naming ``argument``.
+        """
+        if isinstance(config, str):
+            if config in self.shortcuts:
+                return self.shortcuts[config]()
+            return self.lookup(config, argument)()
+        if not isinstance(config, dict):
+            raise self.config_type_error(config, argument)
+        name, module, kwargs = config.get("class_name"), config.get("module"), config.get("config", {})
+        if not isinstance(name, str) or not isinstance(kwargs, dict):
+            raise ValueError(
+                f"Invalid value for `{argument}`: a config dict needs a string 'class_name' and a dict "
+                f"'config'. Received: {argument}={config!r}"
+            )
+        if module is not None and not str(module).startswith("keras"):
+            raise ValueError(
+                f"Invalid value for `{argument}`: {name!r} from module {module!r} is not a gpulayers "
+                f"built-in {self.kind}. Received: {argument}={config!r}"
+            )
+        cls = self.lookup(name, argument)
+        try:
+            return cls.from_config(kwargs)
+        except (TypeError, ValueError) as exc:  # unexpected keys or bad values
+            raise ValueError(f"Invalid value for `{argument}`: bad config for {name}: {exc}. "
+                             f"Received: {argument}={config!r}") from None
+
+    def serialize(self, obj):
+        """Keras 3's dict for ``obj``; None stays None.
+
+        A built-in gives ``{"module": keras_module, "class_name", "config",
+        "registered_name": None}``; a user object or function gives Keras's
+        custom-object form (which :meth:`deserialize` refuses to load).
+        """
+        if obj is None:
+            return None
+        if isinstance(obj, self.classes):
+            return {"module": self.keras_module, "class_name": type(obj).__name__,
+                    "config": obj.get_config(), "registered_name": None}
+        if not callable(obj):
+            raise TypeError(f"Invalid type for `{self.kind}`: expected {_a(self.kind)} {self.kind}. "
+                            f"Received: {obj!r}")
+        name = getattr(obj, "__name__", type(obj).__name__)
+        is_obj = hasattr(obj, "get_config")
+        return {"module": getattr(obj, "__module__", None),
+                "class_name": type(obj).__name__ if is_obj else "function",
+                "config": obj.get_config() if is_obj else name,
+                "registered_name": name}
+
+    def get(self, identifier, argument):
+        """Resolve None, a name, a config dict, an instance, a ``base`` subclass or a callable.
+
+        None gives None; a subclass is instantiated with no arguments;
+        instances and other callables come back as they are. Anything else
+        (a class outside ``base`` included) raises TypeError.
+        """
+        if identifier is None:
+            return None
+        if isinstance(identifier, (str, dict)):
+            return self.deserialize(identifier, argument)
+        if isinstance(identifier, type) and issubclass(identifier, self.base):
+            return identifier()
+        if callable(identifier) and not isinstance(identifier, type):
+            return identifier
+        base = self.base.__name__
+        raise TypeError(
+            f"Invalid type for `{argument}`: expected None, {_a(self.kind)} {self.kind} name, a config dict, "
+            f"{_a(base)} {base} or a callable. Received: {argument}={identifier!r} of type "
+            f"{type(identifier).__name__}"
+        )

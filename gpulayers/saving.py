@@ -1,0 +1,854 @@
+"""Saving and loading models and weights in Keras 3's file formats.
+
+Two formats, both those of Keras 3 (the layout was checked against files
+that Keras 3.15 wrote):
+
+- ``.keras``: a zip archive (members stored, not compressed) holding
+  ``metadata.json`` (``keras_version``, ``date_saved``), ``config.json`` (the
+  model serialized as Keras does: ``{"module": "keras", "class_name":
+  "Sequential", "config": {...}, "registered_name": null, "build_config":
+  ..., "compile_config": ...}``) and ``model.weights.h5``.
+- ``.weights.h5``: the HDF5 weights file alone.
+
+The HDF5 layout is Keras's: a ``vars`` group at the top for the model's own
+(absent) variables, then ``layers/<name>/vars/<i>`` for every layer, where
+``<name>`` is the layer's class name in snake_case, with ``_1``, ``_2``...
+for the second, third... layer of that class in the same model, and ``<i>``
+counts the layer's weights in ``get_weights`` order (trainable ones first; a
+BatchNormalization gives gamma, beta, moving_mean, moving_variance). Layers
+without weights get an empty ``vars`` group; every ``vars`` group carries the
+layer's name as its ``name`` attribute. A nested Sequential is a container:
+``layers/sequential/vars`` and ``layers/sequential/layers/...``.
+
+Loading never runs code from a file: no pickle, no eval, no import of a
+module named in a file. A model is built only from gpulayers' own layer
+classes (``gpulayers.layers.LAYER_CLASSES``) and Sequential; anything else (an
+unknown class, a Lambda layer, a ``module`` outside ``keras``/``gpulayers``,
+a custom ``registered_name``, a key starting with ``__``) is refused with
+ValueError before any layer is created. Weights are checked in full (the
+set of groups, the count, shape and dtype of every array) before the model
+changes, so a load either replaces all the weights or none.
+
+Every save is atomic: the file is written next to the target under a
+temporary name, flushed and fsynced, then moved over the target with
+``os.replace``; if anything fails the old file stays as it was and the
+temporary file is removed.
+
+Not covered yet: ``compile_config`` (the optimizer, loss and metrics) is
+written empty, as Keras writes it for an uncompiled model, and ignored when
+loading; the ``optimizer`` group of a compiled Keras model's weights file is
+ignored as well.
+"""
+
+import datetime
+import io
+import json
+import os
+import stat
+import tempfile
+import warnings
+import zipfile
+
+import numpy as np
+
+from gpulayers import layers as layers_module
+from gpulayers import utils
+
+__all__ = ["load_model", "load_weights", "save_model", "save_weights"]
+
+# The Keras release written to metadata.json (Keras does not check it; the
+# layout written here is that of the files Keras 3.15 writes).
+KERAS_VERSION = "3.15.0"
+
+_CONFIG = "config.json"
+_METADATA = "metadata.json"
+_WEIGHTS = "model.weights.h5"
+_MAX_JSON_BYTES = 64 * 1024 * 1024  # config.json and metadata.json
+_WEIGHTS_SLACK_BYTES = 64 * 1024 * 1024  # HDF5 overhead allowed above the arrays' size
+
+# Layer classes that keras.layers has: written with module "keras.layers".
+# A gpulayers class outside this set (StochasticPooling2D) is written with
+# module "gpulayers.layers" and registered_name "gpulayers>Name".
+_KERAS_LAYER_NAMES = frozenset(
+    """
+    Activation ActivityRegularization Add AlphaDropout Average AveragePooling1D
+    AveragePooling2D AveragePooling3D BatchNormalization Concatenate Conv1D
+    Conv1DTranspose Conv2D Conv2DTranspose Conv3D Conv3DTranspose Cropping1D
+    Cropping2D Cropping3D Dense DepthwiseConv1D DepthwiseConv2D Dot Dropout ELU
+    Embedding Flatten GaussianDropout GaussianNoise GlobalAveragePooling1D
+    GlobalAveragePooling2D GlobalAveragePooling3D GlobalMaxPooling1D
+    GlobalMaxPooling2D GlobalMaxPooling3D GroupNormalization InputLayer
+    LayerNormalization LeakyReLU MaxPooling1D MaxPooling2D MaxPooling3D Maximum
+    Minimum Multiply Permute PReLU ReLU RepeatVector Rescaling Reshape
+    SeparableConv1D SeparableConv2D Softmax SpatialDropout1D SpatialDropout2D
+    SpatialDropout3D Subtract UpSampling1D UpSampling2D UpSampling3D
+    UnitNormalization ZeroPadding1D ZeroPadding2D ZeroPadding3D
+    """.split()
+)
+_GPULAYERS_MODULE = "gpulayers.layers"
+_GPULAYERS_PACKAGE = "gpulayers"
+
+# Classes that carry Python code in Keras files: never loaded.
+_CODE_CLASSES = frozenset({"Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__", "function"})
+
+# Keys Keras 3 writes with a value that changes nothing, which gpulayers'
+# layers do not take: dropped (only with exactly these values) before a layer
+# is built from a Keras config. Any other value is left for the layer to refuse.
+_KERAS_NOOP_LAYER_KEYS = {
+    None: {"quantization_config": None},  # any layer
+    "BatchNormalization": {"renorm": False, "renorm_clipping": None},
+}
+_KERAS_NOOP_INITIALIZER_KEYS = {"input_axes": None, "output_axes": None}
+
+
+# ====================================================================== public API
+
+
+def save_model(model, filepath):
+    """Save ``model`` as a Keras 3 ``.keras`` file (config, weights, metadata).
+
+    Keras 3 (``keras.saving.load_model``) loads the file when every layer is
+    one that Keras has. A model holding a gpulayers-only layer
+    (StochasticPooling2D) is written with that layer's ``module`` set to
+    ``"gpulayers.layers"`` and ``registered_name`` ``"gpulayers>Name"``:
+    gpulayers loads such a file, Keras cannot. A layer of a user's own class
+    is written as Keras writes custom objects (its Python module, with a
+    warning): neither gpulayers nor Keras without that class can load it.
+    An unbuilt model is saved with a warning, and without weights.
+
+    Args:
+        model: A gpulayers ``Sequential``.
+        filepath: Path ending in ``.keras``; an existing file is replaced
+            atomically.
+
+    Raises:
+        ValueError: ``filepath`` does not end in ``.keras``, or the config
+            cannot be written as JSON.
+        TypeError: ``model`` is not a Sequential.
+    """
+    path = _check_path(filepath, (".keras",), "save_model")
+    _check_model(model)
+    if not model.built:
+        warnings.warn(
+            f"You are saving model '{model.name}', which has not been built: the file holds no weights. "
+            "Build the model first (give it an input shape or call it on data).",
+            stacklevel=2,
+        )
+    config_json = _model_config_json(model)
+    metadata_json = json.dumps(
+        {"keras_version": KERAS_VERSION, "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
+    )
+    weights = _weights_to_h5_bytes(model)
+
+    def write(fileobj):
+        with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name, data in ((_METADATA, metadata_json.encode()), (_CONFIG, config_json.encode()), (_WEIGHTS, weights)):
+                archive.writestr(_zip_info(name), data)
+
+    _atomic_write(path, write)
+
+
+def load_model(filepath):
+    """Load a model from a ``.keras`` file written by gpulayers or by Keras 3.
+
+    The archive, ``metadata.json`` and the whole of ``config.json`` are
+    checked before any layer is built; the model is built only from
+    gpulayers' own layer classes, then its weights are checked in full and
+    loaded. The keys Keras adds (``build_config``, ``compile_config``,
+    ``shared_object_id``...) are accepted; ``compile_config`` is ignored (the
+    model comes back uncompiled).
+
+    Raises:
+        ValueError: The extension is not ``.keras``, or the file is not a
+            valid model file (corrupt or truncated archive, bad JSON, a class
+            or module that gpulayers does not build, weights that do not fit
+            the model...). The message names the file and the problem.
+        FileNotFoundError: There is no such file.
+    """
+    path = _check_path(filepath, (".keras",), "load_model")
+    with _open_archive(path) as archive:
+        metadata = _parse_json(_read_member(archive, path, _METADATA, _MAX_JSON_BYTES), path, _METADATA)
+        _check_metadata(metadata, path)
+        config = _parse_json(_read_member(archive, path, _CONFIG, _MAX_JSON_BYTES), path, _CONFIG)
+        _check_model_config(config, path)
+        model = _build_model(config, path)
+        weights = _read_member(archive, path, _WEIGHTS, _weights_size_limit(model))
+    arrays = _read_weights(io.BytesIO(weights), model, f"{path} ({_WEIGHTS})")
+    model.set_weights(arrays)
+    return model
+
+
+def save_weights(model, filepath):
+    """Save the weights of ``model`` to a Keras 3 ``.weights.h5`` file.
+
+    The layout is Keras's (see the module docstring), so ``keras.Model.
+    load_weights`` reads the file into the same architecture built with Keras.
+
+    Raises:
+        ValueError: ``filepath`` does not end in ``.weights.h5``.
+        TypeError: ``model`` is not a Sequential.
+    """
+    path = _check_path(filepath, (".weights.h5",), "save_weights")
+    _check_model(model)
+    data = _weights_to_h5_bytes(model)
+    _atomic_write(path, lambda fileobj: fileobj.write(data))
+
+
+def load_weights(model, filepath):
+    """Load weights into ``model`` from a ``.weights.h5`` or ``.keras`` file.
+
+    Files from gpulayers and from Keras 3 are read alike. Everything is
+    checked before any weight changes: the layer groups must be exactly those
+    of the model, and every layer must have as many arrays as it has weights,
+    each with the weight's shape and a floating dtype (cast to the weight's
+    dtype, as Keras does). On any error the model keeps all its weights.
+
+    Raises:
+        ValueError: Wrong extension, or a file that is corrupt, truncated or
+            does not fit the model (the message names the file and the
+            first problem found).
+        FileNotFoundError: There is no such file.
+    """
+    path = _check_path(filepath, (".weights.h5", ".keras"), "load_weights")
+    _check_model(model)
+    if path.endswith(".keras"):
+        with _open_archive(path, required=(_WEIGHTS,)) as archive:
+            source = io.BytesIO(_read_member(archive, path, _WEIGHTS, _weights_size_limit(model)))
+        arrays = _read_weights(source, model, f"{path} ({_WEIGHTS})")
+    else:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No such weights file: {path}")
+        arrays = _read_weights(path, model, path)
+    model.set_weights(arrays)
+
+
+# ====================================================================== checks on arguments
+
+
+def _check_path(filepath, extensions, function):
+    if isinstance(filepath, os.PathLike):
+        filepath = os.fspath(filepath)
+    if not isinstance(filepath, str):
+        raise TypeError(
+            f"Invalid type for `filepath` of {function}: expected a str or os.PathLike. "
+            f"Received: filepath={filepath!r} of type {type(filepath).__name__}"
+        )
+    if not filepath.endswith(extensions):
+        wanted = " or ".join(f"`{e}`" for e in extensions)
+        raise ValueError(f"Invalid `filepath` for {function}: expected a {wanted} extension. Received: filepath={filepath}")
+    return filepath
+
+
+def _sequential_class():
+    from gpulayers.models.sequential import Sequential  # here: gpulayers.models imports this module
+
+    return Sequential
+
+
+def _check_model(model):
+    if not isinstance(model, _sequential_class()):
+        raise TypeError(
+            f"Invalid type for `model`: expected a gpulayers Sequential. Received: {model!r:.80} "
+            f"of type {type(model).__name__}"
+        )
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:  # pragma: no cover - h5py is a dependency
+        raise ImportError("h5py is needed to save and load weights: pip install h5py") from None
+    return h5py
+
+
+# ====================================================================== writing
+
+
+def _model_config_json(model):
+    entry = {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": _container_config(model),
+        "registered_name": None,
+    }
+    if model.built:
+        entry["build_config"] = {"input_shape": list(model.input_shape)}
+    entry["compile_config"] = {}  # what Keras writes for an uncompiled model
+    try:
+        return json.dumps(entry, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"The config of model '{model.name}' cannot be written as JSON: {exc}") from None
+
+
+def _container_config(model):
+    """``model.get_config()`` with every layer entry in Keras's form (module, nesting)."""
+    config = model.get_config()
+    Sequential = _sequential_class()
+    layer_objects = list(getattr(model, "_layers", model.layers))
+    entries = config.get("layers", [])
+    if len(entries) == len(layer_objects):
+        pairs = zip(entries, layer_objects)
+    else:  # defensive: match by name when the lists differ
+        by_name = {layer.name: layer for layer in layer_objects}
+        pairs = ((e, by_name.get(e.get("config", {}).get("name"))) for e in entries)
+    fixed = []
+    for entry, layer in pairs:
+        entry = dict(entry)
+        cls = type(layer)
+        name = cls.__name__
+        if isinstance(layer, Sequential):
+            entry["config"] = _container_config(layer)
+        if cls is Sequential:
+            entry["module"], entry["registered_name"] = "keras", None
+        elif layers_module.LAYER_CLASSES.get(name) is cls and name in _KERAS_LAYER_NAMES:
+            entry["module"], entry["registered_name"] = "keras.layers", None
+        elif layers_module.LAYER_CLASSES.get(name) is cls:
+            entry["module"], entry["registered_name"] = _GPULAYERS_MODULE, f"{_GPULAYERS_PACKAGE}>{name}"
+        elif layer is not None:  # a user's class: written as Keras writes custom objects
+            entry["module"], entry["registered_name"] = cls.__module__, name
+            warnings.warn(
+                f"Layer '{layer.name}' is of class {cls.__module__}.{name}, which is not a gpulayers layer: "
+                "it is saved, but gpulayers' load_model refuses to rebuild it (only its own classes are built).",
+                stacklevel=4,
+            )
+        fixed.append(entry)
+    config["layers"] = fixed
+    return config
+
+
+def _json_default(value):
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{value!r:.80} of type {type(value).__name__} is not JSON serializable")
+
+
+def _layer_group_names(layers):
+    """Keras's group name for each layer: snake_case class name, then _1, _2... per class."""
+    used = {}
+    names = []
+    for layer in layers:
+        base = utils.to_snake_case(type(layer).__name__)
+        if base in used:
+            used[base] += 1
+            names.append(f"{base}_{used[base]}")
+        else:
+            used[base] = 0
+            names.append(base)
+    return names
+
+
+def _weights_to_h5_bytes(model):
+    h5py = _h5py()
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        _write_container(h5, "", model, set())
+    return buffer.getvalue()
+
+
+def _write_container(h5, prefix, model, visited):
+    own = h5.create_group(_join(prefix, "vars"))
+    own.attrs["name"] = model.name
+    visited.add(id(model))
+    Sequential = _sequential_class()
+    for group_name, layer in zip(_layer_group_names(model.layers), model.layers):
+        if id(layer) in visited:  # a layer met twice is saved once, as Keras does
+            continue
+        path = _join(prefix, "layers", group_name)
+        if isinstance(layer, Sequential):
+            _write_container(h5, path, layer, visited)
+            continue
+        visited.add(id(layer))
+        group = h5.create_group(_join(path, "vars"))
+        group.attrs["name"] = layer.name
+        for i, value in enumerate(layer.get_weights()):
+            group.create_dataset(str(i), data=np.ascontiguousarray(value))
+
+
+def _join(*parts):
+    return "/".join(p for p in parts if p)
+
+
+def _zip_info(name):
+    info = zipfile.ZipInfo(name, date_time=datetime.datetime.now().timetuple()[:6])
+    info.compress_type = zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def _atomic_write(path, write):
+    """Write through ``write(fileobj)`` to a temporary file beside ``path``, then move it over ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"Cannot save to {path}: the directory {directory} does not exist.")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"Cannot save to {path}: it is a directory.")
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fileobj:
+            write(fileobj)
+            fileobj.flush()
+            os.fsync(fileobj.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_directory(directory):
+    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ====================================================================== reading the archive
+
+
+class _Archive:
+    """A validated ``.keras`` zip: opened, its members listed, closed on exit."""
+
+    def __init__(self, path, required):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No such model file: {path}")
+        try:
+            self.zip = zipfile.ZipFile(path, "r")
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+            if isinstance(exc, (FileNotFoundError, PermissionError)):
+                raise
+            raise ValueError(f"Invalid model file {path}: not a readable .keras (zip) archive ({exc}).") from None
+        names = self.zip.namelist()
+        for name in (_METADATA, _CONFIG, _WEIGHTS):
+            if names.count(name) > 1:
+                self.zip.close()
+                raise ValueError(f"Invalid model file {path}: the archive holds '{name}' more than once.")
+        if _WEIGHTS not in names and "model.weights.npz" in names:
+            self.zip.close()
+            raise ValueError(
+                f"Invalid model file {path}: its weights are in model.weights.npz, a format that can hold "
+                "pickled objects; gpulayers reads only model.weights.h5."
+            )
+        for name in required:
+            if name not in names:
+                self.zip.close()
+                raise ValueError(f"Invalid model file {path}: the archive has no '{name}'.")
+
+    def __enter__(self):
+        return self.zip
+
+    def __exit__(self, *exc):
+        self.zip.close()
+
+
+def _open_archive(path, required=(_METADATA, _CONFIG, _WEIGHTS)):
+    return _Archive(path, required)
+
+
+def _read_member(archive, path, name, limit):
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise ValueError(f"Invalid model file {path}: the archive has no '{name}'.") from None
+    if info.file_size > limit:
+        raise ValueError(
+            f"Invalid model file {path}: '{name}' declares {info.file_size} bytes, more than the "
+            f"{limit} allowed for it."
+        )
+    try:
+        with archive.open(info, "r") as member:
+            data = member.read(limit + 1)
+    except Exception as exc:  # zipfile raises BadZipFile, zlib.error, EOFError, RuntimeError...
+        raise ValueError(f"Invalid model file {path}: '{name}' cannot be read ({type(exc).__name__}: {exc}).") from None
+    if len(data) > limit:
+        raise ValueError(f"Invalid model file {path}: '{name}' is larger than the {limit} bytes allowed for it.")
+    return data
+
+
+def _weights_size_limit(model):
+    total = sum(int(np.prod(w.shape)) * 8 for w in model.weights)  # float64 at most
+    return 2 * total + _WEIGHTS_SLACK_BYTES
+
+
+def _no_duplicate_keys(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _parse_json(data, path, name):
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"Invalid model file {path}: '{name}' is not valid JSON ({exc}).") from None
+
+
+def _check_metadata(metadata, path):
+    if not isinstance(metadata, dict):
+        raise ValueError(f"Invalid model file {path}: '{_METADATA}' should hold a JSON object.")
+    version = metadata.get("keras_version")
+    if not isinstance(version, str):
+        raise ValueError(f"Invalid model file {path}: '{_METADATA}' has no `keras_version` string.")
+    major = version.split(".", 1)[0]
+    if not major.isdigit() or int(major) < 3:
+        raise ValueError(
+            f"Invalid model file {path}: written by Keras {version!r}; gpulayers reads the Keras 3 format only."
+        )
+
+
+# ====================================================================== checking the config
+
+
+def _bad(path, where, what):
+    return ValueError(f"Invalid model file {path}: {_CONFIG} at {where}: {what}")
+
+
+def _allowed_module(module):
+    if module is None:
+        return True
+    if not isinstance(module, str):
+        return False
+    return any(module == root or module.startswith(root + ".") for root in ("keras", _GPULAYERS_PACKAGE))
+
+
+def _check_object(obj, path, where):
+    """A serialized object (a dict with class_name/module): its module and registered_name."""
+    module = obj.get("module")
+    class_name = obj.get("class_name")
+    if not _allowed_module(module):
+        raise _bad(path, where, f"module {module!r} is neither Keras's nor gpulayers'; gpulayers builds only its own classes.")
+    if not isinstance(class_name, str) or not class_name:
+        raise _bad(path, where, f"'class_name' should be a non-empty string. Received: {class_name!r:.80}")
+    if class_name in _CODE_CLASSES:
+        raise _bad(path, where, f"{class_name!r} holds Python code, which gpulayers never loads.")
+    if class_name.startswith("__"):
+        raise _bad(path, where, f"class_name {class_name!r} is not allowed.")
+    registered = obj.get("registered_name")
+    if registered is not None:
+        if not isinstance(registered, str):
+            raise _bad(path, where, f"'registered_name' should be a string or null. Received: {registered!r:.80}")
+        if ">" in registered and registered != f"{_GPULAYERS_PACKAGE}>{class_name}":
+            raise _bad(path, where, f"custom object {registered!r} is not one of gpulayers' classes.")
+
+
+def _check_tree(value, path, where):
+    """Every dict in a config: string keys, no dunder keys, serialized objects from Keras or gpulayers."""
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise _bad(path, where, f"non-string key {key!r}.")
+            if key.startswith("__"):
+                raise _bad(path, where, f"key {key!r} is not allowed.")
+        is_object = "class_name" in value or "module" in value
+        if is_object:
+            _check_object(value, path, where)
+        for key, item in value.items():
+            if is_object and key == "compile_config":  # a model's compile_config is ignored: never read
+                continue
+            _check_tree(item, path, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_tree(item, path, f"{where}[{i}]")
+    elif not (value is None or isinstance(value, (str, bool, int, float))):  # pragma: no cover - JSON gives no other types
+        raise _bad(path, where, f"unexpected value {value!r:.80}.")
+
+
+def _check_model_config(config, path):
+    """Validate the whole config tree before anything is built."""
+    try:
+        _check_tree(config, path, "model")
+        _check_container(config, path, "model")
+    except RecursionError:
+        raise ValueError(f"Invalid model file {path}: {_CONFIG} is nested too deeply.") from None
+
+
+def _check_container(entry, path, where):
+    if not isinstance(entry, dict):
+        raise _bad(path, where, f"expected a serialized Sequential (a JSON object). Received: {entry!r:.80}")
+    class_name = entry.get("class_name")
+    if class_name != "Sequential":
+        raise _bad(
+            path,
+            where,
+            f"gpulayers loads Sequential models only. Received: class_name={class_name!r:.80}",
+        )
+    config = entry.get("config")
+    if not isinstance(config, dict):
+        raise _bad(path, where, "'config' should be a JSON object.")
+    entries = config.get("layers", [])
+    if not isinstance(entries, list):
+        raise _bad(path, f"{where}.config.layers", "expected a list of layers.")
+    for i, layer in enumerate(entries):
+        here = f"{where}.config.layers[{i}]"
+        if not isinstance(layer, dict):
+            raise _bad(path, here, f"expected a serialized layer (a JSON object). Received: {layer!r:.80}")
+        name = layer.get("class_name")
+        if name == "Sequential":
+            _check_container(layer, path, here)
+            continue
+        if name not in layers_module.LAYER_CLASSES:
+            raise _bad(
+                path,
+                here,
+                f"unknown layer class {name!r:.80}; gpulayers builds only its own layers "
+                f"({', '.join(sorted(layers_module.LAYER_CLASSES))}) and Sequential.",
+            )
+        if not isinstance(layer.get("config", {}), dict):
+            raise _bad(path, here, "'config' should be a JSON object.")
+        _check_build_config(layer, path, here)
+    _check_build_config(entry, path, where)
+    if config.get("build_input_shape") is not None:
+        _check_shape(config["build_input_shape"], path, f"{where}.config.build_input_shape")
+
+
+def _check_build_config(entry, path, where):
+    build = entry.get("build_config")
+    if build is None:
+        return
+    if not isinstance(build, dict):
+        raise _bad(path, f"{where}.build_config", "expected a JSON object.")
+    if build.get("input_shape") is not None:
+        _check_shape(build["input_shape"], path, f"{where}.build_config.input_shape")
+
+
+def _check_shape(shape, path, where):
+    if not isinstance(shape, list) or not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 0) for d in shape):
+        raise _bad(path, where, f"expected a list of non-negative ints or nulls. Received: {shape!r:.80}")
+
+
+# ====================================================================== building the model
+
+
+def _build_model(config, path):
+    try:
+        return _build_container(config, path, "model")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"Invalid model file {path}: the model cannot be built from {_CONFIG}: {exc}") from None
+
+
+def _build_container(entry, path, where):
+    Sequential = _sequential_class()
+    config = entry["config"]
+    kwargs = {k: config[k] for k in ("name", "trainable", "dtype") if k in config}
+    model = Sequential(**_strip_shared_ids(kwargs))
+    for i, layer_entry in enumerate(config.get("layers", [])):
+        here = f"{where}.config.layers[{i}]"
+        if layer_entry.get("class_name") == "Sequential":
+            layer = _build_container(layer_entry, path, here)
+        else:
+            try:
+                layer = layers_module.deserialize(_adapt_keras_layer(layer_entry))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"at {here}: {exc}") from None
+        model.add(layer)
+    if not model.built and model.layers:
+        shape = config.get("build_input_shape") or (entry.get("build_config") or {}).get("input_shape")
+        if shape is not None:
+            model.build(tuple(shape))
+    return model
+
+
+def _adapt_keras_layer(entry):
+    """The layer entry, without ``shared_object_id`` and the no-op keys Keras 3 adds."""
+    entry = {k: v for k, v in entry.items() if k != "shared_object_id"}
+    config = _strip_shared_ids(dict(entry.get("config", {})))
+    for noop in (_KERAS_NOOP_LAYER_KEYS[None], _KERAS_NOOP_LAYER_KEYS.get(entry.get("class_name"), {})):
+        for key, value in noop.items():
+            if key in config and config[key] == value and type(config[key]) is type(value):
+                del config[key]
+    if entry.get("class_name") == "BatchNormalization" and "renorm" not in config:
+        config.pop("renorm_momentum", None)  # no effect without renorm
+    for key, value in config.items():
+        if key.endswith("_initializer") and isinstance(value, dict) and isinstance(value.get("config"), dict):
+            inner = dict(value["config"])
+            for k, v in _KERAS_NOOP_INITIALIZER_KEYS.items():
+                if k in inner and inner[k] is v:
+                    del inner[k]
+            config[key] = {**value, "config": inner}
+    entry["config"] = config
+    return entry
+
+
+def _strip_shared_ids(value):
+    if isinstance(value, dict):
+        return {k: _strip_shared_ids(v) for k, v in value.items() if k != "shared_object_id"}
+    if isinstance(value, list):
+        return [_strip_shared_ids(v) for v in value]
+    return value
+
+
+# ====================================================================== reading weights
+
+
+def _plan(model, prefix, visited, containers, leaves):
+    """The groups the model expects: containers (path -> child names) and leaves (vars path -> weights)."""
+    Sequential = _sequential_class()
+    visited.add(id(model))
+    children = {}
+    for group_name, layer in zip(_layer_group_names(model.layers), model.layers):
+        if id(layer) in visited:
+            continue
+        path = _join(prefix, "layers", group_name)
+        if isinstance(layer, Sequential):
+            children[group_name] = "container"
+            _plan(layer, path, visited, containers, leaves)
+        else:
+            visited.add(id(layer))
+            children[group_name] = "layer"
+            leaves[_join(path, "vars")] = layer
+    containers[prefix] = children
+
+
+def _read_weights(source, model, label):
+    """Every weight of ``model`` from the HDF5 ``source``, checked, in ``model.weights`` order."""
+    h5py = _h5py()
+    containers, leaves = {}, {}
+    _plan(model, "", set(), containers, leaves)
+    try:
+        h5 = h5py.File(source, "r")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"Invalid weights file {label}: not a readable HDF5 file ({exc}).") from None
+    try:
+        with h5:
+            values = _read_checked(h5, model, containers, leaves, label, h5py)
+    except (OSError, RuntimeError, KeyError, TypeError) as exc:  # h5py read errors on a damaged file
+        raise ValueError(f"Invalid weights file {label}: cannot be read ({type(exc).__name__}: {exc}).") from None
+    arrays = []
+    for w in model.weights:
+        arrays.append(values[id(w)])
+    return arrays
+
+
+def _member(group, name, kind, label, where, h5py):
+    """``group[name]`` when it is a hard link to a Group (kind 'group') or a Dataset (kind 'dataset')."""
+    link = group.get(name, getlink=True)
+    if link is None:
+        raise ValueError(f"Invalid weights file {label}: missing {kind} '{where}'.")
+    if not isinstance(link, h5py.HardLink):
+        raise ValueError(f"Invalid weights file {label}: '{where}' is a link ({type(link).__name__}); only plain groups and datasets are read.")
+    obj = group[name]
+    wanted = h5py.Group if kind == "group" else h5py.Dataset
+    if not isinstance(obj, wanted):
+        raise ValueError(f"Invalid weights file {label}: '{where}' should be a {kind}.")
+    return obj
+
+
+def _read_checked(h5, model, containers, leaves, label, h5py):
+    if "layer_names" in h5.attrs or "model_weights" in h5:
+        raise ValueError(
+            f"Invalid weights file {label}: it is a Keras 2 (legacy HDF5) file; gpulayers reads the Keras 3 layout only."
+        )
+    if "_layer_checkpoint_dependencies" in h5:
+        raise ValueError(f"Invalid weights file {label}: it has the Keras 2.13 layout; gpulayers reads the Keras 3 layout only.")
+    # The top: 'layers', the model's own (empty) 'vars', and a compiled Keras model's 'optimizer' (ignored).
+    extra = sorted(set(h5.keys()) - {"layers", "vars", "optimizer"})
+    if extra:
+        raise ValueError(f"Invalid weights file {label}: unexpected top-level entries {extra}.")
+    values = {}
+    for prefix in sorted(containers, key=len):
+        node = h5 if not prefix else _member(h5, prefix, "group", label, prefix, h5py)
+        if prefix:
+            extra = sorted(set(node.keys()) - {"layers", "vars"})
+            if extra:
+                raise ValueError(f"Invalid weights file {label}: unexpected entries {extra} in '{prefix}'.")
+        if "vars" in node:
+            own = _member(node, "vars", "group", label, _join(prefix, "vars"), h5py)
+            if len(own):
+                raise ValueError(
+                    f"Invalid weights file {label}: '{_join(prefix, 'vars')}' holds {len(own)} arrays, "
+                    "but a Sequential has no weights of its own."
+                )
+        expected = containers[prefix]
+        layers_path = _join(prefix, "layers")
+        if "layers" in node:
+            found = set(_member(node, "layers", "group", label, layers_path, h5py).keys())
+        else:
+            found = set()
+        if found != set(expected):
+            missing, unexpected = sorted(set(expected) - found), sorted(found - set(expected))
+            raise ValueError(
+                f"Invalid weights file {label}: the layer groups in '{layers_path}' do not match the model "
+                f"'{model.name}' (missing: {missing}, unexpected: {unexpected})."
+            )
+        for group_name, kind in expected.items():
+            path = _join(layers_path, group_name)
+            group = _member(h5, path, "group", label, path, h5py)
+            if kind == "layer":
+                extra = sorted(set(group.keys()) - {"vars"})
+                if extra:
+                    raise ValueError(f"Invalid weights file {label}: unexpected entries {extra} in '{path}'.")
+                _read_leaf(h5, _join(path, "vars"), leaves[_join(path, "vars")], values, label, h5py, model)
+    return values
+
+
+def _read_leaf(h5, vars_path, layer, values, label, h5py, model):
+    group = _member(h5, vars_path, "group", label, vars_path, h5py)
+    weights = layer.weights
+    keys = set(group.keys())
+    wanted = {str(i) for i in range(len(weights))}
+    if keys != wanted:
+        hint = ""
+        if not weights and keys and not model.built:
+            hint = f" Model '{model.name}' is not built: build it (or call it on data) before loading weights."
+        raise ValueError(
+            f"Invalid weights file {label}: layer group '{vars_path}' holds {len(keys)} arrays "
+            f"({sorted(keys, key=_int_key)}); layer '{layer.name}' of the model expects {len(weights)} "
+            f"({sorted(wanted, key=_int_key)}).{hint}"
+        )
+    for i, weight in enumerate(weights):
+        where = f"{vars_path}/{i}"
+        ds = _member(group, str(i), "dataset", label, where, h5py)
+        if ds.external or ds.is_virtual:
+            raise ValueError(f"Invalid weights file {label}: '{where}' refers to data outside the file.")
+        if "dtype" in ds.attrs:
+            raise ValueError(
+                f"Invalid weights file {label}: '{where}' is stored as {ds.attrs['dtype']!r}, "
+                "which gpulayers does not support."
+            )
+        if ds.dtype.kind != "f" or ds.dtype.itemsize not in (2, 4, 8):
+            raise ValueError(
+                f"Invalid weights file {label}: '{where}' has dtype {ds.dtype}; expected a float array "
+                f"for weight '{weight.path}' ({weight.dtype})."
+            )
+        if tuple(ds.shape) != tuple(weight.shape):
+            raise ValueError(
+                f"Invalid weights file {label}: '{where}' has shape {tuple(ds.shape)}; weight "
+                f"'{weight.path}' of the model has shape {tuple(weight.shape)}."
+            )
+        array = np.empty(ds.shape, dtype=ds.dtype.newbyteorder("="))
+        if array.size:
+            ds.read_direct(array)
+        values[id(weight)] = array
+
+
+def _int_key(text):
+    return (0, int(text)) if text.isdigit() else (1, text)
