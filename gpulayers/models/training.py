@@ -9,6 +9,7 @@ pre-activation values), ``model.backward`` fills every ``variable.grad``
 scalars come back to the host.
 """
 
+import copy
 import math
 import numbers
 
@@ -104,6 +105,11 @@ class Trainer:
             )
         opt = optimizers.get(optimizer)
         loss_obj = losses_module.get(loss)
+        if hasattr(loss_obj, "check_labels"):
+            # fit/evaluate check every label once up front; skip the per-batch
+            # device-to-host check (on a copy: the user's object stays as it was).
+            loss_obj = copy.copy(loss_obj)
+            loss_obj.check_labels = False
         metric_objs = [(m, False) for m in self._resolve_metrics(metrics, loss, "metrics")]
         metric_objs += [(m, True) for m in self._resolve_metrics(weighted_metrics, loss, "weighted_metrics")]
         names = ["loss"] + [m.name for m, _ in metric_objs]
