@@ -18,8 +18,10 @@ __all__ = [
     "keras_config_path",
     "set_epsilon",
     "set_floatx",
+    "set_check_numerics",
     "set_image_data_format",
     "standardize_data_format",
+    "check_numerics",
 ]
 
 IMAGE_DATA_FORMATS = ("channels_last", "channels_first")
@@ -29,6 +31,7 @@ ENV_DATA_FORMAT = "GPULAYERS_IMAGE_DATA_FORMAT"
 _image_data_format = "channels_last"
 _floatx = "float32"
 _epsilon = 1e-7
+_check_numerics = False
 
 
 def keras_config_path():
@@ -97,6 +100,24 @@ def set_epsilon(value):
     """Set the fuzz factor returned by :func:`epsilon`."""
     global _epsilon
     _epsilon = _check_epsilon(value, "value")
+
+
+def check_numerics():
+    """Whether every layer checks its outputs and gradients for NaN and Inf."""
+    return _check_numerics
+
+
+def set_check_numerics(enabled):
+    """Make every layer check its outputs and gradients for NaN and Inf (slow; for debugging).
+
+    With it on, the first layer that produces a non-finite value raises
+    FloatingPointError naming the layer, the pass (forward or backward) and
+    the shapes.
+    """
+    global _check_numerics
+    if not isinstance(enabled, bool):
+        raise TypeError(f"Invalid type for `enabled`: expected a bool. Received: enabled={enabled!r}")
+    _check_numerics = enabled
 
 
 def standardize_data_format(data_format):

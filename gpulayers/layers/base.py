@@ -380,6 +380,8 @@ class Layer:
             self.build_from_shape(x.shape)
         self._cache = None
         y = self.call(x, training=bool(training))
+        if config.check_numerics():
+            check_finite(self, "forward", y, x)
         self._activity_losses = []
         if self.activity_regularizer is not None:
             self._activity_losses = [self.activity_regularizer(y)]
@@ -430,6 +432,10 @@ class Layer:
         for v in self.trainable_weights:
             if v.regularizer is not None and v.grad is not None:
                 v.grad = v.grad + self._regularizer_gradient(v.regularizer, v.value, v.name)
+        if config.check_numerics():
+            for name, value in [("input gradient", dx)] + [(f"gradient of {v.name}", v.grad) for v in self._variables]:
+                if value is not None:
+                    check_finite(self, f"backward ({name})", value, dy)
         return dx
 
     def _backward(self, dy, need_input_grad):
@@ -487,6 +493,25 @@ class Layer:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def check_finite(layer, where, value, source):
+    """Raise FloatingPointError naming ``layer`` if ``value`` holds NaN or Inf."""
+    xp = get_ops().xp
+    if bool(xp.isfinite(value).all()):
+        return
+    what = f"Layer '{layer.name}' ({type(layer).__name__})"
+    if not bool(xp.isfinite(source).all()):
+        bad = int((~xp.isfinite(source)).sum())
+        raise FloatingPointError(
+            f"{what} received {bad} non-finite value(s) (NaN or Inf) in its {where} pass: "
+            f"they came from outside the layers (the data or the loss). Received shape {tuple(source.shape)}."
+        )
+    bad = int((~xp.isfinite(value)).sum())
+    raise FloatingPointError(
+        f"{what} produced {bad} non-finite value(s) in its {where} pass from finite values: "
+        f"received shape {tuple(source.shape)}, produced shape {tuple(value.shape)}."
+    )
 
 
 def utils_int(value, name):

@@ -9,9 +9,12 @@ pre-activation values), ``model.backward`` fills every ``variable.grad``
 scalars come back to the host.
 """
 
+import contextlib
 import copy
 import math
 import numbers
+import signal
+import threading
 
 import numpy as np
 
@@ -56,6 +59,40 @@ def _host_or_backend(data, name):
     if arr.ndim < 1:
         raise ValueError(f"Invalid value for `{name}`: it needs a batch axis. Received: {name}.shape={tuple(arr.shape)}")
     return arr
+
+
+@contextlib.contextmanager
+def _interrupts_between_steps():
+    """Hold Ctrl-C (SIGINT) until the running training step has finished.
+
+    Yields a function that raises KeyboardInterrupt if one arrived, to be
+    called between steps, so an interrupted fit leaves the model exactly as
+    its last completed step left it. A second Ctrl-C raises at once. Only
+    possible in the main thread with Python's default handler installed;
+    elsewhere interrupts behave as usual.
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield lambda: None
+        return
+    pending = []
+
+    def hold(signum, frame):
+        if pending:  # asked twice: stop now
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+
+        def check():
+            if pending:
+                raise KeyboardInterrupt
+
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _take(data, idx):
@@ -327,6 +364,24 @@ class Trainer:
         self.stop_training = False
         cbs.on_train_begin()
         logs = {}
+        try:
+            with _interrupts_between_steps() as check_interrupt:
+                logs = self._fit_epochs(
+                    ops, cbs, check_interrupt, x, y, sample_weight, val, batch_size, val_batch_size,
+                    steps, initial_epoch, epochs, shuffle, validation_freq,
+                )
+        except KeyboardInterrupt as exc:
+            exc.history = self.history  # the epochs completed so far
+            raise
+        cbs.on_train_end(logs)
+        return self.history
+
+    def _fit_epochs(
+        self, ops, cbs, check_interrupt, x, y, sample_weight, val, batch_size, val_batch_size,
+        steps, initial_epoch, epochs, shuffle, validation_freq,
+    ):
+        n = x.shape[0]
+        logs = {}
         for epoch in range(initial_epoch, epochs):
             self.reset_metrics()
             cbs.on_epoch_begin(epoch)
@@ -336,6 +391,7 @@ class Trainer:
                 idx = order[step * batch_size : (step + 1) * batch_size]
                 xb, yb, swb = self._to_batch(ops, _take(x, idx), _take(y, idx), _take(sample_weight, idx))
                 self._train_batch(ops, xb, yb, swb)
+                check_interrupt()
                 logs = self._logs()
                 cbs.on_train_batch_end(step, logs)
                 if self.stop_training:
@@ -347,8 +403,7 @@ class Trainer:
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
                 break
-        cbs.on_train_end(logs)
-        return self.history
+        return logs
 
     def _class_weights(self, y, class_weight, sample_weight):
         if not isinstance(class_weight, dict):

@@ -1,0 +1,96 @@
+"""Faults during training: Ctrl-C between steps, NaN checks naming the layer."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import gpulayers
+from gpulayers import callbacks, config, optimizers
+from gpulayers.layers import Activation, Dense, Input
+from gpulayers.models import Sequential
+
+
+def model_and_data():
+    gpulayers.set_random_seed(0)
+    model = Sequential([Input((4,)), Dense(8, activation="relu"), Dense(2, activation="softmax")])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4)).astype("float32")
+    y = rng.integers(0, 2, 64)
+    return model, x, y
+
+
+class InterruptAt(callbacks.Callback):
+    """Sends this process a SIGINT as the given training step begins."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.seen = step, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.seen == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+        self.seen += 1
+
+
+def test_ctrl_c_leaves_the_model_at_the_last_completed_step():
+    model, x, y = model_and_data()
+    reference = Sequential([Input((4,)), Dense(8, activation="relu"), Dense(2, activation="softmax")])
+    reference.set_weights(model.get_weights())
+    for m in (model, reference):
+        m.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    with pytest.raises(KeyboardInterrupt) as info:
+        # 8 steps an epoch: the signal arrives as step 11 (epoch 2, step 3) begins.
+        model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=[InterruptAt(11)])
+    # The step that was running when Ctrl-C came completed: 12 steps in all.
+    assert model.optimizer.iterations == 12
+    for step in range(12):
+        s = slice((step % 8) * 8, (step % 8) * 8 + 8)
+        reference.train_on_batch(x[s], y[s])
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    history = info.value.history
+    assert history.epoch == [0] and len(history.history["loss"]) == 1  # the epochs completed so far
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_nan_loss_is_reported_and_terminate_on_nan_says_so(capsys):
+    model, x, y = model_and_data()
+    model.compile(optimizer=optimizers.SGD(1e30), loss="sparse_categorical_crossentropy")
+    history = model.fit(x, y, batch_size=8, epochs=5, verbose=0, callbacks=[callbacks.TerminateOnNaN()])
+    assert len(history.history["loss"]) == 1
+    assert not np.isfinite(history.history["loss"][0])
+    assert "invalid loss nan" in capsys.readouterr().out.lower()
+
+
+@pytest.fixture
+def numerics_on():
+    config.set_check_numerics(True)
+    yield
+    config.set_check_numerics(False)
+
+
+def test_check_numerics_names_the_first_layer(numerics_on):
+    model = Sequential([Input((2,)), Dense(3, name="big"), Activation("exponential", name="exp"), Dense(1, name="out")])
+    model.set_weights([np.full((2, 3), 100.0), np.zeros(3), np.ones((3, 1)), np.zeros(1)])
+    with np.errstate(over="ignore"), pytest.raises(FloatingPointError, match="Layer 'exp' \\(Activation\\).*forward"):
+        model(np.ones((4, 2)))
+    with pytest.raises(FloatingPointError, match="Layer 'input_layer.*received 8 non-finite.*the data"):
+        model(np.full((4, 2), np.nan))
+
+
+def test_check_numerics_in_the_backward_pass(numerics_on):
+    layer = Dense(2, name="d")
+    layer(np.ones((3, 4)), training=True)
+    with pytest.raises(FloatingPointError, match="Layer 'd'.*received 3 non-finite.*backward"):
+        layer.backward(np.array([[np.inf, 0.0]] * 3))
+    layer(np.full((3, 4), 1e30), training=True)
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(FloatingPointError, match="Layer 'd'.*produced.*backward"):
+        layer.backward(np.full((3, 2), 1e30))
+
+
+def test_check_numerics_is_off_by_default_and_validated():
+    assert config.check_numerics() is False
+    with pytest.raises(TypeError, match="enabled"):
+        config.set_check_numerics("yes")
