@@ -99,18 +99,52 @@ def _dtype(dtype, floating=False):
     return dt
 
 
-def compute_fans(shape):
+def _check_axes(value, argument):
+    """None, or a list of int axes (the form Keras keeps after loading a config)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(
+            f"Invalid value for `{argument}`: expected None or a list of ints. Received: {argument}={value!r}"
+        )
+    items = list(value)
+    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_)) for a in items):
+        raise ValueError(
+            f"Invalid value for `{argument}`: expected None or a list of ints. Received: {argument}={value!r}"
+        )
+    return [int(a) for a in items]
+
+
+def compute_fans(shape, input_axes=None, output_axes=None):
     """Keras's ``(fan_in, fan_out)`` for a weight shape.
 
-    Rank 0: (1, 1); rank 1: (n, n); rank 2: (rows, cols); higher ranks are
+    With both ``input_axes`` and ``output_axes`` given, the fans are the
+    products of the sizes on those axes (negative axes count from the end).
+    Otherwise, as in Keras (which ignores one list given alone): rank 0:
+    (1, 1); rank 1: (n, n); rank 2: (rows, cols); higher ranks are
     convolution kernels ``(*spatial, in, out)`` whose spatial size multiplies
     both fans.
 
     Example:
         >>> compute_fans((3, 3, 16, 32))
         (144, 288)
+        >>> compute_fans((4, 8, 16), input_axes=[0], output_axes=[1, 2])
+        (4, 128)
     """
     shape = tuple(shape)
+    if input_axes is not None and output_axes is not None:
+        fans = []
+        for argument, axes in (("input_axes", input_axes), ("output_axes", output_axes)):
+            product = 1
+            for axis in axes:
+                if not -len(shape) <= axis < len(shape):
+                    raise ValueError(
+                        f"Invalid value for `{argument}`: axis {axis} is out of range for a weight of shape "
+                        f"{shape}. Received: {argument}={list(axes)!r}"
+                    )
+                product *= shape[axis]
+            fans.append(int(product))
+        return fans[0], fans[1]
     if len(shape) == 0:
         return 1, 1
     if len(shape) == 1:
@@ -299,12 +333,18 @@ class VarianceScaling(RandomInitializer):
         distribution: "truncated_normal", "untruncated_normal" or "uniform"
             (case-insensitive; "normal" means "truncated_normal", as in Keras).
         seed: None or a non-negative int.
+        input_axes, output_axes: None (default) or lists of int axes: with
+            both given, fan_in and fan_out are the products of the shape's
+            sizes on those axes (see :func:`compute_fans`); as in Keras, one
+            given without the other has no effect.
 
     Example:
         >>> VarianceScaling(2.0, "fan_in", "uniform", seed=3)((256, 128)).std()  # ~ sqrt(2/256)
     """
 
-    def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None):
+    def __init__(
+        self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None, input_axes=None, output_axes=None
+    ):
         if not _is_real(scale) or not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"Invalid value for `scale`: expected a positive number. Received: scale={scale!r}")
         if mode not in _MODES:
@@ -319,11 +359,13 @@ class VarianceScaling(RandomInitializer):
         self.scale = scale.item() if isinstance(scale, np.generic) else scale
         self.mode = mode
         self.distribution = dist
+        self.input_axes = _check_axes(input_axes, "input_axes")
+        self.output_axes = _check_axes(output_axes, "output_axes")
         super().__init__(seed)
 
     def __call__(self, shape, dtype=None):
         shape, dt = _check_shape(shape), _dtype(dtype, floating=True)
-        fan_in, fan_out = compute_fans(shape)
+        fan_in, fan_out = compute_fans(shape, self.input_axes, self.output_axes)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
         variance = self.scale / max(1.0, n)
         rng = _rng(self.seed)
@@ -337,20 +379,32 @@ class VarianceScaling(RandomInitializer):
             values = rng.uniform(-limit, limit, shape)
         return values.astype(dt)
 
+    def _axes_config(self):
+        return {
+            "input_axes": None if self.input_axes is None else list(self.input_axes),
+            "output_axes": None if self.output_axes is None else list(self.output_axes),
+        }
+
     def get_config(self):
-        return {**super().get_config(), "scale": self.scale, "mode": self.mode, "distribution": self.distribution}
+        return {
+            **super().get_config(),
+            "scale": self.scale,
+            "mode": self.mode,
+            "distribution": self.distribution,
+            **self._axes_config(),
+        }
 
 
 class _FixedVarianceScaling(VarianceScaling):
-    """A VarianceScaling preset whose only argument (and config) is ``seed``."""
+    """A VarianceScaling preset: its arguments (and config) are ``seed``, ``input_axes`` and ``output_axes``."""
 
     _preset = {}
 
-    def __init__(self, seed=None):
-        super().__init__(seed=seed, **self._preset)
+    def __init__(self, seed=None, input_axes=None, output_axes=None):
+        super().__init__(seed=seed, input_axes=input_axes, output_axes=output_axes, **self._preset)
 
     def get_config(self):
-        return {"seed": self.seed}
+        return {"seed": self.seed, **self._axes_config()}
 
 
 class GlorotUniform(_FixedVarianceScaling):
@@ -492,8 +546,11 @@ def serialize(initializer):
     """Keras 3's dict for an initializer (None stays None).
 
     Example:
-        >>> serialize(GlorotUniform(seed=1))
-        {'module': 'keras.initializers', 'class_name': 'GlorotUniform', 'config': {'seed': 1}, 'registered_name': None}
+        >>> data = serialize(GlorotUniform(seed=1))
+        >>> data["module"], data["class_name"], data["registered_name"]
+        ('keras.initializers', 'GlorotUniform', None)
+        >>> data["config"]
+        {'seed': 1, 'input_axes': None, 'output_axes': None}
     """
     return _REGISTRY.serialize(initializer)
 
@@ -509,6 +566,6 @@ def get(identifier, argument="initializer"):
 
     Example:
         >>> get("he_normal", argument="kernel_initializer")
-        HeNormal(seed=None)
+        HeNormal(seed=None, input_axes=None, output_axes=None)
     """
     return _REGISTRY.get(identifier, argument)

@@ -91,15 +91,6 @@ _GPULAYERS_PACKAGE = "gpulayers"
 # Classes that carry Python code in Keras files: never loaded.
 _CODE_CLASSES = frozenset({"Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__", "function"})
 
-# Keys Keras 3 writes with a value that changes nothing, which gpulayers'
-# layers do not take: dropped (only with exactly these values) before a layer
-# is built from a Keras config. Any other value is left for the layer to refuse.
-_KERAS_NOOP_LAYER_KEYS = {
-    None: {"quantization_config": None},  # any layer
-    "BatchNormalization": {"renorm": False, "renorm_clipping": None},
-}
-_KERAS_NOOP_INITIALIZER_KEYS = {"input_axes": None, "output_axes": None}
-
 
 # ====================================================================== public API
 
@@ -649,53 +640,16 @@ def _check_shape(shape, path, where):
 
 
 def _build_model(config, path):
+    """The checked config, without Keras's ``shared_object_id`` keys, built by ``layers.deserialize``.
+
+    The layer classes take every argument Keras 3 writes (``renorm``,
+    ``quantization_config``, ``input_axes``...) and refuse, with ValueError,
+    the values they cannot honour.
+    """
     try:
-        return _build_container(config, path, "model")
+        return layers_module.deserialize(_strip_shared_ids(config))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"Invalid model file {path}: the model cannot be built from {_CONFIG}: {exc}") from None
-
-
-def _build_container(entry, path, where):
-    Sequential = _sequential_class()
-    config = entry["config"]
-    kwargs = {k: config[k] for k in ("name", "trainable", "dtype") if k in config}
-    model = Sequential(**_strip_shared_ids(kwargs))
-    for i, layer_entry in enumerate(config.get("layers", [])):
-        here = f"{where}.config.layers[{i}]"
-        if layer_entry.get("class_name") == "Sequential":
-            layer = _build_container(layer_entry, path, here)
-        else:
-            try:
-                layer = layers_module.deserialize(_adapt_keras_layer(layer_entry))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"at {here}: {exc}") from None
-        model.add(layer)
-    if not model.built and model.layers:
-        shape = config.get("build_input_shape") or (entry.get("build_config") or {}).get("input_shape")
-        if shape is not None:
-            model.build(tuple(shape))
-    return model
-
-
-def _adapt_keras_layer(entry):
-    """The layer entry, without ``shared_object_id`` and the no-op keys Keras 3 adds."""
-    entry = {k: v for k, v in entry.items() if k != "shared_object_id"}
-    config = _strip_shared_ids(dict(entry.get("config", {})))
-    for noop in (_KERAS_NOOP_LAYER_KEYS[None], _KERAS_NOOP_LAYER_KEYS.get(entry.get("class_name"), {})):
-        for key, value in noop.items():
-            if key in config and config[key] == value and type(config[key]) is type(value):
-                del config[key]
-    if entry.get("class_name") == "BatchNormalization" and "renorm" not in config:
-        config.pop("renorm_momentum", None)  # no effect without renorm
-    for key, value in config.items():
-        if key.endswith("_initializer") and isinstance(value, dict) and isinstance(value.get("config"), dict):
-            inner = dict(value["config"])
-            for k, v in _KERAS_NOOP_INITIALIZER_KEYS.items():
-                if k in inner and inner[k] is v:
-                    del inner[k]
-            config[key] = {**value, "config": inner}
-    entry["config"] = config
-    return entry
 
 
 def _strip_shared_ids(value):

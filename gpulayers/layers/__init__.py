@@ -71,23 +71,38 @@ LAYER_CLASSES.update(
 
 
 def deserialize(config):
-    """Build a layer from ``{"class_name": ..., "config": {...}}`` (Keras's form).
+    """Build a layer, or a Sequential, from ``{"class_name": ..., "config": {...}}`` (Keras's form).
 
-    Only gpulayers' own layer classes can be built; anything else is refused.
+    Only gpulayers' own layer classes (``LAYER_CLASSES``) and ``Sequential``
+    can be built; anything else is refused. A Sequential is built with
+    ``Sequential.from_config`` (its layers through this function); when its
+    config has no ``build_input_shape``, the entry's ``build_config``
+    ``input_shape`` (which Keras writes for a model built by a call) builds it.
     """
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError(f"Invalid layer config: expected a dict with 'class_name'. Received: {config!r:.200}")
     name = config["class_name"]
-    cls = LAYER_CLASSES.get(name) if isinstance(name, str) else None
+    if name == "Sequential":
+        from gpulayers.models.sequential import Sequential  # here: gpulayers.models imports this package
+
+        cls = Sequential
+    else:
+        cls = LAYER_CLASSES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(
             f"Unknown layer class {name!r}: gpulayers builds only its own layers "
-            f"({', '.join(sorted(LAYER_CLASSES))})."
+            f"({', '.join(sorted(LAYER_CLASSES))}) and Sequential."
         )
     inner = config.get("config", {})
     if not isinstance(inner, dict):
         raise ValueError(f"Invalid config for layer class {name!r}: expected a dict. Received: {inner!r:.200}")
-    return cls.from_config(dict(inner))
+    layer = cls.from_config(dict(inner))
+    if name == "Sequential" and not layer.built and layer.layers:
+        build_config = config.get("build_config")
+        shape = build_config.get("input_shape") if isinstance(build_config, dict) else None
+        if shape is not None:
+            layer.build(tuple(shape))
+    return layer
 
 
 def serialize(layer):

@@ -12,6 +12,7 @@ from gpulayers.layers.arguments import (
     window_pads,
 )
 from gpulayers.layers.base import InputSpec, Layer
+from gpulayers.layers.core import check_no_lora
 
 __all__ = ["Conv2D", "Convolution2D"]
 
@@ -64,6 +65,8 @@ class Conv2D(Layer):
         activation, use_bias, kernel_initializer, bias_initializer,
         kernel_regularizer, bias_regularizer, activity_regularizer,
         kernel_constraint, bias_constraint: As in :class:`Dense`.
+        lora_rank, lora_alpha: As in :class:`Dense` (Keras's LoRA arguments):
+            ``lora_rank`` must be None.
 
     Input shape: ``(batch, rows, cols, channels)`` or ``(batch, channels, rows, cols)``.
     Output shape: ``(batch, new_rows, new_cols, filters)`` or ``(batch, filters, new_rows, new_cols)``.
@@ -93,6 +96,8 @@ class Conv2D(Layer):
         activity_regularizer=None,
         kernel_constraint=None,
         bias_constraint=None,
+        lora_rank=None,
+        lora_alpha=None,
         **kwargs,
     ):
         filters = standardize_int(filters, "filters")
@@ -110,6 +115,7 @@ class Conv2D(Layer):
                 f"Invalid value for `groups`: grouped convolution is not supported yet, only groups=1. "
                 f"Received: groups={groups}"
             )
+        check_no_lora(lora_rank, lora_alpha)
         self.padding = standardize_padding(padding)
         self.data_format = standardize_data_format(data_format)
         self.activation = activations.get(activation, argument="activation")
@@ -126,6 +132,9 @@ class Conv2D(Layer):
         self.strides = strides
         self.dilation_rate = dilation_rate
         self.groups = groups
+        self.lora_rank = None
+        self.lora_alpha = lora_alpha
+        self.lora_enabled = False
         self.input_spec = InputSpec(ndim=4)
         self.kernel = self.bias = None
 
@@ -209,6 +218,7 @@ class Conv2D(Layer):
             "bias_initializer": initializers.serialize(self.bias_initializer),
             "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
             "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),  # always, as Keras's Conv2D
             "kernel_constraint": constraints.serialize(self.kernel_constraint),
             "bias_constraint": constraints.serialize(self.bias_constraint),
         }

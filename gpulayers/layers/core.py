@@ -1,6 +1,7 @@
 """Core layers: Dense, Activation, InputLayer and Input."""
 
 import math
+import numbers
 
 from gpulayers import activations, constraints, initializers, regularizers
 from gpulayers.layers.arguments import standardize_bool, standardize_int
@@ -20,6 +21,13 @@ class Dense(Layer):
             ``'glorot_uniform'`` and ``'zeros'``).
         kernel_regularizer, bias_regularizer, activity_regularizer: Regularizers.
         kernel_constraint, bias_constraint: Constraints applied after updates.
+        lora_rank: Must be None: LoRA (Keras's low-rank kernel update) is not
+            supported; any other value raises ValueError.
+        lora_alpha: Accepted for Keras compatibility; without ``lora_rank``
+            it has no effect (and, as in Keras, is not in the config).
+        quantization_config: Must be None: quantized kernels are not
+            supported; any other value raises ValueError. Always None in
+            the config, as Keras writes it for an unquantized layer.
 
     Input shape: ``(batch_size, ..., input_dim)``.
     Output shape: ``(batch_size, ..., units)``.
@@ -42,9 +50,18 @@ class Dense(Layer):
         activity_regularizer=None,
         kernel_constraint=None,
         bias_constraint=None,
+        lora_rank=None,
+        lora_alpha=None,
+        quantization_config=None,
         **kwargs,
     ):
         units = standardize_int(units, "units")
+        check_no_lora(lora_rank, lora_alpha)
+        if quantization_config is not None:
+            raise ValueError(
+                "Invalid value for `quantization_config`: quantization_config is not supported by gpulayers "
+                f"(quantized kernels); pass None. Received: quantization_config={quantization_config!r:.200}"
+            )
         self.activation = activations.get(activation, argument="activation")
         self.use_bias = standardize_bool(use_bias, "use_bias")
         self.kernel_initializer = initializers.get(kernel_initializer, argument="kernel_initializer")
@@ -55,6 +72,10 @@ class Dense(Layer):
         self.bias_constraint = constraints.get(bias_constraint, argument="bias_constraint")
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.units = units
+        self.lora_rank = None
+        self.lora_alpha = lora_alpha
+        self.lora_enabled = False
+        self.quantization_config = None
         self.input_spec = InputSpec(min_ndim=2)
         self.kernel = self.bias = None
 
@@ -115,7 +136,21 @@ class Dense(Layer):
             "bias_regularizer": regularizers.serialize(self.bias_regularizer),
             "kernel_constraint": constraints.serialize(self.kernel_constraint),
             "bias_constraint": constraints.serialize(self.bias_constraint),
+            "quantization_config": None,
         }
+
+
+def check_no_lora(lora_rank, lora_alpha):
+    """Keras's ``lora_rank``/``lora_alpha`` arguments: only "no LoRA" (``lora_rank=None``) is supported."""
+    if lora_rank is not None:
+        raise ValueError(
+            "Invalid value for `lora_rank`: lora_rank is not supported by gpulayers (no LoRA); pass None. "
+            f"Received: lora_rank={lora_rank!r}"
+        )
+    if lora_alpha is not None and (isinstance(lora_alpha, bool) or not isinstance(lora_alpha, numbers.Real)):
+        raise TypeError(
+            f"Invalid type for `lora_alpha`: expected None or a number. Received: lora_alpha={lora_alpha!r}"
+        )
 
 
 class Activation(Layer):

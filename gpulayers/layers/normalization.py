@@ -22,6 +22,31 @@ def _number(value, name, low, high=None, low_open=False):
     return value
 
 
+_RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
+
+
+def _renorm_clipping(value):
+    """None, or a copy of a dict with Keras's keys (rmax, rmin, dmax) holding numbers or None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"Invalid type for `renorm_clipping`: expected None or a dict. Received: renorm_clipping={value!r}"
+        )
+    for key, item in value.items():
+        if key not in _RENORM_CLIPPING_KEYS:
+            raise ValueError(
+                f"Invalid value for `renorm_clipping`: unknown key {key!r}; the keys are {_RENORM_CLIPPING_KEYS}. "
+                f"Received: renorm_clipping={value!r}"
+            )
+        if item is not None and (isinstance(item, bool) or not isinstance(item, numbers.Real)):
+            raise TypeError(
+                f"Invalid type for `renorm_clipping`: {key!r} should be a number or None. "
+                f"Received: renorm_clipping={value!r}"
+            )
+    return dict(value)
+
+
 class BatchNormalization(Layer):
     """Normalizes its input per feature with batch statistics (training) or moving ones.
 
@@ -42,6 +67,13 @@ class BatchNormalization(Layer):
         moving_variance_initializer: Initializers.
         beta_regularizer, gamma_regularizer: Regularizers.
         beta_constraint, gamma_constraint: Constraints.
+        renorm: Must be False: batch renormalization is not supported;
+            True raises ValueError.
+        renorm_clipping: None or a dict with keys among ``rmax``, ``rmin``,
+            ``dmax`` (numbers or None); accepted for Keras compatibility,
+            without effect since renorm is off.
+        renorm_momentum: Number in [0, 1] (default 0.99); accepted for Keras
+            compatibility, without effect since renorm is off.
         synchronized: Accepted for Keras compatibility; one device needs no sync.
 
     Input and output shape: any rank >= 2, the same.
@@ -69,6 +101,9 @@ class BatchNormalization(Layer):
         gamma_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
+        renorm=False,
+        renorm_clipping=None,
+        renorm_momentum=0.99,
         synchronized=False,
         **kwargs,
     ):
@@ -76,6 +111,14 @@ class BatchNormalization(Layer):
             raise TypeError(f"Invalid type for `axis`: expected an int. Received: axis={axis!r}")
         momentum = _number(momentum, "momentum", 0.0, 1.0)
         epsilon = _number(epsilon, "epsilon", 0.0, low_open=True)
+        if standardize_bool(renorm, "renorm"):
+            raise ValueError(
+                "Invalid value for `renorm`: renorm is not supported by gpulayers (batch renormalization); "
+                f"pass False. Received: renorm={renorm!r}"
+            )
+        self.renorm = False
+        self.renorm_clipping = _renorm_clipping(renorm_clipping)
+        self.renorm_momentum = _number(renorm_momentum, "renorm_momentum", 0.0, 1.0)
         self.center = standardize_bool(center, "center")
         self.scale = standardize_bool(scale, "scale")
         self.synchronized = standardize_bool(synchronized, "synchronized")
@@ -180,4 +223,7 @@ class BatchNormalization(Layer):
             "beta_constraint": constraints.serialize(self.beta_constraint),
             "gamma_constraint": constraints.serialize(self.gamma_constraint),
             "synchronized": self.synchronized,
+            "renorm": self.renorm,
+            "renorm_clipping": None if self.renorm_clipping is None else dict(self.renorm_clipping),
+            "renorm_momentum": self.renorm_momentum,
         }

@@ -205,13 +205,13 @@ def test_orthogonal_needs_rank_2():
     (I.RandomNormal(), {"mean", "stddev", "seed"}),
     (I.RandomUniform(), {"minval", "maxval", "seed"}),
     (I.TruncatedNormal(), {"mean", "stddev", "seed"}),
-    (I.VarianceScaling(), {"scale", "mode", "distribution", "seed"}),
-    (I.GlorotUniform(), {"seed"}),
-    (I.GlorotNormal(), {"seed"}),
-    (I.HeUniform(), {"seed"}),
-    (I.HeNormal(), {"seed"}),
-    (I.LecunUniform(), {"seed"}),
-    (I.LecunNormal(), {"seed"}),
+    (I.VarianceScaling(), {"scale", "mode", "distribution", "seed", "input_axes", "output_axes"}),
+    (I.GlorotUniform(), {"seed", "input_axes", "output_axes"}),
+    (I.GlorotNormal(), {"seed", "input_axes", "output_axes"}),
+    (I.HeUniform(), {"seed", "input_axes", "output_axes"}),
+    (I.HeNormal(), {"seed", "input_axes", "output_axes"}),
+    (I.LecunUniform(), {"seed", "input_axes", "output_axes"}),
+    (I.LecunNormal(), {"seed", "input_axes", "output_axes"}),
     (I.Orthogonal(), {"gain", "seed"}),
     (I.Identity(), {"gain"}),
 ])
@@ -234,7 +234,8 @@ def test_seeded_round_trip_gives_the_same_values():
 
 def test_variance_scaling_defaults_match_keras():
     assert I.VarianceScaling().get_config() == {"scale": 1.0, "mode": "fan_in",
-                                                "distribution": "truncated_normal", "seed": None}
+                                                "distribution": "truncated_normal", "seed": None,
+                                                "input_axes": None, "output_axes": None}
     assert I.RandomNormal().get_config() == {"mean": 0.0, "stddev": 0.05, "seed": None}
     assert I.RandomUniform().get_config() == {"minval": -0.05, "maxval": 0.05, "seed": None}
     assert I.VarianceScaling(distribution="Normal").distribution == "truncated_normal"
@@ -325,3 +326,86 @@ def test_serialize_of_none_and_custom_callables():
     assert data["class_name"] == "function" and data["config"] == "custom"
     with pytest.raises(ValueError):
         I.deserialize(data)
+
+
+# ----------------------------------------------------------------- input_axes / output_axes (Keras 3)
+
+PRESETS = [I.GlorotUniform, I.GlorotNormal, I.HeUniform, I.HeNormal, I.LecunUniform, I.LecunNormal]
+
+
+@pytest.mark.parametrize("shape,input_axes,output_axes,fans", [
+    ((4, 8, 16), [0], [1, 2], (4, 128)),
+    ((4, 8, 16), [0, 1], [2], (32, 16)),
+    ((4, 8, 16), [-3], [-1], (4, 16)),
+    ((3, 3, 16, 32), [], [3], (1, 32)),
+    ((5, 3), (0,), (1,), (5, 3)),
+])
+def test_compute_fans_with_axes(shape, input_axes, output_axes, fans):
+    assert I.compute_fans(shape, input_axes=input_axes, output_axes=output_axes) == fans
+
+
+def test_compute_fans_with_one_axes_list_ignores_it_as_keras_does():
+    assert I.compute_fans((4, 8, 16), input_axes=[0]) == I.compute_fans((4, 8, 16)) == (32, 64)
+    assert I.compute_fans((4, 8, 16), output_axes=[2]) == (32, 64)
+
+
+@pytest.mark.parametrize("input_axes,output_axes,argument", [([3], [0], "input_axes"), ([0], [-4], "output_axes")])
+def test_compute_fans_axis_out_of_range(input_axes, output_axes, argument):
+    with pytest.raises(ValueError, match=rf"Invalid value for `{argument}`.*out of range.*\(4, 8, 16\)"):
+        I.compute_fans((4, 8, 16), input_axes=input_axes, output_axes=output_axes)
+    with pytest.raises(ValueError, match=rf"`{argument}`"):
+        I.GlorotUniform(seed=1, input_axes=input_axes, output_axes=output_axes)((4, 8, 16))
+
+
+@pytest.mark.parametrize("cls", PRESETS + [I.VarianceScaling])
+def test_axes_default_to_none_and_are_in_the_config(cls):
+    init = cls()
+    assert init.input_axes is None and init.output_axes is None
+    config = init.get_config()
+    assert config["input_axes"] is None and config["output_axes"] is None
+    np.testing.assert_array_equal(cls(seed=4, input_axes=None, output_axes=None)((6, 5)), cls(seed=4)((6, 5)))
+
+
+@pytest.mark.parametrize("cls", PRESETS)
+def test_keras_3_preset_config_is_accepted(cls):
+    keras_entry = {"module": "keras.initializers", "class_name": cls.__name__,
+                   "config": {"seed": None, "input_axes": None, "output_axes": None}, "registered_name": None}
+    init = I.deserialize(keras_entry)
+    assert type(init) is cls and I.serialize(init) == keras_entry
+
+
+@pytest.mark.parametrize("cls", PRESETS)
+def test_axes_change_the_fans(cls):
+    shape = (4, 8, 16)
+    init = cls(seed=3, input_axes=[0], output_axes=[1, 2])
+    plain = cls(seed=3)
+    preset = dict(cls._preset)
+    fan_in, fan_out = 4, 128
+    n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[preset["mode"]]
+    n_plain = {"fan_in": 32, "fan_out": 64, "fan_avg": 48}[preset["mode"]]  # (4, 8, 16) as a conv kernel
+    # Same seed, same draws: only the scale differs, by sqrt(n_plain / n).
+    np.testing.assert_allclose(init(shape, "float64"), plain(shape, "float64") * math.sqrt(n_plain / n), rtol=1e-12)
+
+
+def test_variance_scaling_axes_values_and_round_trip():
+    init = I.VarianceScaling(2.0, "fan_in", "uniform", seed=7, input_axes=(0, 1), output_axes=[2])
+    assert init.input_axes == [0, 1] and init.output_axes == [2]
+    w = init((6, 5, 4), "float64")
+    limit = math.sqrt(3 * 2.0 / 30)
+    assert np.abs(w).max() <= limit and np.abs(w).max() > 0.9 * limit
+    config = init.get_config()
+    assert config["input_axes"] == [0, 1] and config["output_axes"] == [2]
+    again = I.deserialize(I.serialize(init))
+    assert again.get_config() == config
+    np.testing.assert_array_equal(again((6, 5, 4), "float64"), w)
+    config["input_axes"].append(2)  # the config is a copy
+    assert init.input_axes == [0, 1]
+
+
+@pytest.mark.parametrize("value", ["0", 0, 1.5, [1.5], [True], [0, "1"], object()])
+@pytest.mark.parametrize("argument", ["input_axes", "output_axes"])
+def test_bad_axes_are_refused(argument, value):
+    with pytest.raises(ValueError, match=rf"Invalid value for `{argument}`.*Received: {argument}="):
+        I.VarianceScaling(**{argument: value})
+    with pytest.raises(ValueError, match=rf"`{argument}`"):
+        I.HeNormal(**{argument: value})

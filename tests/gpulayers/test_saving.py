@@ -370,6 +370,89 @@ def test_keras_noop_keys_with_real_values_are_still_refused(saved, tmp_path):
     assert str(path) in str(info.value)
 
 
+def test_config_json_has_the_keras_3_arguments(saved):
+    """Written by the layers themselves, as Keras 3.15 writes them (nothing is added or dropped by saving)."""
+    entries = json.loads(zipfile.ZipFile(saved["keras"]).read("config.json"))["config"]["layers"]
+    bn, dense, conv = entries[2]["config"], entries[9]["config"], entries[1]["config"]
+    assert (bn["renorm"], bn["renorm_clipping"], bn["renorm_momentum"]) == (False, None, 0.99)
+    assert dense["quantization_config"] is None and "quantization_config" not in conv
+    assert "lora_rank" not in dense and "lora_rank" not in conv
+    assert conv["activity_regularizer"] is None
+    for cfg in (dense, conv):
+        assert cfg["kernel_initializer"]["config"] == {"seed": None, "input_axes": None, "output_axes": None}
+
+
+def test_keras_argument_values_reach_the_layers(saved, tmp_path):
+    """The values Keras writes are given to the layers (not filtered out) and written back."""
+
+    def keras_values(config):
+        layers = config["config"]["layers"]
+        layers[2]["config"].update(renorm_momentum=0.9, renorm_clipping={"rmax": 3.0, "rmin": 0.3, "dmax": 5.0})
+        layers[9]["config"]["kernel_initializer"]["config"].update(input_axes=[0], output_axes=[1])
+
+    path = rewrite_keras(saved["keras"], tmp_path / "v.keras", replace={"config.json": edit_config(keras_values)})
+    loaded = saving.load_model(path)
+    bn, dense = loaded.layers[1], loaded.layers[8]
+    assert bn.renorm is False and bn.renorm_momentum == 0.9
+    assert bn.renorm_clipping == {"rmax": 3.0, "rmin": 0.3, "dmax": 5.0}
+    assert (dense.kernel_initializer.input_axes, dense.kernel_initializer.output_axes) == ([0], [1])
+    np.testing.assert_array_equal(loaded.predict(saved["x"], verbose=0), saved["y"])
+    saving.save_model(loaded, tmp_path / "again.keras")
+    entries = json.loads(zipfile.ZipFile(tmp_path / "again.keras").read("config.json"))["config"]["layers"]
+    assert entries[2]["config"]["renorm_momentum"] == 0.9
+    assert entries[9]["config"]["kernel_initializer"]["config"]["input_axes"] == [0]
+
+
+@pytest.mark.parametrize("index,changes,pattern", [
+    (9, dict(quantization_config={"module": "keras.quantizers", "class_name": "Int8QuantizationConfig",
+                                  "config": {}, "registered_name": None}), r"quantization_config is not supported"),
+    (9, dict(lora_rank=4, lora_alpha=4), r"lora_rank is not supported.*lora_rank=4"),
+    (1, dict(lora_rank=2, lora_alpha=2), r"lora_rank is not supported.*lora_rank=2"),
+    (2, dict(renorm=True), r"renorm is not supported.*renorm=True"),
+    (2, dict(renorm_momentum=7), r"renorm_momentum.*7"),
+])
+def test_keras_arguments_gpulayers_cannot_honour_are_refused(saved, tmp_path, index, changes, pattern):
+    path = rewrite_keras(saved["keras"], tmp_path / "q.keras",
+                         replace={"config.json": edit_config(_layer_config(index, **changes))})
+    with pytest.raises(ValueError, match=pattern) as info:
+        saving.load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_bad_initializer_axes_are_refused(saved, tmp_path):
+    def bad_axes(config):
+        config["config"]["layers"][9]["config"]["kernel_initializer"]["config"].update(input_axes="0", output_axes=[1])
+
+    path = rewrite_keras(saved["keras"], tmp_path / "a.keras", replace={"config.json": edit_config(bad_axes)})
+    with pytest.raises(ValueError, match=r"input_axes.*'0'") as info:
+        saving.load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_layers_deserialize_builds_a_sequential():
+    inner = Sequential([Dense(3, activation="tanh"), Dense(2)], name="inner")
+    model = Sequential([Input(shape=(4,)), Dense(4), inner, Dense(1)], name="outer")
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype("float32")
+    entry = json.loads(json.dumps({"class_name": "Sequential", "config": model.get_config()}))
+    again = layers_module.deserialize(entry)
+    assert isinstance(again, Sequential) and again.name == "outer" and again.built
+    assert isinstance(again.layers[1], Sequential) and again.layers[1].name == "inner"
+    again.set_weights(model.get_weights())
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+    # A model built by a call: no build_input_shape, only the entry's build_config (as Keras writes it).
+    called = Sequential([Dense(3), Dense(2)], name="called")
+    called(x)
+    entry = {"class_name": "Sequential", "config": json.loads(json.dumps(called.get_config())),
+             "build_config": {"input_shape": [None, 4]}}
+    assert "build_input_shape" not in entry["config"]
+    rebuilt = layers_module.deserialize(entry)
+    assert rebuilt.built and [w.shape for w in rebuilt.weights] == [w.shape for w in called.weights]
+    entry.pop("build_config")
+    assert not layers_module.deserialize(entry).built
+    with pytest.raises(ValueError, match=r"Sequential"):
+        layers_module.deserialize({"class_name": "Functional", "config": {}})
+
+
 # ---------------------------------------------------------------- hostile model files
 
 
@@ -793,3 +876,31 @@ def test_real_keras_reads_gpulayers_files_and_gpulayers_reads_keras_files(saved,
     target = every_layer_cnn(seed=9)
     saving.load_weights(target, tmp_path / "k.weights.h5")
     np.testing.assert_allclose(target.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_real_keras_layer_configs_are_those_gpulayers_writes(tmp_path):
+    """Every layer config in a file Keras 3 wrote is, key for key, the one gpulayers writes for that layer."""
+    keras = _keras_or_skip()
+    if not keras.__version__.startswith("3."):
+        pytest.skip(f"needs Keras 3, found {keras.__version__}")
+    L = keras.layers
+    kmodel = keras.Sequential([
+        keras.Input((8, 8, 3)), L.Conv2D(4, 3, padding="same", activation="relu", kernel_initializer="he_normal"),
+        L.BatchNormalization(renorm_momentum=0.9), L.MaxPooling2D(), L.Conv2D(4, 3, activity_regularizer="l2"),
+        L.GlobalAveragePooling2D(), L.Dense(5, kernel_initializer=keras.initializers.GlorotUniform(
+            input_axes=[0], output_axes=[1])), L.Dense(3),
+    ])
+    kmodel.save(str(tmp_path / "k.keras"))
+
+    def without_shared_ids(value):
+        if isinstance(value, dict):
+            return {k: without_shared_ids(v) for k, v in value.items() if k != "shared_object_id"}
+        if isinstance(value, list):
+            return [without_shared_ids(v) for v in value]
+        return value
+
+    entries = without_shared_ids(json.loads(zipfile.ZipFile(tmp_path / "k.keras").read("config.json")))
+    mine = saving.load_model(tmp_path / "k.keras")
+    for entry, layer in zip(entries["config"]["layers"][1:], mine.layers, strict=True):
+        assert entry["class_name"] == type(layer).__name__
+        assert json.loads(json.dumps(layer.get_config())) == entry["config"]

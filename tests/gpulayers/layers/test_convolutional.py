@@ -385,6 +385,53 @@ def test_bad_arguments_are_refused(kwargs, error, pattern):
         Conv2D(**args)
 
 
+# Keras 3.15's config for keras.layers.Conv2D(4, 3) (written by Keras 3.15.1).
+KERAS_CONV2D_CONFIG = {
+    "name": "conv2d", "trainable": True,
+    "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None},
+    "filters": 4, "kernel_size": (3, 3), "strides": (1, 1), "padding": "valid", "data_format": "channels_last",
+    "dilation_rate": (1, 1), "groups": 1, "activation": "linear", "use_bias": True,
+    "kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform",
+                           "config": {"seed": None, "input_axes": None, "output_axes": None}, "registered_name": None},
+    "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None},
+    "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
+    "kernel_constraint": None, "bias_constraint": None,
+}
+
+
+def test_takes_keras_3_lora_arguments_with_their_defaults():
+    layer = Conv2D(4, 3, lora_rank=None, lora_alpha=None)
+    assert layer.lora_rank is None and layer.lora_alpha is None and layer.lora_enabled is False
+    config = layer.get_config()
+    assert "lora_rank" not in config and "lora_alpha" not in config  # Keras writes them only with LoRA on
+    assert "quantization_config" not in config  # Keras's Conv2D has none
+    alpha = Conv2D(4, 3, lora_alpha=2.0, name="alpha")
+    assert alpha.lora_alpha == 2.0 and alpha.get_config() == Conv2D(4, 3, name="alpha").get_config()
+
+
+def test_config_is_keras_3_config():
+    layer = Conv2D.from_config(dict(KERAS_CONV2D_CONFIG))
+    assert layer.get_config() == KERAS_CONV2D_CONFIG
+    assert Conv2D(4, 3, activity_regularizer="l2").get_config()["activity_regularizer"]["class_name"] == "L2"
+    assert to_np(layer(np.ones((1, 5, 5, 2), np.float32))).shape == (1, 3, 3, 4)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,pattern",
+    [
+        (dict(lora_rank=2), ValueError, r"Invalid value for `lora_rank`: lora_rank is not supported.*lora_rank=2"),
+        (dict(lora_rank=2, lora_alpha=4), ValueError, r"lora_rank is not supported.*lora_rank=2"),
+        (dict(lora_alpha=[4]), TypeError, r"lora_alpha.*\[4\]"),
+        (dict(quantization_config=None), TypeError, r"quantization_config"),  # not an argument of Keras's Conv2D
+    ],
+)
+def test_lora_is_refused(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        Conv2D(4, 3, **kwargs)
+    with pytest.raises(error, match=pattern):
+        Conv2D.from_config({**KERAS_CONV2D_CONFIG, **kwargs})
+
+
 def test_wrong_input_rank_is_refused():
     layer = Conv2D(2, 2, data_format="channels_last")
     with pytest.raises(ValueError, match=r"ndim=4.*ndim=3"):

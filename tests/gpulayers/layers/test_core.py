@@ -233,6 +233,57 @@ def test_dense_bad_arguments(kwargs, error, pattern):
         Dense(3, **kwargs)
 
 
+# Keras 3.15's config for keras.layers.Dense(3) (written by Keras 3.15.1).
+KERAS_DENSE_CONFIG = {
+    "name": "dense", "trainable": True,
+    "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None},
+    "units": 3, "activation": "linear", "use_bias": True,
+    "kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform",
+                           "config": {"seed": None, "input_axes": None, "output_axes": None}, "registered_name": None},
+    "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None},
+    "kernel_regularizer": None, "bias_regularizer": None, "kernel_constraint": None, "bias_constraint": None,
+    "quantization_config": None,
+}
+
+
+def test_dense_takes_keras_3_arguments_with_their_defaults():
+    layer = Dense(3, lora_rank=None, lora_alpha=None, quantization_config=None)
+    assert layer.lora_rank is None and layer.lora_alpha is None and layer.lora_enabled is False
+    assert layer.quantization_config is None
+    config = layer.get_config()
+    assert config["quantization_config"] is None  # always written, as Keras writes it
+    assert "lora_rank" not in config and "lora_alpha" not in config  # Keras writes them only with LoRA on
+    # lora_alpha alone changes nothing (Keras keeps it, and leaves it out of the config).
+    alpha = Dense(3, lora_alpha=8, name="alpha")
+    assert alpha.lora_alpha == 8 and alpha.get_config() == Dense(3, name="alpha").get_config()
+
+
+def test_dense_config_is_keras_3_config():
+    layer = Dense.from_config(dict(KERAS_DENSE_CONFIG))
+    assert layer.get_config() == KERAS_DENSE_CONFIG
+    assert to_np(layer(np.ones((2, 4), np.float32))).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,pattern",
+    [
+        (dict(lora_rank=4), ValueError, r"Invalid value for `lora_rank`: lora_rank is not supported.*lora_rank=4"),
+        (dict(lora_rank=4, lora_alpha=8), ValueError, r"lora_rank is not supported.*lora_rank=4"),
+        (dict(lora_rank=0), ValueError, r"lora_rank is not supported.*lora_rank=0"),
+        (dict(lora_alpha="8"), TypeError, r"lora_alpha.*'8'"),
+        (dict(quantization_config={"module": "keras.quantizers", "class_name": "Int8QuantizationConfig",
+                                   "config": {}, "registered_name": None}),
+         ValueError, r"Invalid value for `quantization_config`: quantization_config is not supported.*Int8"),
+        (dict(quantization_config="int8"), ValueError, r"quantization_config is not supported.*'int8'"),
+    ],
+)
+def test_dense_refuses_lora_and_quantization(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        Dense(3, **kwargs)
+    with pytest.raises(error, match=pattern):
+        Dense.from_config({**KERAS_DENSE_CONFIG, **kwargs})
+
+
 def test_dense_bad_inputs_leave_weights_unchanged():
     layer = Dense(3)
     with pytest.raises(ValueError, match=r"ndim|rank"):

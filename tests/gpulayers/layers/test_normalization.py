@@ -267,12 +267,67 @@ def test_gradients_with_trainable_false(training):
         (dict(gamma_initializer="onez"), ValueError, r"gamma_initializer.*'onez'"),
         (dict(moving_variance_initializer="nope"), ValueError, r"moving_variance_initializer.*'nope'"),
         (dict(beta_regularizer="l9"), ValueError, r"beta_regularizer.*'l9'"),
-        (dict(renorm=True), TypeError, r"renorm"),
+        (dict(renorm=True), ValueError, r"Invalid value for `renorm`: renorm is not supported.*renorm=True"),
+        (dict(renorm=1), ValueError, r"renorm is not supported.*renorm=1"),
+        (dict(renorm=True, renorm_clipping={"rmax": 3.0}, renorm_momentum=0.9), ValueError, r"renorm is not supported"),
+        (dict(renorm="no"), TypeError, r"renorm.*'no'"),
+        (dict(renorm_momentum=1.5), ValueError, r"renorm_momentum.*1\.5"),
+        (dict(renorm_momentum="0.99"), TypeError, r"renorm_momentum.*'0\.99'"),
+        (dict(renorm_clipping="rmax"), TypeError, r"renorm_clipping.*'rmax'"),
+        (dict(renorm_clipping={"rmaxx": 3.0}), ValueError, r"renorm_clipping.*'rmaxx'"),
+        (dict(renorm_clipping={"rmax": "3"}), TypeError, r"renorm_clipping.*'rmax'"),
     ],
 )
 def test_bad_arguments_are_refused(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         BatchNormalization(**kwargs)
+
+
+# Keras 3.15's config for keras.layers.BatchNormalization() (written by Keras 3.15.1).
+KERAS_BN_CONFIG = {
+    "name": "batch_normalization", "trainable": True,
+    "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None},
+    "axis": -1, "momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True,
+    "beta_initializer": {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None},
+    "gamma_initializer": {"module": "keras.initializers", "class_name": "Ones", "config": {}, "registered_name": None},
+    "moving_mean_initializer": {"module": "keras.initializers", "class_name": "Zeros", "config": {},
+                                "registered_name": None},
+    "moving_variance_initializer": {"module": "keras.initializers", "class_name": "Ones", "config": {},
+                                    "registered_name": None},
+    "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None, "gamma_constraint": None,
+    "synchronized": False, "renorm": False, "renorm_clipping": None, "renorm_momentum": 0.99,
+}
+
+
+def test_takes_keras_3_renorm_arguments_with_their_defaults():
+    layer = BatchNormalization(renorm=False, renorm_clipping=None, renorm_momentum=0.99)
+    assert layer.renorm is False and layer.renorm_clipping is None and layer.renorm_momentum == 0.99
+    config = layer.get_config()
+    assert (config["renorm"], config["renorm_clipping"], config["renorm_momentum"]) == (False, None, 0.99)
+
+
+def test_config_is_keras_3_config():
+    layer = BatchNormalization.from_config(dict(KERAS_BN_CONFIG))
+    assert layer.get_config() == KERAS_BN_CONFIG
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(to_np(layer(x, training=True)), to_np(BatchNormalization()(x, training=True)))
+
+
+def test_renorm_clipping_and_momentum_without_renorm_are_kept_and_change_nothing():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 2, 3)).astype(np.float32)
+    clipping = {"rmax": 3.0, "rmin": None, "dmax": 5}
+    layer = BatchNormalization(renorm_clipping=clipping, renorm_momentum=0.5)
+    plain = BatchNormalization()
+    np.testing.assert_array_equal(to_np(layer(x, training=True)), to_np(plain(x, training=True)))
+    for a, b in zip(layer.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    config = layer.get_config()
+    assert config["renorm_clipping"] == clipping and config["renorm_momentum"] == 0.5
+    clipping["rmax"] = 9.0  # the layer keeps a copy
+    config["renorm_clipping"]["rmin"] = 1.0  # and hands out a copy
+    assert layer.renorm_clipping == {"rmax": 3.0, "rmin": None, "dmax": 5}
+    assert BatchNormalization.from_config(layer.get_config()).get_config() == layer.get_config()
 
 
 @pytest.mark.parametrize("axis", [5, 4, -5])
