@@ -189,11 +189,25 @@ class InputLayer(Layer):
         batch_size: Optional fixed batch size.
         dtype: Input dtype (default ``floatx()``).
         batch_shape: Full shape with the batch axis; instead of shape/batch_size.
-        sparse: Must be None or False (no sparse tensors here).
+        sparse, ragged, optional: Keras 3's flags; must be None or False
+            (gpulayers has no sparse, ragged or optional inputs).
+        input_tensor: Must be None.
         name: Layer name.
     """
 
-    def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None, **kwargs):
+    def __init__(
+        self,
+        shape=None,
+        batch_size=None,
+        dtype=None,
+        sparse=None,
+        ragged=None,
+        batch_shape=None,
+        input_tensor=None,
+        optional=False,
+        name=None,
+        **kwargs,
+    ):
         for legacy in ("input_shape", "batch_input_shape"):
             if legacy in kwargs:  # Keras 2 spelling, still found in old configs
                 value = kwargs.pop(legacy)
@@ -201,10 +215,11 @@ class InputLayer(Layer):
                     shape = value
                 elif batch_shape is None:
                     batch_shape = value
-        kwargs.pop("ragged", None)
-        kwargs.pop("optional", None)
-        if sparse:
-            raise ValueError(f"Invalid value for `sparse`: sparse inputs are not supported. Received: sparse={sparse!r}")
+        for arg, value in (("sparse", sparse), ("ragged", ragged), ("optional", optional)):
+            if value:
+                raise ValueError(f"Invalid value for `{arg}`: {arg} inputs are not supported. Received: {arg}={value!r}")
+        if input_tensor is not None:
+            raise ValueError("Invalid value for `input_tensor`: gpulayers builds its inputs from a shape only.")
         if shape is not None and batch_shape is not None:
             raise ValueError("You cannot pass both `shape` and `batch_shape` at the same time.")
         if batch_shape is None:
@@ -245,7 +260,14 @@ class InputLayer(Layer):
         return (None,) + self.batch_shape[1:]
 
     def get_config(self):
-        return {"batch_shape": self.batch_shape, "dtype": self.dtype, "sparse": False, "name": self.name}
+        return {
+            "batch_shape": self.batch_shape,
+            "dtype": self.dtype,
+            "sparse": False,
+            "ragged": False,
+            "name": self.name,
+            "optional": False,
+        }
 
 
 class KerasTensor:
@@ -265,11 +287,13 @@ class KerasTensor:
         return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
 
 
-def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None, **kwargs):
+def Input(shape=None, batch_size=None, dtype=None, sparse=None, ragged=None, batch_shape=None, name=None, **kwargs):
     """Declare a model's input, as ``keras.Input``: ``Sequential([Input((32, 32, 3)), ...])``.
 
     Returns a :class:`KerasTensor` (shape with the batch axis, dtype, name).
     """
     return KerasTensor(
-        InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, sparse=sparse, batch_shape=batch_shape, name=name, **kwargs)
+        InputLayer(
+            shape=shape, batch_size=batch_size, dtype=dtype, sparse=sparse, ragged=ragged, batch_shape=batch_shape, name=name, **kwargs
+        )
     )

@@ -427,3 +427,20 @@ def test_input_bad_arguments(kwargs, error, pattern):
 def test_input_layer_legacy_keras2_arguments():
     assert InputLayer(input_shape=(3,)).batch_shape == (None, 3)
     assert InputLayer(batch_input_shape=(2, 3)).batch_shape == (2, 3)
+
+
+def test_input_layer_takes_keras_3_arguments_and_refuses_what_it_cannot_do():
+    layer = InputLayer(shape=(3,), ragged=False, optional=False, sparse=False)
+    assert layer.get_config() == {
+        "batch_shape": (None, 3),
+        "dtype": "float32",
+        "sparse": False,
+        "ragged": False,
+        "name": layer.name,
+        "optional": False,
+    }
+    for arg in ("sparse", "ragged", "optional"):
+        with pytest.raises(ValueError, match=f"`{arg}`.*{arg}=True"):
+            InputLayer(shape=(3,), **{arg: True})
+    with pytest.raises(ValueError, match="input_tensor"):
+        InputLayer(shape=(3,), input_tensor=np.zeros((1, 3)))
