@@ -1,28 +1,152 @@
-"""GPU backend: the generic :class:`backends.ops.Ops` on CuPy.
+"""GPU backend: :class:`backends.ops.Ops` on CuPy, with CUDA kernels for the hot paths.
 
 The module imports without CuPy; only creating :class:`CupyOps` needs it.
-Dedicated CUDA kernels can later override the generic methods one by one.
+
+Convolution, pooling (max, average, stochastic, global) and batch
+normalization run on the RawKernels in ``backends/kernels/*.cu`` (described
+by :func:`backends.cuda_sources.kernel_modules`); matrix products go through
+``cupy.matmul`` (cuBLAS). CuPy 14 has no cuDNN, so these kernels are the whole
+convolution and pooling path.
+
+How the wrappers treat their inputs:
+
+* dtype: float32 and float64 run in their own precision; float16 is converted
+  to float32 for the kernels and the results converted back (so float16
+  arithmetic is done in float32 here); anything else raises TypeError.
+* Layout: inputs are made C-contiguous in their own layout. Pooling kernels
+  read and write NHWC or NCHW directly; the convolution im2col reads NCHW
+  through element strides (no copy), col2im writes NCHW directly, and only
+  the (N*OH*OW, F) matrix of the products is NHWC (transposed with cupy for
+  channels_first).
+* Modules are compiled lazily (``cupy.RawModule``, compiled by CuPy on the
+  first kernel fetched, cached on disk by CuPy and in memory per process
+  here), never at import. A missing NVRTC or a failed compile raises one
+  RuntimeError naming the cause.
+* The im2col workspace is bounded by :attr:`CupyOps.im2col_limit_bytes`
+  (default 256 MiB, or ``GPULAYERS_IM2COL_LIMIT_MB`` in the environment):
+  larger batches run in chunks of images. An out-of-memory error inside a
+  chunk retries with half the chunk, down to one image, then raises
+  MemoryError naming the layer's shapes.
 """
+
+import collections
+import os
+import threading
 
 import numpy
 
-from backends.ops import Ops
+from backends.ops import Ops, out_size
 
-__all__ = ["CupyOps"]
+__all__ = ["CupyOps", "IM2COL_LIMIT_ENV"]
+
+IM2COL_LIMIT_ENV = "GPULAYERS_IM2COL_LIMIT_MB"
+_DEFAULT_IM2COL_LIMIT_MB = 256
+
+_F16 = numpy.dtype("float16")
+_F32 = numpy.dtype("float32")
+_F64 = numpy.dtype("float64")
+_I32 = numpy.dtype("int32")
+
+_BLOCK = 256  # threads per block for every launch (kernels accept 1..1024)
+_WAVES = 16  # grid-stride grids are capped at _WAVES blocks per SM
+
+# Process-wide caches (guarded by _lock): RawModule per kernel file, kernel
+# functions per (file, expression, device), SM count per device.
+_lock = threading.Lock()
+_raw_modules = {}
+_functions = {}
+_sm_counts = {}
+
+
+def _i32(value, what):
+    value = int(value)
+    if not -(2**31) <= value < 2**31:
+        raise ValueError(f"{what}={value} does not fit the CUDA kernels' 32-bit int parameter")
+    return numpy.int32(value)
+
+
+def _i64(value):
+    return numpy.int64(int(value))
+
+
+def _prod(values):
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
+
+
+def _limit_from_env():
+    text = os.environ.get(IM2COL_LIMIT_ENV, "").strip()
+    if not text:
+        return _DEFAULT_IM2COL_LIMIT_MB * 2**20
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = -1.0
+    if not mb > 0:
+        raise ValueError(f"{IM2COL_LIMIT_ENV} must be a positive number of MiB. Received: {text!r}")
+    return max(1, int(mb * 2**20))
+
+
+def _module_spec(name):
+    from backends.cuda_sources import kernel_modules
+
+    for spec in kernel_modules():
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no CUDA kernel module named {name!r}")
+
+
+def _load_error(spec, expression, exc):
+    """One RuntimeError saying why the kernels of ``spec`` cannot be loaded."""
+    text = f"{type(exc).__name__}: {exc}"
+    where = f"{os.path.basename(spec.path)} ({expression})"
+    try:
+        from cupy.cuda.compiler import CompileException
+    except Exception:  # pragma: no cover - cupy without its compiler module
+        CompileException = ()
+    if CompileException and isinstance(exc, CompileException):
+        return RuntimeError(f"NVRTC failed to compile the gpulayers CUDA kernels in {where}: {text}")
+    low = text.lower()
+    if "nvrtc" in low:
+        return RuntimeError(
+            f"NVRTC, CUDA's runtime compiler, is missing or cannot be loaded, so the gpulayers CUDA kernels "
+            f"in {where} cannot be compiled. Install the NVRTC matching cupy's CUDA version (for "
+            f"cupy-cuda13x: pip install nvidia-cuda-nvrtc, CUDA 13 line; or a CUDA toolkit). Cause: {text}"
+        )
+    if "insufficientdriver" in low or "driver version" in low:
+        return RuntimeError(f"The NVIDIA driver is missing or too old for this CuPy build; cannot load {where}. Cause: {text}")
+    if "nodevice" in low or "no cuda-capable device" in low:
+        return RuntimeError(f"No CUDA device is visible; cannot load {where}. Cause: {text}")
+    return RuntimeError(f"Loading the gpulayers CUDA kernels in {where} failed. Cause: {text}")
+
+
+_ConvGeom = collections.namedtuple(
+    "_ConvGeom", "n h w c kh kw f oh ow sh sw dh dw top left cf K rows m direct"
+)
+_PoolGeom = collections.namedtuple("_PoolGeom", "n h w c oh ow ph pw sh sw top left cf")
 
 
 class CupyOps(Ops):
-    """Operations on ``cupy.ndarray``."""
+    """Operations on ``cupy.ndarray``, with CUDA kernels for convolution, pooling and batch norm.
+
+    Args:
+        im2col_limit_bytes: bound on the im2col workspace of one convolution
+            call; default from ``GPULAYERS_IM2COL_LIMIT_MB`` or 256 MiB. It
+            can also be changed later through the attribute of that name.
+    """
 
     name = "cupy"
     xp = None  # set per instance: cupy is imported lazily
 
-    def __init__(self):
+    def __init__(self, im2col_limit_bytes=None):
         try:
             import cupy
         except Exception as exc:  # ImportError, or a broken install raising anything
             raise ImportError(f"CupyOps needs cupy, which does not import here ({type(exc).__name__}: {exc})") from exc
         self.xp = cupy
+        self.im2col_limit_bytes = _limit_from_env() if im2col_limit_bytes is None else max(1, int(im2col_limit_bytes))
 
     def asarray(self, x, dtype=None):
         """cupy array from a cupy/numpy array, a CUDA array interface, ``__dlpack__`` or ``__array__``."""
@@ -59,3 +183,621 @@ class CupyOps(Ops):
         if hasattr(random, "default_rng"):
             return random.default_rng(seed)
         return random.RandomState(seed)
+
+    # ------------------------------------------------------------ kernels
+    def _kernel(self, module, kernel, dtype):
+        """The compiled ``kernel<T>`` of ``module`` for numpy ``dtype`` (compiles on first use)."""
+        cupy = self.xp
+        try:
+            device = cupy.cuda.runtime.getDevice()
+        except Exception as exc:  # no driver / no device
+            spec = _module_spec(module)
+            raise _load_error(spec, spec.expression(kernel, dtype), exc) from exc
+        key = (module, kernel, numpy.dtype(dtype).name, device)
+        fn = _functions.get(key)
+        if fn is not None:
+            return fn
+        spec = _module_spec(module)
+        expression = spec.expression(kernel, dtype)
+        with _lock:
+            raw = _raw_modules.get(module)
+            if raw is None:
+                raw = cupy.RawModule(
+                    code=spec.source, options=tuple(spec.options), name_expressions=list(spec.name_expressions)
+                )
+                _raw_modules[module] = raw
+        try:
+            fn = raw.get_function(expression)
+        except Exception as exc:
+            raise _load_error(spec, expression, exc) from exc
+        with _lock:
+            _functions[key] = fn
+        return fn
+
+    def _grid_cap(self):
+        cupy = self.xp
+        device = cupy.cuda.runtime.getDevice()
+        sms = _sm_counts.get(device)
+        if sms is None:
+            try:
+                sms = int(cupy.cuda.runtime.deviceGetAttribute(cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, device))
+            except Exception:
+                sms = 80
+            _sm_counts[device] = sms = max(1, sms)
+        return sms * _WAVES
+
+    def _sm_count(self):
+        return self._grid_cap() // _WAVES
+
+    def _launch(self, module, kernel, dtype, work, args, per_block=_BLOCK):
+        """Launch a 1-D grid over ``work`` items (``per_block`` items per block before grid-striding)."""
+        work = int(work)
+        if work <= 0:
+            return
+        fn = self._kernel(module, kernel, dtype)
+        grid = min(-(-work // per_block), self._grid_cap())
+        fn((int(grid),), (_BLOCK,), args)
+
+    def _launch_blocks(self, module, kernel, dtype, units, args, block=_BLOCK):
+        """Launch a block-per-unit reduction kernel over ``units`` work units."""
+        units = int(units)
+        if units <= 0:
+            return
+        fn = self._kernel(module, kernel, dtype)
+        fn((int(min(units, self._grid_cap())),), (int(block),), args)
+
+    # ------------------------------------------------------------ dtypes
+    @staticmethod
+    def _compute_dtype(dtype, op):
+        """float32/float64 -> itself, float16 -> float32; refuse anything else."""
+        d = numpy.dtype(dtype)
+        if d == _F32 or d == _F64:
+            return d
+        if d == _F16:
+            return _F32
+        raise TypeError(
+            f"CupyOps.{op}: the CUDA kernels take float16, float32 or float64 arrays; received dtype {d}."
+        )
+
+    def _prep(self, a, dtype):
+        """``a`` as a C-contiguous cupy array of ``dtype`` (no copy when it already is)."""
+        return self.xp.ascontiguousarray(self.asarray(a), dtype=dtype)
+
+    @staticmethod
+    def _check_shape(op, what, arr, shape):
+        if tuple(arr.shape) != tuple(shape):
+            raise ValueError(f"CupyOps.{op}: {what} has shape {tuple(arr.shape)}, expected {tuple(shape)}.")
+
+    # ------------------------------------------------------------ convolution
+    def _conv_geom(self, x_shape, kernel_shape, strides, pads, dilation, data_format, op):
+        n, h, w, c = self._shape_nhwc(x_shape, data_format)
+        kh, kw, kc, f = (int(v) for v in kernel_shape)
+        if kc != c:
+            raise ValueError(
+                f"CupyOps.{op}: kernel {tuple(kernel_shape)} expects {kc} input channels but x "
+                f"{tuple(x_shape)} ({data_format}) has {c}."
+            )
+        sh, sw = (int(v) for v in strides)
+        dh, dw = (int(v) for v in dilation)
+        top, bottom, left, right = (int(v) for v in pads)
+        oh = out_size(h, kh, sh, dh, top + bottom)
+        ow = out_size(w, kw, sw, dw, left + right)
+        cf = data_format == "channels_first"
+        direct = kh == kw == 1 and sh == sw == 1 and not (top or bottom or left or right) and not cf
+        return _ConvGeom(
+            n, h, w, c, kh, kw, f, oh, ow, sh, sw, dh, dw, top, left, cf, kh * kw * c, oh * ow, n * oh * ow, direct
+        )
+
+    def _im2col(self, x, g, b0, b1, col):
+        """Fill ``col`` ((b1-b0)*OH*OW, K) from images b0..b1-1 of C-contiguous ``x``."""
+        if g.cf:  # x is (n, c, h, w): element strides of its NHWC view
+            strides = (g.c * g.h * g.w, g.w, 1, g.h * g.w)
+        else:
+            strides = (g.h * g.w * g.c, g.w * g.c, g.c, 1)
+        args = (
+            x[b0:b1], col,
+            _i32(b1 - b0, "batch"), _i32(g.h, "height"), _i32(g.w, "width"), _i32(g.c, "channels"),
+            *(_i64(s) for s in strides),
+            _i32(g.kh, "kernel height"), _i32(g.kw, "kernel width"),
+            _i32(g.sh, "stride"), _i32(g.sw, "stride"), _i32(g.dh, "dilation"), _i32(g.dw, "dilation"),
+            _i32(g.top, "padding"), _i32(g.left, "padding"), _i32(g.oh, "output height"), _i32(g.ow, "output width"),
+        )
+        self._launch("conv", "im2col", col.dtype, (b1 - b0) * g.rows * g.c, args)
+
+    def _col2im(self, col, dx, g, b0, b1):
+        """Write images b0..b1-1 of ``dx`` (C-contiguous, its own layout) from the patch gradients ``col``."""
+        args = (
+            col, dx[b0:b1],
+            _i32(b1 - b0, "batch"), _i32(g.h, "height"), _i32(g.w, "width"), _i32(g.c, "channels"),
+            _i32(1 if g.cf else 0, "channels_first"),
+            _i32(g.kh, "kernel height"), _i32(g.kw, "kernel width"),
+            _i32(g.sh, "stride"), _i32(g.sw, "stride"), _i32(g.dh, "dilation"), _i32(g.dw, "dilation"),
+            _i32(g.top, "padding"), _i32(g.left, "padding"), _i32(g.oh, "output height"), _i32(g.ow, "output width"),
+        )
+        self._launch("conv", "col2im", col.dtype, (b1 - b0) * g.h * g.w * g.c, args)
+
+    def _conv_chunks(self, g, dtype, op, shapes, body):
+        """Call ``body(b0, b1, col)`` over chunks of images with an im2col workspace ``col``.
+
+        The workspace holds at most :attr:`im2col_limit_bytes` (but always at
+        least one image). On out-of-memory the chunk is halved and retried;
+        ``body`` must be safe to rerun for the same images.
+        """
+        cupy = self.xp
+        oom = cupy.cuda.memory.OutOfMemoryError
+        per_image = g.rows * g.K * dtype.itemsize
+        chunk = max(1, min(g.n, int(self.im2col_limit_bytes) // max(per_image, 1)))
+        col = None
+        b0 = 0
+        while b0 < g.n:
+            b1 = min(g.n, b0 + chunk)
+            try:
+                if col is None:
+                    col = cupy.empty((chunk * g.rows, g.K), dtype=dtype)
+                body(b0, b1, col[: (b1 - b0) * g.rows])
+            except oom as exc:
+                col = None
+                if chunk == 1:
+                    raise MemoryError(
+                        f"CupyOps.{op}: out of GPU memory even with an im2col workspace of one image "
+                        f"({g.rows * g.K * dtype.itemsize} bytes) for {shapes}: {exc}"
+                    ) from exc
+                chunk = max(1, chunk // 2)
+                continue
+            b0 = b1
+
+    def _dy2d(self, dy, g, dtype, op):
+        """``dy`` as a C-contiguous NHWC (N*OH*OW, F) matrix of ``dtype``."""
+        dy = self.asarray(dy)
+        want = (g.n, g.f, g.oh, g.ow) if g.cf else (g.n, g.oh, g.ow, g.f)
+        self._check_shape(op, "dy", dy, want)
+        if g.cf:
+            dy = dy.transpose(0, 2, 3, 1)
+        return self.xp.ascontiguousarray(dy, dtype=dtype).reshape(g.m, g.f)
+
+    def conv2d_forward(self, x, kernel, strides, pads, dilation, data_format):
+        cupy = self.xp
+        op = "conv2d_forward"
+        x = self.asarray(x)
+        out_dtype = x.dtype
+        dt = self._compute_dtype(out_dtype, op)
+        x = self._prep(x, dt)
+        kernel = self._prep(kernel, dt)
+        g = self._conv_geom(x.shape, kernel.shape, strides, pads, dilation, data_format, op)
+        w2d = kernel.reshape(g.K, g.f)
+        y2d = cupy.empty((g.m, g.f), dtype=dt)
+        if y2d.size:
+            if g.K == 0:
+                y2d.fill(0)
+            elif g.direct:
+                cupy.matmul(x.reshape(g.m, g.c), w2d, out=y2d)
+            else:
+
+                def body(b0, b1, col):
+                    self._im2col(x, g, b0, b1, col)
+                    cupy.matmul(col, w2d, out=y2d[b0 * g.rows : b1 * g.rows])
+
+                shapes = f"x {tuple(x.shape)} ({data_format}), kernel {tuple(kernel.shape)}"
+                self._conv_chunks(g, dt, op, shapes, body)
+        y = y2d.reshape(g.n, g.oh, g.ow, g.f)
+        if g.cf:
+            y = cupy.ascontiguousarray(y.transpose(0, 3, 1, 2))
+        return y.astype(out_dtype, copy=False)
+
+    def conv2d_backward_input(self, dy, kernel, x_shape, strides, pads, dilation, data_format):
+        cupy = self.xp
+        op = "conv2d_backward_input"
+        dy = self.asarray(dy)
+        out_dtype = dy.dtype
+        dt = self._compute_dtype(out_dtype, op)
+        kernel = self._prep(kernel, dt)
+        x_shape = tuple(int(v) for v in x_shape)
+        g = self._conv_geom(x_shape, kernel.shape, strides, pads, dilation, data_format, op)
+        dy2d = self._dy2d(dy, g, dt, op)
+        w2d = kernel.reshape(g.K, g.f)
+        dx = cupy.empty(x_shape, dtype=dt)
+        if dx.size:
+            if g.m == 0 or g.f == 0:
+                dx.fill(0)
+            elif g.direct:
+                cupy.matmul(dy2d, w2d.T, out=dx.reshape(g.m, g.c))
+            else:
+
+                def body(b0, b1, col):
+                    cupy.matmul(dy2d[b0 * g.rows : b1 * g.rows], w2d.T, out=col)
+                    self._col2im(col, dx, g, b0, b1)
+
+                shapes = f"dy {tuple(dy.shape)}, x {x_shape} ({data_format}), kernel {tuple(kernel.shape)}"
+                self._conv_chunks(g, dt, op, shapes, body)
+        return dx.astype(out_dtype, copy=False)
+
+    def conv2d_backward_kernel(self, x, dy, kernel_shape, strides, pads, dilation, data_format):
+        cupy = self.xp
+        op = "conv2d_backward_kernel"
+        x = self.asarray(x)
+        out_dtype = x.dtype
+        dt = self._compute_dtype(out_dtype, op)
+        x = self._prep(x, dt)
+        kernel_shape = tuple(int(v) for v in kernel_shape)
+        g = self._conv_geom(x.shape, kernel_shape, strides, pads, dilation, data_format, op)
+        dy2d = self._dy2d(dy, g, dt, op)
+        dw = cupy.zeros((g.K, g.f), dtype=dt)
+        if dw.size and g.m:
+            if g.direct:
+                cupy.matmul(x.reshape(g.m, g.c).T, dy2d, out=dw)
+            else:
+
+                def body(b0, b1, col):
+                    self._im2col(x, g, b0, b1, col)
+                    part = cupy.matmul(col.T, dy2d[b0 * g.rows : b1 * g.rows])
+                    cupy.add(dw, part, out=dw)  # after the product: a retried chunk adds nothing twice
+
+                shapes = f"x {tuple(x.shape)} ({data_format}), dy {tuple(dy.shape)}, kernel {kernel_shape}"
+                self._conv_chunks(g, dt, op, shapes, body)
+        return dw.reshape(kernel_shape).astype(out_dtype, copy=False)
+
+    # ---------------------------------------------------------------- pooling
+    def _pool_geom(self, x_shape, pool_size, strides, pads, data_format):
+        n, h, w, c = self._shape_nhwc(x_shape, data_format)
+        ph, pw = (int(v) for v in pool_size)
+        sh, sw = (int(v) for v in strides)
+        top, bottom, left, right = (int(v) for v in pads)
+        oh = out_size(h, ph, sh, 1, top + bottom)
+        ow = out_size(w, pw, sw, 1, left + right)
+        return _PoolGeom(n, h, w, c, oh, ow, ph, pw, sh, sw, top, left, data_format == "channels_first")
+
+    @staticmethod
+    def _pool_out_shape(g):
+        return (g.n, g.c, g.oh, g.ow) if g.cf else (g.n, g.oh, g.ow, g.c)
+
+    @staticmethod
+    def _pool_in_shape(g):
+        return (g.n, g.c, g.h, g.w) if g.cf else (g.n, g.h, g.w, g.c)
+
+    @staticmethod
+    def _pool_args(g):
+        return (
+            _i32(g.n, "batch"), _i32(g.h, "height"), _i32(g.w, "width"), _i32(g.c, "channels"),
+            _i32(1 if g.cf else 0, "channels_first"), _i32(g.oh, "output height"), _i32(g.ow, "output width"),
+            _i32(g.ph, "pool height"), _i32(g.pw, "pool width"), _i32(g.sh, "stride"), _i32(g.sw, "stride"),
+            _i32(g.top, "padding"), _i32(g.left, "padding"),
+        )
+
+    def _pool_input(self, x, op):
+        x = self.asarray(x)
+        dt = self._compute_dtype(x.dtype, op)
+        return self._prep(x, dt), x.dtype, dt
+
+    def _pool_grad(self, dy, x_shape, pool_size, strides, pads, data_format, op):
+        """(dy C-contiguous in the compute dtype, its original dtype, compute dtype, geometry)."""
+        dy, out_dtype, dt = self._pool_input(dy, op)
+        g = self._pool_geom(tuple(int(v) for v in x_shape), pool_size, strides, pads, data_format)
+        self._check_shape(op, "dy", dy, self._pool_out_shape(g))
+        return dy, out_dtype, dt, g
+
+    def _index(self, index, g, op, what):
+        index = self.xp.ascontiguousarray(self.asarray(index), dtype=_I32)
+        self._check_shape(op, what, index, self._pool_out_shape(g))
+        return index
+
+    def max_pool2d_forward(self, x, pool_size, strides, pads, data_format):
+        op = "max_pool2d_forward"
+        x, out_dtype, dt = self._pool_input(x, op)
+        g = self._pool_geom(x.shape, pool_size, strides, pads, data_format)
+        y = self.xp.empty(self._pool_out_shape(g), dtype=dt)
+        arg = self.xp.empty(y.shape, dtype=_I32)
+        self._launch("pool", "max_pool_fwd", dt, y.size, (x, y, arg, *self._pool_args(g)))
+        return y.astype(out_dtype, copy=False), arg
+
+    def _route(self, dy, index, x_shape, pool_size, strides, pads, data_format, op="max_pool2d_backward"):
+        dy, out_dtype, dt, g = self._pool_grad(dy, x_shape, pool_size, strides, pads, data_format, op)
+        index = self._index(index, g, op, "index")
+        dx = self.xp.empty(self._pool_in_shape(g), dtype=dt)
+        self._launch("pool", "pool_route_bwd", dt, dx.size, (dy, index, dx, *self._pool_args(g)))
+        return dx.astype(out_dtype, copy=False)
+
+    def max_pool2d_backward(self, dy, argmax, x_shape, pool_size, strides, pads, data_format):
+        return self._route(dy, argmax, x_shape, pool_size, strides, pads, data_format, "max_pool2d_backward")
+
+    def avg_pool2d_forward(self, x, pool_size, strides, pads, data_format):
+        op = "avg_pool2d_forward"
+        x, out_dtype, dt = self._pool_input(x, op)
+        g = self._pool_geom(x.shape, pool_size, strides, pads, data_format)
+        y = self.xp.empty(self._pool_out_shape(g), dtype=dt)
+        self._launch("pool", "avg_pool_fwd", dt, y.size, (x, y, *self._pool_args(g)))
+        return y.astype(out_dtype, copy=False)
+
+    def avg_pool2d_backward(self, dy, x_shape, pool_size, strides, pads, data_format):
+        op = "avg_pool2d_backward"
+        dy, out_dtype, dt, g = self._pool_grad(dy, x_shape, pool_size, strides, pads, data_format, op)
+        dx = self.xp.empty(self._pool_in_shape(g), dtype=dt)
+        self._launch("pool", "avg_pool_bwd", dt, dx.size, (dy, dx, *self._pool_args(g)))
+        return dx.astype(out_dtype, copy=False)
+
+    def stochastic_pool2d_forward(self, x, uniforms, pool_size, strides, pads, data_format):
+        op = "stochastic_pool2d_forward"
+        x, out_dtype, dt = self._pool_input(x, op)
+        g = self._pool_geom(x.shape, pool_size, strides, pads, data_format)
+        u = self.asarray(uniforms)
+        self._check_shape(op, "uniforms", u, self._pool_out_shape(g))
+        # Like the generic code, u is taken in x's dtype (then in the compute dtype).
+        u = self.xp.ascontiguousarray(u.astype(out_dtype, copy=False), dtype=dt)
+        y = self.xp.empty(self._pool_out_shape(g), dtype=dt)
+        index = self.xp.empty(y.shape, dtype=_I32)
+        self._launch("pool", "stoch_pool_fwd", dt, y.size, (x, u, y, index, *self._pool_args(g)))
+        return y.astype(out_dtype, copy=False), index
+
+    def stochastic_pool2d_backward(self, dy, index, x_shape, pool_size, strides, pads, data_format):
+        return self._route(dy, index, x_shape, pool_size, strides, pads, data_format, "stochastic_pool2d_backward")
+
+    def stochastic_pool2d_inference_forward(self, x, pool_size, strides, pads, data_format):
+        op = "stochastic_pool2d_inference_forward"
+        x, out_dtype, dt = self._pool_input(x, op)
+        g = self._pool_geom(x.shape, pool_size, strides, pads, data_format)
+        y = self.xp.empty(self._pool_out_shape(g), dtype=dt)
+        self._launch("pool", "stoch_pool_inf_fwd", dt, y.size, (x, y, *self._pool_args(g)))
+        return y.astype(out_dtype, copy=False)
+
+    def stochastic_pool2d_inference_backward(self, dy, x, pool_size, strides, pads, data_format):
+        op = "stochastic_pool2d_inference_backward"
+        x, out_dtype, dt = self._pool_input(x, op)
+        dy, _, _, g = self._pool_grad(dy, x.shape, pool_size, strides, pads, data_format, op)
+        dy = dy.astype(dt, copy=False)
+        yw = self.xp.empty(dy.shape, dtype=dt)
+        r = self.xp.empty(dy.shape, dtype=dt)
+        args = self._pool_args(g)
+        self._launch("pool", "stoch_pool_inf_stats", dt, dy.size, (x, dy, yw, r, *args))
+        dx = self.xp.empty(x.shape, dtype=dt)
+        self._launch("pool", "stoch_pool_inf_bwd", dt, dx.size, (x, yw, r, dx, *args))
+        return dx.astype(out_dtype, copy=False)
+
+    # --------------------------------------------------------- global pooling
+    def _global_launch(self, x, y, arg, n, hw, c, cf, mode, dt):
+        """Run the serial (thread per output) or block (block per output) global-pool kernel."""
+        outputs = n * c
+        args = (x, y, arg, _i32(n, "batch"), _i32(hw, "height*width"), _i32(c, "channels"), _i32(cf, "channels_first"), _i32(mode, "mode"))
+        # A thread per output reads coalesced along channels (NHWC) and is the
+        # better choice when there are enough outputs to fill the GPU.
+        if not cf and outputs >= self._sm_count() * 512:
+            self._launch("pool", "global_pool_fwd_serial", dt, outputs, args)
+        else:
+            block = 32
+            while block < 256 and block < hw:
+                block *= 2
+            self._launch_blocks("pool", "global_pool_fwd_block", dt, outputs, args, block=block)
+
+    def global_avg_pool2d_forward(self, x, data_format, keepdims):
+        op = "global_avg_pool2d_forward"
+        x, out_dtype, dt = self._pool_input(x, op)
+        n, h, w, c = self._shape_nhwc(x.shape, data_format)
+        if h * w == 0 or n * c == 0:
+            return super().global_avg_pool2d_forward(x.astype(out_dtype, copy=False), data_format, keepdims)
+        y = self.xp.empty((n, c), dtype=dt)
+        cf = 1 if data_format == "channels_first" else 0
+        unused = self.xp.empty((1,), dtype=_I32)  # argmax is not written in mode 0
+        self._global_launch(x, y, unused, n, h * w, c, cf, 0, dt)
+        return self._global_keep(y.astype(out_dtype, copy=False), data_format, keepdims)
+
+    def global_avg_pool2d_backward(self, dy, x_shape, data_format, keepdims):
+        op = "global_avg_pool2d_backward"
+        dy, out_dtype, dt = self._pool_input(dy, op)
+        x_shape = tuple(int(v) for v in x_shape)
+        n, h, w, c = self._shape_nhwc(x_shape, data_format)
+        if dy.size != n * c:
+            raise ValueError(f"CupyOps.{op}: dy has shape {tuple(dy.shape)}, expected {n * c} values for x {x_shape}.")
+        dx = self.xp.empty(x_shape, dtype=dt)
+        cf = 1 if data_format == "channels_first" else 0
+        args = (dy.reshape(n, c), dx, _i32(n, "batch"), _i32(h * w, "height*width"), _i32(c, "channels"), _i32(cf, "channels_first"))
+        self._launch("pool", "global_avg_bwd", dt, dx.size, args)
+        return dx.astype(out_dtype, copy=False)
+
+    def global_max_pool2d_forward(self, x, data_format, keepdims):
+        op = "global_max_pool2d_forward"
+        x, out_dtype, dt = self._pool_input(x, op)
+        n, h, w, c = self._shape_nhwc(x.shape, data_format)
+        if h * w == 0 or n * c == 0:
+            return super().global_max_pool2d_forward(x.astype(out_dtype, copy=False), data_format, keepdims)
+        y = self.xp.empty((n, c), dtype=dt)
+        arg = self.xp.empty((n, c), dtype=_I32)
+        cf = 1 if data_format == "channels_first" else 0
+        self._global_launch(x, y, arg, n, h * w, c, cf, 1, dt)
+        return (
+            self._global_keep(y.astype(out_dtype, copy=False), data_format, keepdims),
+            self._global_keep(arg, data_format, keepdims),
+        )
+
+    def global_max_pool2d_backward(self, dy, argmax, x_shape, data_format, keepdims):
+        op = "global_max_pool2d_backward"
+        dy, out_dtype, dt = self._pool_input(dy, op)
+        x_shape = tuple(int(v) for v in x_shape)
+        n, h, w, c = self._shape_nhwc(x_shape, data_format)
+        argmax = self.xp.ascontiguousarray(self.asarray(argmax), dtype=_I32)
+        if dy.size != n * c or argmax.size != n * c:
+            raise ValueError(
+                f"CupyOps.{op}: dy {tuple(dy.shape)} and argmax {tuple(argmax.shape)} must hold {n * c} values for x {x_shape}."
+            )
+        dx = self.xp.empty(x_shape, dtype=dt)
+        cf = 1 if data_format == "channels_first" else 0
+        args = (
+            dy.reshape(n, c), argmax.reshape(n, c), dx,
+            _i32(n, "batch"), _i32(h * w, "height*width"), _i32(c, "channels"), _i32(cf, "channels_first"),
+        )
+        self._launch("pool", "global_max_bwd", dt, dx.size, args)
+        return dx.astype(out_dtype, copy=False)
+
+    # ---------------------------------------------------- batch normalization
+    _BN_CACHE_TAG = "cupy-batch-norm"
+
+    def _bn_layout(self, shape, axis, op):
+        ndim = len(shape)
+        if not -ndim <= int(axis) < ndim:
+            raise ValueError(f"CupyOps.{op}: axis {axis} is out of range for an input of rank {ndim}.")
+        axis = int(axis) % ndim
+        outer = _prod(shape[:axis])
+        inner = _prod(shape[axis + 1 :])
+        return axis, outer, int(shape[axis]), inner
+
+    def _bn_sums(self, mode, x, dy, mean, outer, c, inner, dt):
+        """Per-chunk channel sums (see batchnorm.cu). Returns (part1, part2, nchunks)."""
+        cupy = self.xp
+        if outer * inner == 0:
+            # Nothing to sum, and bn_partial_mid divides by `inner`: zero partial sums.
+            part1 = cupy.zeros((1, c), dtype=dt)
+            return part1, cupy.zeros((1, c), dtype=dt) if mode == 2 else part1, 1
+        target = self._sm_count() * 8  # work units: about one full wave of 256-thread blocks
+        if inner == 1:
+            groups = -(-c // 32)
+            nchunks = max(1, min(-(-outer // 256), target // groups))
+            units = groups * nchunks
+        else:
+            nchunks = max(1, min(-(-(outer * inner) // 2048), target // c))
+            units = c * nchunks
+        part1 = cupy.empty((nchunks, c), dtype=dt)
+        part2 = cupy.empty((nchunks, c), dtype=dt) if mode == 2 else part1  # part2 is only written in mode 2
+        dy = x if dy is None else dy  # read in mode 2 only
+        mean = x if mean is None else mean  # read in modes 1 and 2 only
+        if inner == 1:
+            args = (x, dy, mean, part1, part2, _i64(outer), _i32(c, "channels"), _i32(nchunks, "chunks"), _i32(mode, "mode"))
+            self._launch_blocks("batchnorm", "bn_partial_last", dt, units, args)
+        else:
+            args = (
+                x, dy, mean, part1, part2, _i64(outer), _i32(c, "channels"), _i32(inner, "inner size"),
+                _i32(nchunks, "chunks"), _i32(mode, "mode"),
+            )
+            self._launch_blocks("batchnorm", "bn_partial_mid", dt, units, args)
+        return part1, part2, nchunks
+
+    def _bn_vec(self, v, dtype):
+        return None if v is None else self.xp.ascontiguousarray(self.asarray(v).reshape(-1), dtype=dtype)
+
+    def _bn_params(self, src, nchunks, div, mean, gamma, beta, epsilon, c, dt):
+        cupy = self.xp
+        var, rstd, scale, shift = (cupy.empty((c,), dtype=dt) for _ in range(4))
+        args = (
+            src, _i32(nchunks, "chunks"), _i64(div), mean,
+            mean if gamma is None else gamma, mean if beta is None else beta,
+            _i32(gamma is not None, "has_gamma"), _i32(beta is not None, "has_beta"),
+            dt.type(epsilon), _i32(c, "channels"), var, rstd, scale, shift,
+        )
+        self._launch("batchnorm", "bn_params", dt, c, args)
+        return var, rstd, scale, shift
+
+    def _bn_apply(self, x, scale, shift, outer, c, inner, dt):
+        y = self.xp.empty(x.shape, dtype=dt)
+        args = (x, scale, scale if shift is None else shift, y, _i64(outer), _i32(c, "channels"), _i32(inner, "inner size"), _i32(shift is not None, "has_shift"))
+        self._launch("batchnorm", "bn_apply", dt, x.size, args)
+        return y
+
+    def _bn_check_vec(self, op, name, v, c):
+        if v is not None and v.size != c:
+            raise ValueError(f"CupyOps.{op}: {name} has {v.size} values, expected {c} (one per channel).")
+
+    def batch_norm_forward_training(self, x, gamma, beta, axis, epsilon):
+        cupy = self.xp
+        op = "batch_norm_forward_training"
+        x = self.asarray(x)
+        out_dtype = x.dtype
+        dt = self._compute_dtype(out_dtype, op)  # float16 statistics run in float32, as in Keras
+        x = self._prep(x, dt)
+        axis, outer, c, inner = self._bn_layout(x.shape, axis, op)
+        gamma, beta = self._bn_vec(gamma, dt), self._bn_vec(beta, dt)
+        self._bn_check_vec(op, "gamma", gamma, c)
+        self._bn_check_vec(op, "beta", beta, c)
+        m = outer * inner
+        div = max(m, 1)  # an empty batch gives mean 0 and var 0 instead of NaN
+        if c == 0:
+            empty = cupy.empty((0,), dtype=out_dtype)
+            cache = (self._BN_CACHE_TAG, x, empty.astype(dt), empty.astype(dt), gamma, beta is not None, axis, div, out_dtype, (outer, c, inner))
+            return x.astype(out_dtype, copy=False), empty, empty, cache
+        part, _, k = self._bn_sums(0, x, None, None, outer, c, inner, dt)
+        mean = cupy.empty((c,), dtype=dt)
+        self._launch("batchnorm", "bn_fin_mean", dt, c, (part, _i32(k, "chunks"), _i32(c, "channels"), _i64(div), mean))
+        part, _, k = self._bn_sums(1, x, None, mean, outer, c, inner, dt)
+        var, rstd, scale, shift = self._bn_params(part, k, div, mean, gamma, beta, epsilon, c, dt)
+        y = self._bn_apply(x, scale, shift, outer, c, inner, dt)
+        cache = (self._BN_CACHE_TAG, x, mean, rstd, gamma, beta is not None, axis, div, out_dtype, (outer, c, inner))
+        return (
+            y.astype(out_dtype, copy=False),
+            mean.astype(out_dtype, copy=False),
+            var.astype(out_dtype, copy=False),
+            cache,
+        )
+
+    def batch_norm_backward_training(self, dy, cache):
+        cupy = self.xp
+        op = "batch_norm_backward_training"
+        if not (isinstance(cache, tuple) and cache and isinstance(cache[0], str) and cache[0] == self._BN_CACHE_TAG):
+            return super().batch_norm_backward_training(dy, cache)  # a cache made by the generic code
+        _, x, mean, rstd, gamma, has_beta, axis, div, out_dtype, (outer, c, inner) = cache
+        dt = x.dtype
+        dy = self.asarray(dy)
+        self._check_shape(op, "dy", dy, x.shape)
+        dy = cupy.ascontiguousarray(dy, dtype=dt)
+        if c == 0:
+            empty = cupy.empty((0,), dtype=out_dtype)
+            return dy.astype(out_dtype, copy=False), (None if gamma is None else empty), (empty if has_beta else None)
+        part1, part2, k = self._bn_sums(2, x, dy, mean, outer, c, inner, dt)
+        dgamma, dbeta, g, c1, c0 = (cupy.empty((c,), dtype=dt) for _ in range(5))
+        args = (
+            part1, part2, _i32(k, "chunks"), _i32(c, "channels"), _i64(div), rstd,
+            rstd if gamma is None else gamma, _i32(gamma is not None, "has_gamma"), _i32(1, "training"),
+            dgamma, dbeta, g, c1, c0,
+        )
+        self._launch("batchnorm", "bn_fin_bwd", dt, c, args)
+        dx = cupy.empty(x.shape, dtype=dt)
+        args = (dy, x, mean, g, c1, c0, dx, _i64(outer), _i32(c, "channels"), _i32(inner, "inner size"))
+        self._launch("batchnorm", "bn_bwd_apply", dt, dx.size, args)
+        return (
+            dx.astype(out_dtype, copy=False),
+            None if gamma is None else dgamma.astype(out_dtype, copy=False),
+            dbeta.astype(out_dtype, copy=False) if has_beta else None,
+        )
+
+    def batch_norm_forward_inference(self, x, gamma, beta, mean, var, axis, epsilon):
+        op = "batch_norm_forward_inference"
+        x = self.asarray(x)
+        out_dtype = x.dtype
+        dt = self._compute_dtype(out_dtype, op)
+        x = self._prep(x, dt)
+        axis, outer, c, inner = self._bn_layout(x.shape, axis, op)
+        gamma, beta = self._bn_vec(gamma, dt), self._bn_vec(beta, dt)
+        mean, var = self._bn_vec(mean, dt), self._bn_vec(var, dt)
+        for name, v in (("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)):
+            self._bn_check_vec(op, name, v, c)
+        if c == 0:
+            return x.astype(out_dtype, copy=False)
+        _, _, scale, shift = self._bn_params(var, 0, 1, mean, gamma, beta, epsilon, c, dt)
+        return self._bn_apply(x, scale, shift, outer, c, inner, dt).astype(out_dtype, copy=False)
+
+    def batch_norm_backward_inference(self, dy, x, gamma, mean, var, axis, epsilon, has_beta=True):
+        cupy = self.xp
+        op = "batch_norm_backward_inference"
+        dy = self.asarray(dy)
+        out_dtype = dy.dtype
+        dt = self._compute_dtype(out_dtype, op)
+        dy = self._prep(dy, dt)
+        x = self._prep(x, dt)
+        self._check_shape(op, "dy", dy, x.shape)
+        axis, outer, c, inner = self._bn_layout(x.shape, axis, op)
+        gamma = self._bn_vec(gamma, dt)
+        mean, var = self._bn_vec(mean, dt), self._bn_vec(var, dt)
+        for name, v in (("gamma", gamma), ("mean", mean), ("var", var)):
+            self._bn_check_vec(op, name, v, c)
+        if c == 0:
+            empty = cupy.empty((0,), dtype=out_dtype)
+            return dy.astype(out_dtype, copy=False), (None if gamma is None else empty), (empty if has_beta else None)
+        _, rstd, scale, _ = self._bn_params(var, 0, 1, mean, gamma, None, epsilon, c, dt)
+        dx = self._bn_apply(dy, scale, None, outer, c, inner, dt)
+        dgamma = dbeta = None
+        if gamma is not None or has_beta:
+            part1, part2, k = self._bn_sums(2, x, dy, mean, outer, c, inner, dt)
+            dgamma, dbeta = cupy.empty((c,), dtype=dt), cupy.empty((c,), dtype=dt)
+            args = (
+                part1, part2, _i32(k, "chunks"), _i32(c, "channels"), _i64(max(outer * inner, 1)), rstd,
+                rstd if gamma is None else gamma, _i32(gamma is not None, "has_gamma"), _i32(0, "training"),
+                dgamma, dbeta, dgamma, dgamma, dgamma,  # g, c1, c0 are not written when training == 0
+            )
+            self._launch("batchnorm", "bn_fin_bwd", dt, c, args)
+            dgamma = None if gamma is None else dgamma.astype(out_dtype, copy=False)
+            dbeta = dbeta.astype(out_dtype, copy=False) if has_beta else None
+        return dx.astype(out_dtype, copy=False), dgamma, dbeta

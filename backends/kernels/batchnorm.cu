@@ -1,0 +1,304 @@
+// Batch normalization kernels for gpulayers (CupyOps).
+//
+// x is C-contiguous and seen as (outer, c, inner): the normalised axis has c
+// channels, `outer` is the product of the axes before it and `inner` of those
+// after it. channels-last (NHWC, axis = -1) is inner == 1, i.e. a (rows, c)
+// matrix; NCHW with axis 1 is outer = N, inner = H*W.
+//
+// Per-channel sums run in two stages, deterministically (no atomics):
+//   1. bn_partial_last (inner == 1) or bn_partial_mid (any inner): the reduction
+//      range of each channel is cut into `nchunks` chunks; each block reduces one
+//      (chunk, channel group) unit with a __shared__ tree and writes
+//      part[k * c + ch] for chunk k.
+//   2. bn_fin_mean / bn_params / bn_fin_bwd: one thread per channel adds the
+//      nchunks partials and derives the per-channel factors.
+// mode 0: part1 = sum x
+// mode 1: part1 = sum (x - mean)^2                  (two-pass, biased variance)
+// mode 2: part1 = sum dy, part2 = sum dy * (x - mean)
+// Then bn_apply (y = x*scale + shift) and bn_bwd_apply are elementwise.
+//
+// Formulas (backends/ops.py): rstd = 1 / sqrt(var + eps); inv = rstd * gamma
+// (or rstd); shift = -mean * inv (+ beta). Backward (training): g = inv,
+// c1 = -g * rstd * sum(dy*xhat) / m, c0 = -g * sum(dy) / m,
+// dx = dy*g + (x - mean)*c1 + c0, dgamma = sum(dy*xhat), dbeta = sum(dy), with
+// sum(dy*xhat) = sum(dy*(x-mean)) * rstd.
+//
+// Any grid size and any block size up to 1024 threads (1-D) work.
+
+#define BN_MAX_BLOCK 1024
+
+__device__ inline float bn_sqrt(float v) { return sqrtf(v); }
+__device__ inline double bn_sqrt(double v) { return sqrt(v); }
+
+// 64-bit index / positive int with a 32-bit fast path.
+__device__ inline long long bn_divmod(long long a, int b, int& rem)
+{
+    if ((unsigned long long)a <= 0xffffffffull) {
+        const unsigned int q = (unsigned int)a / (unsigned int)b;
+        rem = (int)((unsigned int)a - q * (unsigned int)b);
+        return (long long)q;
+    }
+    const long long q = a / b;
+    rem = (int)(a - q * b);
+    return q;
+}
+
+// Tree-reduce s1 (and s2 when two) over `count` rows of a block viewed as
+// (rows, width) with this thread at (row, col); all threads of the block call it.
+template <typename T>
+__device__ inline void bn_tree(T* s1, T* s2, bool two, int row, int col, int width, int count, bool active)
+{
+    for (int s = count; s > 1;) {
+        const int half = (s + 1) >> 1;
+        if (active && row < s - half) {
+            const int a = row * width + col, b = (row + half) * width + col;
+            s1[a] += s1[b];
+            if (two) s2[a] += s2[b];
+        }
+        __syncthreads();
+        s = half;
+    }
+}
+
+// Partial sums for channels-last x, a (rows, c) matrix. The block is viewed as
+// ny = blockDim.x / W rows of W = min(32, blockDim.x) lanes; lane l handles
+// channel g*W + l of channel group g. Unit u = k * groups + g covers rows
+// [k*per, (k+1)*per) of group g. dy is read in mode 2 only and mean in
+// modes 1 and 2 (pass any valid array otherwise); part2 is written in mode 2 only.
+template <typename T>
+__global__ void bn_partial_last(const T* __restrict__ x, const T* __restrict__ dy, const T* __restrict__ mean,
+                                T* __restrict__ part1, T* __restrict__ part2,
+                                long long rows, int c, int nchunks, int mode)
+{
+    __shared__ T s1[BN_MAX_BLOCK];
+    __shared__ T s2[BN_MAX_BLOCK];
+    const int width = blockDim.x < 32 ? blockDim.x : 32;
+    const int ny = blockDim.x / width;
+    const int lane = threadIdx.x % width;
+    const int row = threadIdx.x / width;
+    const bool active = row < ny;  // threads of a trailing partial row sit out
+    const int groups = (c + width - 1) / width;
+    const long long units = (long long)groups * nchunks;
+    const long long per = (rows + nchunks - 1) / nchunks;
+    for (long long u = blockIdx.x; u < units; u += gridDim.x) {
+        const int g = (int)(u % groups);
+        const long long k = u / groups;
+        const int ch = g * width + lane;
+        const long long r0 = k * per;
+        const long long r1 = r0 + per < rows ? r0 + per : rows;
+        T a1 = T(0), a2 = T(0);
+        if (active && ch < c) {
+            const T m = mode != 0 ? mean[ch] : T(0);
+            for (long long r = r0 + row; r < r1; r += ny) {
+                const T v = x[r * c + ch];
+                if (mode == 0) {
+                    a1 += v;
+                } else if (mode == 1) {
+                    const T d = v - m;
+                    a1 += d * d;
+                } else {
+                    const T d = dy[r * c + ch];
+                    a1 += d;
+                    a2 += d * (v - m);
+                }
+            }
+        }
+        s1[threadIdx.x] = a1;
+        s2[threadIdx.x] = a2;
+        __syncthreads();
+        bn_tree(s1, s2, mode == 2, row, lane, width, ny, active);
+        if (row == 0 && ch < c) {
+            part1[k * c + ch] = s1[lane];
+            if (mode == 2) part2[k * c + ch] = s2[lane];
+        }
+        __syncthreads();  // s1/s2 are read above before the next unit overwrites them
+    }
+}
+
+// Partial sums for x seen as (outer, c, inner), any inner >= 1. The
+// outer*inner positions of a channel are cut into nchunks chunks of `per`
+// positions; unit u = k * c + ch is reduced by one block, its threads taking
+// consecutive positions (coalesced when inner is large).
+template <typename T>
+__global__ void bn_partial_mid(const T* __restrict__ x, const T* __restrict__ dy, const T* __restrict__ mean,
+                               T* __restrict__ part1, T* __restrict__ part2,
+                               long long outer, int c, int inner, int nchunks, int mode)
+{
+    __shared__ T s1[BN_MAX_BLOCK];
+    __shared__ T s2[BN_MAX_BLOCK];
+    const long long len = outer * inner;
+    const long long units = (long long)c * nchunks;
+    const long long per = (len + nchunks - 1) / nchunks;
+    int step_i;  // blockDim.x = step_o * inner + step_i
+    const long long step_o = bn_divmod((long long)blockDim.x, inner, step_i);
+    for (long long u = blockIdx.x; u < units; u += gridDim.x) {
+        int ch;
+        const long long k = bn_divmod(u, c, ch);
+        const long long q0 = k * per;
+        const long long q1 = q0 + per < len ? q0 + per : len;
+        const T m = mode != 0 ? mean[ch] : T(0);
+        T a1 = T(0), a2 = T(0);
+        long long q = q0 + threadIdx.x;
+        if (q < q1) {
+            int i;
+            long long o = bn_divmod(q, inner, i);
+            for (; q < q1; q += blockDim.x) {
+                const long long at = (o * c + ch) * inner + i;
+                const T v = x[at];
+                if (mode == 0) {
+                    a1 += v;
+                } else if (mode == 1) {
+                    const T d = v - m;
+                    a1 += d * d;
+                } else {
+                    const T d = dy[at];
+                    a1 += d;
+                    a2 += d * (v - m);
+                }
+                o += step_o;
+                i += step_i;
+                if (i >= inner) {
+                    i -= inner;
+                    ++o;
+                }
+            }
+        }
+        s1[threadIdx.x] = a1;
+        s2[threadIdx.x] = a2;
+        __syncthreads();
+        bn_tree(s1, s2, mode == 2, (int)threadIdx.x, 0, 1, (int)blockDim.x, true);
+        if (threadIdx.x == 0) {
+            part1[u] = s1[0];
+            if (mode == 2) part2[u] = s2[0];
+        }
+        __syncthreads();
+    }
+}
+
+// mean[ch] = sum_k part[k*c + ch] / div.
+template <typename T>
+__global__ void bn_fin_mean(const T* __restrict__ part, int nchunks, int c, long long div, T* __restrict__ mean)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += blockDim.x * gridDim.x) {
+        T s = T(0);
+        for (int k = 0; k < nchunks; ++k) s += part[(long long)k * c + ch];
+        mean[ch] = s / (T)div;
+    }
+}
+
+// Per-channel factors. With nchunks > 0, var = sum of the mode-1 partials in
+// `src` / div; with nchunks == 0, var = src (given statistics). Writes var
+// (the value used), rstd = 1/sqrt(var + eps), scale = rstd*gamma (or rstd) and
+// shift = -mean*scale (+ beta). gamma/beta are read only when has_gamma/has_beta.
+template <typename T>
+__global__ void bn_params(const T* __restrict__ src, int nchunks, long long div,
+                          const T* __restrict__ mean, const T* __restrict__ gamma, const T* __restrict__ beta,
+                          int has_gamma, int has_beta, T eps, int c,
+                          T* __restrict__ var, T* __restrict__ rstd, T* __restrict__ scale, T* __restrict__ shift)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += blockDim.x * gridDim.x) {
+        T v;
+        if (nchunks > 0) {
+            T s = T(0);
+            for (int k = 0; k < nchunks; ++k) s += src[(long long)k * c + ch];
+            v = s / (T)div;
+        } else {
+            v = src[ch];
+        }
+        const T r = T(1) / bn_sqrt(v + eps);
+        const T inv = has_gamma ? r * gamma[ch] : r;
+        T sh = -mean[ch] * inv;
+        if (has_beta) sh = sh + beta[ch];
+        var[ch] = v;
+        rstd[ch] = r;
+        scale[ch] = inv;
+        shift[ch] = sh;
+    }
+}
+
+// From the mode-2 partials: dbeta = sum dy, dgamma = sum dy*(x-mean) * rstd. With
+// training != 0 also g = rstd*gamma (or rstd), c1 = -g*rstd*dgamma/div and
+// c0 = -g*dbeta/div for bn_bwd_apply (g, c1, c0 untouched otherwise).
+template <typename T>
+__global__ void bn_fin_bwd(const T* __restrict__ part1, const T* __restrict__ part2, int nchunks, int c, long long div,
+                           const T* __restrict__ rstd, const T* __restrict__ gamma, int has_gamma, int training,
+                           T* __restrict__ dgamma, T* __restrict__ dbeta,
+                           T* __restrict__ g, T* __restrict__ c1, T* __restrict__ c0)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += blockDim.x * gridDim.x) {
+        T sdy = T(0), sdc = T(0);
+        for (int k = 0; k < nchunks; ++k) {
+            sdy += part1[(long long)k * c + ch];
+            sdc += part2[(long long)k * c + ch];
+        }
+        const T r = rstd[ch];
+        const T sdx = sdc * r;
+        dgamma[ch] = sdx;
+        dbeta[ch] = sdy;
+        if (training) {
+            const T gg = has_gamma ? r * gamma[ch] : r;
+            g[ch] = gg;
+            c1[ch] = -gg * r * sdx / (T)div;
+            c0[ch] = -gg * sdy / (T)div;
+        }
+    }
+}
+
+// Walks a grid-stride loop over an (outer, c, inner) array keeping the channel
+// of the current element without a division per element.
+struct BnChannelWalk {
+    int i, ch, step_i, step_c;
+    __device__ BnChannelWalk(long long e, long long step, int c, int inner)
+    {
+        const long long q = bn_divmod(e, inner, i);
+        bn_divmod(q, c, ch);
+        const long long sq = bn_divmod(step, inner, step_i);
+        bn_divmod(sq, c, step_c);
+    }
+    __device__ void next(int c, int inner)
+    {
+        i += step_i;
+        int carry = 0;
+        if (i >= inner) {
+            i -= inner;
+            carry = 1;
+        }
+        ch += step_c + carry;
+        if (ch >= c) ch -= c;
+    }
+};
+
+// y = x*scale[ch] + shift[ch] (just x*scale[ch] when has_shift == 0; shift unread).
+template <typename T>
+__global__ void bn_apply(const T* __restrict__ x, const T* __restrict__ scale, const T* __restrict__ shift,
+                         T* __restrict__ y, long long outer, int c, int inner, int has_shift)
+{
+    const long long total = outer * c * inner;
+    const long long step = (long long)blockDim.x * gridDim.x;
+    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= total) return;
+    BnChannelWalk walk(e, step, c, inner);
+    for (; e < total; e += step) {
+        const int ch = walk.ch;
+        y[e] = has_shift ? x[e] * scale[ch] + shift[ch] : x[e] * scale[ch];
+        walk.next(c, inner);
+    }
+}
+
+// dx = dy*g[ch] + (x - mean[ch])*c1[ch] + c0[ch].
+template <typename T>
+__global__ void bn_bwd_apply(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ mean,
+                             const T* __restrict__ g, const T* __restrict__ c1, const T* __restrict__ c0,
+                             T* __restrict__ dx, long long outer, int c, int inner)
+{
+    const long long total = outer * c * inner;
+    const long long step = (long long)blockDim.x * gridDim.x;
+    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= total) return;
+    BnChannelWalk walk(e, step, c, inner);
+    for (; e < total; e += step) {
+        const int ch = walk.ch;
+        dx[e] = dy[e] * g[ch] + (x[e] - mean[ch]) * c1[ch] + c0[ch];
+        walk.next(c, inner);
+    }
+}

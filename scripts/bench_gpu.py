@@ -1,0 +1,706 @@
+#!/usr/bin/env python3
+"""GPU benchmark: gpulayers on CuPy against PyTorch (cuDNN), same dtype (float32).
+
+Times, at ``--batch`` (default 256), with CUDA events (``cupy.cuda.Event`` for
+gpulayers, ``torch.cuda.Event`` for PyTorch) and medians after warm-up:
+
+* per layer, forward and forward+backward: Conv2D 3x3 stride 1 32->64 at
+  32x32, Conv2D 3x3 stride 2, Conv2D 1x1, MaxPooling2D 2x2, AveragePooling2D
+  2x2, BatchNormalization (training mode) and Dense 4096->128;
+* the whole training step (``train_on_batch``) of the benchmark CNN (the CPU
+  performance issue's model) with SGD and sparse categorical cross-entropy;
+* the pooling kernels' achieved memory bandwidth (``CupyOps`` called directly)
+  against a measured device-to-device copy.
+
+PyTorch runs in NCHW and in channels_last, with cuDNN autotuning on, once with
+TF32 off (true float32, the comparison the targets are about) and once with
+TF32 on. gpulayers computes in float32 (cuBLAS without TF32 unless CUPY_TF32=1
+is set, which the report states).
+
+Prints markdown tables and writes them, with the card, date and versions, to
+``<out>/gpu.md`` (``--out``, default ``$OUT`` or ``docs/benchmarks``).
+Run from the repository root: ``python3 scripts/bench_gpu.py``; gpulayers need
+not be installed. Exits with status 2 and a message when no GPU is usable.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# Speed targets of the CUDA backend issue: (torch time / our time) at least
+# this much, against PyTorch with TF32 off.
+TARGETS = {
+    ("maxpool", "fwd"): 1.0,
+    ("maxpool", "fwd+bwd"): 1.0,
+    ("avgpool", "fwd"): 1.0,
+    ("avgpool", "fwd+bwd"): 1.0,
+    ("bn", "fwd"): 0.8,
+    ("bn", "fwd+bwd"): 0.8,
+    ("conv3x3s1", "fwd+bwd"): 0.5,
+    ("conv3x3s2", "fwd+bwd"): 0.5,
+    ("conv1x1", "fwd+bwd"): 0.5,
+    ("train", "step"): 0.5,
+}
+
+# name, label, kind, our input shape (NHWC, batch excluded), parameters
+LAYER_CASES = [
+    ("conv3x3s1", "Conv2D 3x3 s1 32->64 @32x32", "conv", (32, 32, 32), dict(filters=64, kernel=3, stride=1)),
+    ("conv3x3s2", "Conv2D 3x3 s2 32->64 @32x32", "conv", (32, 32, 32), dict(filters=64, kernel=3, stride=2)),
+    ("conv1x1", "Conv2D 1x1 32->64 @32x32", "conv", (32, 32, 32), dict(filters=64, kernel=1, stride=1)),
+    ("maxpool", "MaxPooling2D 2x2 @32x32x64", "maxpool", (32, 32, 64), {}),
+    ("avgpool", "AveragePooling2D 2x2 @32x32x64", "avgpool", (32, 32, 64), {}),
+    ("bn", "BatchNormalization (training) @32x32x64", "bn", (32, 32, 64), {}),
+    ("dense", "Dense 4096->128", "dense", (4096,), {}),
+]
+
+
+# --------------------------------------------------------------------- CLI
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="bench_gpu.py",
+        description="Time gpulayers on CuPy against PyTorch/cuDNN on one CUDA GPU and write <out>/gpu.md.",
+    )
+    p.add_argument("--batch", type=_positive, default=256, help="batch size for every case (default 256)")
+    p.add_argument("--warmup", type=_positive, default=5, help="untimed calls before timing each case (default 5)")
+    p.add_argument("--repeats", type=_positive, default=15, help="timed samples per case; the median is reported (default 15)")
+    p.add_argument("--inner", type=_positive, default=5, help="calls per timed sample, between two events (default 5)")
+    p.add_argument("--train-repeats", type=_positive, default=10, help="timed samples of the training step (default 10)")
+    p.add_argument(
+        "--out",
+        default=os.environ.get("OUT") or os.path.join(ROOT, "docs", "benchmarks"),
+        help="folder for gpu.md (default $OUT, else docs/benchmarks)",
+    )
+    p.add_argument("--no-torch", action="store_true", help="time gpulayers only (no PyTorch columns)")
+    p.add_argument("--skip-train", action="store_true", help="skip the whole training step")
+    p.add_argument("--only", default="", help="comma-separated case names to run (e.g. conv3x3s1,maxpool,train,bandwidth)")
+    # Runs every code path on the CPU (numpy backend, torch on CPU, wall-clock
+    # timers) with tiny sizes, to check the script itself where no GPU exists.
+    p.add_argument("--smoke-cpu", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# --------------------------------------------------------------- formatting
+
+
+def markdown_table(headers, rows):
+    """A GitHub markdown table; the first column left-aligned, the others right-aligned."""
+    cells = [[str(c) for c in headers]] + [[_cell(c) for c in row] for row in rows]
+    width = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    def line(r):
+        return "| " + " | ".join(
+            r[i].ljust(width[i]) if i == 0 else r[i].rjust(width[i]) for i in range(len(r))
+        ) + " |"
+    sep = "|" + "|".join(
+        ":" + "-" * (width[i] + 1) if i == 0 else "-" * (width[i] + 1) + ":" for i in range(len(headers))
+    ) + "|"
+    return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
+
+
+def _cell(value):
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def speed(torch_ms, ours_ms):
+    """How fast we are relative to torch: torch time / our time (1.0 = parity, higher = faster)."""
+    if torch_ms is None or ours_ms is None or ours_ms <= 0:
+        return None
+    return torch_ms / ours_ms
+
+
+def verdict(value, target):
+    if target is None:
+        return ""
+    if value is None:
+        return f">= {target:g}: n/a"
+    return f">= {target:g}: {'met' if value >= target else 'MISSED'}"
+
+
+def best(*values):
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def layer_table(results, with_torch):
+    """results: list of dicts with name, label, pass, ours, torch_nchw_off, torch_nhwc_off, torch_best_on."""
+    if not with_torch:
+        return markdown_table(["case", "pass", "gpulayers ms"], [[r["label"], r["pass"], r["ours"]] for r in results])
+    rows = []
+    for r in results:
+        off = best(r.get("torch_nchw_off"), r.get("torch_nhwc_off"))
+        s_off = speed(off, r["ours"])
+        rows.append(
+            [
+                r["label"],
+                r["pass"],
+                r["ours"],
+                r.get("torch_nchw_off"),
+                r.get("torch_nhwc_off"),
+                s_off,
+                r.get("torch_best_on"),
+                speed(r.get("torch_best_on"), r["ours"]),
+                verdict(s_off, TARGETS.get((r["name"], r["pass"]))),
+            ]
+        )
+    headers = [
+        "case",
+        "pass",
+        "gpulayers ms",
+        "torch NCHW ms (TF32 off)",
+        "torch NHWC ms (TF32 off)",
+        "speed vs torch, TF32 off",
+        "torch best ms (TF32 on)",
+        "speed vs torch, TF32 on",
+        "target (TF32 off)",
+    ]
+    return markdown_table(headers, rows)
+
+
+def bandwidth_table(rows, copy_gbs):
+    """rows: (label, bytes moved, ms)."""
+    out = []
+    for label, nbytes, ms in rows:
+        gbs = nbytes / (ms * 1e-3) / 1e9 if ms else None
+        out.append([label, nbytes / 2**20, ms, gbs, None if gbs is None or not copy_gbs else 100 * gbs / copy_gbs])
+    return markdown_table(["pooling kernel (CupyOps)", "MiB moved", "ms", "GB/s", "% of copy bandwidth"], out)
+
+
+# ------------------------------------------------------------------ timers
+
+
+class CupyTimer:
+    """Median milliseconds per call, between two cupy.cuda.Events on the current stream."""
+
+    def __init__(self, cupy):
+        self.cupy = cupy
+
+    def sync(self):
+        self.cupy.cuda.Device().synchronize()
+
+    def __call__(self, fn, warmup, repeats, inner):
+        cupy = self.cupy
+        for _ in range(warmup):
+            fn()
+        self.sync()
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        samples = []
+        for _ in range(repeats):
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            end.synchronize()
+            samples.append(cupy.cuda.get_elapsed_time(start, end) / inner)
+        return statistics.median(samples)
+
+
+class TorchTimer:
+    """Median milliseconds per call, between two torch.cuda.Events."""
+
+    def __init__(self, torch):
+        self.torch = torch
+
+    def sync(self):
+        self.torch.cuda.synchronize()
+
+    def __call__(self, fn, warmup, repeats, inner):
+        torch = self.torch
+        for _ in range(warmup):
+            fn()
+        self.sync()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        samples = []
+        for _ in range(repeats):
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / inner)
+        return statistics.median(samples)
+
+
+class WallTimer:
+    """Wall-clock stand-in for the CPU smoke run (no events there)."""
+
+    def sync(self):
+        pass
+
+    def __call__(self, fn, warmup, repeats, inner):
+        for _ in range(warmup):
+            fn()
+        samples = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples.append((time.perf_counter() - t) * 1e3 / inner)
+        return statistics.median(samples)
+
+
+# ------------------------------------------------------------------- setup
+
+
+def fail(message):
+    print(f"bench_gpu.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def setup_ours(smoke):
+    """Select the gpulayers backend; returns (ops, timer, xp)."""
+    import backends
+
+    if smoke:
+        backends.set_backend("numpy")
+        return backends.get_ops(), WallTimer(), backends.get_ops().xp
+    usable, reason = backends.cupy_status()
+    if not usable:
+        fail(f"no usable CUDA GPU, so there is nothing to benchmark: {reason}")
+    backends.set_backend("cupy")
+    ops = backends.get_ops()
+    return ops, CupyTimer(ops.xp), ops.xp
+
+
+def setup_torch(smoke, no_torch):
+    """Returns (torch, device, timer, note) or (None, None, None, why not)."""
+    if no_torch:
+        return None, None, None, "PyTorch columns disabled (--no-torch)"
+    try:
+        import torch
+    except Exception as exc:  # ImportError, or a broken install
+        return None, None, None, f"PyTorch does not import here ({type(exc).__name__}: {exc})"
+    if smoke:
+        return torch, torch.device("cpu"), WallTimer(), ""
+    if not torch.cuda.is_available():
+        return None, None, None, f"PyTorch {torch.__version__} sees no CUDA device"
+    torch.backends.cudnn.benchmark = True
+    return torch, torch.device("cuda"), TorchTimer(torch), ""
+
+
+def set_tf32(torch, on):
+    """Allow or forbid TF32 in cuBLAS matmuls and cuDNN convolutions (new API where present)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+        if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+            matmul.fp32_precision = "tf32" if on else "ieee"
+            conv.fp32_precision = "tf32" if on else "ieee"
+        else:
+            matmul.allow_tf32 = on
+            torch.backends.cudnn.allow_tf32 = on
+
+
+def free_memory(xp, torch):
+    if xp is not None and xp.__name__ == "cupy":
+        xp.get_default_memory_pool().free_all_blocks()
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# -------------------------------------------------------------- the cases
+
+
+def our_layer(kind, params):
+    from gpulayers import layers
+
+    if kind == "conv":
+        k, s = params["kernel"], params["stride"]
+        return layers.Conv2D(params["filters"], k, strides=s, padding="same")
+    if kind == "maxpool":
+        return layers.MaxPooling2D((2, 2))
+    if kind == "avgpool":
+        return layers.AveragePooling2D((2, 2))
+    if kind == "bn":
+        return layers.BatchNormalization()
+    if kind == "dense":
+        return layers.Dense(128)
+    raise ValueError(kind)
+
+
+def torch_layer(torch, kind, params, in_channels):
+    nn = torch.nn
+    if kind == "conv":
+        k, s = params["kernel"], params["stride"]
+        # Same output size as Keras 'same' (32 -> 32, or 16 at stride 2).
+        return nn.Conv2d(in_channels, params["filters"], k, stride=s, padding=k // 2)
+    if kind == "maxpool":
+        return nn.MaxPool2d(2)
+    if kind == "avgpool":
+        return nn.AvgPool2d(2)
+    if kind == "bn":
+        return nn.BatchNorm2d(in_channels)
+    if kind == "dense":
+        return nn.Linear(4096, 128)
+    raise ValueError(kind)
+
+
+def time_ours_layer(ops, timer, kind, params, shape, args):
+    from gpulayers.layers.base import no_backward
+
+    rng = __import__("numpy").random.default_rng(0)
+    x = ops.asarray(rng.standard_normal((args.batch,) + shape).astype("float32"))
+    layer = our_layer(kind, params)
+    y = layer(x, training=True)
+    dy = ops.asarray(rng.standard_normal(tuple(y.shape)).astype("float32"))
+
+    def forward():
+        with no_backward():
+            layer(x, training=True)
+
+    def forward_backward():
+        layer(x, training=True)
+        layer.backward(dy)
+
+    fwd = timer(forward, args.warmup, args.repeats, args.inner)
+    both = timer(forward_backward, args.warmup, args.repeats, args.inner)
+    return fwd, both
+
+
+def time_torch_layer(torch, device, timer, kind, params, shape, args, channels_last):
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    if kind == "dense":
+        x = torch.randn((args.batch,) + shape, generator=gen)
+    else:
+        h, w, c = shape
+        x = torch.randn((args.batch, c, h, w), generator=gen)
+    module = torch_layer(torch, kind, params, shape[-1]).to(device)
+    module.train()
+    x = x.to(device)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+        module = module.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    with torch.no_grad():
+        y = module(x)
+    dy = torch.randn(y.shape, generator=gen).to(device)
+    if channels_last and dy.dim() == 4:
+        dy = dy.contiguous(memory_format=torch.channels_last)
+    params_ = list(module.parameters())
+
+    def forward():
+        with torch.no_grad():
+            module(x)
+
+    def forward_backward():
+        x.grad = None
+        for p in params_:
+            p.grad = None
+        module(x).backward(dy)
+
+    fwd = timer(forward, args.warmup, args.repeats, args.inner)
+    both = timer(forward_backward, args.warmup, args.repeats, args.inner)
+    return fwd, both
+
+
+def run_layers(ops, timer, torch, device, ttimer, args, selected):
+    results = []
+    for name, label, kind, shape, params in LAYER_CASES:
+        if not selected(name):
+            continue
+        print(f"  {label} ...", flush=True)
+        fwd, both = time_ours_layer(ops, timer, kind, params, shape, args)
+        row_f = dict(name=name, label=label, ours=fwd, **{"pass": "fwd"})
+        row_b = dict(name=name, label=label, ours=both, **{"pass": "fwd+bwd"})
+        if torch is not None:
+            layouts = (False,) if kind == "dense" else (False, True)
+            measured = {}
+            for tf32 in (False, True):
+                set_tf32(torch, tf32)
+                for cl in layouts:
+                    measured[(tf32, cl)] = time_torch_layer(torch, device, ttimer, kind, params, shape, args, cl)
+            set_tf32(torch, False)
+            for i, row in enumerate((row_f, row_b)):
+                row["torch_nchw_off"] = measured[(False, False)][i]
+                row["torch_nhwc_off"] = measured[(False, True)][i] if kind != "dense" else None
+                row["torch_best_on"] = best(*(measured[(True, cl)][i] for cl in layouts))
+        results += [row_f, row_b]
+        free_memory(ops.xp, torch)
+    return results
+
+
+# ------------------------------------------------------------ training step
+
+
+def our_cnn():
+    """The benchmark CNN of the CPU performance issue, in gpulayers."""
+    import gpulayers
+    from gpulayers import layers, optimizers
+
+    gpulayers.set_random_seed(0)
+    model = gpulayers.Sequential(
+        [
+            layers.Input((32, 32, 3)),
+            layers.Conv2D(32, 3, padding="same"),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, padding="same"),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(0.5, seed=1),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.01), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def torch_cnn(torch):
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4096, 128),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(128, 10),
+    )
+
+
+def time_train(ops, timer, torch, device, ttimer, args):
+    import numpy
+
+    rng = numpy.random.default_rng(0)
+    xh = rng.standard_normal((args.batch, 32, 32, 3)).astype("float32")
+    yh = rng.integers(0, 10, args.batch)
+    model = our_cnn()
+    x, y = ops.asarray(xh), ops.asarray(yh)
+    losses = []
+
+    def ours_step():
+        # train_on_batch returns the running loss as a Python float: one
+        # device-to-host read per step, as the torch step's loss.item().
+        losses.append(model.train_on_batch(x, y))
+
+    warm = max(args.warmup, 3)
+    row = dict(name="train", label=f"training step, benchmark CNN, batch {args.batch}", **{"pass": "step"})
+    row["ours"] = timer(ours_step, warm, args.train_repeats, args.inner)
+    if not all(numpy.isfinite(losses)):
+        raise RuntimeError(f"gpulayers training produced a non-finite loss: {losses[:5]}...")
+    if torch is not None:
+        F = torch.nn.functional
+        measured = {}
+        for tf32 in (False, True):
+            set_tf32(torch, tf32)
+            for cl in (False, True):
+                torch.manual_seed(0)
+                net = torch_cnn(torch).to(device)
+                xt = torch.from_numpy(xh.transpose(0, 3, 1, 2).copy()).to(device)
+                if cl:
+                    net = net.to(memory_format=torch.channels_last)
+                    xt = xt.contiguous(memory_format=torch.channels_last)
+                yt = torch.from_numpy(yh).to(device)
+                opt = torch.optim.SGD(net.parameters(), lr=0.01)
+                net.train()
+
+                def torch_step(net=net, xt=xt, yt=yt, opt=opt):
+                    opt.zero_grad(set_to_none=True)
+                    loss = F.cross_entropy(net(xt), yt)
+                    loss.backward()
+                    opt.step()
+                    return loss.item()
+
+                measured[(tf32, cl)] = ttimer(torch_step, warm, args.train_repeats, args.inner)
+        set_tf32(torch, False)
+        row["torch_nchw_off"] = measured[(False, False)]
+        row["torch_nhwc_off"] = measured[(False, True)]
+        row["torch_best_on"] = best(measured[(True, False)], measured[(True, True)])
+    free_memory(ops.xp, torch)
+    return row
+
+
+# --------------------------------------------------------------- bandwidth
+
+
+def copy_bandwidth(xp, timer, args, smoke):
+    """Device-to-device copy, in GB/s counting the read and the write."""
+    n = (1 << 16) if smoke else (1 << 28) // 4  # 256 MiB of float32
+    src = xp.ones(n, dtype="float32")
+    dst = xp.empty_like(src)
+    ms = timer(lambda: xp.copyto(dst, src), args.warmup, args.repeats, args.inner)
+    return 2 * src.nbytes / (ms * 1e-3) / 1e9, src.nbytes
+
+
+def pool_bandwidth(ops, timer, args):
+    """(label, bytes moved at least once, ms) for the pooling kernels on (N, 32, 32, 64)."""
+    import numpy
+
+    rng = numpy.random.default_rng(0)
+    x = ops.asarray(rng.standard_normal((args.batch, 32, 32, 64)).astype("float32"))
+    geo = ((2, 2), (2, 2), (0, 0, 0, 0), "channels_last")
+    y, arg = ops.max_pool2d_forward(x, *geo)
+    dy = ops.asarray(rng.standard_normal(tuple(y.shape)).astype("float32"))
+    rows = []
+
+    def add(label, fn, nbytes):
+        rows.append((label, nbytes, timer(fn, args.warmup, args.repeats, args.inner)))
+
+    add("max pool 2x2 forward (y + argmax)", lambda: ops.max_pool2d_forward(x, *geo), x.nbytes + y.nbytes + arg.nbytes)
+    add(
+        "max pool 2x2 backward",
+        lambda: ops.max_pool2d_backward(dy, arg, x.shape, *geo),
+        dy.nbytes + arg.nbytes + x.nbytes,
+    )
+    add("avg pool 2x2 forward", lambda: ops.avg_pool2d_forward(x, *geo), x.nbytes + y.nbytes)
+    add("avg pool 2x2 backward", lambda: ops.avg_pool2d_backward(dy, x.shape, *geo), dy.nbytes + x.nbytes)
+    return rows
+
+
+# ------------------------------------------------------------------ report
+
+
+def versions(ops, torch, smoke):
+    import numpy
+
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "device": ops.device_name(),
+    }
+    if not smoke:
+        cupy = ops.xp
+        rt = cupy.cuda.runtime
+        props = rt.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        info["card"] = f"{name}, {props['multiProcessorCount']} SMs, {props['totalGlobalMem'] / 2**30:.0f} GiB"
+        info["cupy"] = cupy.__version__
+        info["CUDA runtime / driver"] = f"{_cuda_version(rt.runtimeGetVersion())} / {_cuda_version(rt.driverGetVersion())}"
+        info["CUPY_TF32"] = os.environ.get("CUPY_TF32", "unset (float32 matmuls)")
+    else:
+        info["card"] = "none (CPU smoke run: the numbers mean nothing)"
+    if torch is not None:
+        info["torch"] = torch.__version__
+        if not smoke:
+            info["cuDNN"] = str(torch.backends.cudnn.version())
+            info["torch settings"] = "cudnn.benchmark=True; TF32 off = cuBLAS and cuDNN fp32_precision 'ieee'"
+    return info
+
+
+def _cuda_version(v):
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def report(info, args, torch_note, layer_rows, train_row, bandwidth, copy):
+    lines = ["# GPU benchmark: gpulayers on CuPy against PyTorch", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    lines += [
+        f"- batch {args.batch}; float32; each number is the median of {args.repeats} samples "
+        f"({args.train_repeats} for the training step) of {args.inner} calls between two CUDA events, "
+        f"after {args.warmup} warm-up calls",
+        "- speed = PyTorch time / gpulayers time (1.0 = parity, higher = gpulayers faster); "
+        "'TF32 off' compares with the faster of PyTorch's NCHW and channels_last runs",
+        "- gpulayers runs NHWC (channels_last); forward = the layer in training mode without keeping "
+        "a backward cache (torch: under no_grad); forward+backward includes the input gradient",
+    ]
+    if torch_note:
+        lines.append(f"- PyTorch: {torch_note}")
+    lines.append("")
+    with_torch = not torch_note
+    if layer_rows:
+        lines += ["## Layers", "", layer_table(layer_rows, with_torch), ""]
+    if train_row is not None:
+        lines += [
+            "## Training step",
+            "",
+            "Conv2D(32,3,same)+BN+ReLU, MaxPool, Conv2D(64,3,same)+BN+ReLU, MaxPool, Flatten, Dense(128, relu), "
+            "Dropout(0.5), Dense(10, softmax); SGD(0.01); sparse categorical cross-entropy. gpulayers: "
+            "`train_on_batch` on device arrays (it reads the labels and the loss back to the host); "
+            "PyTorch: zero_grad, forward, cross_entropy, backward, step, `loss.item()`.",
+            "",
+            layer_table([train_row], with_torch),
+            "",
+        ]
+    if bandwidth:
+        copy_gbs, copy_bytes = copy
+        lines += [
+            "## Pooling bandwidth",
+            "",
+            f"Device-to-device copy of {copy_bytes / 2**20:.0f} MiB: {copy_gbs:.0f} GB/s (read + write). "
+            "Bytes moved count each input read once and each output written once.",
+            "",
+            bandwidth_table(bandwidth, copy_gbs),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    smoke = args.smoke_cpu
+    if smoke:
+        args.batch, args.warmup, args.repeats, args.inner, args.train_repeats = min(args.batch, 4), 1, 2, 1, 2
+    wanted = {s.strip() for s in args.only.split(",") if s.strip()}
+    known = {c[0] for c in LAYER_CASES} | {"train", "bandwidth"}
+    if wanted - known:
+        fail(f"unknown case(s) in --only: {', '.join(sorted(wanted - known))}; known: {', '.join(sorted(known))}")
+
+    def selected(name):
+        return not wanted or name in wanted
+
+    ops, timer, xp = setup_ours(smoke)
+    torch, device, ttimer, torch_note = setup_torch(smoke, args.no_torch)
+    if torch_note:
+        print(f"note: {torch_note}; timing gpulayers only", flush=True)
+    info = versions(ops, torch, smoke)
+    print(f"device: {info['card']}", flush=True)
+    t0 = time.perf_counter()
+
+    print("layers:", flush=True)
+    layer_rows = run_layers(ops, timer, torch, device, ttimer, args, selected)
+    train_row = None
+    if selected("train") and not args.skip_train:
+        print("training step ...", flush=True)
+        train_row = time_train(ops, timer, torch, device, ttimer, args)
+    bandwidth, copy = [], (None, 0)
+    if selected("bandwidth"):
+        print("bandwidth ...", flush=True)
+        copy = copy_bandwidth(xp, timer, args, smoke)
+        bandwidth = pool_bandwidth(ops, timer, args)
+        free_memory(xp, None)
+
+    text = report(info, args, torch_note, layer_rows, train_row, bandwidth, copy)
+    text += f"\n_Benchmark wall time: {time.perf_counter() - t0:.0f} s._\n"
+    print()
+    print(text)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "gpu.md")
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""CupyOps, end to end, with its RawKernels run by the host emulator instead of a GPU.
+
+A stand-in ``cupy`` module (numpy arrays; ``empty`` poisoned with NaN /
+-7777; ``RawModule`` builds the same kernel_modules() source with hostemu; a
+2-SM "device" so grids are capped and grid-stride loops and chunked
+reductions really loop) is put in
+``sys.modules`` for these tests only, and CupyOps' module caches are
+swapped for empty ones, so nothing leaks into other tests. Every
+kernel-backed CupyOps method is then compared with NumpyOps: this checks
+the wrappers' argument lists, launch shapes, chunking and layouts, on top of
+the kernels themselves (tested one by one in the other test_hostemu_* files).
+"""
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import hostemu
+from backends.numpy_ops import NumpyOps
+from emu_helpers import assert_same_bits, poison, same_pads
+
+pytestmark = pytest.mark.kernels
+
+REF = NumpyOps()
+FAKE_SMS = 2
+
+
+class _Launches:
+    def __init__(self):
+        self.names = []
+
+
+def _fake_cupy(order, launches):
+    from backends.cuda_sources import kernel_modules
+
+    class RawModule:
+        def __init__(self, code, options=(), name_expressions=()):
+            spec = next(m for m in kernel_modules() if m.source == code)
+            assert tuple(name_expressions) == tuple(spec.name_expressions)
+            assert tuple(options) == tuple(spec.options)
+            self._mod = hostemu.load(spec)
+
+        def get_function(self, name):
+            k = self._mod.kernel(name)
+
+            def launch(grid, block, args, shared_mem=0):
+                launches.names.append(name)
+                k(grid, block, args, shared_mem=shared_mem, order=order, seed=len(launches.names))
+
+            return launch
+
+    class Runtime:
+        cudaDevAttrMultiProcessorCount = 16
+
+        @staticmethod
+        def getDevice():
+            return 0
+
+        @staticmethod
+        def deviceGetAttribute(attr, device):
+            assert attr == Runtime.cudaDevAttrMultiProcessorCount
+            return FAKE_SMS
+
+    class OutOfMemoryError(MemoryError):
+        pass
+
+    class FakeCupy(types.ModuleType):
+        def __getattr__(self, name):  # everything else: numpy's function of that name
+            return getattr(np, name)
+
+    fake = FakeCupy("cupy")
+    fake.ndarray = np.ndarray
+    # Fresh buffers come poisoned (NaN / -7777), so an element no kernel writes shows in the results.
+    fake.empty = lambda shape, dtype=float, order="C": poison(shape, dtype)
+    fake.RawModule = RawModule
+    fake.cuda = types.SimpleNamespace(
+        runtime=Runtime,
+        memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
+        compiler=types.SimpleNamespace(CompileException=type("CompileException", (Exception,), {})),
+    )
+    return fake
+
+
+@pytest.fixture(params=["forward", "reverse"])
+def ops(request, emu, monkeypatch):
+    """A CupyOps whose kernels run on the host emulator (threads in the given order)."""
+    from backends import cupy_ops
+
+    launches = _Launches()
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(request.param, launches))
+    for cache in ("_raw_modules", "_functions", "_sm_counts"):
+        monkeypatch.setattr(cupy_ops, cache, {})
+    o = cupy_ops.CupyOps(im2col_limit_bytes=2**30)
+    o.launches = launches
+    return o
+
+
+def _close(got, want, dtype, what):
+    t = dict(rtol=1e-5, atol=1e-5) if np.dtype(dtype) == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got, want, err_msg=what, **t)
+
+
+def _df(cf):
+    return "channels_first" if cf else "channels_last"
+
+
+CONV = [
+    # x NHWC shape, kernel shape, strides, dilation, pads
+    ((2, 8, 7, 3), (3, 3, 3, 4), (2, 2), (1, 1), same_pads(8, 3, 2) + same_pads(7, 3, 2)),
+    ((1, 9, 9, 2), (3, 2, 2, 3), (1, 1), (2, 2), (0, 0, 0, 0)),
+    ((3, 5, 6, 4), (1, 1, 4, 2), (1, 1), (1, 1), (0, 0, 0, 0)),  # the direct (matmul only) path
+    ((2, 6, 5, 1), (2, 2, 1, 2), (3, 2), (1, 1), (1, 0, 0, 1)),
+]
+
+
+@pytest.mark.parametrize("cf", [False, True], ids=["nhwc", "nchw"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(len(CONV)))
+def test_conv2d_through_cupy_ops(ops, case, dtype, cf):
+    shape, kshape, strides, dil, pads = CONV[case]
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal(shape).astype(dtype)
+    if cf:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    kernel = rng.standard_normal(kshape).astype(dtype)
+    df = _df(cf)
+    want_y = REF.conv2d_forward(x, kernel, strides, pads, dil, df)
+    dy = rng.standard_normal(want_y.shape).astype(dtype)
+    for limit in (2**30, 1):  # 1 byte: one image per im2col chunk
+        ops.im2col_limit_bytes = limit
+        _close(ops.conv2d_forward(x, kernel, strides, pads, dil, df), want_y, dtype, f"conv fwd limit={limit}")
+        _close(ops.conv2d_backward_input(dy, kernel, x.shape, strides, pads, dil, df),
+               REF.conv2d_backward_input(dy, kernel, x.shape, strides, pads, dil, df), dtype, f"conv dx limit={limit}")
+        _close(ops.conv2d_backward_kernel(x, dy, kernel.shape, strides, pads, dil, df),
+               REF.conv2d_backward_kernel(x, dy, kernel.shape, strides, pads, dil, df), dtype, f"conv dw limit={limit}")
+    if not (kshape[:2] == (1, 1) and not cf):
+        assert {"im2col<float>", "im2col<double>"} & set(ops.launches.names)
+        assert {"col2im<float>", "col2im<double>"} & set(ops.launches.names)
+
+
+POOL = [
+    ((2, 7, 9, 3), (2, 2), (2, 2), (0, 0, 0, 0)),
+    ((2, 8, 6, 5), (3, 3), (2, 2), same_pads(8, 3, 2) + same_pads(6, 3, 2)),
+    ((1, 5, 7, 2), (3, 2), (1, 2), (1, 1, 0, 1)),
+]
+
+
+@pytest.mark.parametrize("cf", [False, True], ids=["nhwc", "nchw"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(len(POOL)))
+def test_pooling_through_cupy_ops(ops, case, dtype, cf):
+    shape, pool, strides, pads = POOL[case]
+    rng = np.random.default_rng(10 + case)
+    x = (rng.integers(-2, 3, shape) + (rng.random(shape) < 0.3) * rng.random(shape)).astype(dtype)
+    if cf:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    df = _df(cf)
+    args = (pool, strides, pads, df)
+
+    want_y, want_arg = REF.max_pool2d_forward(x, *args)
+    y, arg = ops.max_pool2d_forward(x, *args)
+    assert_same_bits(y, want_y, "max y")
+    assert_same_bits(arg, want_arg, "max argmax")
+    dy = rng.standard_normal(want_y.shape).astype(dtype)
+    assert_same_bits(ops.max_pool2d_backward(dy, arg, x.shape, *args),
+                     REF.max_pool2d_backward(dy, want_arg, x.shape, *args), "max dx")
+
+    _close(ops.avg_pool2d_forward(x, *args), REF.avg_pool2d_forward(x, *args), dtype, "avg y")
+    _close(ops.avg_pool2d_backward(dy, x.shape, *args), REF.avg_pool2d_backward(dy, x.shape, *args), dtype, "avg dx")
+
+    u = rng.random(want_y.shape).astype(dtype)
+    want_y, want_idx = REF.stochastic_pool2d_forward(x, u, *args)
+    y, idx = ops.stochastic_pool2d_forward(x, u, *args)
+    assert_same_bits(y, want_y, "stochastic y")
+    assert_same_bits(idx, want_idx, "stochastic index")
+    assert_same_bits(ops.stochastic_pool2d_backward(dy, idx, x.shape, *args),
+                     REF.stochastic_pool2d_backward(dy, want_idx, x.shape, *args), "stochastic dx")
+    _close(ops.stochastic_pool2d_inference_forward(x, *args), REF.stochastic_pool2d_inference_forward(x, *args),
+           dtype, "stochastic inference y")
+    _close(ops.stochastic_pool2d_inference_backward(dy, x, *args),
+           REF.stochastic_pool2d_inference_backward(dy, x, *args), dtype, "stochastic inference dx")
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("cf", [False, True], ids=["nhwc", "nchw"])
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (32, 2, 2, 40)], ids=["block-kernel", "serial-kernel-if-nhwc"])
+def test_global_pooling_through_cupy_ops(ops, shape, cf, keepdims):
+    dtype = np.float32
+    rng = np.random.default_rng(20)
+    x = rng.integers(-3, 4, shape).astype(dtype)
+    if cf:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    df = _df(cf)
+    _close(ops.global_avg_pool2d_forward(x, df, keepdims), REF.global_avg_pool2d_forward(x, df, keepdims), dtype,
+           "global avg")
+    want_y, want_arg = REF.global_max_pool2d_forward(x, df, keepdims)
+    y, arg = ops.global_max_pool2d_forward(x, df, keepdims)
+    assert_same_bits(y, want_y, "global max")
+    assert_same_bits(arg, want_arg, "global argmax")
+    dy = rng.standard_normal(want_y.shape).astype(dtype)
+    _close(ops.global_avg_pool2d_backward(dy, x.shape, df, keepdims),
+           REF.global_avg_pool2d_backward(dy, x.shape, df, keepdims), dtype, "global avg dx")
+    assert_same_bits(ops.global_max_pool2d_backward(dy, arg, x.shape, df, keepdims),
+                     REF.global_max_pool2d_backward(dy, want_arg, x.shape, df, keepdims), "global max dx")
+    serial = not cf and shape[0] * shape[3] >= FAKE_SMS * 512
+    used = set(ops.launches.names)
+    assert ("global_pool_fwd_serial<float>" in used) == serial
+    assert ("global_pool_fwd_block<float>" in used) == (not serial)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((4, 5, 3, 37), -1), ((3, 6, 4, 5), 1), ((300, 7), -1)])
+def test_batch_norm_through_cupy_ops(ops, shape, axis, dtype, affine):
+    rng = np.random.default_rng(30)
+    c = shape[axis]
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    gamma = rng.uniform(0.5, 2, c).astype(dtype) if affine else None
+    beta = rng.standard_normal(c).astype(dtype) if affine else None
+    dy = rng.standard_normal(shape).astype(dtype)
+    t = 5 if dtype == np.float32 else 1
+    want = REF.batch_norm_forward_training(x, gamma, beta, axis, 1e-3)
+    got = ops.batch_norm_forward_training(x, gamma, beta, axis, 1e-3)
+    for g, w, what in zip(got[:3], want[:3], ("y", "mean", "var")):
+        _close(g, w, dtype, f"bn training {what}")
+    for g, w, what in zip(ops.batch_norm_backward_training(dy, got[3]), REF.batch_norm_backward_training(dy, want[3]),
+                          ("dx", "dgamma", "dbeta")):
+        if w is None:
+            assert g is None
+        else:
+            np.testing.assert_allclose(g, w, rtol=t * 1e-5, atol=t * 1e-5, err_msg=f"bn training {what}")
+    mean, var = want[1], want[2] + dtype(0.5)
+    _close(ops.batch_norm_forward_inference(x, gamma, beta, mean, var, axis, 1e-3),
+           REF.batch_norm_forward_inference(x, gamma, beta, mean, var, axis, 1e-3), dtype, "bn inference y")
+    got = ops.batch_norm_backward_inference(dy, x, gamma, mean, var, axis, 1e-3, affine)
+    want = REF.batch_norm_backward_inference(dy, x, gamma, mean, var, axis, 1e-3, affine)
+    for g, w, what in zip(got, want, ("dx", "dgamma", "dbeta")):
+        if w is None:
+            assert g is None
+        else:
+            np.testing.assert_allclose(g, w, rtol=t * 1e-5, atol=t * 1e-5, err_msg=f"bn inference {what}")
+    assert any(n.startswith("bn_partial") for n in ops.launches.names)
+
+
+def test_float16_max_pool_through_cupy_ops(ops):
+    """float16 runs in float32 on the kernels; max pooling stays exact."""
+    x = np.random.default_rng(40).integers(-4, 5, (2, 6, 6, 3)).astype(np.float16)
+    want_y, want_arg = REF.max_pool2d_forward(x, (3, 3), (2, 2), same_pads(6, 3, 2) * 2, "channels_last")
+    y, arg = ops.max_pool2d_forward(x, (3, 3), (2, 2), same_pads(6, 3, 2) * 2, "channels_last")
+    assert_same_bits(y, want_y, "f16 max")
+    assert_same_bits(arg, want_arg, "f16 argmax")
