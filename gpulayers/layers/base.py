@@ -379,7 +379,12 @@ class Layer:
         else:
             self.build_from_shape(x.shape)
         self._cache = None
-        y = self.call(x, training=bool(training))
+        try:
+            y = self.call(x, training=bool(training))
+        except LayerOutOfMemoryError:
+            raise  # already named by the innermost layer
+        except MemoryError as exc:  # cupy's OutOfMemoryError is a MemoryError too
+            raise out_of_memory(self, "forward", x.shape, exc) from exc
         if config.check_numerics():
             check_finite(self, "forward", y, x)
         self._activity_losses = []
@@ -427,6 +432,10 @@ class Layer:
         self._through_activation = through_activation
         try:
             dx = self._backward(dy, need_input_grad)
+        except LayerOutOfMemoryError:
+            raise
+        except MemoryError as exc:
+            raise out_of_memory(self, "backward", dy.shape, exc) from exc
         finally:
             self._through_activation = True
         for v in self.trainable_weights:
@@ -493,6 +502,17 @@ class Layer:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+class LayerOutOfMemoryError(MemoryError):
+    """Out of memory inside a layer; the message names the layer, the pass and the shapes."""
+
+
+def out_of_memory(layer, where, shape, exc):
+    return LayerOutOfMemoryError(
+        f"Out of memory in the {where} pass of layer '{layer.name}' ({type(layer).__name__}) on an input "
+        f"of shape {tuple(shape)}: {exc}. Try a smaller batch_size."
+    )
 
 
 def check_finite(layer, where, value, source):

@@ -264,18 +264,31 @@ class Trainer:
         return xb, yb, swb
 
     def _train_batch(self, ops, xb, yb, swb):
+        # Forward passes replace (never modify) the non-trainable weights' arrays,
+        # so keeping the old references is enough to undo a step that fails
+        # before the optimizer runs, e.g. out of memory.
+        saved = [(v, v.value) for v in self.non_trainable_weights]
+        try:
+            y_pred, fused, value, grad = self._forward_and_loss(xb, yb, swb)
+            self.backward(grad, need_input_grad=False, through_activation=not fused)
+        except BaseException:
+            for v, value_before in saved:
+                v.value = value_before
+            raise
+        extra = self.losses
+        total = value + sum(extra) if extra else value
+        weights = self.trainable_weights
+        self.optimizer.apply([w.grad for w in weights], weights)
+        self._update_metrics(total, yb, y_pred, swb, xb.shape[0])
+
+    def _forward_and_loss(self, xb, yb, swb):
         y_pred = self(xb, training=True)
         fused = self._fused_activation()
         if fused:
             value, grad = self._loss_obj.fused_softmax_grad(yb, y_pred, swb)
         else:
             value, grad = self._loss_obj.value_and_grad(yb, y_pred, swb)
-        self.backward(grad, need_input_grad=False, through_activation=not fused)
-        extra = self.losses
-        total = value + sum(extra) if extra else value
-        weights = self.trainable_weights
-        self.optimizer.apply([w.grad for w in weights], weights)
-        self._update_metrics(total, yb, y_pred, swb, xb.shape[0])
+        return y_pred, fused, value, grad
 
     def _test_batch(self, ops, xb, yb, swb):
         with no_backward():

@@ -94,3 +94,26 @@ def test_check_numerics_is_off_by_default_and_validated():
     assert config.check_numerics() is False
     with pytest.raises(TypeError, match="enabled"):
         config.set_check_numerics("yes")
+
+
+def test_out_of_memory_names_the_layer_and_undoes_the_step(monkeypatch):
+    from gpulayers.layers import BatchNormalization
+    from gpulayers.layers.base import LayerOutOfMemoryError
+
+    gpulayers.set_random_seed(0)
+    model = Sequential([Input((4,)), Dense(8, name="d1"), BatchNormalization(name="bn"), Dense(2, activation="softmax", name="d2")])
+    model.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    _, x, y = model_and_data()
+    model.train_on_batch(x[:8], y[:8])
+    before = model.get_weights()
+    d2 = model.get_layer("d2")
+
+    def no_memory(dy, need_input_grad):
+        raise MemoryError("cudaErrorMemoryAllocation (simulated)")
+
+    monkeypatch.setattr(d2, "_backward", no_memory)  # BN's moving statistics have moved by then
+    with pytest.raises(LayerOutOfMemoryError, match=r"backward pass of layer 'd2' \(Dense\) on an input of shape \(8, 2\)"):
+        model.train_on_batch(x[8:16], y[8:16])
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert model.optimizer.iterations == 1
