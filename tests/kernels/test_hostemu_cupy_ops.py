@@ -251,3 +251,39 @@ def test_float16_max_pool_through_cupy_ops(ops):
     y, arg = ops.max_pool2d_forward(x, (3, 3), (2, 2), same_pads(6, 3, 2) * 2, "channels_last")
     assert_same_bits(y, want_y, "f16 max")
     assert_same_bits(arg, want_arg, "f16 argmax")
+
+
+def test_im2col_out_of_memory_retries_through_cupy_ops(ops, monkeypatch):
+    """Workspace allocations above 2 images fail: CupyOps halves its chunk until they fit, same results."""
+    cupy = sys.modules["cupy"]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 7, 7, 3)).astype(np.float32)
+    k = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1), "channels_last")
+    want = REF.conv2d_forward(x, k, *args)
+    per_image = 7 * 7 * 27 * 4
+    ops.im2col_limit_bytes = 6 * per_image  # the whole batch in one chunk, until memory runs out
+    real_empty = cupy.empty
+    refused = []
+
+    def empty(shape, dtype=float, order="C"):
+        shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+        if len(shape) == 2 and shape[1] == 27 and shape[0] * 27 * np.dtype(dtype).itemsize > 2 * per_image:
+            refused.append(shape)
+            raise cupy.cuda.memory.OutOfMemoryError(f"simulated: {shape}")
+        return real_empty(shape, dtype, order)
+
+    monkeypatch.setattr(cupy, "empty", empty)
+    got = ops.conv2d_forward(x, k, *args)
+    assert refused, "the im2col workspace never asked for more than 2 images"
+    _close(np.asarray(got), want, np.float32, "conv2d_forward after out-of-memory retries")
+
+    def never(shape, dtype=float, order="C"):
+        shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+        if len(shape) == 2 and shape[1] == 27:
+            raise cupy.cuda.memory.OutOfMemoryError("simulated")
+        return real_empty(shape, dtype, order)
+
+    monkeypatch.setattr(cupy, "empty", never)
+    with pytest.raises(MemoryError, match="conv2d_forward"):
+        ops.conv2d_forward(x, k, *args)
