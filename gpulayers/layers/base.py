@@ -357,7 +357,12 @@ class Layer:
             self.input_spec.check(self.name, input_shape)
         self.compute_output_shape(input_shape)  # raises before any weight exists
         if not self.built:
-            self.build(input_shape)
+            made = len(self._variables)
+            try:
+                self.build(input_shape)
+            except BaseException:
+                del self._variables[made:]  # a refused build leaves no weights behind
+                raise
             self.built = True
         self._build_input_shape = (None,) + input_shape[1:]
 
@@ -569,7 +574,12 @@ def to_backend(inputs, ops, dtype):
             f"Invalid dtype for `inputs`: expected a numeric (bool, int or float) array. "
             f"Received: inputs.dtype={arr.dtype}"
         )
-    return ops.asarray(arr, dtype=dtype)
+    out = ops.asarray(arr, dtype=dtype)
+    # C order always: the summation order (BLAS, reductions) and so the last
+    # bits of a result must not depend on how the caller's array is laid out.
+    if out.ndim and not out.flags.c_contiguous:
+        out = ops.xp.ascontiguousarray(out)
+    return out
 
 
 def check_weight_list(weights, params, owner):

@@ -138,6 +138,7 @@ class Sequential(Trainer, Layer):
         input_shape = tuple(None if d is None else int(d) for d in input_shape)
         if not self.layers:
             raise ValueError(f"Sequential model '{self.name}' has no layers to build.")
+        self.compute_output_shape(input_shape)  # refuse before any layer is built
         shape = input_shape
         for layer in self._layers:
             shape = layer.compute_output_shape(shape) if layer.built else shape
