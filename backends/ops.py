@@ -587,3 +587,27 @@ class Ops:
             dgamma = (self._channel_sum(dy * (x - mean.reshape(bshape)), axis) * rstd).astype(out_dtype, copy=False)
         dbeta = self._channel_sum(dy, axis).astype(out_dtype, copy=False) if has_beta else None
         return dx.astype(out_dtype, copy=False), dgamma, dbeta
+
+    # ------------------------------------------------ helpers for layer glue
+    def matmul(self, a, b):
+        """``a @ b`` (``a`` of rank >= 2, ``b`` a matrix): the layers' dense products."""
+        return a @ b
+
+    def bias_add(self, z, bias, axis):
+        """Add the (C,) ``bias`` along ``axis`` of ``z`` in place (``z += bias``); returns ``z``."""
+        shape = [1] * z.ndim
+        shape[axis] = z.shape[axis]
+        z += bias.reshape(shape)
+        return z
+
+    def channel_sum(self, a, axis):
+        """Sum of ``a`` over every axis except ``axis`` -> shape (C,) (a bias gradient)."""
+        return self._channel_sum(a, axis)
+
+    def relu(self, x):
+        """``max(x, 0)`` in x's dtype: ``gpulayers.activations.relu`` with its default arguments."""
+        return self.xp.maximum(x, 0.0).astype(x.dtype, copy=False)
+
+    def relu_backward(self, x, dy):
+        """Gradient of :meth:`relu` at ``x``: ``dy * (x > 0)``."""
+        return dy * (x > 0)

@@ -475,11 +475,15 @@ class Layer:
     # ------------------------------------------------------------ activation helpers
 
     def _activate(self, z):
+        if self.activation is activations.relu:
+            return get_ops().relu(z)  # the same values; the backend's version is faster
         return self.activation(z)
 
     def _activation_backward(self, z, y, dy):
         if self.activation is activations.linear or not self._through_activation:
             return dy
+        if self.activation is activations.relu:
+            return get_ops().relu_backward(z, dy)
         backward = activations.get_backward(self.activation)
         if backward is None:
             raise TypeError(

@@ -170,17 +170,12 @@ class Conv2D(Layer):
         h, w, _ = spatial_axes(self.data_format)
         return window_pads((x_shape[h], x_shape[w]), self.kernel_size, self.strides, self.dilation_rate, self.padding)
 
-    def _bias_view(self):
-        """The bias shaped to broadcast over the channel axis."""
-        b = self.bias.value
-        return b if self.data_format == "channels_last" else b.reshape(-1, 1, 1)
-
     def call(self, x, training=False):
         ops = get_ops()
         pads = self._pads(x.shape)
         z = ops.conv2d_forward(x, self.kernel.value, self.strides, pads, self.dilation_rate, self.data_format)
         if self.bias is not None:
-            z += self._bias_view()
+            ops.bias_add(z, self.bias.value, self._channel_axis)
         y = self._activate(z)
         self._cache = {"x": x, "z": z, "pads": pads}
         return y
@@ -194,8 +189,7 @@ class Conv2D(Layer):
                 x, dz, self.kernel.shape, self.strides, pads, self.dilation_rate, self.data_format
             )
             if self.bias is not None:
-                axes = (0, 1, 2) if self.data_format == "channels_last" else (0, 2, 3)
-                self.bias.grad = dz.sum(axis=axes)
+                self.bias.grad = ops.channel_sum(dz, self._channel_axis)
         if not need_input_grad:
             return None
         return ops.conv2d_backward_input(

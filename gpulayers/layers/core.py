@@ -3,6 +3,7 @@
 import math
 import numbers
 
+from backends import get_ops
 from gpulayers import activations, constraints, initializers, regularizers
 from gpulayers.layers.arguments import standardize_bool, standardize_int
 from gpulayers.layers.base import InputSpec, Layer, _standardize_shape
@@ -105,7 +106,7 @@ class Dense(Layer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def call(self, x, training=False):
-        z = x @ self.kernel.value
+        z = get_ops().matmul(x, self.kernel.value)
         if self.bias is not None:
             z += self.bias.value
         y = self._activate(z)
@@ -119,10 +120,10 @@ class Dense(Layer):
             rows = math.prod(x.shape[:-1])  # not -1: a zero-size feature axis must work too
             x2 = x.reshape(rows, x.shape[-1])
             dz2 = dz.reshape(rows, self.units)
-            self.kernel.grad = x2.T @ dz2
+            self.kernel.grad = get_ops().matmul(x2.T, dz2)
             if self.bias is not None:
                 self.bias.grad = dz2.sum(axis=0)
-        return dz @ self.kernel.value.T if need_input_grad else None
+        return get_ops().matmul(dz, self.kernel.value.T) if need_input_grad else None
 
     def get_config(self):
         return {
