@@ -1,22 +1,32 @@
 """CPU backend: the generic :class:`backends.ops.Ops` on NumPy, plus faster paths.
 
-The fast paths compute exactly what the generic code computes (the same
-formulas, in the same order, so batch normalization and pooling give the same
-bits; convolutions differ only in how BLAS blocks its sums). What makes them
-faster on a CPU:
+The fast paths compute what the generic code computes: batch normalization,
+pooling, ReLU and the bias add use the same formulas in the same order (the
+same bits); convolutions and dense products differ only in how BLAS blocks
+its sums. What makes them faster on a CPU:
 
-* Elementwise work is split across the machine's cores: NumPy releases the GIL
-  inside ufunc loops, so a few helper threads each take a slice of the batch
-  (``GPULAYERS_CPU_THREADS`` sets how many parts; 1 turns splitting off).
+* Work is split across the machine's cores (``GPULAYERS_CPU_THREADS`` parts,
+  default: the usable cores, at most 8; 1 turns splitting off). NumPy releases
+  the GIL inside ufunc loops and BLAS calls, so helper threads each take a
+  slice of the batch. Waking an idle helper costs 0.1-0.25 ms on a virtual
+  machine, so only large operations are split.
+* GEMMs run on those threads too, each calling BLAS on one thread: OpenBLAS's
+  own worker threads spin for about 0.1 s after each call (taking the core our
+  helper needs) and synchronise on every K block of a long reduction. While a
+  NumpyOps operation runs, NumPy's OpenBLAS is set to one thread
+  (:class:`_BlasThreads`); where that cannot be done, OpenBLAS keeps its own
+  threading and the operations run unsplit.
+* Convolutions build the im2col patches of a few images at a time in each
+  thread's cache (over a kept zero-bordered padded buffer) and multiply them
+  there, so the (M, KH*KW*C) patch matrix is never written out. The kernel
+  gradient sums the per-chunk products in float64. The input gradient of a
+  stride-1 convolution is the forward convolution of dy with the flipped,
+  transposed kernel.
 * Per-channel vectors are tiled to a few hundred elements and the channels-last
-  array is viewed with rows that long: NumPy's inner loop then runs over long
-  rows instead of stopping every C elements.
-* Convolutions keep a zero-bordered padded buffer and one im2col buffer per
-  thread and fill them in parallel; forward and backward-kernel are one GEMM
-  each; backward-input is one GEMM per kernel tap (the centre tap of a 'same'
-  window straight into dx), the other taps added in by batch slices.
+  array is viewed with rows that long, so NumPy's inner loops run over long
+  rows instead of stopping every C elements; per-channel sums go through BLAS
+  (``ones @ x``).
 * 2x2 stride-2 pooling (the usual one) works on the four cell planes directly.
-* Per-channel sums go through BLAS (``ones @ x``).
 """
 
 import math
@@ -31,8 +41,9 @@ from backends.ops import Ops, _taps, out_size
 __all__ = ["NumpyOps", "cpu_threads"]
 
 _FLOATS = (numpy.dtype("float32"), numpy.dtype("float64"))
-# Below this many elements an op runs on one thread: waking a helper costs ~20 us.
-_PARALLEL_MIN = 1 << 16
+# Below this many elements an op runs on one thread: waking an idle helper costs
+# 0.02 ms on bare metal but 0.1-0.25 ms on a virtual machine.
+_PARALLEL_MIN = 1 << 19
 # Per-channel vectors are tiled up to about this many elements (1-2 KiB rows;
 # much longer rows measured slower).
 _ROW = 256
@@ -265,6 +276,7 @@ class NumpyOps(Ops):
 
     # ---------------------------------------------------------------- buffers
     def _new_col(self, shape, dtype):
+        """This thread's reusable buffer (im2col patches, or a chunk of them), as ``shape``."""
         size = 1
         for s in shape:
             size *= s
@@ -439,7 +451,11 @@ class NumpyOps(Ops):
                     rows = self._patch_rows(view, a, b, buf)
                     numpy.matmul(rows, k2d, out=y[a * per_image : b * per_image])
 
-                self._chunks(n, per_image * k, step, lambda i: numpy.empty(i * per_image * k, x.dtype), chunk=_CONV_CHUNK)
+                if view.flags.c_contiguous:  # an unpadded stride-1 1x1 kernel: no copy, one GEMM per thread
+                    self._chunks(n, per_image * k, step, chunk=n * per_image * k)
+                else:
+                    buffer = lambda i: self._new_col((i * per_image * k,), x.dtype)  # noqa: E731
+                    self._chunks(n, per_image * k, step, buffer, chunk=_CONV_CHUNK)
         return self._from_nhwc(y.reshape(n, oh, ow, f), data_format)
 
     def conv2d_backward_kernel(self, x, dy, kernel_shape, strides, pads, dilation, data_format):
@@ -469,7 +485,7 @@ class NumpyOps(Ops):
                 n,
                 per_image * k,
                 step,
-                lambda i: [numpy.empty(i * per_image * k, x.dtype), numpy.zeros((k, f))],
+                lambda i: [self._new_col((i * per_image * k,), x.dtype), numpy.zeros((k, f))],
                 chunk=_CONV_KERNEL_CHUNK,
             )
         total = sum(st[1] for st in states) if states else numpy.zeros((k, f))
@@ -530,9 +546,8 @@ class NumpyOps(Ops):
                     target = d[in_idx]
                     numpy.add(target, part[out_idx], out=target)
 
-            self._chunks(
-                n, h * w * c + per_image * (f + c), step, lambda i: numpy.empty(i * per_image * c, dy.dtype), chunk=_CONV_CHUNK
-            )
+            buffer = lambda i: self._new_col((i * per_image * c,), dy.dtype)  # noqa: E731
+            self._chunks(n, h * w * c + per_image * (f + c), step, buffer, chunk=_CONV_CHUNK)
         return self._from_nhwc(dx, data_format)
 
     # ---------------------------------------------------------------- pooling

@@ -40,6 +40,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+# A section of the report file that --write keeps (hand-written notes).
+NOTES = "## Notes"
+
 # Targets of the CPU performance issue (our time / torch channels_last time).
 STEP_TARGET = 1.7
 MEMORY_TARGET = 1.5
@@ -76,7 +79,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=_positive, default=2, help="threads for both frameworks (default 2)")
     p.add_argument("--batch", type=_positive, default=64, help="batch size (default 64)")
-    p.add_argument("--blocks", type=_positive, default=7, help="alternating blocks per contender (default 7)")
+    p.add_argument("--blocks", type=_positive, default=7, help="alternating blocks per contender, per layer (default 7)")
+    p.add_argument("--train-blocks", type=_positive, default=15, help="alternating blocks for the training step (default 15)")
     p.add_argument("--reps", type=_positive, default=10, help="timed calls per block (default 10)")
     p.add_argument("--warmup", type=_positive, default=5, help="untimed calls per contender first (default 5)")
     p.add_argument("--gap", type=float, default=0.3, help="seconds of sleep before each block (default 0.3)")
@@ -354,6 +358,34 @@ def torch_step_fn(torch, batch, channels_last):
 # ------------------------------------------------------------------ memory
 
 
+class Interference:
+    """CPU time that other processes used while the benchmark ran (from /proc/stat and os.times)."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        import time
+
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait
+        t = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system + t.children_user + t.children_system, time.time()
+
+    def describe(self):
+        end = self._sample()
+        if self.start is None or end is None:
+            return "unknown (no /proc/stat)"
+        busy, ours, wall = (e - s for e, s in zip(end, self.start))
+        other = max(busy - ours, 0.0)
+        return f"{other:.1f} s of CPU time over {wall:.0f} s of wall time ({100 * other / max(wall, 1e-9):.0f}% of one core)"
+
+
 def _status(field):
     with open("/proc/self/status") as f:
         for line in f:
@@ -372,10 +404,11 @@ def memory_child(which, args):
     if traced:
         tracemalloc.start()
     if which.startswith("gpulayers"):
-        step = None
+        import backends
+
+        backends.set_backend("numpy")
         model = our_cnn()
         x, y = batch_data(args.batch)
-        model.build((None, 32, 32, 3))
 
         def step():
             model.train_on_batch(x, y)
@@ -468,16 +501,30 @@ def machine_description(torch):
     return "\n".join(lines)
 
 
-def build_report(args, torch, layer_rows, step_row, memory, spin_note):
+def _shown_args(argv):
+    """The command-line arguments without ``--write PATH``."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--write":
+            skip = True
+        elif not arg.startswith("--write="):
+            shown.append(arg)
+    return shown
+
+
+def build_report(args, torch, layer_rows, step_row, memory, spin_note, interference):
     parts = ["## Setup", "", machine_description(torch), ""]
     parts += [
         f"- Threads: {args.threads} for each framework (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS, "
         f"GPULAYERS_CPU_THREADS and torch.set_num_threads set before import).",
-        f"- Batch {args.batch}, float32. One process, alternating blocks: {args.blocks} blocks of {args.reps} timed "
-        f"calls per contender, the order rotating each block, after {args.warmup} warm-up calls; medians over all timed calls.",
+        f"- Batch {args.batch}, float32. One process, alternating blocks of {args.reps} timed calls per contender "
+        f"({args.train_blocks} blocks for the training step, timed first; {args.blocks} per layer case), the order "
+        f"rotating each block, after {args.warmup} warm-up calls; medians over all timed calls.",
         f"- OpenBLAS idle-thread spinning: {spin_note}.",
-        "- Command: `python scripts/bench.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("--write")) + "`"
-        if len(sys.argv) > 1 else "- Command: `python scripts/bench.py`",
+        f"- Other processes during the timings: {interference}.",
+        "- Command: `" + " ".join(["python scripts/bench.py"] + _shown_args(sys.argv[1:])) + "`",
         "",
     ]
     if step_row:
@@ -571,6 +618,22 @@ def main(argv=None):
         else f"{args.gap} s sleep before each block (OPENBLAS_THREAD_TIMEOUT unset)"
     )
     print(f"threads={args.threads}, batch={args.batch}; {spin_note}", flush=True)
+    interference = Interference()
+    step_row = None
+    if selected("train"):
+        # First, in a fresh process state: the headline number.
+        fns = {"gpulayers": our_step_fn(args.batch)}
+        if torch is not None:
+            fns["torch-nchw"] = torch_step_fn(torch, args.batch, False)
+            fns["torch-cl"] = torch_step_fn(torch, args.batch, True)
+        step_args = argparse.Namespace(**{**vars(args), "blocks": args.train_blocks})
+        med, blocks = interleaved(fns, step_args, "training step")
+        step_row = {"ours": med["gpulayers"]}
+        if torch is not None:
+            step_row["nchw"], step_row["cl"] = med["torch-nchw"], med["torch-cl"]
+            per_block = [o / t for o, t in zip(blocks["gpulayers"], blocks["torch-cl"])]
+            step_row["block_range"] = (min(per_block), max(per_block))
+        del fns
     layer_rows = []
     for name, label, kind, shape, params in LAYER_CASES:
         if not selected(name):
@@ -591,30 +654,28 @@ def main(argv=None):
                 row["nchw"] = med["torch-nchw"]
                 row["cl"] = med.get("torch-cl", med["torch-nchw"])
             layer_rows.append(row)
-    step_row = None
-    if selected("train"):
-        fns = {"gpulayers": our_step_fn(args.batch)}
-        if torch is not None:
-            fns["torch-nchw"] = torch_step_fn(torch, args.batch, False)
-            fns["torch-cl"] = torch_step_fn(torch, args.batch, True)
-        med, blocks = interleaved(fns, args, "training step")
-        step_row = {"ours": med["gpulayers"]}
-        if torch is not None:
-            step_row["nchw"], step_row["cl"] = med["torch-nchw"], med["torch-cl"]
-            per_block = [o / t for o, t in zip(blocks["gpulayers"], blocks["torch-cl"])]
-            step_row["block_range"] = (min(per_block), max(per_block))
+    busy = interference.describe()
     memory = run_memory(args, torch is not None) if selected("memory") else None
-    report = build_report(args, torch, layer_rows, step_row, memory, spin_note)
+    report = build_report(args, torch, layer_rows, step_row, memory, spin_note, busy)
     print()
     print(report)
     if args.write:
         header = (
             "# CPU benchmark: gpulayers (NumPy) against PyTorch eager\n\n"
-            "Written by `scripts/bench.py --write`; see the script's docstring for the method.\n\n"
+            "Written by `scripts/bench.py --write`; see the script's docstring for the method. "
+            f"A `{NOTES}` section at the end of the file is kept when it is rewritten.\n\n"
         )
+        notes = ""
+        try:
+            with open(args.write) as f:
+                old = f.read()
+            if NOTES in old:
+                notes = "\n" + old[old.index(NOTES) :]
+        except OSError:
+            pass
         os.makedirs(os.path.dirname(os.path.abspath(args.write)), exist_ok=True)
         with open(args.write, "w") as f:
-            f.write(header + report + "\n")
+            f.write(header + report + "\n" + notes)
         print(f"\nwrote {args.write}")
     return 0
 
