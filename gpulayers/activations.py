@@ -227,6 +227,8 @@ def softmax(x, axis=-1):
         array([[0.5, 0.5]])
     """
     xp = array_namespace(x)
+    if x.size == 0:  # nothing to normalize (and no max of an empty axis)
+        return xp.empty_like(x)
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
     return e / xp.sum(e, axis=axis, keepdims=True)
 
@@ -240,6 +242,8 @@ def _log_softmax_backward(x, y, dy, axis=-1):
 def log_softmax(x, axis=-1):
     """``log(softmax(x))`` computed without forming the softmax."""
     xp = array_namespace(x)
+    if x.size == 0:
+        return xp.empty_like(x)
     shifted = x - xp.max(x, axis=axis, keepdims=True)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 

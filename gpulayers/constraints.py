@@ -11,25 +11,19 @@ Example:
     >>> w = c(np.full((4, 3), 3.0))   # each column rescaled to norm ~2
 """
 
-import math
-import numbers
 
 import numpy as np
 
 from backends import array_namespace
 from gpulayers import config
 from gpulayers.registry import Registry
+from gpulayers.utils import finite_real
 
 __all__ = ["Constraint", "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "deserialize", "get", "serialize"]
 
 
 def _check_number(value, argument, minimum=None):
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, (bool, np.bool_))
-        or not math.isfinite(value)
-        or (minimum is not None and value < minimum)
-    ):
+    if finite_real(value) is None or (minimum is not None and value < minimum):
         need = "a finite number" if minimum is None else f"a finite number >= {minimum}"
         raise ValueError(f"Invalid value for `{argument}`: expected {need}. Received: {argument}={value!r}")
     return value.item() if isinstance(value, np.generic) else value

@@ -58,7 +58,7 @@ def _is_real(value):
 
 
 def _check_real(value, argument, minimum=None):
-    if not _is_real(value) or not math.isfinite(value) or (minimum is not None and value < minimum):
+    if utils.finite_real(value) is None or (minimum is not None and value < minimum):
         need = "a finite number" if minimum is None else f"a finite number >= {minimum}"
         raise ValueError(f"Invalid value for `{argument}`: expected {need}. Received: {argument}={value!r}")
     # numpy scalars become Python numbers so configs stay JSON-friendly.
@@ -220,7 +220,7 @@ class Constant(Initializer):
     """
 
     def __init__(self, value=0.0):
-        if not _is_real(value):
+        if not _is_real(value) or (isinstance(value, numbers.Integral) and utils.finite_real(value) is None):
             raise ValueError(f"Invalid value for `value`: expected a real scalar. Received: value={value!r}")
         self.value = value.item() if isinstance(value, np.generic) else value
 
@@ -345,7 +345,7 @@ class VarianceScaling(RandomInitializer):
     def __init__(
         self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None, input_axes=None, output_axes=None
     ):
-        if not _is_real(scale) or not math.isfinite(scale) or scale <= 0:
+        if utils.finite_real(scale) is None or scale <= 0:
             raise ValueError(f"Invalid value for `scale`: expected a positive number. Received: scale={scale!r}")
         if mode not in _MODES:
             raise ValueError(f"Invalid value for `mode`: expected one of {_MODES}. Received: mode={mode!r}")

@@ -17,25 +17,16 @@ Example:
     0.04
 """
 
-import math
-import numbers
-
-import numpy as np
-
 from backends import array_namespace
 from gpulayers.registry import Registry
+from gpulayers.utils import finite_real
 
 __all__ = ["L1", "L1L2", "L2", "Regularizer", "deserialize", "get", "get_gradient", "serialize"]
 
 
 def _check_factor(value, argument):
     """A non-negative finite float, like Keras's ``validate_float_arg``."""
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, (bool, np.bool_))
-        or not math.isfinite(value)
-        or value < 0
-    ):
+    if finite_real(value) is None or value < 0:
         raise ValueError(
             f"Invalid value for `{argument}`: expected a non-negative float. Received: {argument}={value!r}"
         )

@@ -1,10 +1,13 @@
 """Process-wide helpers: the random seed and the layer-name counters."""
 
+import numbers
 import re
 
 import numpy as np
 
-__all__ = ["clear_session", "derive_seed", "host_rng", "set_random_seed", "to_snake_case", "unique_name"]
+__all__ = [
+    "clear_session", "derive_seed", "finite_real", "host_rng", "set_random_seed", "to_snake_case", "unique_name",
+]
 
 _rng = np.random.default_rng()
 _name_counts = {}
@@ -51,3 +54,18 @@ def unique_name(base):
 def clear_session():
     """Reset the layer-name counters, as ``keras.utils.clear_session`` does."""
     _name_counts.clear()
+
+
+def finite_real(value):
+    """``value`` as a finite float, or None if it is not a real number, not finite, or beyond float range.
+
+    A bool is not a number here; a Python int too large for a float (10**400)
+    is refused rather than raising OverflowError.
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if number - number == 0 else None  # inf - inf and nan - nan are nan

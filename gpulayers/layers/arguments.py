@@ -23,12 +23,14 @@ def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def standardize_int(value, name, minimum=1):
-    """An int >= ``minimum`` (a bool or float is refused)."""
+def standardize_int(value, name, minimum=1, maximum=None):
+    """An int >= ``minimum`` (and <= ``maximum``, if given); a bool or float is refused."""
     if not _is_int(value):
         raise TypeError(f"Invalid type for `{name}`: expected an int. Received: {name}={value!r}")
     if value < minimum:
         raise ValueError(f"Invalid value for `{name}`: expected an int >= {minimum}. Received: {name}={value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"Invalid value for `{name}`: expected an int <= {maximum}. Received: {name}={value!r}")
     return int(value)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from backends import get_ops
 from gpulayers import activations, config, initializers, regularizers, utils
+from gpulayers.layers.arguments import standardize_int
 
 __all__ = ["InputSpec", "Layer", "Variable", "no_backward"]
 
@@ -50,13 +51,17 @@ def standardize_dtype(dtype, name="dtype"):
     if dtype is None:
         return config.floatx()
     if isinstance(dtype, dict):  # Keras 3 serializes a layer's dtype as a DTypePolicy
-        dtype = dtype.get("config", {}).get("name", dtype)
-    if hasattr(dtype, "name") and not isinstance(dtype, (str, np.dtype)):
+        policy = dtype.get("config")
+        if isinstance(policy, dict) and isinstance(policy.get("name"), str):
+            dtype = policy["name"]
+    elif hasattr(dtype, "name") and not isinstance(dtype, (str, np.dtype)):
         dtype = dtype.name  # a DTypePolicy-like object
-    try:
-        text = np.dtype(dtype).name
-    except TypeError:
-        text = None
+    text = None
+    if not isinstance(dtype, dict):  # NumPy reads a dict as a structured dtype
+        try:
+            text = np.dtype(dtype).name
+        except (TypeError, ValueError):
+            pass
     if text not in _FLOAT_DTYPES:
         raise ValueError(
             f"Invalid value for `{name}`: expected one of {_FLOAT_DTYPES} "
@@ -155,6 +160,9 @@ class InputSpec:
 # ---------------------------------------------------------------- Layer
 
 
+MAX_DIM = int(np.iinfo(np.intp).max)
+
+
 def _standardize_shape(value, name):
     """A shape tuple of positive ints or None entries."""
     try:
@@ -162,9 +170,10 @@ def _standardize_shape(value, name):
     except TypeError:
         raise TypeError(f"Invalid type for `{name}`: expected a tuple of ints. Received: {name}={value!r}") from None
     for v in items:
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+        # No array can have an axis longer than the largest index (2**63 - 1).
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= MAX_DIM):
             raise ValueError(
-                f"Invalid value for `{name}`: expected a tuple of non-negative ints or None. "
+                f"Invalid value for `{name}`: expected a tuple of non-negative ints (at most {MAX_DIM}) or None. "
                 f"Received: {name}={value!r}"
             )
     return tuple(None if v is None else int(v) for v in items)
@@ -218,9 +227,9 @@ class Layer:
             self._batch_input_shape = _standardize_shape(batch_input_shape, "batch_input_shape")
         elif input_shape is not None or input_dim is not None:
             if input_shape is None:
-                input_shape = (utils_int(input_dim, "input_dim"),)
+                input_shape = (standardize_int(input_dim, "input_dim", maximum=MAX_DIM),)
             if batch_size is not None:
-                batch_size = utils_int(batch_size, "batch_size")
+                batch_size = standardize_int(batch_size, "batch_size", maximum=MAX_DIM)
             self._batch_input_shape = (batch_size,) + _standardize_shape(input_shape, "input_shape")
         self.built = False
         self.input_spec = None
@@ -541,12 +550,6 @@ def check_finite(layer, where, value, source):
         f"{what} produced {bad} non-finite value(s) in its {where} pass from finite values: "
         f"received shape {tuple(source.shape)}, produced shape {tuple(value.shape)}."
     )
-
-
-def utils_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Invalid value for `{name}`: expected a positive int. Received: {name}={value!r}")
-    return int(value)
 
 
 def ops_to_numpy(value):

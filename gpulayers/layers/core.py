@@ -6,7 +6,7 @@ import numbers
 from backends import get_ops
 from gpulayers import activations, constraints, initializers, regularizers
 from gpulayers.layers.arguments import standardize_bool, standardize_int
-from gpulayers.layers.base import InputSpec, Layer, _standardize_shape
+from gpulayers.layers.base import MAX_DIM, InputSpec, Layer, _standardize_shape
 
 __all__ = ["Activation", "Dense", "Input", "InputLayer", "KerasTensor"]
 
@@ -227,7 +227,7 @@ class InputLayer(Layer):
             if shape is None:
                 raise ValueError("You must pass a `shape` argument (or `batch_shape`) to InputLayer.")
             if batch_size is not None:
-                batch_size = standardize_int(batch_size, "batch_size")
+                batch_size = standardize_int(batch_size, "batch_size", maximum=MAX_DIM)
             batch_shape = (batch_size,) + _standardize_shape(shape, "shape")
         else:
             batch_shape = _standardize_shape(batch_shape, "batch_shape")

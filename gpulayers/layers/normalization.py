@@ -7,6 +7,7 @@ from backends import get_ops
 from gpulayers import constraints, initializers, regularizers
 from gpulayers.layers.arguments import standardize_bool
 from gpulayers.layers.base import InputSpec, Layer
+from gpulayers.utils import finite_real
 
 __all__ = ["BatchNormalization"]
 
@@ -14,12 +15,11 @@ __all__ = ["BatchNormalization"]
 def _number(value, name, low, high=None, low_open=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"Invalid type for `{name}`: expected a number. Received: {name}={value!r}")
-    value = float(value)
-    too_low = value <= low if low_open else value < low
-    if too_low or (high is not None and value > high) or value != value:
+    number = finite_real(value)  # None for inf, nan and ints beyond float range
+    if number is None or (number <= low if low_open else number < low) or (high is not None and number > high):
         bounds = f"({low}, inf)" if low_open else f"[{low}, {high}]"
-        raise ValueError(f"Invalid value for `{name}`: expected a number in {bounds}. Received: {name}={value!r}")
-    return value
+        raise ValueError(f"Invalid value for `{name}`: expected a finite number in {bounds}. Received: {name}={value!r}")
+    return number
 
 
 _RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
@@ -179,9 +179,10 @@ class BatchNormalization(Layer):
         beta = self.beta.value if self.beta is not None else None
         if training and self.trainable:
             y, mean, var, cache = ops.batch_norm_forward_training(x, gamma, beta, axis, self.epsilon)
-            m = self.momentum
-            self.moving_mean.value = self.moving_mean.value * m + mean * (1.0 - m)
-            self.moving_variance.value = self.moving_variance.value * m + var * (1.0 - m)
+            if x.size:  # an empty batch has no statistics to fold in
+                m = self.momentum
+                self.moving_mean.value = self.moving_mean.value * m + mean * (1.0 - m)
+                self.moving_variance.value = self.moving_variance.value * m + var * (1.0 - m)
             self._cache = {"batch": cache}
         else:
             mean, var = self.moving_mean.value, self.moving_variance.value

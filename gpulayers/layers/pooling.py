@@ -193,7 +193,13 @@ class GlobalPooling2D(Layer):
     def compute_output_shape(self, input_shape):
         check_rank4(self, input_shape)
         n = input_shape[0]
-        channels = input_shape[spatial_axes(self.data_format)[2]]
+        h_axis, w_axis, c_axis = spatial_axes(self.data_format)
+        if 0 in (input_shape[h_axis], input_shape[w_axis]):  # no mean or max of nothing
+            raise ValueError(
+                f"Input of layer '{self.name}' has an empty spatial extent, so there is nothing to pool. "
+                f"Received: inputs.shape={tuple(input_shape)} (data_format={self.data_format!r})"
+            )
+        channels = input_shape[c_axis]
         if not self.keepdims:
             return (n, channels)
         return (n, 1, 1, channels) if self.data_format == "channels_last" else (n, channels, 1, 1)

@@ -2,6 +2,8 @@
 
 import numbers
 
+import numpy
+
 from backends import get_ops
 from gpulayers import utils
 from gpulayers.layers.base import Layer
@@ -87,14 +89,28 @@ class Dropout(Layer):
             self._rng, self._rng_ops = ops.rng(utils.derive_seed(self.seed)), ops
         keep = 1.0 - self.rate
         draws = ops.uniform(self._rng, self._mask_shape(x.shape), x.dtype)
-        # The mask already holds the 1/keep scale, so backward is one multiply.
-        mask = (draws < keep).astype(x.dtype) * (x.dtype.type(1.0 / keep) if keep > 0 else 0)
-        self._cache = {"mask": mask}
-        return x * mask
+        kept = draws < keep
+        self._cache = {"mask": kept}
+        return _scale_kept(ops.xp, x, kept, keep)
 
     def _backward(self, dy, need_input_grad):
-        mask = self._cache["mask"]
-        return dy if mask is None else dy * mask
+        kept = self._cache["mask"]
+        return dy if kept is None else _scale_kept(get_ops().xp, dy, kept, 1.0 - self.rate)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed, "noise_shape": self.noise_shape}
+
+
+def _scale_kept(xp, x, kept, keep):
+    """Keras's ``x / keep`` where ``kept``, exactly 0 elsewhere.
+
+    ``where`` rather than a 0/1 multiply, so a dropped unit stays 0 even where
+    ``x / keep`` overflows; float16 divides in float32, so a keep below
+    float16's range (rate 0.99999) is not rounded first.
+    """
+    if keep == 0:
+        return xp.zeros_like(x)
+    work = numpy.dtype("float32") if x.dtype.itemsize < 4 else x.dtype
+    with numpy.errstate(over="ignore"):  # a float16 result beyond 65504 is inf, as in Keras
+        scaled = (x.astype(work, copy=False) / work.type(keep)).astype(x.dtype, copy=False)
+    return xp.where(kept, scaled, x.dtype.type(0))

@@ -138,6 +138,7 @@ class Sequential(Trainer, Layer):
         input_shape = tuple(None if d is None else int(d) for d in input_shape)
         if not self.layers:
             raise ValueError(f"Sequential model '{self.name}' has no layers to build.")
+        self._check_batch_axis(input_shape)
         self.compute_output_shape(input_shape)  # refuse before any layer is built
         shape = input_shape
         for layer in self._layers:
@@ -234,7 +235,14 @@ class Sequential(Trainer, Layer):
             x = layer(x, training=training)
         return x
 
+    def _check_batch_axis(self, shape):
+        if not shape:  # a model's input is a batch: a scalar has no batch axis
+            raise ValueError(
+                f"Input of model '{self.name}' needs a batch axis (rank >= 1). Received: inputs.shape={tuple(shape)}"
+            )
+
     def _check_input(self, shape):
+        self._check_batch_axis(shape)
         first = self._layers[0]
         if isinstance(first, InputLayer):
             first.compute_output_shape(shape)
