@@ -40,6 +40,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench_models import markdown_table, our_cnn, our_layer, torch_cnn, torch_layer  # noqa: E402 (scripts/)
+
 # A section of the report file that --write keeps (hand-written notes).
 NOTES = "## Notes"
 
@@ -112,17 +114,6 @@ def set_thread_env(args):
 # --------------------------------------------------------------- formatting
 
 
-def markdown_table(headers, rows):
-    cells = [[str(h) for h in headers]] + [[_cell(c) for c in row] for row in rows]
-    width = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-
-    def line(r):
-        return "| " + " | ".join(r[i].ljust(width[i]) if i == 0 else r[i].rjust(width[i]) for i in range(len(r))) + " |"
-
-    sep = "|" + "|".join(":" + "-" * (width[i] + 1) if i == 0 else "-" * (width[i] + 1) + ":" for i in range(len(headers))) + "|"
-    return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
-
-
 def _cell(value):
     if value is None:
         return "n/a"
@@ -169,43 +160,6 @@ def interleaved(contenders, args, label):
 
 
 # ------------------------------------------------------------------ models
-
-
-def our_layer(kind, params):
-    from gpulayers import layers
-
-    if kind == "conv":
-        return layers.Conv2D(params["filters"], params["kernel"], strides=params["stride"], padding="same")
-    if kind == "maxpool":
-        return layers.MaxPooling2D((2, 2))
-    if kind == "avgpool":
-        return layers.AveragePooling2D((2, 2))
-    if kind == "bn":
-        return layers.BatchNormalization()
-    if kind == "relu":
-        return layers.Activation("relu")
-    if kind == "dense":
-        return layers.Dense(128)
-    raise ValueError(kind)
-
-
-def torch_layer(torch, kind, params, in_channels):
-    nn = torch.nn
-    if kind == "conv":
-        k, s = params["kernel"], params["stride"]
-        # The same output size as Keras 'same' (32, or 16 at stride 2).
-        return nn.Conv2d(in_channels, params["filters"], k, stride=s, padding=k // 2)
-    if kind == "maxpool":
-        return nn.MaxPool2d(2)
-    if kind == "avgpool":
-        return nn.AvgPool2d(2)
-    if kind == "bn":
-        return nn.BatchNorm2d(in_channels)
-    if kind == "relu":
-        return nn.ReLU()
-    if kind == "dense":
-        return nn.Linear(4096, 128)
-    raise ValueError(kind)
 
 
 def our_layer_fns(kind, params, shape, batch):
@@ -261,52 +215,6 @@ def torch_layer_fns(torch, kind, params, shape, batch, channels_last):
         module(x).backward(dy)
 
     return forward, forward_backward
-
-
-def our_cnn():
-    """The benchmark CNN, in gpulayers."""
-    import gpulayers
-    from gpulayers import layers, optimizers
-
-    gpulayers.set_random_seed(0)
-    model = gpulayers.Sequential(
-        [
-            layers.Input((32, 32, 3)),
-            layers.Conv2D(32, 3, padding="same"),
-            layers.BatchNormalization(),
-            layers.Activation("relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, padding="same"),
-            layers.BatchNormalization(),
-            layers.Activation("relu"),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dense(128, activation="relu"),
-            layers.Dropout(0.5, seed=1),
-            layers.Dense(10, activation="softmax"),
-        ]
-    )
-    model.compile(optimizer=optimizers.SGD(learning_rate=0.01), loss="sparse_categorical_crossentropy")
-    return model
-
-
-def torch_cnn(torch):
-    nn = torch.nn
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1),
-        nn.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(4096, 128),
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.Linear(128, 10),
-    )
 
 
 def batch_data(batch):
@@ -534,7 +442,7 @@ def build_report(args, torch, layer_rows, step_row, memory, spin_note, interfere
         if torch is not None:
             rows.append(["torch eager NCHW", step_row["nchw"], ratio(step_row["ours"], step_row["nchw"])])
             rows.append(["torch eager channels_last", step_row["cl"], ratio(step_row["ours"], step_row["cl"])])
-        parts += [markdown_table(headers, rows), ""]
+        parts += [markdown_table(headers, rows, _cell), ""]
         if torch is not None:
             r = ratio(step_row["ours"], step_row["cl"])
             lo, hi = step_row["block_range"]
@@ -550,7 +458,7 @@ def build_report(args, torch, layer_rows, step_row, memory, spin_note, interfere
             [r["label"], r["pass"], r["ours"], r.get("nchw"), r.get("cl"), ratio(r["ours"], r.get("nchw")), ratio(r["ours"], r.get("cl"))]
             for r in layer_rows
         ]
-        parts += [markdown_table(headers, rows), ""]
+        parts += [markdown_table(headers, rows, _cell), ""]
         parts += [
             "Forward is timed as in training (batch statistics) without recording for backward "
             "(`no_backward()` / `torch.no_grad()`); forward+backward records and computes every gradient, the "
@@ -567,7 +475,7 @@ def build_report(args, torch, layer_rows, step_row, memory, spin_note, interfere
             if key in memory:
                 theirs[key] = memory[key]["rss_growth"]
                 rows.append([label, theirs[key] / mib, ratio(ours, theirs[key])])
-        parts += [markdown_table(["", "peak RSS growth, MiB", "gpulayers / this"], rows), ""]
+        parts += [markdown_table(["", "peak RSS growth, MiB", "gpulayers / this"], rows, _cell), ""]
         parts += [
             f"RSS growth: peak resident memory during {args.memory_steps} training steps (the first included) minus "
             "the resident memory after building the model and the batch, each in a fresh process"

@@ -36,6 +36,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench_models import markdown_table, our_cnn, our_layer, torch_cnn, torch_layer  # noqa: E402 (scripts/)
+
 # Speed targets of the CUDA backend issue: (torch time / our time) at least
 # this much, against PyTorch with TF32 off.
 TARGETS = {
@@ -100,20 +102,6 @@ def _positive(text):
 # --------------------------------------------------------------- formatting
 
 
-def markdown_table(headers, rows):
-    """A GitHub markdown table; the first column left-aligned, the others right-aligned."""
-    cells = [[str(c) for c in headers]] + [[_cell(c) for c in row] for row in rows]
-    width = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    def line(r):
-        return "| " + " | ".join(
-            r[i].ljust(width[i]) if i == 0 else r[i].rjust(width[i]) for i in range(len(r))
-        ) + " |"
-    sep = "|" + "|".join(
-        ":" + "-" * (width[i] + 1) if i == 0 else "-" * (width[i] + 1) + ":" for i in range(len(headers))
-    ) + "|"
-    return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
-
-
 def _cell(value):
     if value is None:
         return "n/a"
@@ -145,7 +133,7 @@ def best(*values):
 def layer_table(results, with_torch):
     """results: list of dicts with name, label, pass, ours, torch_nchw_off, torch_nhwc_off, torch_best_on."""
     if not with_torch:
-        return markdown_table(["case", "pass", "gpulayers ms"], [[r["label"], r["pass"], r["ours"]] for r in results])
+        return markdown_table(["case", "pass", "gpulayers ms"], [[r["label"], r["pass"], r["ours"]] for r in results], _cell)
     rows = []
     for r in results:
         off = best(r.get("torch_nchw_off"), r.get("torch_nhwc_off"))
@@ -174,7 +162,7 @@ def layer_table(results, with_torch):
         "speed vs torch, TF32 on",
         "target (TF32 off)",
     ]
-    return markdown_table(headers, rows)
+    return markdown_table(headers, rows, _cell)
 
 
 def bandwidth_table(rows, copy_gbs):
@@ -183,7 +171,7 @@ def bandwidth_table(rows, copy_gbs):
     for label, nbytes, ms in rows:
         gbs = nbytes / (ms * 1e-3) / 1e9 if ms else None
         out.append([label, nbytes / 2**20, ms, gbs, None if gbs is None or not copy_gbs else 100 * gbs / copy_gbs])
-    return markdown_table(["pooling kernel (CupyOps)", "MiB moved", "ms", "GB/s", "% of copy bandwidth"], out)
+    return markdown_table(["pooling kernel (CupyOps)", "MiB moved", "ms", "GB/s", "% of copy bandwidth"], out, _cell)
 
 
 # ------------------------------------------------------------------ timers
@@ -321,40 +309,6 @@ def free_memory(xp, torch):
 # -------------------------------------------------------------- the cases
 
 
-def our_layer(kind, params):
-    from gpulayers import layers
-
-    if kind == "conv":
-        k, s = params["kernel"], params["stride"]
-        return layers.Conv2D(params["filters"], k, strides=s, padding="same")
-    if kind == "maxpool":
-        return layers.MaxPooling2D((2, 2))
-    if kind == "avgpool":
-        return layers.AveragePooling2D((2, 2))
-    if kind == "bn":
-        return layers.BatchNormalization()
-    if kind == "dense":
-        return layers.Dense(128)
-    raise ValueError(kind)
-
-
-def torch_layer(torch, kind, params, in_channels):
-    nn = torch.nn
-    if kind == "conv":
-        k, s = params["kernel"], params["stride"]
-        # Same output size as Keras 'same' (32 -> 32, or 16 at stride 2).
-        return nn.Conv2d(in_channels, params["filters"], k, stride=s, padding=k // 2)
-    if kind == "maxpool":
-        return nn.MaxPool2d(2)
-    if kind == "avgpool":
-        return nn.AvgPool2d(2)
-    if kind == "bn":
-        return nn.BatchNorm2d(in_channels)
-    if kind == "dense":
-        return nn.Linear(4096, 128)
-    raise ValueError(kind)
-
-
 def time_ours_layer(ops, timer, kind, params, shape, args):
     from gpulayers.layers.base import no_backward
 
@@ -440,52 +394,6 @@ def run_layers(ops, timer, torch, device, ttimer, args, selected):
 
 
 # ------------------------------------------------------------ training step
-
-
-def our_cnn():
-    """The benchmark CNN of the CPU performance issue, in gpulayers."""
-    import gpulayers
-    from gpulayers import layers, optimizers
-
-    gpulayers.set_random_seed(0)
-    model = gpulayers.Sequential(
-        [
-            layers.Input((32, 32, 3)),
-            layers.Conv2D(32, 3, padding="same"),
-            layers.BatchNormalization(),
-            layers.Activation("relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, padding="same"),
-            layers.BatchNormalization(),
-            layers.Activation("relu"),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dense(128, activation="relu"),
-            layers.Dropout(0.5, seed=1),
-            layers.Dense(10, activation="softmax"),
-        ]
-    )
-    model.compile(optimizer=optimizers.SGD(learning_rate=0.01), loss="sparse_categorical_crossentropy")
-    return model
-
-
-def torch_cnn(torch):
-    nn = torch.nn
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1),
-        nn.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(4096, 128),
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.Linear(128, 10),
-    )
 
 
 def time_train(ops, timer, torch, device, ttimer, args):

@@ -1,0 +1,106 @@
+"""What scripts/bench.py (CPU) and scripts/bench_gpu.py (GPU) both measure.
+
+The benchmark layers and the benchmark CNN, in gpulayers and in PyTorch (the
+same shapes and output sizes), and the markdown table both reports print.
+"""
+
+
+def our_layer(kind, params):
+    """One benchmark layer in gpulayers ('conv', 'maxpool', 'avgpool', 'bn', 'relu', 'dense')."""
+    from gpulayers import layers
+
+    if kind == "conv":
+        return layers.Conv2D(params["filters"], params["kernel"], strides=params["stride"], padding="same")
+    if kind == "maxpool":
+        return layers.MaxPooling2D((2, 2))
+    if kind == "avgpool":
+        return layers.AveragePooling2D((2, 2))
+    if kind == "bn":
+        return layers.BatchNormalization()
+    if kind == "relu":
+        return layers.Activation("relu")
+    if kind == "dense":
+        return layers.Dense(128)
+    raise ValueError(f"unknown benchmark layer: {kind!r}")
+
+
+def torch_layer(torch, kind, params, in_channels):
+    """The same layer in PyTorch."""
+    nn = torch.nn
+    if kind == "conv":
+        k, s = params["kernel"], params["stride"]
+        # The same output size as Keras 'same' (32, or 16 at stride 2).
+        return nn.Conv2d(in_channels, params["filters"], k, stride=s, padding=k // 2)
+    if kind == "maxpool":
+        return nn.MaxPool2d(2)
+    if kind == "avgpool":
+        return nn.AvgPool2d(2)
+    if kind == "bn":
+        return nn.BatchNorm2d(in_channels)
+    if kind == "relu":
+        return nn.ReLU()
+    if kind == "dense":
+        return nn.Linear(4096, 128)
+    raise ValueError(f"unknown benchmark layer: {kind!r}")
+
+
+def our_cnn():
+    """The benchmark CNN (32x32x3 in, 10 classes), compiled with SGD, in gpulayers."""
+    import gpulayers
+    from gpulayers import layers, optimizers
+
+    gpulayers.set_random_seed(0)
+    model = gpulayers.Sequential(
+        [
+            layers.Input((32, 32, 3)),
+            layers.Conv2D(32, 3, padding="same"),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, padding="same"),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(0.5, seed=1),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.01), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def torch_cnn(torch):
+    """The same CNN in PyTorch."""
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4096, 128),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(128, 10),
+    )
+
+
+def markdown_table(headers, rows, cell=str):
+    """A GitHub markdown table; the first column left-aligned, the others right-aligned.
+
+    ``cell`` formats each value of ``rows``.
+    """
+    cells = [[str(h) for h in headers]] + [[cell(c) for c in row] for row in rows]
+    width = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r):
+        return "| " + " | ".join(r[i].ljust(width[i]) if i == 0 else r[i].rjust(width[i]) for i in range(len(r))) + " |"
+
+    sep = "|" + "|".join(":" + "-" * (width[i] + 1) if i == 0 else "-" * (width[i] + 1) + ":" for i in range(len(headers))) + "|"
+    return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
