@@ -20,24 +20,72 @@ without weights get an empty ``vars`` group; every ``vars`` group carries the
 layer's name as its ``name`` attribute. A nested Sequential is a container:
 ``layers/sequential/vars`` and ``layers/sequential/layers/...``.
 
+A compiled model is saved as Keras saves one, so training resumes from
+the file in gpulayers or in Keras:
+
+- ``config.json`` holds ``"compile_config"`` (``model.get_compile_config()``):
+  ``optimizer`` (always the serialized optimizer, module
+  ``"keras.optimizers"``, with its ``get_config()``: the learning rate as a
+  float or a serialized schedule), ``loss``, ``metrics`` and
+  ``weighted_metrics`` (names as given, objects serialized),
+  ``loss_weights`` (null), ``run_eagerly``, ``steps_per_execution`` (1) and
+  ``jit_compile`` (false unless given as true). An uncompiled model writes
+  ``{}``.
+- The weights file (inside ``.keras`` and from ``save_weights`` alike)
+  gets ``optimizer/vars`` (its ``name`` attribute is the optimizer's name)
+  with the datasets of Keras's ``optimizer.variables``: ``0`` iterations (a
+  scalar int64, as Keras's TensorFlow backend writes it; its torch and JAX
+  backends write int32, read as well), ``1`` the learning rate (a float32
+  scalar) only when it is a plain float, then one array per slot and
+  trainable weight in Keras's build order: each ``add_optimizer_variables``
+  call loops over ``model.trainable_weights`` and, per weight, over its
+  slot names. SGD: ``momentum`` (only when momentum != 0); Adam and AdamW:
+  ``momentum``, ``velocity`` per weight, then ``velocity_hat`` per weight
+  with amsgrad; RMSprop: every ``velocity``, then every ``momentum`` (when
+  momentum > 0), then every ``average_gradient`` (centered); Adagrad: every
+  ``accumulator``. An optimizer that has not updated yet writes ``0`` and
+  ``1`` alone, as Keras's unbuilt optimizer does.
+
+``load_model(path)`` (``compile=True``) compiles a model saved compiled from
+its ``compile_config`` and restores the optimizer state, so the next
+training step is bit for bit the one the saved model would have taken (the
+learning rate comes from ``compile_config``, exact; the float32 copy in
+``optimizer/vars/1`` replaces it only where the two differ in float32).
+``load_model(path, compile=False)`` reads neither. ``load_weights`` into a
+compiled model restores the optimizer state too; an uncompiled model
+ignores the ``optimizer`` group. An ``optimizer/vars`` group holding
+iterations and learning rate alone restores those and leaves the slots to
+start afresh (Keras skips such a group with a warning). A well-formed group
+whose count fits neither that nor the optimizer (another optimizer class or
+options, other trainable weights) is skipped with a warning, as Keras does:
+the weights load and the optimizer keeps its state.
+
 Loading never runs code from a file: no pickle, no eval, no import of a
 module named in a file. A model is built only from gpulayers' own layer
 classes (``gpulayers.layers.LAYER_CLASSES``) and Sequential; anything else (an
 unknown class, a Lambda layer, a ``module`` outside ``keras``/``gpulayers``,
 a custom ``registered_name``, a key starting with ``__``) is refused with
-ValueError before any layer is created. Weights are checked in full (the
-set of groups, the count, shape and dtype of every array) before the model
-changes, so a load either replaces all the weights or none.
+ValueError before any layer is created. The same rules hold for
+``compile_config`` (checked before any layer is created, built only from
+gpulayers' own optimizers, learning-rate schedules, losses and metrics;
+Keras's references to its built-in functions by name, ``{"class_name":
+"function", "module": "keras.losses", "config": "mse"}``, are looked up by
+name, never imported), and a ``compile_config`` with anything else is
+refused: ``compile=False`` loads such a model uncompiled. Weights and
+optimizer state are checked in full (the set of groups, the count, shape
+and dtype of every array: integer iterations >= 0, a finite learning rate
+>= 0, float slots of their weight's shape) before the model changes, so a
+load either replaces all the weights and the optimizer state or none.
 
 Every save is atomic: the file is written next to the target under a
 temporary name, flushed and fsynced, then moved over the target with
 ``os.replace``; if anything fails the old file stays as it was and the
 temporary file is removed.
 
-Not covered yet: ``compile_config`` (the optimizer, loss and metrics) is
-written empty, as Keras writes it for an uncompiled model, and ignored when
-loading; the ``optimizer`` group of a compiled Keras model's weights file is
-ignored as well.
+Not covered: the state of the compiled metrics (Keras does not save it
+either) and optimizers outside gpulayers' five (a model compiled with a
+user's optimizer, loss or metric is saved with a warning, and loads only
+with ``compile=False``).
 """
 
 import datetime
@@ -91,6 +139,9 @@ _GPULAYERS_PACKAGE = "gpulayers"
 # Classes that carry Python code in Keras files: never loaded.
 _CODE_CLASSES = frozenset({"Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__", "function"})
 
+# At most three state arrays per trainable weight (Adam with amsgrad, centered RMSprop with momentum).
+_MAX_SLOTS = 3
+
 
 # ====================================================================== public API
 
@@ -125,7 +176,7 @@ def save_model(model, filepath):
             "Build the model first (give it an input shape or call it on data).",
             stacklevel=2,
         )
-    config_json = _model_config_json(model)
+    config_json = _model_config_json(model, path)
     metadata_json = json.dumps(
         {"keras_version": KERAS_VERSION, "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
     )
@@ -139,21 +190,29 @@ def save_model(model, filepath):
     _atomic_write(path, write)
 
 
-def load_model(filepath):
+def load_model(filepath, compile=True):
     """Load a model from a ``.keras`` file written by gpulayers or by Keras 3.
 
     The archive, ``metadata.json`` and the whole of ``config.json`` are
     checked before any layer is built; the model is built only from
     gpulayers' own layer classes, then its weights are checked in full and
-    loaded. The keys Keras adds (``build_config``, ``compile_config``,
-    ``shared_object_id``...) are accepted; ``compile_config`` is ignored (the
-    model comes back uncompiled).
+    loaded. The keys Keras adds (``build_config``, ``shared_object_id``...)
+    are accepted.
+
+    With ``compile=True`` (Keras's default) a model saved compiled comes back
+    compiled from its ``compile_config`` (only gpulayers' own optimizers,
+    losses and metrics are built) with the optimizer's state (iterations,
+    learning rate, slots) from the weights file, so training resumes where
+    it stopped: the next step is the one the saved model would have taken.
+    With ``compile=False`` the model comes back uncompiled and the
+    ``compile_config`` and optimizer state are not read.
 
     Raises:
         ValueError: The extension is not ``.keras``, or the file is not a
             valid model file (corrupt or truncated archive, bad JSON, a class
-            or module that gpulayers does not build, weights that do not fit
-            the model...). The message names the file and the problem.
+            or module that gpulayers does not build, weights or optimizer
+            state that do not fit the model...). The message names the file
+            and the problem.
         FileNotFoundError: There is no such file.
     """
     path = _check_path(filepath, (".keras",), "load_model")
@@ -162,10 +221,15 @@ def load_model(filepath):
         _check_metadata(metadata, path)
         config = _parse_json(_read_member(archive, path, _CONFIG, _MAX_JSON_BYTES), path, _CONFIG)
         _check_model_config(config, path)
+        compile_config = config.get("compile_config") if compile else None
+        if compile_config:
+            _check_compile_config(compile_config, path)
         model = _build_model(config, path)
+        if compile_config:
+            _compile_model(model, compile_config, path)
         weights = _read_member(archive, path, _WEIGHTS, _weights_size_limit(model))
-    arrays = _read_weights(io.BytesIO(weights), model, f"{path} ({_WEIGHTS})")
-    model.set_weights(arrays)
+    label = f"{path} ({_WEIGHTS})"
+    _assign(model, *_read_weights(io.BytesIO(weights), model, label), label)
     return model
 
 
@@ -174,6 +238,8 @@ def save_weights(model, filepath):
 
     The layout is Keras's (see the module docstring), so ``keras.Model.
     load_weights`` reads the file into the same architecture built with Keras.
+    A compiled model's optimizer state is saved too (the ``optimizer``
+    group), as Keras does.
 
     Raises:
         ValueError: ``filepath`` does not end in ``.weights.h5``.
@@ -192,7 +258,10 @@ def load_weights(model, filepath):
     checked before any weight changes: the layer groups must be exactly those
     of the model, and every layer must have as many arrays as it has weights,
     each with the weight's shape and a floating dtype (cast to the weight's
-    dtype, as Keras does). On any error the model keeps all its weights.
+    dtype, as Keras does). A compiled model also gets the optimizer state the
+    file holds (checked as fully; see the module docstring); an uncompiled
+    model ignores it. On any error the model keeps all its weights and its
+    optimizer state.
 
     Raises:
         ValueError: Wrong extension, or a file that is corrupt, truncated or
@@ -205,12 +274,12 @@ def load_weights(model, filepath):
     if path.endswith(".keras"):
         with _open_archive(path, required=(_WEIGHTS,)) as archive:
             source = io.BytesIO(_read_member(archive, path, _WEIGHTS, _weights_size_limit(model)))
-        arrays = _read_weights(source, model, f"{path} ({_WEIGHTS})")
+        label = f"{path} ({_WEIGHTS})"
     else:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No such weights file: {path}")
-        arrays = _read_weights(path, model, path)
-    model.set_weights(arrays)
+        source = label = path
+    _assign(model, *_read_weights(source, model, label), label)
 
 
 # ====================================================================== checks on arguments
@@ -255,7 +324,7 @@ def _h5py():
 # ====================================================================== writing
 
 
-def _model_config_json(model):
+def _model_config_json(model, path):
     entry = {
         "module": "keras",
         "class_name": "Sequential",
@@ -264,11 +333,28 @@ def _model_config_json(model):
     }
     if model.built:
         entry["build_config"] = {"input_shape": list(model.input_shape)}
-    entry["compile_config"] = {}  # what Keras writes for an uncompiled model
+    entry["compile_config"] = model.get_compile_config()  # {} when uncompiled, as Keras writes it
     try:
-        return json.dumps(entry, default=_json_default)
+        text = json.dumps(entry, default=_json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"The config of model '{model.name}' cannot be written as JSON: {exc}") from None
+    _warn_if_not_compilable(model, json.loads(text)["compile_config"], path)
+    return text
+
+
+def _warn_if_not_compilable(model, compile_config, path):
+    """A user's loss, metric, optimizer or learning-rate function is saved, but load_model will refuse it."""
+    if not compile_config:
+        return
+    try:
+        _check_compile_config(compile_config, path)
+    except ValueError as exc:
+        warnings.warn(
+            f"Model '{model.name}' is saved with its compile config, but gpulayers' load_model will not compile "
+            f"from it (only its own optimizers, losses and metrics are built). {exc} "
+            "Load the file with load_model(path, compile=False) and compile the model again.",
+            stacklevel=4,
+        )
 
 
 def _container_config(model):
@@ -339,7 +425,36 @@ def _weights_to_h5_bytes(model):
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
         _write_container(h5, "", model, set())
+        if _compiled_optimizer(model) is not None:
+            _write_optimizer(h5, model)
     return buffer.getvalue()
+
+
+def _compiled_optimizer(model):
+    return model.optimizer if getattr(model, "_compiled", False) else None
+
+
+def _write_optimizer(h5, model):
+    """Keras's ``optimizer/vars``: iterations, the float learning rate (if any), then the slots in Keras's order."""
+    optimizer = model.optimizer
+    state = optimizer.export_state(model.trainable_weights)
+    group = h5.create_group("optimizer/vars")
+    group.attrs["name"] = optimizer.name
+    # int64, as Keras's TensorFlow backend writes it (its torch and JAX backends write int32;
+    # Keras and gpulayers read either): a long run cannot overflow it.
+    values = [np.array(state["iterations"], dtype=np.int64)]
+    if state["learning_rate"] is not None:
+        values.append(_learning_rate_array(state["learning_rate"]))
+    values.extend(state["slots"])
+    for i, value in enumerate(values):
+        group.create_dataset(str(i), data=np.asarray(value, order="C"))  # not ascontiguousarray: it makes scalars 1-d
+
+
+def _learning_rate_array(lr):
+    """float32, Keras's dtype for the learning-rate variable; float64 for a rate float32 cannot hold."""
+    with np.errstate(over="ignore"):
+        narrow = np.array(lr, dtype=np.float32)
+    return narrow if np.isfinite(narrow) else np.array(lr, dtype=np.float64)
 
 
 def _write_container(h5, prefix, model, visited):
@@ -484,6 +599,7 @@ def _read_member(archive, path, name, limit):
 
 def _weights_size_limit(model):
     total = sum(int(np.prod(w.shape)) * 8 for w in model.weights)  # float64 at most
+    total += _MAX_SLOTS * sum(int(np.prod(w.shape)) * 8 for w in model.trainable_weights)  # optimizer state
     return 2 * total + _WEIGHTS_SLACK_BYTES
 
 
@@ -531,15 +647,35 @@ def _allowed_module(module):
     return any(module == root or module.startswith(root + ".") for root in ("keras", _GPULAYERS_PACKAGE))
 
 
-def _check_object(obj, path, where):
-    """A serialized object (a dict with class_name/module): its module and registered_name."""
+def _function_reference(obj):
+    """Keras's form of a built-in function given by name, as a compile_config holds ``loss=keras.losses.mse``.
+
+    Keras 3.15 writes ``{"module": "builtins", "class_name": "function", "config": "mean_squared_error",
+    "registered_name": "function"}`` (older files and gpulayers: ``"module": "keras.losses"``). No code:
+    the name is looked up among gpulayers' own functions, never imported.
+    """
+    module = obj.get("module")
+    return (
+        obj.get("class_name") == "function"
+        and isinstance(module, str)
+        and (module in ("builtins", "keras") or module.startswith("keras."))
+        and isinstance(obj.get("config"), str)
+    )
+
+
+def _check_object(obj, path, where, functions=False):
+    """A serialized object (a dict with class_name/module): its module and registered_name.
+
+    ``functions``: accept Keras's references to its built-in functions by name.
+    """
     module = obj.get("module")
     class_name = obj.get("class_name")
-    if not _allowed_module(module):
+    reference = functions and _function_reference(obj)
+    if not reference and not _allowed_module(module):
         raise _bad(path, where, f"module {module!r} is neither Keras's nor gpulayers'; gpulayers builds only its own classes.")
     if not isinstance(class_name, str) or not class_name:
         raise _bad(path, where, f"'class_name' should be a non-empty string. Received: {class_name!r:.80}")
-    if class_name in _CODE_CLASSES:
+    if class_name in _CODE_CLASSES and not reference:
         raise _bad(path, where, f"{class_name!r} holds Python code, which gpulayers never loads.")
     if class_name.startswith("__"):
         raise _bad(path, where, f"class_name {class_name!r} is not allowed.")
@@ -551,7 +687,7 @@ def _check_object(obj, path, where):
             raise _bad(path, where, f"custom object {registered!r} is not one of gpulayers' classes.")
 
 
-def _check_tree(value, path, where):
+def _check_tree(value, path, where, functions=False):
     """Every dict in a config: string keys, no dunder keys, serialized objects from Keras or gpulayers."""
     if isinstance(value, dict):
         for key in value:
@@ -561,14 +697,14 @@ def _check_tree(value, path, where):
                 raise _bad(path, where, f"key {key!r} is not allowed.")
         is_object = "class_name" in value or "module" in value
         if is_object:
-            _check_object(value, path, where)
+            _check_object(value, path, where, functions)
         for key, item in value.items():
-            if is_object and key == "compile_config":  # a model's compile_config is ignored: never read
+            if is_object and key == "compile_config":  # checked on its own, and only when compiling
                 continue
-            _check_tree(item, path, f"{where}.{key}")
+            _check_tree(item, path, f"{where}.{key}", functions)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _check_tree(item, path, f"{where}[{i}]")
+            _check_tree(item, path, f"{where}[{i}]", functions)
     elif not (value is None or isinstance(value, (str, bool, int, float))):  # pragma: no cover - JSON gives no other types
         raise _bad(path, where, f"unexpected value {value!r:.80}.")
 
@@ -580,6 +716,24 @@ def _check_model_config(config, path):
         _check_container(config, path, "model")
     except RecursionError:
         raise ValueError(f"Invalid model file {path}: {_CONFIG} is nested too deeply.") from None
+
+
+def _check_compile_config(config, path):
+    """The compile_config tree, before anything is built: a JSON object of Keras's keys holding only
+    Keras's or gpulayers' objects (no module to import, no code); what they name is then built
+    by ``compile_from_config``, which knows only gpulayers' own classes."""
+    where = "model.compile_config"
+    if not isinstance(config, dict):
+        raise _bad(path, where, f"expected a JSON object. Received: {config!r:.80}")
+    from gpulayers.models.training import COMPILE_KEYS  # here: gpulayers.models imports this module
+
+    unknown = sorted(set(config) - COMPILE_KEYS)
+    if unknown:
+        raise _bad(path, where, f"unexpected keys {unknown}; Keras's are {sorted(COMPILE_KEYS)}.")
+    try:
+        _check_tree(config, path, where, functions=True)
+    except RecursionError:
+        raise _bad(path, where, "nested too deeply.") from None
 
 
 def _check_container(entry, path, where):
@@ -636,7 +790,7 @@ def _check_shape(shape, path, where):
         raise _bad(path, where, f"expected a list of non-negative ints or nulls. Received: {shape!r:.80}")
 
 
-# ====================================================================== building the model
+# ====================================================================== building and compiling the model
 
 
 def _build_model(config, path):
@@ -650,6 +804,16 @@ def _build_model(config, path):
         return layers_module.deserialize(_strip_shared_ids(config))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"Invalid model file {path}: the model cannot be built from {_CONFIG}: {exc}") from None
+
+
+def _compile_model(model, compile_config, path):
+    try:
+        model.compile_from_config(compile_config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"Invalid model file {path}: the model cannot be compiled from the compile_config in {_CONFIG}: {exc} "
+            "(load_model(path, compile=False) loads the model without compiling it)."
+        ) from None
 
 
 def _strip_shared_ids(value):
@@ -683,7 +847,11 @@ def _plan(model, prefix, visited, containers, leaves):
 
 
 def _read_weights(source, model, label):
-    """Every weight of ``model`` from the HDF5 ``source``, checked, in ``model.weights`` order."""
+    """The weights of ``model`` from the HDF5 ``source``, checked, in ``model.weights`` order, and the
+    optimizer state to restore (a dict for ``Optimizer.import_state``, or None).
+
+    The optimizer group is read only for a compiled model.
+    """
     h5py = _h5py()
     containers, leaves = {}, {}
     _plan(model, "", set(), containers, leaves)
@@ -694,12 +862,26 @@ def _read_weights(source, model, label):
     try:
         with h5:
             values = _read_checked(h5, model, containers, leaves, label, h5py)
+            state = _read_optimizer(h5, model, label, h5py)
     except (OSError, RuntimeError, KeyError, TypeError) as exc:  # h5py read errors on a damaged file
         raise ValueError(f"Invalid weights file {label}: cannot be read ({type(exc).__name__}: {exc}).") from None
     arrays = []
     for w in model.weights:
         arrays.append(values[id(w)])
-    return arrays
+    return arrays, state
+
+
+def _assign(model, arrays, state, label):
+    """Set the checked weights and optimizer state: everything is converted first, so it is all or nothing."""
+    commit = None
+    if state is not None:
+        try:
+            commit = model.optimizer._prepare_import(model.trainable_weights, **state)
+        except (TypeError, ValueError) as exc:  # pragma: no cover - the file was checked against the model
+            raise ValueError(f"Invalid weights file {label}: the optimizer state does not fit: {exc}") from None
+    model.set_weights(arrays)
+    if commit is not None:
+        commit()  # plain assignments: cannot fail half way
 
 
 def _member(group, name, kind, label, where, h5py):
@@ -780,29 +962,133 @@ def _read_leaf(h5, vars_path, layer, values, label, h5py, model):
         )
     for i, weight in enumerate(weights):
         where = f"{vars_path}/{i}"
-        ds = _member(group, str(i), "dataset", label, where, h5py)
-        if ds.external or ds.is_virtual:
-            raise ValueError(f"Invalid weights file {label}: '{where}' refers to data outside the file.")
-        if "dtype" in ds.attrs:
-            raise ValueError(
-                f"Invalid weights file {label}: '{where}' is stored as {ds.attrs['dtype']!r}, "
-                "which gpulayers does not support."
-            )
-        if ds.dtype.kind != "f" or ds.dtype.itemsize not in (2, 4, 8):
-            raise ValueError(
-                f"Invalid weights file {label}: '{where}' has dtype {ds.dtype}; expected a float array "
-                f"for weight '{weight.path}' ({weight.dtype})."
-            )
-        if tuple(ds.shape) != tuple(weight.shape):
-            raise ValueError(
-                f"Invalid weights file {label}: '{where}' has shape {tuple(ds.shape)}; weight "
-                f"'{weight.path}' of the model has shape {tuple(weight.shape)}."
-            )
-        array = np.empty(ds.shape, dtype=ds.dtype.newbyteorder("="))
-        if array.size:
-            ds.read_direct(array)
-        values[id(weight)] = array
+        ds = _dataset(group, str(i), "f", label, where, h5py, f"a float array for weight '{weight.path}' ({weight.dtype})")
+        _check_dataset_shape(ds, weight.shape, label, where, f"weight '{weight.path}' of the model")
+        values[id(weight)] = _read_array(ds)
+
+
+def _dataset(group, name, kinds, label, where, h5py, wanted):
+    """``group[name]``: a plain dataset inside the file, of a numeric dtype whose kind is in ``kinds``.
+
+    Nothing is read yet: the caller checks the shape first.
+    """
+    ds = _member(group, name, "dataset", label, where, h5py)
+    if ds.external or ds.is_virtual:
+        raise ValueError(f"Invalid weights file {label}: '{where}' refers to data outside the file.")
+    if "dtype" in ds.attrs:
+        raise ValueError(
+            f"Invalid weights file {label}: '{where}' is stored as {ds.attrs['dtype']!r}, "
+            "which gpulayers does not support."
+        )
+    sizes = (2, 4, 8) if kinds == "f" else (1, 2, 4, 8)
+    if ds.dtype.kind not in kinds or ds.dtype.itemsize not in sizes:
+        raise ValueError(f"Invalid weights file {label}: '{where}' has dtype {ds.dtype}; expected {wanted}.")
+    return ds
+
+
+def _check_dataset_shape(ds, shape, label, where, owner):
+    if tuple(ds.shape) != tuple(shape):
+        raise ValueError(
+            f"Invalid weights file {label}: '{where}' has shape {tuple(ds.shape)}; {owner} has shape {tuple(shape)}."
+        )
+
+
+def _read_array(ds):
+    array = np.empty(ds.shape, dtype=ds.dtype.newbyteorder("="))
+    if array.size:
+        ds.read_direct(array)
+    return array
 
 
 def _int_key(text):
     return (0, int(text)) if text.isdigit() else (1, text)
+
+
+# ====================================================================== reading the optimizer state
+
+
+def _read_optimizer(h5, model, label, h5py):
+    """The checked ``optimizer/vars`` of a compiled model's file, as ``import_state`` arguments; None to keep
+    the optimizer as it is (an uncompiled model, no optimizer group, or a count that does not fit).
+
+    Layout (Keras's ``optimizer.variables``): ``0`` iterations (an integer scalar), ``1`` the learning
+    rate (a float scalar) when the optimizer's rate is a float, then one array per slot and trainable
+    weight in Keras's build order (``Optimizer._state_order``). A group with iterations and learning
+    rate alone is Keras's unbuilt optimizer: the slots then start afresh.
+    """
+    optimizer = _compiled_optimizer(model)
+    if optimizer is None or "optimizer" not in h5:
+        return None
+    top = _member(h5, "optimizer", "group", label, "optimizer", h5py)
+    extra = sorted(set(top.keys()) - {"vars"})
+    if extra:
+        raise ValueError(
+            f"Invalid weights file {label}: unexpected entries {extra} in 'optimizer'; gpulayers reads a plain "
+            "optimizer's 'optimizer/vars' only."
+        )
+    group = _member(h5, "optimizer/vars", "group", label, "optimizer/vars", h5py)
+    count = _check_optimizer_keys(group, label, h5py)
+    variables = model.trainable_weights
+    order = optimizer._state_order(variables)
+    head = 2 if isinstance(optimizer._learning_rate, float) else 1
+    if count not in (head, head + len(order)):
+        # Keras's rule (BaseOptimizer.load_own_variables): a count that does not fit is skipped with a warning.
+        warnings.warn(
+            f"Skipping the optimizer state in {label}: it holds {count} variables, but optimizer "
+            f"'{optimizer.name}' ({type(optimizer).__name__}) keeps {head + len(order)} for model '{model.name}' "
+            f"(iterations{', learning_rate' if head == 2 else ''} and {len(order)} slot arrays). The weights "
+            "are loaded; the optimizer keeps its current state.",
+            stacklevel=4,
+        )
+        return None
+    state = {"iterations": _read_iterations(group, label, h5py), "learning_rate": None, "slots": []}
+    if head == 2:
+        state["learning_rate"] = _read_learning_rate(group, label, h5py)
+    if count > head:
+        state["slots"] = _read_slots(group, order, head, label, h5py)
+    return state
+
+
+def _check_optimizer_keys(group, label, h5py):
+    """The entries are exactly the datasets ``0`` ... ``n-1``, ``0`` an integer and the others floats; returns n."""
+    keys = set(group.keys())
+    count = len(keys)
+    if keys != {str(i) for i in range(count)} or not count:
+        raise ValueError(
+            f"Invalid weights file {label}: 'optimizer/vars' should hold datasets named '0' (iterations), "
+            f"'1', ... without gaps. Received: {sorted(keys, key=_int_key)[:20]}"
+        )
+    _dataset(group, "0", "iu", label, "optimizer/vars/0", h5py, "an integer (the optimizer's iterations)")
+    for i in range(1, count):
+        _dataset(group, str(i), "f", label, f"optimizer/vars/{i}", h5py, "a float array (optimizer state)")
+    return count
+
+
+def _read_iterations(group, label, h5py):
+    where = "optimizer/vars/0"
+    ds = _dataset(group, "0", "iu", label, where, h5py, "an integer (the optimizer's iterations)")
+    _check_dataset_shape(ds, (), label, where, "the optimizer's iterations (a scalar)")
+    value = int(_read_array(ds))
+    if value < 0:
+        raise ValueError(f"Invalid weights file {label}: '{where}' holds iterations={value}; expected an int >= 0.")
+    return value
+
+
+def _read_learning_rate(group, label, h5py):
+    where = "optimizer/vars/1"
+    ds = _dataset(group, "1", "f", label, where, h5py, "a float (the learning rate)")
+    _check_dataset_shape(ds, (), label, where, "the learning rate (a scalar)")
+    value = _read_array(ds)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"Invalid weights file {label}: '{where}' holds learning_rate={value}; expected a finite float >= 0.")
+    return value[()]  # a NumPy scalar: its dtype tells the precision it was saved with
+
+
+def _read_slots(group, order, first, label, h5py):
+    slots = []
+    for i, (variable, slot) in enumerate(order, start=first):
+        where = f"optimizer/vars/{i}"
+        ds = _dataset(group, str(i), "f", label, where, h5py, "a float array (optimizer state)")
+        _check_dataset_shape(ds, variable.shape, label, where, f"the '{slot}' state of weight '{variable.path}'")
+        slots.append(_read_array(ds).astype(variable.dtype, copy=False))
+    return slots

@@ -366,14 +366,25 @@ class Layer:
             self.input_spec.check(self.name, input_shape)
         self.compute_output_shape(input_shape)  # raises before any weight exists
         if not self.built:
-            made = len(self._variables)
+            restore = self._snapshot()
             try:
                 self.build(input_shape)
             except BaseException:
-                del self._variables[made:]  # a refused build leaves no weights behind
+                restore()  # a refused build leaves no weights (or other state) behind
                 raise
             self.built = True
         self._build_input_shape = (None,) + input_shape[1:]
+
+    def _snapshot(self):
+        """A function that puts this layer's attributes back as they are now (used to undo a build)."""
+        state, variables = dict(self.__dict__), list(self._variables)
+
+        def restore():
+            self.__dict__.clear()
+            self.__dict__.update(state)
+            self._variables[:] = variables
+
+        return restore
 
     # ------------------------------------------------------------ calling
 

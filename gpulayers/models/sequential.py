@@ -140,12 +140,20 @@ class Sequential(Trainer, Layer):
             raise ValueError(f"Sequential model '{self.name}' has no layers to build.")
         self._check_batch_axis(input_shape)
         self.compute_output_shape(input_shape)  # refuse before any layer is built
+        # A later layer can still refuse while building (an initializer that
+        # refuses its weight's shape): then the earlier ones are unbuilt again.
+        restores = [layer._snapshot() for layer in self._layers if not layer.built]
         shape = input_shape
-        for layer in self._layers:
-            shape = layer.compute_output_shape(shape) if layer.built else shape
-            if not layer.built:
-                layer.build_from_shape(shape)
-                shape = layer.compute_output_shape(shape)
+        try:
+            for layer in self._layers:
+                shape = layer.compute_output_shape(shape) if layer.built else shape
+                if not layer.built:
+                    layer.build_from_shape(shape)
+                    shape = layer.compute_output_shape(shape)
+        except BaseException:
+            for restore in restores:
+                restore()
+            raise
         self.built = True
         self._build_input_shape = (None,) + input_shape[1:]
 

@@ -23,7 +23,7 @@ from gpulayers import activations, losses as losses_module, metrics as metrics_m
 from gpulayers.callbacks import CallbackList
 from gpulayers.layers.base import no_backward, to_backend
 
-__all__ = ["Trainer"]
+__all__ = ["COMPILE_KEYS", "Trainer"]
 
 
 def _check_verbose(verbose):
@@ -95,6 +95,42 @@ def _interrupts_between_steps():
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# The keys of Keras 3's compile_config.
+COMPILE_KEYS = frozenset(
+    {"optimizer", "loss", "loss_weights", "metrics", "weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile"}
+)
+
+
+def _check_compile_bool(value, argument):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"Invalid value for `{argument}`: expected a bool. Received: {argument}={value!r}")
+    return bool(value)
+
+
+def _function_name(entry):
+    """Keras's reference to a built-in function, ``{"class_name": "function", "module": "builtins" or
+    "keras...", "config": name}``, as the name, which compile() looks up among gpulayers' own (as Keras
+    looks it up in its built-in modules); anything else as it is."""
+    if isinstance(entry, dict) and entry.get("class_name") == "function" and isinstance(entry.get("config"), str):
+        module = entry.get("module")
+        if isinstance(module, str) and (module in ("builtins", "keras") or module.startswith("keras.")):
+            return entry["config"]
+    return entry
+
+
+def _serialize_compile_entry(value, serialize):
+    """A compile argument as Keras's compile_config holds it: names and dicts as given, objects serialized."""
+    if value is None or isinstance(value, (str, dict)):
+        return value
+    return serialize(value)
+
+
+def _serialize_metric_list(metrics):
+    if metrics is None:
+        return None
+    return [_serialize_compile_entry(m, metrics_module.serialize) for m in metrics]
+
+
 def _take(data, idx):
     """Rows ``idx`` (a numpy index array) of a numpy or backend array."""
     if data is None:
@@ -128,10 +164,14 @@ class Trainer:
         """Configure training: optimizer, loss and metrics (names or objects, as Keras).
 
         ``metrics`` ignore sample weights; ``weighted_metrics`` use them (Keras's rule).
-        ``run_eagerly``, ``jit_compile`` and ``auto_scale_loss`` are accepted for
-        compatibility (gpulayers always runs eagerly). ``loss_weights`` must be
-        None and ``steps_per_execution`` 1 (one output, one step at a time).
+        ``run_eagerly`` (a bool), ``jit_compile`` (a bool or ``"auto"``) and
+        ``auto_scale_loss`` are accepted for compatibility (gpulayers always
+        runs eagerly) and kept in :meth:`get_compile_config`. ``loss_weights``
+        must be None and ``steps_per_execution`` 1 (one output, one step at a time).
         """
+        run_eagerly = _check_compile_bool(run_eagerly, "run_eagerly")
+        if jit_compile != "auto":
+            jit_compile = _check_compile_bool(jit_compile, "jit_compile")
         if loss is None:
             raise ValueError("Invalid value for `loss`: compile() needs a loss to train with. Received: loss=None")
         if loss_weights is not None:
@@ -155,9 +195,82 @@ class Trainer:
         self.optimizer, self.loss, self._loss_obj = opt, loss, loss_obj
         self._metrics = metric_objs
         self._loss_tracker = metrics_module.Mean(name="loss")
-        self._compile_args = {"optimizer": optimizer, "loss": loss, "metrics": metrics, "weighted_metrics": weighted_metrics}
+        self._compile_args = {
+            "loss": loss,
+            "metrics": metrics,
+            "weighted_metrics": weighted_metrics,
+            "run_eagerly": run_eagerly,
+            # What Keras writes: "auto" resolves to False where nothing is jit-compiled (gpulayers never is).
+            "jit_compile": False if jit_compile == "auto" or run_eagerly else jit_compile,
+        }
         self._compiled = True
         self.stop_training = False
+
+    def get_compile_config(self):
+        """The arguments of :meth:`compile` as Keras 3 serializes them (``{}`` when not compiled).
+
+        The keys are Keras's: ``optimizer`` (always the serialized optimizer,
+        even when compiled with a name), ``loss``, ``metrics`` and
+        ``weighted_metrics`` (names as given, objects serialized),
+        ``loss_weights`` (None), ``run_eagerly``, ``steps_per_execution`` (1)
+        and ``jit_compile``. Saving a model writes this dict as
+        ``compile_config``.
+        """
+        if not self._compiled:
+            return {}
+        args = self._compile_args
+        return {
+            "optimizer": None if self.optimizer is None else optimizers.serialize(self.optimizer),
+            "loss": _serialize_compile_entry(args["loss"], losses_module.serialize),
+            "loss_weights": None,
+            "metrics": _serialize_metric_list(args["metrics"]),
+            "weighted_metrics": _serialize_metric_list(args["weighted_metrics"]),
+            "run_eagerly": args["run_eagerly"],
+            "steps_per_execution": 1,
+            "jit_compile": args["jit_compile"],
+        }
+
+    def compile_from_config(self, config):
+        """Compile from a :meth:`get_compile_config` dict (one written by gpulayers or by Keras 3).
+
+        Only gpulayers' own optimizers, losses and metrics are built; a name
+        or config of anything else (a user's class, a module to import) is
+        refused with ValueError and the model is left as it was. As in Keras,
+        the optimizer starts without state; ``saving`` restores it from the
+        weights file.
+        """
+        if not isinstance(config, dict):
+            raise TypeError(f"Invalid type for `config`: expected a dict. Received: config={config!r:.200}")
+        unknown = sorted(set(config) - COMPILE_KEYS, key=str)
+        if unknown:
+            raise ValueError(
+                f"Invalid value for `config`: unknown compile argument(s) {unknown}; expected keys among "
+                f"{sorted(COMPILE_KEYS)}. Received: config={config!r:.200}"
+            )
+        kwargs = dict(config)
+        optimizer = kwargs.get("optimizer", "rmsprop")  # compile()'s default, as in Keras
+        if optimizer is not None and not isinstance(optimizer, (str, dict)):
+            raise ValueError(
+                f"Invalid value for `config['optimizer']`: expected a name or a serialized optimizer. "
+                f"Received: {optimizer!r:.200}"
+            )
+        kwargs["optimizer"] = optimizers.get(optimizer, argument="optimizer")
+        if not isinstance(kwargs.get("loss"), (str, dict)):
+            raise ValueError(
+                f"Invalid value for `config['loss']`: expected a name or a serialized loss. Received: {kwargs.get('loss')!r:.200}"
+            )
+        kwargs["loss"] = _function_name(kwargs["loss"])
+        for key in ("metrics", "weighted_metrics"):
+            entries = kwargs.get(key)
+            if entries is None:
+                continue
+            if not isinstance(entries, list) or not all(isinstance(e, (str, dict)) for e in entries):
+                raise ValueError(
+                    f"Invalid value for `config['{key}']`: expected null or a list of names and serialized "
+                    f"metrics (one output). Received: {entries!r:.200}"
+                )
+            kwargs[key] = [_function_name(e) for e in entries]
+        self.compile(**kwargs)
 
     def _resolve_metrics(self, metrics, loss, argument):
         if metrics is None:
@@ -543,19 +656,26 @@ class Trainer:
     # ------------------------------------------------------------ files
 
     def save(self, filepath):
-        """Save the whole model as a Keras 3 ``.keras`` file (atomically)."""
+        """Save the whole model as a Keras 3 ``.keras`` file (atomically).
+
+        A compiled model is saved with its compile config and optimizer state:
+        ``gpulayers.models.load_model`` (or Keras's) resumes its training.
+        """
         from gpulayers import saving
 
         saving.save_model(self, filepath)
 
     def save_weights(self, filepath):
-        """Save the weights in Keras 3's ``.weights.h5`` layout (atomically)."""
+        """Save the weights (and a compiled model's optimizer state) in Keras 3's ``.weights.h5`` layout (atomically)."""
         from gpulayers import saving
 
         saving.save_weights(self, filepath)
 
     def load_weights(self, filepath):
-        """Load weights from a ``.weights.h5`` or ``.keras`` file; validates before assigning."""
+        """Load weights from a ``.weights.h5`` or ``.keras`` file; validates before assigning.
+
+        A compiled model also restores the optimizer state the file holds.
+        """
         from gpulayers import saving
 
         saving.load_weights(self, filepath)

@@ -2,7 +2,10 @@
 
 Each ``_update_step(g, w, lr, state)`` gets the (clipped) gradient already
 cast to the variable's dtype and the learning rate of the current step, and
-returns the variable's new value; the state arrays are updated in place.
+returns the variable's new value and its new state arrays. Nothing is updated
+in place, so a step that fails half way (out of memory) changes nothing: the
+optimizer commits every variable's results together. Each expression rounds
+exactly as Keras's in-place form (``m * b - g * lr`` is ``m *= b; m -= g * lr``).
 The rules, defaults and default names are those of ``keras/src/optimizers/``
 (``sgd.py``, ``adam.py``, ``adamw.py``, ``rmsprop.py``, ``adagrad.py``).
 """
@@ -53,13 +56,11 @@ class SGD(Optimizer):
 
     def _update_step(self, g, w, lr, state):
         if self.momentum == 0:
-            return w - g * lr
-        m = state["momentum"]
-        m *= self.momentum
-        m -= g * lr
+            return w - g * lr, {}
+        m = state["momentum"] * self.momentum - g * lr
         if self.nesterov:
-            return w + (m * self.momentum - g * lr)
-        return w + m
+            return w + (m * self.momentum - g * lr), {"momentum": m}
+        return w + m, {"momentum": m}
 
     def get_config(self):
         config = super().get_config()
@@ -104,16 +105,21 @@ class Adam(Optimizer):
     def _slots(self):
         return ("momentum", "velocity", "velocity_hat") if self.amsgrad else ("momentum", "velocity")
 
+    def _slot_groups(self):
+        # Keras builds momentum and velocity together (interleaved per variable), then velocity_hat.
+        return (("momentum", "velocity"),) + ((("velocity_hat",),) if self.amsgrad else ())
+
     def _update_step(self, g, w, lr, state):
         xp = array_namespace(w)
         t = self._iterations + 1
         alpha = lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
         m, v = state["momentum"], state["velocity"]
-        m += (g - m) * (1 - self.beta_1)
-        v += (g * g - v) * (1 - self.beta_2)
+        m = m + (g - m) * (1 - self.beta_1)
+        v = v + (g * g - v) * (1 - self.beta_2)
+        new_state = {"momentum": m, "velocity": v}
         if self.amsgrad:
-            v = xp.maximum(state["velocity_hat"], v, out=state["velocity_hat"])
-        return w - (m * alpha) / (xp.sqrt(v) + self.epsilon)
+            v = new_state["velocity_hat"] = xp.maximum(state["velocity_hat"], v)
+        return w - (m * alpha) / (xp.sqrt(v) + self.epsilon), new_state
 
     def get_config(self):
         config = super().get_config()
@@ -186,23 +192,18 @@ class RMSprop(Optimizer):
     def _update_step(self, g, w, lr, state):
         xp = array_namespace(w)
         rho = self.rho
-        velocity = state["velocity"]
-        velocity *= rho
-        velocity += (1 - rho) * (g * g)
+        velocity = state["velocity"] * rho + (1 - rho) * (g * g)
+        new_state = {"velocity": velocity}
         if self.centered:
-            average = state["average_gradient"]
-            average *= rho
-            average += (1 - rho) * g
+            average = new_state["average_gradient"] = state["average_gradient"] * rho + (1 - rho) * g
             denominator = velocity - average * average + self.epsilon
         else:
             denominator = velocity + self.epsilon
         increment = (lr * g) / xp.sqrt(denominator)
         if self.momentum > 0:
-            momentum = state["momentum"]
-            momentum *= self.momentum
-            momentum += increment
-            return w - momentum
-        return w - increment
+            momentum = new_state["momentum"] = state["momentum"] * self.momentum + increment
+            return w - momentum, new_state
+        return w - increment, new_state
 
     def get_config(self):
         config = super().get_config()
@@ -247,9 +248,8 @@ class Adagrad(Optimizer):
 
     def _update_step(self, g, w, lr, state):
         xp = array_namespace(w)
-        accumulator = state["accumulator"]
-        accumulator += g * g
-        return w - (lr * g) / xp.sqrt(accumulator + self.epsilon)
+        accumulator = state["accumulator"] + g * g
+        return w - (lr * g) / xp.sqrt(accumulator + self.epsilon), {"accumulator": accumulator}
 
     def get_config(self):
         config = super().get_config()

@@ -29,7 +29,13 @@ Differences from Keras 3, all deliberate:
 - ``use_ema=True``, ``loss_scale_factor`` and ``gradient_accumulation_steps``
   are refused (ValueError); their config keys are still written.
 - ``variables`` lists the state arrays only (Keras also lists its
-  ``iteration`` and ``learning_rate`` variables).
+  ``iteration`` and ``learning_rate`` variables), slot by slot.
+
+Saving: :meth:`Optimizer.export_state` gives the state of a model's
+variables as Keras 3 stores it in a weights file (iterations, the float
+learning rate, then the slots in Keras's build order) and
+:meth:`Optimizer.import_state` restores it; ``gpulayers.saving`` writes and
+reads the ``optimizer/vars`` group with them.
 """
 
 import inspect
@@ -292,10 +298,126 @@ class Optimizer:
         self._built_variables = variables
         self.built = True
 
+    def _slot_groups(self):
+        """The slots in Keras's build order: one tuple per ``add_optimizer_variables`` call.
+
+        Keras creates the slots of one call variable by variable (Adam: the
+        first variable's momentum and velocity, then the second's...), and
+        the calls one after the other. By default each slot is its own call.
+        """
+        return tuple((slot,) for slot in self._slots())
+
+    def _state_order(self, variables):
+        """``(variable, slot)`` for each state array of ``variables``, in Keras's ``optimizer.variables`` order."""
+        return [(v, slot) for group in self._slot_groups() for v in variables for slot in group]
+
     @property
     def variables(self):
-        """The state arrays: slot by slot, each in the order the variables were first seen."""
+        """The state arrays: slot by slot, each in the order the variables were first seen.
+
+        (Keras interleaves Adam's momentum and velocity per variable; :meth:`export_state`
+        gives Keras's order.)
+        """
         return [slots[slot] for slot in self._slots() for _, slots in self._state.values()]
+
+    # ------------------------------------------------------------ saving and restoring the state
+
+    def export_state(self, variables):
+        """The state of ``variables`` as Keras 3 saves it (the ``optimizer/vars`` group of a weights file).
+
+        Returns:
+            A dict: ``iterations`` (int); ``learning_rate``, the float
+            learning rate, or None for a schedule or a callable (Keras keeps
+            no variable for those); ``slots``, NumPy copies of the state
+            arrays in Keras's order (:meth:`_state_order`), or ``[]`` when
+            none of ``variables`` has state yet (Keras's unbuilt optimizer).
+            A variable without state among others that have it contributes
+            the arrays its first update would start from.
+        """
+        variables = self._check_variables(variables)
+        lr = self._learning_rate if isinstance(self._learning_rate, float) else None
+        slots = []
+        if any(id(v) in self._state for v in variables):
+            for v, slot in self._state_order(variables):
+                entry = self._state.get(id(v))
+                array = entry[1][slot] if entry is not None else self._init_slot(slot, v.value)
+                slots.append(np.array(_as_host(array)))
+        return {"iterations": self._iterations, "learning_rate": lr, "slots": slots}
+
+    def import_state(self, variables, iterations, learning_rate=None, slots=()):
+        """Restore what :meth:`export_state` gave (or a Keras 3 file holds) for ``variables``.
+
+        Args:
+            variables: the Variables, in the order the state was exported for.
+            iterations: int >= 0.
+            learning_rate: the saved float learning rate, or None. It
+                replaces a float learning rate only where the two differ in
+                the saved value's precision (a NumPy scalar keeps its dtype),
+                so a float32 copy of the rate does not overwrite the exact
+                Python float (nor is a schedule replaced).
+            slots: the state arrays in Keras's order, or empty: the saved
+                optimizer had no state, so these variables start afresh.
+
+        Everything is checked and converted before anything is assigned.
+        """
+        self._prepare_import(variables, iterations, learning_rate, slots)()
+
+    def _prepare_import(self, variables, iterations, learning_rate, slots):
+        """Check and convert the state to import; returns the function that assigns it (and cannot fail)."""
+        variables = self._check_variables(variables)
+        if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
+            raise ValueError(f"Invalid value for `iterations`: expected an int >= 0. Received: iterations={iterations!r}")
+        new_lr = self._learning_rate
+        if learning_rate is not None and isinstance(self._learning_rate, float):
+            saved = np.asarray(learning_rate)
+            if saved.shape != () or saved.dtype.kind != "f":
+                raise ValueError(f"Invalid value for `learning_rate`: expected a float. Received: learning_rate={learning_rate!r}")
+            if saved != np.asarray(self._learning_rate, dtype=saved.dtype):
+                new_lr, _ = self._standardize_learning_rate(float(saved))
+        new_state = self._converted_slots(variables, list(slots))
+
+        def commit():
+            self._iterations = int(iterations)
+            self._learning_rate = new_lr
+            for v in variables:
+                if new_state is None:
+                    self._state.pop(id(v), None)  # the saved optimizer had none: created afresh on the next update
+                else:
+                    self._state[id(v)] = (v, new_state[id(v)])
+            if not self.built:
+                self._built_variables = list(variables)
+                self.built = True
+
+        return commit
+
+    def _converted_slots(self, variables, slots):
+        """``{id(variable): {slot: array}}`` from the arrays in Keras's order, on each variable's device; None when empty."""
+        if not slots:
+            return None
+        order = self._state_order(variables)
+        if len(slots) != len(order):
+            raise ValueError(
+                f"Invalid value for `slots`: optimizer '{self.name}' ({type(self).__name__}) keeps {len(order)} state "
+                f"arrays for {len(variables)} variables. Received: {len(slots)} arrays"
+            )
+        new_state = {id(v): {} for v in variables}
+        for i, ((v, slot), array) in enumerate(zip(order, slots)):
+            value = v.value
+            if tuple(getattr(array, "shape", ())) != tuple(value.shape):
+                raise ValueError(
+                    f"Invalid shape for `slots[{i}]`: the '{slot}' state of variable "
+                    f"'{getattr(v, 'path', v.name)}' has shape {tuple(value.shape)}. "
+                    f"Received: slots[{i}].shape={tuple(getattr(array, 'shape', ()))}"
+                )
+            if getattr(getattr(array, "dtype", None), "kind", None) not in ("f", "i", "u"):
+                raise ValueError(
+                    f"Invalid dtype for `slots[{i}]`: expected a numeric array for the '{slot}' state of variable "
+                    f"'{getattr(v, 'path', v.name)}'. Received: {type(array).__name__} of dtype {getattr(array, 'dtype', None)}"
+                )
+            xp = array_namespace(value)
+            source = _as_host(array) if xp is np else array  # a CuPy array comes to the host for a NumPy variable
+            new_state[id(v)][slot] = xp.array(source, dtype=value.dtype, copy=True)
+        return new_state
 
     # ------------------------------------------------------------ weight decay
 
@@ -400,19 +522,36 @@ class Optimizer:
         states = [self._state_for(v) for v in variables]
         lr = self.learning_rate
 
+        # All new values are computed before any is assigned: a step that
+        # fails part way (out of GPU memory) leaves weights and state as they were.
         grads = self._clip_gradients(grads)
-        if self.weight_decay is not None:
-            for v in variables:
-                if self._use_weight_decay(v):
-                    v.value = v.value - v.value * self.weight_decay * lr
+        results = []
         for g, v, state in zip(grads, variables, states):
-            dtype = v.value.dtype
-            new = self._update_step(g.astype(dtype, copy=False), v.value, lr, state)
-            v.value = new if new.dtype == dtype else new.astype(dtype)
-        self._iterations += 1
-        for v in variables:
-            if getattr(v, "constraint", None) is not None:
-                v.value = v.constraint(v.value)
+            try:
+                w = v.value
+                if self.weight_decay is not None and self._use_weight_decay(v):
+                    w = w - w * self.weight_decay * lr
+                dtype = w.dtype
+                new, new_state = self._update_step(g.astype(dtype, copy=False), w, lr, state)
+                results.append((new if new.dtype == dtype else new.astype(dtype), new_state))
+            except MemoryError as exc:  # cupy's OutOfMemoryError too: name what was being updated
+                raise MemoryError(
+                    f"Out of memory in optimizer '{self.name}' updating variable "
+                    f"'{getattr(v, 'path', v.name)}' of shape {tuple(v.value.shape)} ({type(exc).__name__}: "
+                    f"{exc}); no weight or optimizer state was changed."
+                ) from exc
+        self._iterations += 1  # Keras applies the constraints after the increment
+        try:
+            results = [
+                (v.constraint(new) if getattr(v, "constraint", None) is not None else new, new_state)
+                for v, (new, new_state) in zip(variables, results)
+            ]
+        except BaseException:
+            self._iterations -= 1
+            raise
+        for v, state, (new, new_state) in zip(variables, states, results):
+            v.value = new
+            state.update(new_state)
 
     def apply_gradients(self, grads_and_vars):
         """Keras's pair form: ``apply_gradients([(grad, variable), ...])``; returns ``iterations``."""

@@ -1209,6 +1209,14 @@ def test_sequential_refused_call_builds_no_layer():
     with pytest.raises(ValueError):
         model2(np.ones((2, 5), np.float32))
     assert [layer.built for layer in model2.layers] == [False, False]
+    # A later layer refusing while it builds (its initializer refuses a 1-D
+    # weight) used to leave the earlier layers built, with their weights.
+    model3 = Sequential([Dense(1), Dense(1), BatchNormalization(axis=0, moving_variance_initializer="orthogonal")])
+    for _ in range(2):
+        with pytest.raises(ValueError, match="Orthogonal"):
+            model3(np.ones((1, 1), np.float16))
+        assert [layer.built for layer in model3.layers] == [False, False, False]
+        assert model3.get_weights() == [] and [layer.weights for layer in model3.layers] == [[], [], []]
 
 
 @pytest.mark.parametrize(

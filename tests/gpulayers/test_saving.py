@@ -349,15 +349,21 @@ def test_accepts_the_extra_keys_keras_writes(saved, tmp_path):
             if "kernel_initializer" in cfg:
                 cfg["kernel_initializer"]["config"].update(input_axes=None, output_axes=None)
 
-    def optimizer_state(h5):
+    def optimizer_state(h5):  # Keras's torch backend: int32 iterations, float32 learning rate, no slots yet
         group = h5.create_group("optimizer").create_group("vars")
         group.attrs["name"] = "adam"
         group["0"] = np.array(3, dtype=np.int32)
+        group["1"] = np.array(0.001, dtype=np.float32)
 
     path = rewrite_keras(saved["keras"], tmp_path / "k.keras", replace={
         "config.json": edit_config(keras_like), "model.weights.h5": edit_h5(optimizer_state)})
-    loaded = saving.load_model(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = saving.load_model(path)
     np.testing.assert_array_equal(loaded.predict(saved["x"], verbose=0), saved["y"])
+    assert type(loaded.optimizer).__name__ == "Adam" and loaded.optimizer.iterations == 3
+    assert loaded.optimizer.learning_rate == 0.001 and loaded.loss == "mse"
+    assert not saving.load_model(path, compile=False)._compiled
 
 
 def test_keras_noop_keys_with_real_values_are_still_refused(saved, tmp_path):

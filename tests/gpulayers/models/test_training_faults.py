@@ -117,3 +117,41 @@ def test_out_of_memory_names_the_layer_and_undoes_the_step(monkeypatch):
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert model.optimizer.iterations == 1
+
+
+def test_out_of_memory_in_the_optimizer_changes_nothing(monkeypatch):
+    gpulayers.set_random_seed(0)
+    model, x, y = model_and_data()
+    model.compile(optimizer=optimizers.Adam(0.01, amsgrad=True), loss="sparse_categorical_crossentropy")
+    model.train_on_batch(x[:8], y[:8])
+    opt = model.optimizer
+    weights = model.get_weights()
+    state = {k: [np.array(a) for a in s.values()] for k, (_, s) in opt._state.items()}
+    update = type(opt)._update_step
+    calls = []
+
+    def no_memory_on_the_third(self, g, w, lr, st):
+        calls.append(1)
+        if len(calls) == 3:  # two variables are already updated (in Adam's old in-place form, at least)
+            raise MemoryError("cudaErrorMemoryAllocation (simulated)")
+        return update(self, g, w, lr, st)
+
+    monkeypatch.setattr(type(opt), "_update_step", no_memory_on_the_third)
+    with pytest.raises(MemoryError, match=r"optimizer 'adam' updating variable 'dense_\d+/kernel' of shape \(8, 2\)"):
+        model.train_on_batch(x[8:16], y[8:16])
+    for a, b in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert opt.iterations == 1
+    for k, (_, s) in opt._state.items():
+        for a, b in zip(state[k], s.values()):
+            np.testing.assert_array_equal(a, b)
+    # The retried step is exactly the step that would have run.
+    monkeypatch.undo()
+    model.train_on_batch(x[8:16], y[8:16])
+    gpulayers.set_random_seed(0)
+    twin, _, _ = model_and_data()
+    twin.compile(optimizer=optimizers.Adam(0.01, amsgrad=True), loss="sparse_categorical_crossentropy")
+    twin.train_on_batch(x[:8], y[:8])
+    twin.train_on_batch(x[8:16], y[8:16])
+    for a, b in zip(twin.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
