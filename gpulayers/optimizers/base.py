@@ -313,12 +313,14 @@ class Optimizer:
 
     @property
     def variables(self):
-        """The state arrays: slot by slot, each in the order the variables were first seen.
+        """The state arrays in Keras's order (without its ``iteration`` and ``learning_rate``).
 
-        (Keras interleaves Adam's momentum and velocity per variable; :meth:`export_state`
-        gives Keras's order.)
+        Variables in the order they were first seen; slots in Keras's build
+        order (Adam: each variable's momentum and velocity, then every
+        ``velocity_hat``).
         """
-        return [slots[slot] for slot in self._slots() for _, slots in self._state.values()]
+        seen = [v for v, _ in self._state.values()]
+        return [self._state[id(v)][1][slot] for v, slot in self._state_order(seen)]
 
     # ------------------------------------------------------------ saving and restoring the state
 

@@ -516,10 +516,11 @@ def test_state_created_lazily_and_per_variable():
     assert opt.variables == [] and not opt.built
     a, b = var([1.0, 2.0], "a"), var([[1.0], [2.0], [3.0]], "b")
     opt.apply([f64([1.0, 1.0]), f64([[1.0], [0.0], [1.0]])], [a, b])
-    assert opt.built and len(opt.variables) == 4  # momentum a, b; velocity a, b
-    assert [s.shape for s in opt.variables] == [(2,), (3, 1), (2,), (3, 1)]
+    assert opt.built and len(opt.variables) == 4  # Keras's order: momentum a, velocity a, momentum b, velocity b
+    assert [s.shape for s in opt.variables] == [(2,), (2,), (3, 1), (3, 1)]
     assert len({id(s) for s in opt.variables}) == 4
-    np.testing.assert_allclose(opt.variables[1].ravel(), [0.1, 0.0, 0.1])
+    np.testing.assert_allclose(opt.variables[2].ravel(), [0.1, 0.0, 0.1])
+    np.testing.assert_allclose(opt.variables[3].ravel(), [0.001, 0.0, 0.001])
     c = var([5.0], "c")  # a variable first seen later gets its state then
     opt.apply([f64([1.0])], [c])
     assert len(opt.variables) == 6
