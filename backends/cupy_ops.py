@@ -22,6 +22,10 @@ How the wrappers treat their inputs:
   first kernel fetched, cached on disk by CuPy and in memory per process
   here), never at import. A missing NVRTC or a failed compile raises one
   RuntimeError naming the cause.
+* Window geometry far beyond the input (huge strides, dilations, windows or
+  padding) is first reduced by :class:`backends.ops.Ops` (``_axis_plan``), so
+  the kernels get small int32 arguments; pooling kernels also visit only the
+  window cells inside the input.
 * The im2col workspace is bounded by :attr:`CupyOps.im2col_limit_bytes`
   (default 256 MiB, or ``GPULAYERS_IM2COL_LIMIT_MB`` in the environment):
   larger batches run in chunks of images. An out-of-memory error inside a
@@ -359,6 +363,9 @@ class CupyOps(Ops):
         cupy = self.xp
         op = "conv2d_forward"
         x = self.asarray(x)
+        reduced = self._reduced_conv2d_forward(x, kernel, strides, pads, dilation, data_format)
+        if reduced is not None:  # huge strides, dilation or padding (see ops._axis_plan)
+            return reduced
         out_dtype = x.dtype
         dt = self._compute_dtype(out_dtype, op)
         x = self._prep(x, dt)
@@ -388,6 +395,9 @@ class CupyOps(Ops):
         cupy = self.xp
         op = "conv2d_backward_input"
         dy = self.asarray(dy)
+        reduced = self._reduced_conv2d_backward_input(dy, kernel, x_shape, strides, pads, dilation, data_format)
+        if reduced is not None:
+            return reduced
         out_dtype = dy.dtype
         dt = self._compute_dtype(out_dtype, op)
         kernel = self._prep(kernel, dt)
@@ -415,6 +425,9 @@ class CupyOps(Ops):
         cupy = self.xp
         op = "conv2d_backward_kernel"
         x = self.asarray(x)
+        reduced = self._reduced_conv2d_backward_kernel(x, dy, kernel_shape, strides, pads, dilation, data_format)
+        if reduced is not None:
+            return reduced
         out_dtype = x.dtype
         dt = self._compute_dtype(out_dtype, op)
         x = self._prep(x, dt)
@@ -456,6 +469,7 @@ class CupyOps(Ops):
 
     @staticmethod
     def _pool_args(g):
+        _i32(g.ph * g.pw, "pool cells")  # the kernels number window cells i * pw + j in an int
         return (
             _i32(g.n, "batch"), _i32(g.h, "height"), _i32(g.w, "width"), _i32(g.c, "channels"),
             _i32(1 if g.cf else 0, "channels_first"), _i32(g.oh, "output height"), _i32(g.ow, "output width"),
@@ -482,6 +496,9 @@ class CupyOps(Ops):
 
     def max_pool2d_forward(self, x, pool_size, strides, pads, data_format):
         op = "max_pool2d_forward"
+        reduced = self._reduced_max_pool2d_forward(self.asarray(x), pool_size, strides, pads, data_format)
+        if reduced is not None:  # huge window, strides or padding (see ops._axis_plan)
+            return reduced
         x, out_dtype, dt = self._pool_input(x, op)
         g = self._pool_geom(x.shape, pool_size, strides, pads, data_format)
         y = self.xp.empty(self._pool_out_shape(g), dtype=dt)
@@ -497,10 +514,18 @@ class CupyOps(Ops):
         return dx.astype(out_dtype, copy=False)
 
     def max_pool2d_backward(self, dy, argmax, x_shape, pool_size, strides, pads, data_format):
+        reduced = self._reduced_route(
+            self.max_pool2d_backward, dy, argmax, x_shape, pool_size, strides, pads, data_format
+        )
+        if reduced is not None:
+            return reduced
         return self._route(dy, argmax, x_shape, pool_size, strides, pads, data_format, "max_pool2d_backward")
 
     def avg_pool2d_forward(self, x, pool_size, strides, pads, data_format):
         op = "avg_pool2d_forward"
+        reduced = self._reduced_avg_pool2d_forward(self.asarray(x), pool_size, strides, pads, data_format)
+        if reduced is not None:
+            return reduced
         x, out_dtype, dt = self._pool_input(x, op)
         g = self._pool_geom(x.shape, pool_size, strides, pads, data_format)
         y = self.xp.empty(self._pool_out_shape(g), dtype=dt)
@@ -509,6 +534,9 @@ class CupyOps(Ops):
 
     def avg_pool2d_backward(self, dy, x_shape, pool_size, strides, pads, data_format):
         op = "avg_pool2d_backward"
+        reduced = self._reduced_avg_pool2d_backward(dy, x_shape, pool_size, strides, pads, data_format)
+        if reduced is not None:
+            return reduced
         dy, out_dtype, dt, g = self._pool_grad(dy, x_shape, pool_size, strides, pads, data_format, op)
         dx = self.xp.empty(self._pool_in_shape(g), dtype=dt)
         self._launch("pool", "avg_pool_bwd", dt, dx.size, (dy, dx, *self._pool_args(g)))
@@ -516,6 +544,11 @@ class CupyOps(Ops):
 
     def stochastic_pool2d_forward(self, x, uniforms, pool_size, strides, pads, data_format):
         op = "stochastic_pool2d_forward"
+        reduced = self._reduced_stochastic_pool2d_forward(
+            self.asarray(x), uniforms, pool_size, strides, pads, data_format
+        )
+        if reduced is not None:
+            return reduced
         x, out_dtype, dt = self._pool_input(x, op)
         g = self._pool_geom(x.shape, pool_size, strides, pads, data_format)
         u = self.asarray(uniforms)
@@ -528,10 +561,20 @@ class CupyOps(Ops):
         return y.astype(out_dtype, copy=False), index
 
     def stochastic_pool2d_backward(self, dy, index, x_shape, pool_size, strides, pads, data_format):
+        reduced = self._reduced_route(
+            self.stochastic_pool2d_backward, dy, index, x_shape, pool_size, strides, pads, data_format
+        )
+        if reduced is not None:
+            return reduced
         return self._route(dy, index, x_shape, pool_size, strides, pads, data_format, "stochastic_pool2d_backward")
 
     def stochastic_pool2d_inference_forward(self, x, pool_size, strides, pads, data_format):
         op = "stochastic_pool2d_inference_forward"
+        reduced = self._reduced_stochastic_pool2d_inference_forward(
+            self.asarray(x), pool_size, strides, pads, data_format
+        )
+        if reduced is not None:
+            return reduced
         x, out_dtype, dt = self._pool_input(x, op)
         g = self._pool_geom(x.shape, pool_size, strides, pads, data_format)
         y = self.xp.empty(self._pool_out_shape(g), dtype=dt)
@@ -540,6 +583,11 @@ class CupyOps(Ops):
 
     def stochastic_pool2d_inference_backward(self, dy, x, pool_size, strides, pads, data_format):
         op = "stochastic_pool2d_inference_backward"
+        reduced = self._reduced_stochastic_pool2d_inference_backward(
+            dy, self.asarray(x), pool_size, strides, pads, data_format
+        )
+        if reduced is not None:
+            return reduced
         x, out_dtype, dt = self._pool_input(x, op)
         dy, _, _, g = self._pool_grad(dy, x.shape, pool_size, strides, pads, data_format, op)
         dy = dy.astype(dt, copy=False)

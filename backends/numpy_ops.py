@@ -434,6 +434,9 @@ class NumpyOps(Ops):
     def conv2d_forward(self, x, kernel, strides, pads, dilation, data_format):
         """im2col and one GEMM; with our own threads, image by image in each thread's cache
         (the patches of a few images, then their GEMM), so no patch matrix is written out."""
+        reduced = self._reduced_conv2d_forward(x, kernel, strides, pads, dilation, data_format)
+        if reduced is not None:  # huge strides, dilation or padding (see ops._axis_plan)
+            return reduced
         if not self._fast(x) or 0 in x.shape or 0 in kernel.shape:
             return super().conv2d_forward(x, kernel, strides, pads, dilation, data_format)
         x = self._to_nhwc(x, data_format)
@@ -461,6 +464,9 @@ class NumpyOps(Ops):
     def conv2d_backward_kernel(self, x, dy, kernel_shape, strides, pads, dilation, data_format):
         """``col.T @ dy2d``; with our own threads, per chunk of images (patches rebuilt in cache),
         summed in float64 across chunks."""
+        reduced = self._reduced_conv2d_backward_kernel(x, dy, kernel_shape, strides, pads, dilation, data_format)
+        if reduced is not None:
+            return reduced
         if not self._fast(x, dy) or 0 in x.shape or 0 in dy.shape or 0 in kernel_shape:
             return super().conv2d_backward_kernel(x, dy, kernel_shape, strides, pads, dilation, data_format)
         x = self._to_nhwc(x, data_format)
@@ -497,6 +503,9 @@ class NumpyOps(Ops):
         ``dy2d @ kernel[i, j].T``, added into the input positions the tap touched (no
         (M, KH*KW*C) gradient matrix); a tap that covers all of dx (the centre of a 'same'
         stride-1 window) is written straight into dx, which then needs no zeroing."""
+        reduced = self._reduced_conv2d_backward_input(dy, kernel, x_shape, strides, pads, dilation, data_format)
+        if reduced is not None:
+            return reduced
         if not self._fast(dy) or 0 in dy.shape or 0 in kernel.shape or 0 in tuple(x_shape):
             return super().conv2d_backward_input(dy, kernel, x_shape, strides, pads, dilation, data_format)
         n, h, w, c = self._shape_nhwc(x_shape, data_format)
@@ -578,10 +587,20 @@ class NumpyOps(Ops):
             numpy.maximum(yy, cc[lo:hi], out=yy)
             numpy.maximum(yy, d[lo:hi], out=yy)
             m0, m1, m2 = (m[: hi - lo] for m in st)
+            # A NaN cell is the first max of a NaN window (the generic rule);
+            # checked per chunk (max propagates NaN: one read-only pass) so that
+            # chunks without NaN pay nothing more.
+            nan = yy.size and numpy.isnan(yy.max())
             numpy.not_equal(a[lo:hi], yy, out=m0)
+            if nan:
+                numpy.logical_and(m0, a[lo:hi] == a[lo:hi], out=m0)
             numpy.not_equal(b[lo:hi], yy, out=m1)
+            if nan:
+                numpy.logical_and(m1, b[lo:hi] == b[lo:hi], out=m1)
             numpy.logical_and(m1, m0, out=m1)
             numpy.not_equal(cc[lo:hi], yy, out=m2)
+            if nan:
+                numpy.logical_and(m2, cc[lo:hi] == cc[lo:hi], out=m2)
             numpy.logical_and(m2, m1, out=m2)
             aa = arg[lo:hi]
             numpy.add(m0, m1, out=aa, dtype=numpy.int32)

@@ -33,6 +33,15 @@ def numeric_grad(f, array, eps=1e-6):
     return grad
 
 
+def numeric_grad_of(f, x, eps=1e-6):
+    """Central finite differences of the scalar ``sum(f(x))`` wrt every entry of ``x``, as float64.
+
+    ``x`` itself is not changed (the differences are taken on a float64 copy).
+    """
+    x = np.array(x, dtype=np.float64)
+    return numeric_grad(lambda: float(np.sum(to_np(f(x)))), x, eps)
+
+
 def check_layer_gradients(layer, x, training=False, rtol=1e-5, atol=1e-7, seed=0, eps=1e-6):
     """Compare a float64 layer's backward pass with finite differences.
 

@@ -65,6 +65,34 @@ __device__ inline long long pool_offset(long long b, int y, int x, int ch, int h
     return ((b * hh + y) * (long long)ww + x) * cc + ch;
 }
 
+// The window cells [lo, hi) along one axis that fall inside the input, for a
+// window of k cells starting at `start` (negative in the padding) on an axis of
+// `len`: forward loops visit only these, so their work is bounded by the input
+// however large the window (cells outside are padding: never read).
+__device__ inline void pool_clip(int start, int k, int len, int& lo, int& hi)
+{
+    const long long s = start;
+    const long long a = s < 0 ? -s : 0;
+    const long long b = (long long)len - s;
+    lo = (int)(a < k ? a : k);
+    hi = (int)(b < lo ? lo : (b < k ? b : k));
+}
+
+// The outputs along one axis whose window holds input position p: lo..hi
+// (none when lo > hi), those o with 0 <= o < out and 0 <= p + pad - o*s < k.
+// Gathers visit o from hi down to lo, which is ascending window cell
+// i = p + pad - o*s, the order of the forward passes; so their work is bounded
+// by the windows that hold p, however large the window.
+__device__ inline void pool_cover(int p, int pad, int s, int out, int k, int& lo, int& hi)
+{
+    int rem;
+    const long long t = (long long)p + pad;  // >= 0: o*s <= t
+    const long long q = pool_divmod(t, s, rem);
+    hi = (int)(q < out - 1 ? q : out - 1);
+    const long long u = t - k + 1;  // o*s >= u: o >= ceil(u / s)
+    lo = u > 0 ? (int)(pool_divmod(u - 1, s, rem) + 1) : 0;
+}
+
 // ---------------------------------------------------------------- max pooling
 template <typename T>
 __global__ void max_pool_fwd(const T* __restrict__ x, T* __restrict__ y, int* __restrict__ argmax,
@@ -80,15 +108,16 @@ __global__ void max_pool_fwd(const T* __restrict__ x, T* __restrict__ y, int* __
         const long long b = pool_split(e, oh, ow, c, channels_first, oy, ox, ch);
         const T* xb = x + pool_offset(b, 0, 0, ch, h, w, c, channels_first);
         const int y0 = oy * sh - pad_top, x0 = ox * sw - pad_left;
+        int i0, i1, j0, j1;
+        pool_clip(y0, ph, h, i0, i1);
+        pool_clip(x0, pw, w, j0, j1);
         T best = pool_neg_inf<T>();
         int bi = ph * pw - 1;  // what backends/ops.py gives a window of padding only
         bool found = false;
-        for (int i = 0; i < ph; ++i) {
+        for (int i = i0; i < i1; ++i) {
             const int iy = y0 + i;
-            if (iy < 0 || iy >= h) continue;
-            for (int j = 0; j < pw; ++j) {
+            for (int j = j0; j < j1; ++j) {
                 const int ix = x0 + j;
-                if (ix < 0 || ix >= w) continue;
                 const T v = xb[iy * rs + ix * cs];
                 if (!found || v > best || (v != v && best == best)) {
                     best = v;
@@ -115,20 +144,15 @@ __global__ void pool_route_bwd(const T* __restrict__ dy, const int* __restrict__
         int iy, ix, ch;
         const long long b = pool_split(e, h, w, c, channels_first, iy, ix, ch);
         T sum = T(0);
-        for (int i = 0; i < ph; ++i) {
-            const int ty = iy + pad_top - i;  // oy * sh when cell row i of output row oy is iy
-            if (ty < 0) break;
-            if (ty % sh != 0) continue;
-            const int oy = ty / sh;
-            if (oy >= oh) continue;
-            for (int j = 0; j < pw; ++j) {
-                const int tx = ix + pad_left - j;
-                if (tx < 0) break;
-                if (tx % sw != 0) continue;
-                const int ox = tx / sw;
-                if (ox >= ow) continue;
+        int oy0, oy1, ox0, ox1;
+        pool_cover(iy, pad_top, sh, oh, ph, oy0, oy1);
+        pool_cover(ix, pad_left, sw, ow, pw, ox0, ox1);
+        for (int oy = oy1; oy >= oy0; --oy) {
+            const long long i = (long long)iy + pad_top - (long long)oy * sh;  // cell row i of output row oy is iy
+            for (int ox = ox1; ox >= ox0; --ox) {
+                const long long j = (long long)ix + pad_left - (long long)ox * sw;
                 const long long o = pool_offset(b, oy, ox, ch, oh, ow, c, channels_first);
-                if (index[o] == i * pw + j) sum += dy[o];
+                if (index[o] == (int)(i * pw + j)) sum += dy[o];
             }
         }
         dx[e] = sum;
@@ -158,13 +182,14 @@ __global__ void avg_pool_fwd(const T* __restrict__ x, T* __restrict__ y,
         const long long b = pool_split(e, oh, ow, c, channels_first, oy, ox, ch);
         const T* xb = x + pool_offset(b, 0, 0, ch, h, w, c, channels_first);
         const int y0 = oy * sh - pad_top, x0 = ox * sw - pad_left;
+        int i0, i1, j0, j1;
+        pool_clip(y0, ph, h, i0, i1);
+        pool_clip(x0, pw, w, j0, j1);
         T sum = T(0);
-        for (int i = 0; i < ph; ++i) {
+        for (int i = i0; i < i1; ++i) {
             const int iy = y0 + i;
-            if (iy < 0 || iy >= h) continue;
-            for (int j = 0; j < pw; ++j) {
+            for (int j = j0; j < j1; ++j) {
                 const int ix = x0 + j;
-                if (ix < 0 || ix >= w) continue;
                 sum += xb[iy * rs + ix * cs];
             }
         }
@@ -185,19 +210,12 @@ __global__ void avg_pool_bwd(const T* __restrict__ dy, T* __restrict__ dx,
         int iy, ix, ch;
         const long long b = pool_split(e, h, w, c, channels_first, iy, ix, ch);
         T sum = T(0);
-        for (int i = 0; i < ph; ++i) {
-            const int ty = iy + pad_top - i;
-            if (ty < 0) break;
-            if (ty % sh != 0) continue;
-            const int oy = ty / sh;
-            if (oy >= oh) continue;
+        int oy0, oy1, ox0, ox1;
+        pool_cover(iy, pad_top, sh, oh, ph, oy0, oy1);
+        pool_cover(ix, pad_left, sw, ow, pw, ox0, ox1);
+        for (int oy = oy1; oy >= oy0; --oy) {
             const int cy = pool_axis_count(oy * sh - pad_top, ph, h);
-            for (int j = 0; j < pw; ++j) {
-                const int tx = ix + pad_left - j;
-                if (tx < 0) break;
-                if (tx % sw != 0) continue;
-                const int ox = tx / sw;
-                if (ox >= ow) continue;
+            for (int ox = ox1; ox >= ox0; --ox) {
                 int count = cy * pool_axis_count(ox * sw - pad_left, pw, w);
                 if (count < 1) count = 1;
                 sum += dy[pool_offset(b, oy, ox, ch, oh, ow, c, channels_first)] / (T)count;
@@ -224,13 +242,14 @@ __global__ void stoch_pool_fwd(const T* __restrict__ x, const T* __restrict__ u,
         const long long b = pool_split(e, oh, ow, c, channels_first, oy, ox, ch);
         const T* xb = x + pool_offset(b, 0, 0, ch, h, w, c, channels_first);
         const int y0 = oy * sh - pad_top, x0 = ox * sw - pad_left;
+        int i0, i1, j0, j1;
+        pool_clip(y0, ph, h, i0, i1);
+        pool_clip(x0, pw, w, j0, j1);
         T sum = T(0);
-        for (int i = 0; i < ph; ++i) {
+        for (int i = i0; i < i1; ++i) {
             const int iy = y0 + i;
-            if (iy < 0 || iy >= h) continue;
-            for (int j = 0; j < pw; ++j) {
+            for (int j = j0; j < j1; ++j) {
                 const int ix = x0 + j;
-                if (ix < 0 || ix >= w) continue;
                 const T v = xb[iy * rs + ix * cs];
                 sum += v > T(0) ? v : T(0);
             }
@@ -239,12 +258,10 @@ __global__ void stoch_pool_fwd(const T* __restrict__ x, const T* __restrict__ u,
         T running = T(0);
         T out = T(0);
         int pick = -1;
-        for (int i = 0; i < ph; ++i) {
+        for (int i = i0; i < i1; ++i) {
             const int iy = y0 + i;
-            if (iy < 0 || iy >= h) continue;
-            for (int j = 0; j < pw; ++j) {
+            for (int j = j0; j < j1; ++j) {
                 const int ix = x0 + j;
-                if (ix < 0 || ix >= w) continue;
                 const T xv = xb[iy * rs + ix * cs];
                 const T v = xv > T(0) ? xv : T(0);
                 running += v;
@@ -274,13 +291,14 @@ __global__ void stoch_pool_inf_fwd(const T* __restrict__ x, T* __restrict__ y,
         const long long b = pool_split(e, oh, ow, c, channels_first, oy, ox, ch);
         const T* xb = x + pool_offset(b, 0, 0, ch, h, w, c, channels_first);
         const int y0 = oy * sh - pad_top, x0 = ox * sw - pad_left;
+        int i0, i1, j0, j1;
+        pool_clip(y0, ph, h, i0, i1);
+        pool_clip(x0, pw, w, j0, j1);
         T s = T(0), q = T(0);
-        for (int i = 0; i < ph; ++i) {
+        for (int i = i0; i < i1; ++i) {
             const int iy = y0 + i;
-            if (iy < 0 || iy >= h) continue;
-            for (int j = 0; j < pw; ++j) {
+            for (int j = j0; j < j1; ++j) {
                 const int ix = x0 + j;
-                if (ix < 0 || ix >= w) continue;
                 const T xv = xb[iy * rs + ix * cs];
                 const T v = xv > T(0) ? xv : T(0);
                 s += v;
@@ -308,13 +326,14 @@ __global__ void stoch_pool_inf_stats(const T* __restrict__ x, const T* __restric
         const long long b = pool_split(e, oh, ow, c, channels_first, oy, ox, ch);
         const T* xb = x + pool_offset(b, 0, 0, ch, h, w, c, channels_first);
         const int y0 = oy * sh - pad_top, x0 = ox * sw - pad_left;
+        int i0, i1, j0, j1;
+        pool_clip(y0, ph, h, i0, i1);
+        pool_clip(x0, pw, w, j0, j1);
         T s = T(0), q = T(0);
-        for (int i = 0; i < ph; ++i) {
+        for (int i = i0; i < i1; ++i) {
             const int iy = y0 + i;
-            if (iy < 0 || iy >= h) continue;
-            for (int j = 0; j < pw; ++j) {
+            for (int j = j0; j < j1; ++j) {
                 const int ix = x0 + j;
-                if (ix < 0 || ix >= w) continue;
                 const T xv = xb[iy * rs + ix * cs];
                 const T v = xv > T(0) ? xv : T(0);
                 s += v;
@@ -343,18 +362,11 @@ __global__ void stoch_pool_inf_bwd(const T* __restrict__ x, const T* __restrict_
             int iy, ix, ch;
             const long long b = pool_split(e, h, w, c, channels_first, iy, ix, ch);
             const T v2 = v + v;
-            for (int i = 0; i < ph; ++i) {
-                const int ty = iy + pad_top - i;
-                if (ty < 0) break;
-                if (ty % sh != 0) continue;
-                const int oy = ty / sh;
-                if (oy >= oh) continue;
-                for (int j = 0; j < pw; ++j) {
-                    const int tx = ix + pad_left - j;
-                    if (tx < 0) break;
-                    if (tx % sw != 0) continue;
-                    const int ox = tx / sw;
-                    if (ox >= ow) continue;
+            int oy0, oy1, ox0, ox1;
+            pool_cover(iy, pad_top, sh, oh, ph, oy0, oy1);
+            pool_cover(ix, pad_left, sw, ow, pw, ox0, ox1);
+            for (int oy = oy1; oy >= oy0; --oy) {
+                for (int ox = ox1; ox >= ox0; --ox) {
                     const long long o = pool_offset(b, oy, ox, ch, oh, ow, c, channels_first);
                     sum += (v2 - yw[o]) * r[o];
                 }

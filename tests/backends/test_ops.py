@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from backends.numpy_ops import NumpyOps
+from helpers import numeric_grad_of
 
 OPS = NumpyOps()
 FORMATS = ("channels_last", "channels_first")
@@ -59,21 +60,6 @@ def windows(h, w, window, strides, dilation, pads):
                         cells.append((i * kw + j, None, None))
             result[(oy, ox)] = cells
     return (oh, ow), result
-
-
-def numeric_grad(f, x, eps=1e-6):
-    """Central finite differences of the scalar f at float64 x."""
-    x = np.array(x, dtype=np.float64)
-    g = np.zeros_like(x)
-    for idx in np.ndindex(*x.shape):
-        old = x[idx]
-        x[idx] = old + eps
-        fp = f(x)
-        x[idx] = old - eps
-        fm = f(x)
-        x[idx] = old
-        g[idx] = (fp - fm) / (2 * eps)
-    return g
 
 
 def assert_close(a, b, rtol=1e-7, atol=1e-9):
@@ -219,8 +205,8 @@ def test_conv2d_backward_finite_differences(case, data_format):
     dx = OPS.conv2d_backward_input(w, k, x.shape, strides, pads, dil, data_format)
     dk = OPS.conv2d_backward_kernel(x, w, k.shape, strides, pads, dil, data_format)
     assert dx.shape == x.shape and dk.shape == k.shape
-    num_dx = numeric_grad(lambda t: np.sum(OPS.conv2d_forward(t, k, strides, pads, dil, data_format) * w), x)
-    num_dk = numeric_grad(lambda t: np.sum(OPS.conv2d_forward(x, t, strides, pads, dil, data_format) * w), k)
+    num_dx = numeric_grad_of(lambda t: np.sum(OPS.conv2d_forward(t, k, strides, pads, dil, data_format) * w), x)
+    num_dk = numeric_grad_of(lambda t: np.sum(OPS.conv2d_forward(x, t, strides, pads, dil, data_format) * w), k)
     assert_close(dx, num_dx, rtol=1e-6, atol=1e-7)
     assert_close(dk, num_dk, rtol=1e-6, atol=1e-7)
 
@@ -335,7 +321,7 @@ def test_pool_backward_finite_differences(kind, case, data_format):
     else:
         dx = OPS.stochastic_pool2d_inference_backward(w, x, *args)
     assert dx.shape == x.shape and dx.flags.c_contiguous
-    assert_close(dx, numeric_grad(loss, x), rtol=1e-6, atol=1e-7)
+    assert_close(dx, numeric_grad_of(loss, x), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("data_format", FORMATS)
@@ -490,7 +476,7 @@ def test_global_pooling(data_format, keepdims):
 
         w_ = rand(rng, kshape)
         dx = OPS.global_avg_pool2d_backward(w_, x.shape, data_format, keepdims)
-        num = numeric_grad(lambda t: np.sum(OPS.global_avg_pool2d_forward(t, data_format, keepdims) * w_), x)
+        num = numeric_grad_of(lambda t: np.sum(OPS.global_avg_pool2d_forward(t, data_format, keepdims) * w_), x)
         assert dx.shape == x.shape
         assert_close(dx, num, rtol=1e-6, atol=1e-7)
         dx = OPS.global_max_pool2d_backward(w_, arg, x.shape, data_format, keepdims)
@@ -504,7 +490,7 @@ def test_global_pooling(data_format, keepdims):
         assert_close(from_format(dx, data_format), ref_dx)
         # ... and finite differences where there are no ties.
         if x_nhwc.dtype == np.float64 and len(np.unique(x_nhwc)) == x_nhwc.size:
-            num = numeric_grad(lambda t: np.sum(OPS.global_max_pool2d_forward(t, data_format, keepdims)[0] * w_), x)
+            num = numeric_grad_of(lambda t: np.sum(OPS.global_max_pool2d_forward(t, data_format, keepdims)[0] * w_), x)
             assert_close(dx, num, rtol=1e-6, atol=1e-7)
 
 
@@ -543,11 +529,11 @@ def test_batch_norm_training(case, affine):
     def loss(t, g=gamma, b=beta):
         return np.sum(OPS.batch_norm_forward_training(t, g, b, axis, eps)[0] * w)
 
-    assert_close(dx, numeric_grad(loss, x), rtol=1e-5, atol=1e-6)
+    assert_close(dx, numeric_grad_of(loss, x), rtol=1e-5, atol=1e-6)
     if gamma is not None:
-        assert_close(dgamma, numeric_grad(lambda g: loss(x, g=g), gamma), rtol=1e-6, atol=1e-7)
+        assert_close(dgamma, numeric_grad_of(lambda g: loss(x, g=g), gamma), rtol=1e-6, atol=1e-7)
     if beta is not None:
-        assert_close(dbeta, numeric_grad(lambda b: loss(x, b=b), beta), rtol=1e-6, atol=1e-7)
+        assert_close(dbeta, numeric_grad_of(lambda b: loss(x, b=b), beta), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("affine", [(True, True), (False, False), (True, False), (False, True)])
@@ -570,11 +556,11 @@ def test_batch_norm_inference(case, affine):
     def loss(t, g=gamma, b=beta):
         return np.sum(OPS.batch_norm_forward_inference(t, g, b, mean, var, axis, eps) * w)
 
-    assert_close(dx, numeric_grad(loss, x), rtol=1e-6, atol=1e-7)
+    assert_close(dx, numeric_grad_of(loss, x), rtol=1e-6, atol=1e-7)
     if gamma is not None:
-        assert_close(dgamma, numeric_grad(lambda g: loss(x, g=g), gamma), rtol=1e-6, atol=1e-7)
+        assert_close(dgamma, numeric_grad_of(lambda g: loss(x, g=g), gamma), rtol=1e-6, atol=1e-7)
     if beta is not None:
-        assert_close(dbeta, numeric_grad(lambda b: loss(x, b=b), beta), rtol=1e-6, atol=1e-7)
+        assert_close(dbeta, numeric_grad_of(lambda b: loss(x, b=b), beta), rtol=1e-6, atol=1e-7)
 
 
 @PROP
@@ -598,7 +584,7 @@ def test_batch_norm_properties(shape, axis_pick, affine, seed):
     assert_close(var, ref_var, rtol=1e-10, atol=1e-12)
     w = rand(rng, shape)
     dx, _, _ = OPS.batch_norm_backward_training(w, cache)
-    num = numeric_grad(lambda t: np.sum(OPS.batch_norm_forward_training(t, gamma, beta, axis, 1e-3)[0] * w), x)
+    num = numeric_grad_of(lambda t: np.sum(OPS.batch_norm_forward_training(t, gamma, beta, axis, 1e-3)[0] * w), x)
     assert_close(dx, num, rtol=1e-5, atol=1e-6)
 
 
@@ -615,7 +601,6 @@ def _run_all(x4, dtype, data_format="channels_last"):
     """Call every method on float `dtype` inputs; yield (name, output) pairs."""
     rng = np.random.default_rng(10)
     x = x4.astype(dtype)
-    n = x.shape[0]
     k = rand(rng, (3, 2, x.shape[-1 if data_format == "channels_last" else 1], 2)).astype(dtype)
     args = ((2, 1), (1, 1, 0, 1), (1, 1), data_format)
     y = OPS.conv2d_forward(x, k, *args)

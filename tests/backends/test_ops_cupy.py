@@ -109,8 +109,8 @@ def assert_same_results(ops, case, dtype, data_format, ties):
 # which CuPy has) and without NumpyOps's overrides: what CupyOps runs, checked
 # here where there is no GPU.
 _SHARED_NAMES = (
-    "arange argmax asarray ascontiguousarray clip copyto empty expand_dims full lib maximum mean "
-    "minimum ndarray ones random sqrt sum take_along_axis zeros"
+    "arange argmax asarray ascontiguousarray clip copyto empty expand_dims full isnan lib maximum mean "
+    "minimum ndarray ones random sqrt sum take_along_axis where zeros"
 ).split()
 
 

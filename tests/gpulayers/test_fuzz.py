@@ -31,10 +31,11 @@ TypeError, and never:
 weight gradients of the weights' shapes); a wrong-shaped ``dy`` raises
 ValueError.
 
-Real library bugs found by the properties are pinned by the strict xfail
-tests at the end of this file; each one is excluded from the properties by an
-``assume`` that points to its xfail test, and nothing else is excluded except
-requests for weights too large to allocate (see ``_weights_too_big``).
+The properties exclude nothing but requests for weights too large to allocate
+(see ``_weights_too_big``). A library bug they find is pinned by a strict
+xfail test with its minimal reproducer, excluded from the properties by an
+``assume`` naming that test, until it is fixed; the fixed ones keep their
+reproducers as plain tests in the "regressions" section at the end.
 """
 
 import contextlib
@@ -543,23 +544,43 @@ def _from_nhwc(a, data_format):
     return a if data_format == "channels_last" else a.transpose(0, 3, 1, 2)
 
 
+def _axis_taps(n, out, k, s, d, pad):
+    """{tap: [input index read by each output, or -1 for padding]} for the taps of one axis that read
+    real input for some output. Walks the input and the outputs, never the window or the padding,
+    so a window of 10**6 or a stride of 2**64 costs nothing here."""
+    taps = {}
+    for o in range(out):
+        for r in range(n):
+            i, rem = divmod(r + pad - o * s, d)
+            if rem == 0 and 0 <= i < k:
+                taps.setdefault(i, [-1] * out)[o] = r
+    return taps
+
+
 def _windows(x, window, strides, dilation, padding, fill):
-    """(out_hw, [slab]) with each slab (N, OH, OW, C) one window cell over the padded NHWC x."""
+    """(out_hw, {cell: slab}): each slab (N, OH, OW, C) is one window cell over the NHWC x padded with ``fill``.
+
+    Only the cells that read real input for some output are given (others hold ``fill`` only);
+    if none does, cell (0, 0) stands for all of them.
+    """
     n, h, w, c = x.shape
     if padding == "same":
         (t, b), (l, r) = _same_pads(h, window[0], strides[0], dilation[0]), _same_pads(w, window[1], strides[1], dilation[1])
     else:
         t = b = l = r = 0
-    xp = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=fill)
     oh = (h + t + b - (window[0] - 1) * dilation[0] - 1) // strides[0] + 1
     ow = (w + l + r - (window[1] - 1) * dilation[1] - 1) // strides[1] + 1
+    row_taps = _axis_taps(h, oh, window[0], strides[0], dilation[0], t)
+    col_taps = _axis_taps(w, ow, window[1], strides[1], dilation[1], l)
     slabs = {}
-    for i in range(window[0]):
-        for j in range(window[1]):
-            r0, c0 = i * dilation[0], j * dilation[1]
-            rows = slice(r0, r0 + (oh - 1) * strides[0] + 1, strides[0])
-            cols = slice(c0, c0 + (ow - 1) * strides[1] + 1, strides[1])
-            slabs[i, j] = xp[:, rows, cols, :]
+    for i, rows in row_taps.items():
+        for j, cols in col_taps.items():
+            ri, ci = np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)
+            slab = x[:, np.maximum(ri, 0)][:, :, np.maximum(ci, 0)]
+            real = (ri >= 0)[:, None] & (ci >= 0)[None, :]
+            slabs[i, j] = np.where(real[None, :, :, None], slab, fill)
+    if not slabs:
+        slabs[0, 0] = np.full((n, oh, ow, c), fill, dtype=np.result_type(x.dtype, np.float64))
     return (oh, ow), slabs
 
 
@@ -847,25 +868,7 @@ def check_views_match(layer, x, training, data):
         np.testing.assert_array_equal(a, b, err_msg=f"a view and its contiguous copy give different {what}")
 
 
-# ---------------------------------------------------------------- exclusions (known bugs, huge weights)
-
-
-def known_bug(layer, x, training):
-    """The exact cases pinned by the strict xfail tests at the end of this file (nothing else)."""
-    xa = as_array(x)
-    for l in [layer]:
-        padding = getattr(l, "padding", None)
-        if isinstance(l, (MaxPooling2D, AveragePooling2D, StochasticPooling2D)):
-            if padding == "same" and math.prod(l.pool_size) > 10**5:
-                return "test_huge_same_pool_window_hangs"
-            if isinstance(l, AveragePooling2D) and max(l.strides) >= 2**63:
-                return "test_huge_strides_or_dilation_overflow"
-        if isinstance(l, Conv2D):
-            if padding == "same" and max((k - 1) * d for k, d in zip(l.kernel_size, l.dilation_rate)) > 10**5:
-                return "test_huge_dilation_with_same_padding_runs_out_of_memory"
-            if max(l.strides) > 2**40 or any(k == 1 and d > 2**40 for k, d in zip(l.kernel_size, l.dilation_rate)):
-                return "test_huge_strides_or_dilation_overflow"
-    return None
+# ---------------------------------------------------------------- exclusions (huge weights)
 
 
 def _weights_too_big(layer, shape):
@@ -879,15 +882,11 @@ def _weights_too_big(layer, shape):
 
 
 def skip_excluded(layer, x, training):
-    """Discard the example if it asks for huge weights or hits a known bug (each layer of a model on its own input)."""
+    """Discard the example if it asks for huge weights (each layer of a model on its own input)."""
     shape = as_array(x).shape
     for l in layer._layers if isinstance(layer, Sequential) else [layer]:
         if not l.built:
             assume(not _weights_too_big(l, shape))
-        bug = known_bug(l, np.broadcast_to(np.float32(0), shape), training)
-        if bug:
-            note(f"known bug excluded: see {bug}")
-        assume(bug is None)
         try:
             shape = l.compute_output_shape(shape)
         except ALLOWED:
@@ -1027,12 +1026,11 @@ def test_fuzz_inputs(name, data):
         exercise(layer, data, PREFERRED_RANKS[name], calls=3)
 
 
-# ---------------------------------------------------------------- known bugs (strict xfails)
+# ---------------------------------------------------------------- regressions
 #
-# Each test is the minimal reproducer of a bug the properties above found;
-# each property excludes exactly that case (known_bug, _has_huge_real, the
-# dtype-dict assume). When a bug is fixed its test passes, strict xfail turns
-# that into a failure, and the test's decorator and its exclusion go away.
+# Bugs the properties found, fixed now; each keeps its minimal reproducer as a
+# plain test. (While a bug is open its test is a strict xfail and the
+# properties exclude exactly its case; when it is fixed, both go away.)
 
 HUGE = 10**400  # a Python int beyond float range
 
@@ -1067,15 +1065,6 @@ def test_huge_numbers_in_the_constructors_are_refused(make):
         make()(np.ones((1, 2), np.float32))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="a stride of 2**60 or more overflows int64 in the numpy backend: Conv2D in backends/numpy_ops.py "
-    "_patches (line 396, as_strided with stride * byte stride, and dilation * byte stride even along an axis "
-    "where the kernel is 1 wide, so dilation_rate=(1, 2**62) with kernel (2, 1) fails too); AveragePooling2D "
-    "(stride >= 2**63) in backends/ops.py:258 _pool_counts (xp.arange(out) * s). Strides of 10**6 work; the "
-    "output is small and should be computed (MaxPooling2D and StochasticPooling2D do it)",
-)
 @pytest.mark.parametrize(
     "make",
     [
@@ -1087,22 +1076,17 @@ def test_huge_numbers_in_the_constructors_are_refused(make):
     ],
     ids=["conv-2**60", "conv-10**30-same", "avg-2**63", "avg-2**64-same", "conv-dilation-2**62-on-a-1-wide-axis"],
 )
-def test_huge_strides_or_dilation_overflow(make):
+def test_huge_strides_or_dilation(make):
+    """A stride of 2**60 or more (or such a dilation on a 1-wide kernel axis) used to overflow int64."""
     x = np.ones((1, 4, 4, 1), np.float32)
     layer = make()
     y, refused = attempt(lambda: layer(x))
     assert refused is not None or to_np(y).shape == layer.compute_output_shape(x.shape)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Hang,
-    reason="backends/ops.py:65 _taps (and :288 in max_pool2d_forward) loop in Python over every cell of the pooling "
-    "window (pool_h * pool_w), so pool_size=10**6 with padding='same' on a 4x4 input (output 1x1) never "
-    "finishes; the work should be bounded by the input (clip the window to it)",
-)
 @pytest.mark.parametrize("cls", [MaxPooling2D, AveragePooling2D, StochasticPooling2D])
-def test_huge_same_pool_window_hangs(cls):
+def test_huge_same_pool_window_is_bounded_by_the_input(cls):
+    """The pooling loops used to visit every cell of a 10**6 x 10**6 window."""
     layer = cls(pool_size=10**6, padding="same")
     x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
     with watchdog(0.5):
@@ -1110,17 +1094,17 @@ def test_huge_same_pool_window_hangs(cls):
     assert y.shape == (1, 1, 1, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=MemoryError,
-    reason="Conv2D(1, 2, dilation_rate=10**6, padding='same') on a (1, 4, 4, 1) input: backends/numpy_ops.py "
-    "_pad (line 363) builds a zero-padded copy of (1, 10**6 + 4, 10**6 + 4, 1) and raises LayerOutOfMemoryError; the "
-    "2x2 kernel sees one real pixel per output, so the 4x4 result needs no such buffer",
-)
-def test_huge_dilation_with_same_padding_runs_out_of_memory():
-    layer = Conv2D(1, 2, dilation_rate=10**6, padding="same", kernel_initializer="ones")
+@pytest.mark.parametrize("dilation,expected", [(10**6, 0.0), (4, 1.0)])
+def test_huge_dilation_with_same_padding(dilation, expected):
+    """A zero-padded copy of (1, 10**6 + 4, 10**6 + 4, 1) used to be built (MemoryError).
+
+    'same' splits the padding evenly, so with dilation 10**6 both taps of each
+    axis read padding only (zeros out); with dilation 4 each output reads one
+    real pixel (ones out).
+    """
+    layer = Conv2D(1, 2, dilation_rate=dilation, padding="same", kernel_initializer="ones")
     y = to_np(layer(np.ones((1, 4, 4, 1), np.float32)))
-    np.testing.assert_array_equal(y, np.ones((1, 4, 4, 1)))
+    np.testing.assert_array_equal(y, np.full((1, 4, 4, 1), expected))
 
 
 def test_dropout_rate_near_one_gives_no_nan():
@@ -1171,11 +1155,6 @@ def test_sequential_refuses_a_scalar_input_every_time():
         y, refused = attempt(lambda: model(np.float32(3.0)))
         accepted.append(refused is None)
     assert accepted == [False, False], f"accepted: {accepted}"
-
-
-# ---------------------------------------------------------------- regressions
-#
-# Bugs the properties found that are fixed now; their reproducers stay as plain tests.
 
 
 @pytest.mark.parametrize(

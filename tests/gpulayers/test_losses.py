@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from gpulayers import config
 from gpulayers import losses as L
+from helpers import numeric_grad_of
 
 EPS = 1e-7  # Keras's default epsilon
 
@@ -91,17 +92,6 @@ def ref_reduce(values, weights, reduction):
     if reduction == "mean_with_sample_weight" and weights is not None:
         return total / sum(w) if sum(w) != 0 else 0.0
     return total / len(weighted)
-
-
-def numeric_grad(f, x, h=1e-6):
-    """Central differences of the scalar f(x) for every entry of float64 x."""
-    g = np.zeros_like(x, dtype=float)
-    for idx in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[idx] += h
-        down[idx] -= h
-        g[idx] = (float(np.sum(f(up))) - float(np.sum(f(down)))) / (2 * h)
-    return g
 
 
 def softmax(z, axis=-1):
@@ -295,7 +285,7 @@ def test_sparse_ignore_class(from_logits, reduction):
     assert float(loss(labels, p)) == pytest.approx(expected, rel=1e-12)
     value, grad = loss.value_and_grad(labels, p)
     assert np.all(grad[~valid] == 0)
-    num = numeric_grad(lambda x: loss(labels, x), p)
+    num = numeric_grad_of(lambda x: loss(labels, x), p)
     np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-8)
 
 
@@ -310,7 +300,7 @@ def check_grad(loss, t, p, w, rtol=1e-5, atol=1e-8):
     value, grad = loss.value_and_grad(t, p, sample_weight=w)
     assert grad.shape == p.shape and grad.dtype == p.dtype
     np.testing.assert_array_equal(np.asarray(value), np.asarray(loss(t, p, sample_weight=w)))
-    num = numeric_grad(lambda x: loss(t, x, sample_weight=w), p)
+    num = numeric_grad_of(lambda x: loss(t, x, sample_weight=w), p)
     np.testing.assert_allclose(grad, num, rtol=rtol, atol=atol)
 
 
@@ -407,7 +397,7 @@ def test_fused_categorical_equals_composed(reduction, smoothing):
     np.testing.assert_allclose(dz, softmax_vjp(p, dp), rtol=1e-9, atol=1e-14)
     logits = L.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing, reduction=reduction)
     np.testing.assert_allclose(dz, logits.value_and_grad(t, z, w)[1], rtol=1e-9, atol=1e-14)
-    np.testing.assert_allclose(dz, numeric_grad(lambda x: loss(t, softmax(x), w), z), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(dz, numeric_grad_of(lambda x: loss(t, softmax(x), w), z), rtol=1e-5, atol=1e-9)
     if reduction == "sum_over_batch_size" and not smoothing:
         np.testing.assert_allclose(dz, (p - t) * w[:, None] / 5, rtol=1e-12)
 

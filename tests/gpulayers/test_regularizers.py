@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gpulayers import regularizers as R
+from helpers import numeric_grad_of
 
 
 def ref_penalty(x, l1=0.0, l2=0.0):
@@ -17,15 +18,6 @@ def ref_penalty(x, l1=0.0, l2=0.0):
     for v in np.asarray(x, dtype=float).ravel():
         total += l1 * abs(v) + l2 * v * v
     return total
-
-
-def finite_difference_gradient(f, x, h=1e-6):
-    grad = np.empty_like(x)
-    for idx in np.ndindex(x.shape):
-        e = np.zeros_like(x)
-        e[idx] = h
-        grad[idx] = (float(f(x + e)) - float(f(x - e))) / (2 * h)
-    return grad
 
 
 def away_from_zero(shape, seed):
@@ -58,7 +50,7 @@ def test_gradient_matches_finite_differences(reg, factors):
     x = away_from_zero((3, 4), seed=1)
     grad = reg.gradient(x)
     assert grad.shape == x.shape
-    np.testing.assert_allclose(grad, finite_difference_gradient(reg, x), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(grad, numeric_grad_of(reg, x), rtol=1e-6, atol=1e-9)
     assert R.get_gradient(reg) == reg.gradient
 
 

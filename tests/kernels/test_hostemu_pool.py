@@ -7,6 +7,9 @@ Inputs hold many ties (small integers) so "first maximum" is exercised;
 every output buffer is poisoned (NaN / -7777) before each launch.
 """
 
+import random
+import sys
+
 import numpy as np
 import pytest
 
@@ -40,6 +43,13 @@ CASES = {
     "3x2-s(2,1)-overlap": _case(2, 6, 5, 3, (3, 2), (2, 1)),
     "2x2-s1-pad-only-windows": _case(1, 4, 4, 2, (2, 2), (1, 1), (2, 0, 0, 1)),
     "global-like-window": _case(2, 3, 4, 5, (3, 4), (1, 1)),
+    # Geometry NumpyOps reduces first (backends/ops.py _axis_plan) while the kernels
+    # take it as is, clipping their loops to the input: windows of padding only,
+    # strides beyond the input, windows far larger than it.
+    "pads-beyond-window": _case(1, 4, 5, 2, (3, 2), (1, 2), (6, 4, 3, 5)),
+    "strides-beyond-input": _case(2, 3, 4, 2, (2, 3), (7, 9)),
+    "huge-window-same": _case(1, 3, 4, 2, (40, 51), (1, 1), same_pads(3, 40, 1) + same_pads(4, 51, 1)),
+    "huge-window-same-strided": _case(2, 5, 3, 2, (30, 7), (4, 5), same_pads(5, 30, 4) + same_pads(3, 7, 5)),
 }
 
 
@@ -295,13 +305,8 @@ def test_max_pool_nan_is_the_max(emu):
     assert_same_bits(arg[finite], _nan_case()[3][finite], "argmax of windows without NaN")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="max_pool_fwd gives a window holding a NaN the NaN's own cell as argmax (its comment: 'a NaN wins "
-    "(the first NaN)'), but NumpyOps.max_pool2d_forward gives ph*pw-1 there (x != y is true for every cell when "
-    "y is NaN), so the backward pass routes dy to different cells; kernel and reference disagree",
-)
 def test_max_pool_nan_argmax_matches_numpy_ops(emu):
+    """The first NaN of a window is its argmax in both (NumpyOps used to give ph*pw-1 there)."""
     g, x, want_y, want_arg = _nan_case()
     y, arg = poison(want_y.shape, np.float32), poison(want_y.shape, np.int32)
     emu["pool"].kernel("max_pool_fwd<float>")(1, 32, (x, y, arg, *_geo_args(g, False)))
@@ -320,3 +325,145 @@ def test_global_max_nan_first(emu, cf):
         emu["pool"].kernel(expr(kname, np.float64))(grid, block, _global_args(x, y, arg, n, h * w, c, cf, 1))
         assert_same_bits(y, want_y, kname)
         assert_same_bits(arg, want_arg, kname + " argmax")
+
+
+# ------------------------------------------------------------ random geometry
+def _random_geometry(seed):
+    """Inputs up to 6x6 with windows, strides and pads up to several times their size."""
+    rng = random.Random(seed)
+    while True:
+        h, w, ph, pw = rng.randint(1, 6), rng.randint(1, 6), rng.randint(1, 9), rng.randint(1, 9)
+        strides = (rng.choice([1, 2, 3, 7, 40]), rng.choice([1, 2, 3, 7, 40]))
+        pads = tuple(rng.randint(0, 9) for _ in range(4))
+        g = _case(2, h, w, 2, (ph, pw), strides, pads)
+        if min(_geometry(g)) >= 1:
+            return g
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_every_pool_kernel_on_random_geometry(emu, seed):
+    """The clipped loops (pool_clip, pool_cover) against NumpyOps, which reduces such geometry first."""
+    g, cf, dtype = _random_geometry(seed), seed % 2 == 1, np.float64
+    df, geo = _data_format(cf), _geo_args(g, cf)
+    shape, out = _shape_in(g, cf), _shape_out(g, cf)
+    args = (g["pool"], g["strides"], g["pads"], df)
+    rng = np.random.default_rng(seed)
+    x, dy, u = _tied(shape, dtype, seed), rng.standard_normal(out), rng.random(out)
+    pool = emu["pool"]
+
+    def launch(name, *arrays, outputs):
+        bufs = [poison(o, t) for o, t in outputs]
+        pool.kernel(expr(name, dtype))(3, 32, (*arrays, *bufs, *geo))
+        return bufs
+
+    want_y, want_arg = REF.max_pool2d_forward(x, *args)
+    y, arg = launch("max_pool_fwd", x, outputs=[(out, dtype), (out, np.int32)])
+    assert_same_bits(y, want_y, "max y")
+    assert_same_bits(arg, want_arg, "max argmax")
+    (dx,) = launch("pool_route_bwd", dy, want_arg, outputs=[(shape, dtype)])
+    assert_same_bits(dx, REF.max_pool2d_backward(dy, want_arg, shape, *args), "route")
+    (y,) = launch("avg_pool_fwd", x, outputs=[(out, dtype)])
+    np.testing.assert_allclose(y, REF.avg_pool2d_forward(x, *args), **tol(dtype))
+    (dx,) = launch("avg_pool_bwd", dy, outputs=[(shape, dtype)])
+    np.testing.assert_allclose(dx, REF.avg_pool2d_backward(dy, shape, *args), **tol(dtype))
+    want_y, want_idx = REF.stochastic_pool2d_forward(x, u, *args)
+    y, idx = launch("stoch_pool_fwd", x, u, outputs=[(out, dtype), (out, np.int32)])
+    assert_same_bits(y, want_y, "stochastic y")
+    assert_same_bits(idx, want_idx, "stochastic index")
+    yw, r = launch("stoch_pool_inf_stats", x, dy, outputs=[(out, dtype), (out, dtype)])
+    np.testing.assert_allclose(yw, REF.stochastic_pool2d_inference_forward(x, *args), **tol(dtype))
+    (dx,) = launch("stoch_pool_inf_bwd", x, yw, r, outputs=[(shape, dtype)])
+    np.testing.assert_allclose(dx, REF.stochastic_pool2d_inference_backward(dy, x, *args), **tol(dtype))
+
+
+# ---------------------------------------- huge geometry, end to end through CupyOps
+# CupyOps first reduces such geometry (backends/ops.py _axis_plan) as NumpyOps does,
+# so the kernels get small int32 arguments: a 10**12-cell window, strides of 2**63 or
+# a dilation of 10**6 with 'same' padding give NumpyOps's results (checked against
+# float64 loops in tests/backends/test_huge_geometry.py) instead of a refusal.
+import test_hostemu_cupy_ops as cupy_emu  # noqa: E402
+
+
+@pytest.fixture
+def ops(emu, monkeypatch):
+    """A CupyOps whose kernels run on the host emulator (the stand-in cupy of test_hostemu_cupy_ops)."""
+    from backends import cupy_ops
+
+    monkeypatch.setitem(sys.modules, "cupy", cupy_emu._fake_cupy("forward", cupy_emu._Launches()))
+    for cache in ("_raw_modules", "_functions", "_sm_counts"):
+        monkeypatch.setattr(cupy_ops, cache, {})
+    return cupy_ops.CupyOps(im2col_limit_bytes=2**30)
+
+
+HUGE_POOL = {
+    "window-10**6-same": ((1, 4, 4, 2), (10**6, 10**6), (10**6, 10**6), same_pads(4, 10**6, 10**6) * 2),
+    "window-tall-same-strided": ((2, 5, 3, 2), (7 * 10**5, 2), (3, 2), same_pads(5, 7 * 10**5, 3) + same_pads(3, 2, 2)),
+    "strides-2**63": ((2, 4, 5, 2), (2, 3), (2**63, 2**64), (0, 0, 0, 0)),
+    "window-over-2**63-cells": ((1, 3, 4, 2), (2**32 + 1, 2**32 + 1), (1, 1), same_pads(3, 2**32 + 1, 1)
+                                + same_pads(4, 2**32 + 1, 1)),
+}
+
+
+@pytest.mark.parametrize("cf", [False, True], ids=["nhwc", "nchw"])
+@pytest.mark.parametrize("case", sorted(HUGE_POOL))
+def test_huge_pooling_geometry_through_cupy_ops(ops, case, cf):
+    shape, pool, strides, pads = HUGE_POOL[case]
+    dtype = np.float32
+    x = _tied(shape, dtype, 30)
+    x[0, 1, 1, 1] = np.nan
+    if cf:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    args = (pool, strides, pads, _data_format(cf))
+    want_y, want_arg = REF.max_pool2d_forward(x, *args)
+    y, arg = ops.max_pool2d_forward(x, *args)
+    assert_same_bits(y, want_y, "max y")
+    assert_same_bits(arg, want_arg, "max argmax")  # int64 cell numbers for the 10**12-cell window
+    dy = np.random.default_rng(31).standard_normal(want_y.shape).astype(dtype)
+    assert_same_bits(ops.max_pool2d_backward(dy, arg, x.shape, *args),
+                     REF.max_pool2d_backward(dy, want_arg, x.shape, *args), "max dx")
+    np.testing.assert_allclose(ops.avg_pool2d_forward(x, *args), REF.avg_pool2d_forward(x, *args), **tol(dtype))
+    np.testing.assert_allclose(ops.avg_pool2d_backward(dy, x.shape, *args),
+                               REF.avg_pool2d_backward(dy, x.shape, *args), **tol(dtype))
+    x = np.nan_to_num(x)
+    u = np.random.default_rng(32).random(want_y.shape).astype(dtype)
+    want_y, want_idx = REF.stochastic_pool2d_forward(x, u, *args)
+    y, idx = ops.stochastic_pool2d_forward(x, u, *args)
+    assert_same_bits(y, want_y, "stochastic y")
+    assert_same_bits(idx, want_idx, "stochastic index")
+    assert_same_bits(ops.stochastic_pool2d_backward(dy, idx, x.shape, *args),
+                     REF.stochastic_pool2d_backward(dy, want_idx, x.shape, *args), "stochastic dx")
+    np.testing.assert_allclose(ops.stochastic_pool2d_inference_forward(x, *args),
+                               REF.stochastic_pool2d_inference_forward(x, *args), **tol(dtype))
+    np.testing.assert_allclose(ops.stochastic_pool2d_inference_backward(dy, x, *args),
+                               REF.stochastic_pool2d_inference_backward(dy, x, *args), **tol(dtype))
+
+
+HUGE_CONV = {
+    # x NHWC, kernel, strides, dilation, pads
+    "strides-2**60": ((1, 4, 4, 2), (2, 2, 2, 3), (2**60, 2**60), (1, 1), (0, 0, 0, 0)),
+    "dilation-2**62-on-a-1-wide-axis": ((2, 4, 4, 1), (2, 1, 1, 2), (1, 1), (1, 2**62), (0, 0, 0, 0)),
+    "dilation-10**6-same-no-tap-sees-input": ((1, 4, 4, 1), (2, 2, 1, 1), (1, 1), (10**6, 10**6),
+                                              same_pads(4, 2, 1, 10**6) * 2),
+    "dilation-10**5-same-centre-tap": ((2, 5, 6, 3), (3, 3, 3, 2), (1, 1), (10**5, 10**5),
+                                       same_pads(5, 3, 1, 10**5) + same_pads(6, 3, 1, 10**5)),
+}
+
+
+@pytest.mark.parametrize("cf", [False, True], ids=["nhwc", "nchw"])
+@pytest.mark.parametrize("case", sorted(HUGE_CONV))
+def test_huge_conv_geometry_through_cupy_ops(ops, case, cf):
+    shape, kshape, strides, dil, pads = HUGE_CONV[case]
+    dtype = np.float32
+    rng = np.random.default_rng(33)
+    x = rng.standard_normal(shape).astype(dtype)
+    if cf:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    kernel = rng.standard_normal(kshape).astype(dtype)
+    df = _data_format(cf)
+    want_y = REF.conv2d_forward(x, kernel, strides, pads, dil, df)
+    dy = rng.standard_normal(want_y.shape).astype(dtype)
+    np.testing.assert_allclose(ops.conv2d_forward(x, kernel, strides, pads, dil, df), want_y, **tol(dtype))
+    np.testing.assert_allclose(ops.conv2d_backward_input(dy, kernel, x.shape, strides, pads, dil, df),
+                               REF.conv2d_backward_input(dy, kernel, x.shape, strides, pads, dil, df), **tol(dtype))
+    np.testing.assert_allclose(ops.conv2d_backward_kernel(x, dy, kernel.shape, strides, pads, dil, df),
+                               REF.conv2d_backward_kernel(x, dy, kernel.shape, strides, pads, dil, df), **tol(dtype))
