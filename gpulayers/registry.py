@@ -40,26 +40,38 @@ class Registry:
             (needed by :meth:`get` only).
         shortcuts: extra string names for :meth:`deserialize` only,
             name -> zero-argument factory; not listed in lookup messages.
+        any_case: look names up lower-cased (``by_name``'s keys are lower
+            case), as Keras does for optimizers.
+        not_provided: Keras's names that gpulayers does not provide (said
+            so in the error, rather than "unknown").
     """
 
-    def __init__(self, kind, keras_module, by_name, classes=(), base=None, shortcuts=None):
+    def __init__(self, kind, keras_module, by_name, classes=(), base=None, shortcuts=None, any_case=False,
+                 not_provided=()):
         self.kind = kind
         self.keras_module = keras_module
         self.by_name = by_name
         self.classes = tuple(classes)
         self.base = base
         self.shortcuts = dict(shortcuts or {})
+        self.any_case = any_case
+        self.not_provided = frozenset(not_provided)
 
     def lookup(self, name, argument):
         """``by_name[name]``; ValueError (with a "Did you mean" hint) if unknown."""
-        if name not in self.by_name:
-            close = difflib.get_close_matches(name, list(self.by_name), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"Invalid value for `{argument}`: unknown {self.kind} {name!r}.{hint} "
-                f"Expected one of {sorted(self.by_name)}. Received: {argument}={name!r}"
-            )
-        return self.by_name[name]
+        key = name.lower() if self.any_case else name
+        if key in self.by_name:
+            return self.by_name[key]
+        if key in self.not_provided:
+            why = f"Keras's {name!r} {self.kind} is not provided by gpulayers."
+        else:
+            close = difflib.get_close_matches(key, list(self.by_name), n=1)
+            why = f"unknown {self.kind} {name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
+        case = " (any case)" if self.any_case else ""
+        raise ValueError(
+            f"Invalid value for `{argument}`: {why} Expected one of {sorted(self.by_name)}{case}. "
+            f"Received: {argument}={name!r}"
+        )
 
     @staticmethod
     def config_type_error(config, argument):
@@ -108,10 +120,10 @@ class Registry:
         """
         if obj is None:
             return None
-        if isinstance(obj, self.classes):
+        if type(obj) in self.classes:  # a user subclass is not the built-in it extends
             return {"module": self.keras_module, "class_name": type(obj).__name__,
                     "config": obj.get_config(), "registered_name": None}
-        if not callable(obj):
+        if not callable(obj) and not hasattr(obj, "get_config"):
             raise TypeError(f"Invalid type for `{self.kind}`: expected {_a(self.kind)} {self.kind}. "
                             f"Received: {obj!r}")
         name = getattr(obj, "__name__", type(obj).__name__)

@@ -15,11 +15,10 @@ Example:
     'Adam'
 """
 
-import difflib
-
 from gpulayers.optimizers import schedules
 from gpulayers.optimizers.algorithms import SGD, Adagrad, Adam, AdamW, RMSprop
 from gpulayers.optimizers.base import Optimizer
+from gpulayers.registry import Registry
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "deserialize", "get", "schedules", "serialize"]
 
@@ -31,19 +30,8 @@ _BY_NAME = {cls.__name__.lower(): cls for cls in _CLASSES}
 _NOT_PROVIDED = ("adadelta", "adafactor", "adamax", "ftrl", "lion", "lossscaleoptimizer", "muon", "nadam")
 
 
-def _lookup(name, argument, received):
-    key = name.lower()
-    if key in _BY_NAME:
-        return _BY_NAME[key]
-    if key in _NOT_PROVIDED:
-        why = f"Keras's {name!r} optimizer is not provided by gpulayers."
-    else:
-        close = difflib.get_close_matches(key, list(_BY_NAME), n=1)
-        why = f"unknown optimizer {name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
-    raise ValueError(
-        f"Invalid value for `{argument}`: {why} Expected one of {sorted(_BY_NAME)} (any case). "
-        f"Received: {argument}={received!r}"
-    )
+_REGISTRY = Registry("optimizer", KERAS_MODULE, _BY_NAME, _CLASSES, Optimizer, any_case=True,
+                     not_provided=_NOT_PROVIDED)
 
 
 def serialize(optimizer):
@@ -58,11 +46,7 @@ def serialize(optimizer):
             f"Invalid type for `optimizer`: expected an Optimizer. Received: optimizer={optimizer!r} "
             f"of type {type(optimizer).__name__}"
         )
-    name = type(optimizer).__name__
-    if type(optimizer) in _CLASSES:
-        return {"module": KERAS_MODULE, "class_name": name, "config": optimizer.get_config(), "registered_name": None}
-    return {"module": type(optimizer).__module__, "class_name": name, "config": optimizer.get_config(),
-            "registered_name": name}
+    return _REGISTRY.serialize(optimizer)
 
 
 def deserialize(config, argument="optimizer"):
@@ -72,31 +56,7 @@ def deserialize(config, argument="optimizer"):
     module's classes are instantiated; nothing named in a config is imported.
     Errors are ValueErrors naming ``argument``.
     """
-    if isinstance(config, str):
-        return _lookup(config, argument, config)()
-    if not isinstance(config, dict):
-        raise TypeError(
-            f"Invalid type for `{argument}`: expected a string or a dict. Received: {argument}={config!r} "
-            f"of type {type(config).__name__}"
-        )
-    name, module, kwargs = config.get("class_name"), config.get("module"), config.get("config", {})
-    if not isinstance(name, str) or not isinstance(kwargs, dict):
-        raise ValueError(
-            f"Invalid value for `{argument}`: a config dict needs a string 'class_name' and a dict 'config'. "
-            f"Received: {argument}={config!r}"
-        )
-    if module is not None and not str(module).startswith("keras"):
-        raise ValueError(
-            f"Invalid value for `{argument}`: {name!r} from module {module!r} is not a gpulayers built-in "
-            f"optimizer. Received: {argument}={config!r}"
-        )
-    cls = _lookup(name, argument, config)
-    try:
-        return cls.from_config(kwargs)
-    except (TypeError, ValueError) as exc:  # unexpected keys or bad values
-        raise ValueError(
-            f"Invalid value for `{argument}`: bad config for {cls.__name__}: {exc} Received: {argument}={config!r}"
-        ) from None
+    return _REGISTRY.deserialize(config, argument)
 
 
 def get(identifier, argument="optimizer"):

@@ -731,3 +731,16 @@ def test_apply_errors_leave_everything_unchanged():
     with pytest.raises(ValueError, match="`iterations`"):
         opt.iterations = -1
     assert opt.iterations == 0 and opt.variables == [] and a.value.tolist() == [1.0, 2.0]
+
+
+def test_a_user_subclass_is_serialized_as_a_custom_object_and_refused_on_load():
+    """A subclass of a built-in is not the built-in: written in Keras's custom-object form, never rebuilt."""
+
+    class MyAdam(O.Adam):
+        pass
+
+    config = O.serialize(MyAdam())
+    assert (config["module"], config["class_name"], config["registered_name"]) == (__name__, "MyAdam", "MyAdam")
+    with pytest.raises(ValueError, match="not a gpulayers built-in optimizer"):
+        O.deserialize(config)
+    assert O.serialize(O.Adam())["module"] == "keras.optimizers"
