@@ -30,6 +30,7 @@ __all__ = [
     "hard_sigmoid",
     "hard_silu",
     "hard_swish",
+    "is_builtin",
     "leaky_relu",
     "linear",
     "log_softmax",
@@ -408,6 +409,12 @@ _BY_NAME = {
 _ALIASES = {"swish": silu, "hard_swish": hard_silu}
 _ALL = {**_BY_NAME, **_ALIASES}
 _REGISTRY = Registry("activation", "keras.activations", _ALL)
+_BUILTINS = frozenset(_BY_NAME.values())
+
+
+def is_builtin(fn):
+    """Whether ``fn`` is one of this module's activations (not a partial or a user's callable)."""
+    return fn in _BUILTINS
 
 
 def _from_dict(config, argument):

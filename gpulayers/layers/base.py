@@ -397,19 +397,23 @@ class Layer:
         ops = get_ops()
         x = to_backend(inputs, ops, self._dtype)
         self._move_weights(ops)
+        unbuild = None
         if self.built:
             if self.input_spec is not None:
                 self.input_spec.check(self.name, x.shape)
             self.compute_output_shape(x.shape)
         else:
+            unbuild = self._snapshot()
             self.build_from_shape(x.shape)
         self._cache = None
         try:
             y = self.call(x, training=bool(training))
-        except LayerOutOfMemoryError:
-            raise  # already named by the innermost layer
-        except MemoryError as exc:  # cupy's OutOfMemoryError is a MemoryError too
-            raise out_of_memory(self, "forward", x.shape, exc) from exc
+        except BaseException as exc:
+            if unbuild is not None:  # a first call that is refused leaves the layer unbuilt
+                unbuild()
+            if isinstance(exc, MemoryError) and not isinstance(exc, LayerOutOfMemoryError):
+                raise out_of_memory(self, "forward", x.shape, exc) from exc  # cupy's OOM is a MemoryError too
+            raise
         if config.check_numerics():
             check_finite(self, "forward", y, x)
         self._activity_losses = []
@@ -497,7 +501,20 @@ class Layer:
     def _activate(self, z):
         if self.activation is activations.relu:
             return get_ops().relu(z)  # the same values; the backend's version is faster
-        return self.activation(z)
+        y = self.activation(z)
+        if activations.is_builtin(self.activation):
+            return y
+        # A user's callable: its result must be a float array of z's shape
+        # (np.int64 or a function returning a list is refused, not passed on).
+        ops = get_ops()
+        dtype = getattr(y, "dtype", None)
+        if getattr(y, "shape", None) != z.shape or dtype is None or numpy_dtype(dtype).kind != "f":
+            raise TypeError(
+                f"The activation {self.activation!r} of layer '{self.name}' must return a float array of "
+                f"its input's shape {tuple(z.shape)}. Received: {type(y).__name__} with shape "
+                f"{getattr(y, 'shape', None)} and dtype {dtype}"
+            )
+        return ops.asarray(y, dtype=z.dtype)
 
     def _activation_backward(self, z, y, dy):
         if self.activation is activations.linear or not self._through_activation:
@@ -561,6 +578,14 @@ def check_finite(layer, where, value, source):
         f"{what} produced {bad} non-finite value(s) in its {where} pass from finite values: "
         f"received shape {tuple(source.shape)}, produced shape {tuple(value.shape)}."
     )
+
+
+def numpy_dtype(dtype):
+    """``dtype`` as a NumPy dtype, or an object dtype when NumPy cannot read it."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return np.dtype(object)
 
 
 def ops_to_numpy(value):

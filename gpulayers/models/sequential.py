@@ -235,12 +235,25 @@ class Sequential(Trainer, Layer):
             raise ValueError(f"Sequential model '{self.name}' has no layers to call.")
         ops = get_ops()
         x = to_backend(inputs, ops, self._layers[0].dtype)
+        # A layer refusing its input (or a user activation refusing to give a
+        # float array) leaves the model as it was: forward passes replace
+        # weight arrays, never change them, so keeping the references is enough.
+        restores = []
         if not self.built or self._build_input_shape is None:
+            restores = [self._snapshot()] + [layer._snapshot() for layer in self._layers]
             self.build_from_shape(x.shape)
         else:
             self._check_input(x.shape)
-        for layer in self._layers:
-            x = layer(x, training=training)
+        values = [(v, v.value) for v in self.weights]
+        try:
+            for layer in self._layers:
+                x = layer(x, training=training)
+        except BaseException:
+            for v, value in values:
+                v.value = value
+            for restore in restores:
+                restore()
+            raise
         return x
 
     def _check_batch_axis(self, shape):

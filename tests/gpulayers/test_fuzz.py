@@ -1239,3 +1239,44 @@ def test_dimensions_no_array_can_have_are_refused(make):
     """A batch size beyond 2**63 - 1 used to be accepted, and then no input could be made for it."""
     with pytest.raises(ValueError, match=r"batch_size|batch_shape|input_dim"):
         make()
+
+
+@pytest.mark.parametrize("activation", [np.int64, lambda z: z.tolist(), lambda z: z.sum(), lambda z: z > 0],
+                         ids=["int64-class", "list", "scalar", "bool"])
+@pytest.mark.parametrize("make", [lambda a: Conv2D(1, 1, activation=a), lambda a: Dense(1, activation=a),
+                                  lambda a: Activation(a)], ids=["conv2d", "dense", "activation"])
+def test_a_user_activation_must_return_a_float_array_of_its_input_shape(make, activation):
+    """Conv2D(activation=np.int64) used to return an int64 array from a float32 layer."""
+    with pytest.raises(TypeError, match="must return a float array"):
+        make(activation)(np.ones((1, 1, 1, 1), np.float32))
+
+
+def test_a_user_activation_returning_another_float_dtype_is_cast_to_the_layer_dtype():
+    y = Dense(1, kernel_initializer="ones", activation=lambda z: z.astype(np.float64) * 2)(np.ones((2, 3), np.float32))
+    assert to_np(y).dtype == np.float32
+    np.testing.assert_array_equal(to_np(y), np.full((2, 1), 6.0))
+
+
+def test_a_refused_call_changes_no_layer_of_a_model():
+    """A later layer refusing used to leave the model built (first call) or BN's moving statistics moved."""
+    model = Sequential([BatchNormalization(momentum=0.5), Dense(1, activation=np.int64)])
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    with pytest.raises(TypeError, match="must return a float array"):
+        model(x, training=True)
+    assert not model.built and [layer.built for layer in model.layers] == [False, False]
+    model.layers[1].activation = activations.linear
+    model(x)  # builds
+    before = model.get_weights()
+    model.layers[1].activation = np.int64
+    with pytest.raises(TypeError, match="must return a float array"):
+        model(x, training=True)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_refused_first_call_leaves_the_layer_unbuilt():
+    layer = Dense(2, activation=lambda z: z.tolist())
+    for _ in range(2):
+        with pytest.raises(TypeError):
+            layer(np.ones((1, 3), np.float32))
+        assert not layer.built and layer.weights == []
