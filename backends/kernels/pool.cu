@@ -276,6 +276,29 @@ __global__ void stoch_pool_fwd(const T* __restrict__ x, const T* __restrict__ u,
     }
 }
 
+// sum(a) and sum(a^2) over the window's cells inside the input, a = relu(x),
+// in window order; the window starts at (y0, x0) of image-channel base xb.
+template <typename T>
+__device__ inline void relu_window_sums(const T* xb, int y0, int x0, int ph, int pw, int h, int w,
+                                        long long rs, long long cs, T& s, T& q)
+{
+    int i0, i1, j0, j1;
+    pool_clip(y0, ph, h, i0, i1);
+    pool_clip(x0, pw, w, j0, j1);
+    s = T(0);
+    q = T(0);
+    for (int i = i0; i < i1; ++i) {
+        const int iy = y0 + i;
+        for (int j = j0; j < j1; ++j) {
+            const int ix = x0 + j;
+            const T xv = xb[iy * rs + ix * cs];
+            const T v = xv > T(0) ? xv : T(0);
+            s += v;
+            q += v * v;
+        }
+    }
+}
+
 // Inference forward: sum(a^2) / sum(a) per window (0 when sum(a) == 0).
 template <typename T>
 __global__ void stoch_pool_inf_fwd(const T* __restrict__ x, T* __restrict__ y,
@@ -289,22 +312,9 @@ __global__ void stoch_pool_inf_fwd(const T* __restrict__ x, T* __restrict__ y,
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += step) {
         int oy, ox, ch;
         const long long b = pool_split(e, oh, ow, c, channels_first, oy, ox, ch);
-        const T* xb = x + pool_offset(b, 0, 0, ch, h, w, c, channels_first);
-        const int y0 = oy * sh - pad_top, x0 = ox * sw - pad_left;
-        int i0, i1, j0, j1;
-        pool_clip(y0, ph, h, i0, i1);
-        pool_clip(x0, pw, w, j0, j1);
-        T s = T(0), q = T(0);
-        for (int i = i0; i < i1; ++i) {
-            const int iy = y0 + i;
-            for (int j = j0; j < j1; ++j) {
-                const int ix = x0 + j;
-                const T xv = xb[iy * rs + ix * cs];
-                const T v = xv > T(0) ? xv : T(0);
-                s += v;
-                q += v * v;
-            }
-        }
+        T s, q;
+        relu_window_sums(x + pool_offset(b, 0, 0, ch, h, w, c, channels_first),
+                         oy * sh - pad_top, ox * sw - pad_left, ph, pw, h, w, rs, cs, s, q);
         y[e] = q / (s == T(0) ? T(1) : s);
     }
 }
@@ -324,22 +334,9 @@ __global__ void stoch_pool_inf_stats(const T* __restrict__ x, const T* __restric
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += step) {
         int oy, ox, ch;
         const long long b = pool_split(e, oh, ow, c, channels_first, oy, ox, ch);
-        const T* xb = x + pool_offset(b, 0, 0, ch, h, w, c, channels_first);
-        const int y0 = oy * sh - pad_top, x0 = ox * sw - pad_left;
-        int i0, i1, j0, j1;
-        pool_clip(y0, ph, h, i0, i1);
-        pool_clip(x0, pw, w, j0, j1);
-        T s = T(0), q = T(0);
-        for (int i = i0; i < i1; ++i) {
-            const int iy = y0 + i;
-            for (int j = j0; j < j1; ++j) {
-                const int ix = x0 + j;
-                const T xv = xb[iy * rs + ix * cs];
-                const T v = xv > T(0) ? xv : T(0);
-                s += v;
-                q += v * v;
-            }
-        }
+        T s, q;
+        relu_window_sums(x + pool_offset(b, 0, 0, ch, h, w, c, channels_first),
+                         oy * sh - pad_top, ox * sw - pad_left, ph, pw, h, w, rs, cs, s, q);
         if (s == T(0)) s = T(1);
         yw[e] = q / s;
         r[e] = dy[e] / s;
