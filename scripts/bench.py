@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench_models import markdown_table, our_cnn, our_layer, torch_cnn, torch_layer  # noqa: E402 (scripts/)
+from bench_models import markdown_table, our_cnn, our_layer, torch_cnn, torch_layer_fns  # noqa: E402 (scripts/)
 
 # A section of the report file that --write keeps (hand-written notes).
 NOTES = "## Notes"
@@ -180,39 +180,6 @@ def our_layer_fns(kind, params, shape, batch):
     def forward_backward():
         layer(x, training=True)
         layer.backward(dy)
-
-    return forward, forward_backward
-
-
-def torch_layer_fns(torch, kind, params, shape, batch, channels_last):
-    gen = torch.Generator().manual_seed(0)
-    if kind == "dense":
-        x = torch.randn((batch,) + shape, generator=gen)
-    else:
-        h, w, c = shape
-        x = torch.randn((batch, c, h, w), generator=gen)
-    module = torch_layer(torch, kind, params, shape[-1])
-    module.train()
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-        module = module.to(memory_format=torch.channels_last)
-    x.requires_grad_(True)
-    with torch.no_grad():
-        y = module(x)
-    dy = torch.randn(y.shape, generator=gen)
-    if channels_last and dy.dim() == 4:
-        dy = dy.contiguous(memory_format=torch.channels_last)
-    params_ = list(module.parameters())
-
-    def forward():
-        with torch.no_grad():
-            module(x)
-
-    def forward_backward():
-        x.grad = None
-        for p in params_:
-            p.grad = None
-        module(x).backward(dy)
 
     return forward, forward_backward
 

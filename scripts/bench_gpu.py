@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench_models import markdown_table, our_cnn, our_layer, torch_cnn, torch_layer  # noqa: E402 (scripts/)
+from bench_models import markdown_table, our_cnn, our_layer, torch_cnn, torch_layer_fns  # noqa: E402 (scripts/)
 
 # Speed targets of the CUDA backend issue: (torch time / our time) at least
 # this much, against PyTorch with TF32 off.
@@ -332,36 +332,7 @@ def time_ours_layer(ops, timer, kind, params, shape, args):
 
 
 def time_torch_layer(torch, device, timer, kind, params, shape, args, channels_last):
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    if kind == "dense":
-        x = torch.randn((args.batch,) + shape, generator=gen)
-    else:
-        h, w, c = shape
-        x = torch.randn((args.batch, c, h, w), generator=gen)
-    module = torch_layer(torch, kind, params, shape[-1]).to(device)
-    module.train()
-    x = x.to(device)
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-        module = module.to(memory_format=torch.channels_last)
-    x.requires_grad_(True)
-    with torch.no_grad():
-        y = module(x)
-    dy = torch.randn(y.shape, generator=gen).to(device)
-    if channels_last and dy.dim() == 4:
-        dy = dy.contiguous(memory_format=torch.channels_last)
-    params_ = list(module.parameters())
-
-    def forward():
-        with torch.no_grad():
-            module(x)
-
-    def forward_backward():
-        x.grad = None
-        for p in params_:
-            p.grad = None
-        module(x).backward(dy)
-
+    forward, forward_backward = torch_layer_fns(torch, kind, params, shape, args.batch, channels_last, device)
     fwd = timer(forward, args.warmup, args.repeats, args.inner)
     both = timer(forward_backward, args.warmup, args.repeats, args.inner)
     return fwd, both

@@ -44,6 +44,44 @@ def torch_layer(torch, kind, params, in_channels):
     raise ValueError(f"unknown benchmark layer: {kind!r}")
 
 
+def torch_layer_fns(torch, kind, params, shape, batch, channels_last, device="cpu"):
+    """(forward, forward_backward) closures for one benchmark layer in PyTorch, on ``device``.
+
+    The data are drawn on the CPU (the same numbers on every device), then moved.
+    """
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    if kind == "dense":
+        x = torch.randn((batch,) + shape, generator=gen)
+    else:
+        h, w, c = shape
+        x = torch.randn((batch, c, h, w), generator=gen)
+    module = torch_layer(torch, kind, params, shape[-1]).to(device)
+    module.train()
+    x = x.to(device)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+        module = module.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    with torch.no_grad():
+        y = module(x)
+    dy = torch.randn(y.shape, generator=gen).to(device)
+    if channels_last and dy.dim() == 4:
+        dy = dy.contiguous(memory_format=torch.channels_last)
+    params_ = list(module.parameters())
+
+    def forward():
+        with torch.no_grad():
+            module(x)
+
+    def forward_backward():
+        x.grad = None
+        for p in params_:
+            p.grad = None
+        module(x).backward(dy)
+
+    return forward, forward_backward
+
+
 def our_cnn():
     """The benchmark CNN (32x32x3 in, 10 classes), compiled with SGD, in gpulayers."""
     import gpulayers
