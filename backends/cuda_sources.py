@@ -37,6 +37,7 @@ __all__ = [
     "KERNEL_DIR",
     "MAX_BLOCK",
     "NVRTC_OPTIONS",
+    "COMMON_HEADER",
     "CUPY_ADDED_OPTIONS",
     "KernelModule",
     "kernel_modules",
@@ -58,6 +59,9 @@ DTYPES = (("float", "float32"), ("double", "float64"))
 
 # Largest block (threads) the kernels accept; CupyOps launches 256.
 MAX_BLOCK = 1024
+
+# Device helpers put in front of every file's source (kernels/common.cuh).
+COMMON_HEADER = "common.cuh"
 
 # The files, in a fixed order, with the kernels each instantiates. Every
 # template kernel of a file must be listed here (the compile check and
@@ -138,7 +142,8 @@ class KernelModule:
     Attributes:
         name: short name (``"conv"``, ``"pool"``, ``"batchnorm"``).
         path: absolute path of the ``.cu`` file.
-        source: its text (what ``cupy.RawModule(code=...)`` gets).
+        source: ``kernels/common.cuh`` followed by its text (what
+            ``cupy.RawModule(code=...)`` gets).
         options: NVRTC options passed to ``cupy.RawModule(options=...)``.
         kernels: template kernel names in the file.
         name_expressions: ``"kernel<float>"``, ``"kernel<double>"`` for each kernel.
@@ -172,11 +177,14 @@ def kernel_modules():
     Raises RuntimeError when a listed kernel has no template signature in its
     file (a source and this list out of step).
     """
+    # #line keeps compiler messages pointing at the right file and line.
+    with open(os.path.join(KERNEL_DIR, COMMON_HEADER), encoding="utf-8") as f:
+        common = f'#line 1 "{COMMON_HEADER}"\n' + f.read() + "\n"
     mods = []
     for name, fname, kernels in _FILES:
         path = os.path.join(KERNEL_DIR, fname)
         with open(path, encoding="utf-8") as f:
-            source = f.read()
+            source = common + f'#line 1 "{fname}"\n' + f.read()
         sigs = parse_kernel_signatures(source)
         missing = [k for k in kernels if k not in sigs]
         if missing:

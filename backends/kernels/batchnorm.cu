@@ -30,19 +30,6 @@
 __device__ inline float bn_sqrt(float v) { return sqrtf(v); }
 __device__ inline double bn_sqrt(double v) { return sqrt(v); }
 
-// 64-bit index / positive int with a 32-bit fast path.
-__device__ inline long long bn_divmod(long long a, int b, int& rem)
-{
-    if ((unsigned long long)a <= 0xffffffffull) {
-        const unsigned int q = (unsigned int)a / (unsigned int)b;
-        rem = (int)((unsigned int)a - q * (unsigned int)b);
-        return (long long)q;
-    }
-    const long long q = a / b;
-    rem = (int)(a - q * b);
-    return q;
-}
-
 // Tree-reduce s1 (and s2 when two) over `count` rows of a block viewed as
 // (rows, width) with this thread at (row, col); all threads of the block call it.
 template <typename T>
@@ -130,10 +117,10 @@ __global__ void bn_partial_mid(const T* __restrict__ x, const T* __restrict__ dy
     const long long units = (long long)c * nchunks;
     const long long per = (len + nchunks - 1) / nchunks;
     int step_i;  // blockDim.x = step_o * inner + step_i
-    const long long step_o = bn_divmod((long long)blockDim.x, inner, step_i);
+    const long long step_o = index_divmod((long long)blockDim.x, inner, step_i);
     for (long long u = blockIdx.x; u < units; u += gridDim.x) {
         int ch;
-        const long long k = bn_divmod(u, c, ch);
+        const long long k = index_divmod(u, c, ch);
         const long long q0 = k * per;
         const long long q1 = q0 + per < len ? q0 + per : len;
         const T m = mode != 0 ? mean[ch] : T(0);
@@ -141,7 +128,7 @@ __global__ void bn_partial_mid(const T* __restrict__ x, const T* __restrict__ dy
         long long q = q0 + threadIdx.x;
         if (q < q1) {
             int i;
-            long long o = bn_divmod(q, inner, i);
+            long long o = index_divmod(q, inner, i);
             for (; q < q1; q += blockDim.x) {
                 const long long at = (o * c + ch) * inner + i;
                 const T v = x[at];
@@ -250,10 +237,10 @@ struct BnChannelWalk {
     int i, ch, step_i, step_c;
     __device__ BnChannelWalk(long long e, long long step, int c, int inner)
     {
-        const long long q = bn_divmod(e, inner, i);
-        bn_divmod(q, c, ch);
-        const long long sq = bn_divmod(step, inner, step_i);
-        bn_divmod(sq, c, step_c);
+        const long long q = index_divmod(e, inner, i);
+        index_divmod(q, c, ch);
+        const long long sq = index_divmod(step, inner, step_i);
+        index_divmod(sq, c, step_c);
     }
     __device__ void next(int c, int inner)
     {

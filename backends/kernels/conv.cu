@@ -16,20 +16,6 @@
 // Plain CUDA C++ that compiles with NVRTC and, through the project's host
 // emulation header, with g++.
 
-// Divide a non-negative 64-bit index by a positive int, with a 32-bit fast path
-// (64-bit division is a long software routine on the GPU).
-__device__ inline long long conv_divmod(long long a, int b, int& rem)
-{
-    if ((unsigned long long)a <= 0xffffffffull) {
-        const unsigned int q = (unsigned int)a / (unsigned int)b;
-        rem = (int)((unsigned int)a - q * (unsigned int)b);
-        return (long long)q;
-    }
-    const long long q = a / b;
-    rem = (int)(a - q * b);
-    return q;
-}
-
 // im2col: col (N*OH*OW, KH*KW*C), C-contiguous, from x given by ELEMENT strides
 // (xs_n, xs_h, xs_w, xs_c), so one kernel reads NHWC (contiguous) and NCHW (the
 // strides of its NHWC-transposed view) without a copy.
@@ -47,9 +33,9 @@ __global__ void im2col(const T* __restrict__ x, T* __restrict__ col,
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += step) {
         int ch, ox, oy;
-        const long long row = conv_divmod(e, c, ch);
-        const long long t = conv_divmod(row, ow, ox);
-        const long long b = conv_divmod(t, oh, oy);
+        const long long row = index_divmod(e, c, ch);
+        const long long t = index_divmod(row, ow, ox);
+        const long long b = index_divmod(t, oh, oy);
         const T* xb = x + b * xs_n + (long long)ch * xs_c;
         T* out = col + row * kcols + ch;
         const int y0 = oy * sh - pad_top;
@@ -86,13 +72,13 @@ __global__ void col2im(const T* __restrict__ dcol, T* __restrict__ dx,
         int ch, ix, iy;
         long long b;
         if (channels_first) {
-            const long long t1 = conv_divmod(e, w, ix);
-            const long long t2 = conv_divmod(t1, h, iy);
-            b = conv_divmod(t2, c, ch);
+            const long long t1 = index_divmod(e, w, ix);
+            const long long t2 = index_divmod(t1, h, iy);
+            b = index_divmod(t2, c, ch);
         } else {
-            const long long t1 = conv_divmod(e, c, ch);
-            const long long t2 = conv_divmod(t1, w, ix);
-            b = conv_divmod(t2, h, iy);
+            const long long t1 = index_divmod(e, c, ch);
+            const long long t2 = index_divmod(t1, w, ix);
+            b = index_divmod(t2, h, iy);
         }
         const T* base = dcol + b * oh * (long long)ow * kcols + ch;
         T sum = T(0);

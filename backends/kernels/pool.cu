@@ -30,32 +30,19 @@ __device__ inline T pool_neg_inf()
     return (T)__int_as_float(0xff800000);
 }
 
-// 64-bit index / positive int with a 32-bit fast path.
-__device__ inline long long pool_divmod(long long a, int b, int& rem)
-{
-    if ((unsigned long long)a <= 0xffffffffull) {
-        const unsigned int q = (unsigned int)a / (unsigned int)b;
-        rem = (int)((unsigned int)a - q * (unsigned int)b);
-        return (long long)q;
-    }
-    const long long q = a / b;
-    rem = (int)(a - q * b);
-    return q;
-}
-
 // Split a linear index of an (n, hh, ww, cc) / (n, cc, hh, ww) array into
 // (image, row, column, channel); returns the image.
 __device__ inline long long pool_split(long long e, int hh, int ww, int cc, int cf,
                                        int& y, int& x, int& ch)
 {
     if (cf) {
-        const long long t1 = pool_divmod(e, ww, x);
-        const long long t2 = pool_divmod(t1, hh, y);
-        return pool_divmod(t2, cc, ch);
+        const long long t1 = index_divmod(e, ww, x);
+        const long long t2 = index_divmod(t1, hh, y);
+        return index_divmod(t2, cc, ch);
     }
-    const long long t1 = pool_divmod(e, cc, ch);
-    const long long t2 = pool_divmod(t1, ww, x);
-    return pool_divmod(t2, hh, y);
+    const long long t1 = index_divmod(e, cc, ch);
+    const long long t2 = index_divmod(t1, ww, x);
+    return index_divmod(t2, hh, y);
 }
 
 // Linear offset of (b, y, x, ch) in such an array.
@@ -87,10 +74,10 @@ __device__ inline void pool_cover(int p, int pad, int s, int out, int k, int& lo
 {
     int rem;
     const long long t = (long long)p + pad;  // >= 0: o*s <= t
-    const long long q = pool_divmod(t, s, rem);
+    const long long q = index_divmod(t, s, rem);
     hi = (int)(q < out - 1 ? q : out - 1);
     const long long u = t - k + 1;  // o*s >= u: o >= ceil(u / s)
-    lo = u > 0 ? (int)(pool_divmod(u - 1, s, rem) + 1) : 0;
+    lo = u > 0 ? (int)(index_divmod(u - 1, s, rem) + 1) : 0;
 }
 
 // ---------------------------------------------------------------- max pooling
@@ -392,7 +379,7 @@ __device__ inline long long pool_global_offset(long long o, int p, int hw, int c
 {
     if (cf) return o * hw + p;
     int ch;
-    const long long b = pool_divmod(o, c, ch);
+    const long long b = index_divmod(o, c, ch);
     return (b * hw + p) * (long long)c + ch;
 }
 
@@ -494,11 +481,11 @@ __global__ void global_avg_bwd(const T* __restrict__ dy, T* __restrict__ dx,
         long long o;
         if (channels_first) {
             int p;
-            o = pool_divmod(e, hw, p);
+            o = index_divmod(e, hw, p);
         } else {
             int ch, p;
-            const long long t1 = pool_divmod(e, c, ch);
-            o = pool_divmod(t1, hw, p) * c + ch;
+            const long long t1 = index_divmod(e, c, ch);
+            o = index_divmod(t1, hw, p) * c + ch;
         }
         dx[e] = dy[o] / div;
     }
@@ -515,11 +502,11 @@ __global__ void global_max_bwd(const T* __restrict__ dy, const int* __restrict__
         long long o;
         int p;
         if (channels_first) {
-            o = pool_divmod(e, hw, p);
+            o = index_divmod(e, hw, p);
         } else {
             int ch;
-            const long long t1 = pool_divmod(e, c, ch);
-            o = pool_divmod(t1, hw, p) * c + ch;
+            const long long t1 = index_divmod(e, c, ch);
+            o = index_divmod(t1, hw, p) * c + ch;
         }
         dx[e] = argmax[o] == p ? dy[o] : T(0);
     }
