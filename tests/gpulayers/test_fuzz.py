@@ -722,7 +722,9 @@ def check_batch_norm(layer, xd, y, training, before, what):
     else:
         mean, var = w["moving_mean"], w["moving_variance"]
     inv = gamma / np.sqrt(var + layer.epsilon)
-    ref = (xd - mean.reshape(shape)) * inv.reshape(shape) + beta.reshape(shape)
+    # Keras's form, x * inv + (beta - mean * inv): the same value, and the same
+    # NaN where an infinite gamma meets a zero mean (-0 * inf).
+    ref = xd * inv.reshape(shape) + (beta - mean * inv).reshape(shape)
     scale = (np.abs(xd) + np.abs(mean).reshape(shape)) * np.abs(inv).reshape(shape) + np.abs(beta).reshape(shape)
     if layer.epsilon >= 1e-7:  # a smaller epsilon vanishes next to float32 variances (0 + 1e-300 == 0)
         assert_close(y, ref, scale, layer.dtype, what)
