@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench_models import markdown_table, our_cnn, our_layer, torch_cnn, torch_layer_fns  # noqa: E402 (scripts/)
+from bench_models import LAYER_CASES, markdown_table, our_cnn, our_layer, torch_cnn, torch_layer_fns  # noqa: E402 (scripts/)
 
 # A section of the report file that --write keeps (hand-written notes).
 NOTES = "## Notes"
@@ -48,18 +48,6 @@ NOTES = "## Notes"
 # Targets of the CPU performance issue (our time / torch channels_last time).
 STEP_TARGET = 1.7
 MEMORY_TARGET = 1.5
-
-# name, label, kind, input shape per sample (NHWC), parameters
-LAYER_CASES = [
-    ("conv3x3s1", "Conv2D 3x3 s1 32->64 @32x32", "conv", (32, 32, 32), dict(filters=64, kernel=3, stride=1)),
-    ("conv3x3s2", "Conv2D 3x3 s2 32->64 @32x32", "conv", (32, 32, 32), dict(filters=64, kernel=3, stride=2)),
-    ("conv1x1", "Conv2D 1x1 32->64 @32x32", "conv", (32, 32, 32), dict(filters=64, kernel=1, stride=1)),
-    ("maxpool", "MaxPooling2D 2x2 @32x32x64", "maxpool", (32, 32, 64), {}),
-    ("avgpool", "AveragePooling2D 2x2 @32x32x64", "avgpool", (32, 32, 64), {}),
-    ("bn", "BatchNormalization (training) @32x32x64", "bn", (32, 32, 64), {}),
-    ("relu", "ReLU @32x32x64", "relu", (32, 32, 64), {}),
-    ("dense", "Dense 4096->128", "dense", (4096,), {}),
-]
 
 INSTALL_HINT = (
     "PyTorch is needed for the comparison and is not installed. Install the benchmark extra:\n"

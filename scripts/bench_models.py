@@ -1,8 +1,21 @@
 """What scripts/bench.py (CPU) and scripts/bench_gpu.py (GPU) both measure.
 
-The benchmark layers and the benchmark CNN, in gpulayers and in PyTorch (the
+The layer cases, the benchmark layers and the benchmark CNN, in gpulayers and in PyTorch (the
 same shapes and output sizes), and the markdown table both reports print.
 """
+
+
+# The layer cases: name, label, kind, input shape per sample (NHWC), parameters.
+LAYER_CASES = [
+    ("conv3x3s1", "Conv2D 3x3 s1 32->64 @32x32", "conv", (32, 32, 32), dict(filters=64, kernel=3, stride=1)),
+    ("conv3x3s2", "Conv2D 3x3 s2 32->64 @32x32", "conv", (32, 32, 32), dict(filters=64, kernel=3, stride=2)),
+    ("conv1x1", "Conv2D 1x1 32->64 @32x32", "conv", (32, 32, 32), dict(filters=64, kernel=1, stride=1)),
+    ("maxpool", "MaxPooling2D 2x2 @32x32x64", "maxpool", (32, 32, 64), {}),
+    ("avgpool", "AveragePooling2D 2x2 @32x32x64", "avgpool", (32, 32, 64), {}),
+    ("bn", "BatchNormalization (training) @32x32x64", "bn", (32, 32, 64), {}),
+    ("relu", "ReLU @32x32x64", "relu", (32, 32, 64), {}),
+    ("dense", "Dense 4096->128", "dense", (4096,), {}),
+]
 
 
 def our_layer(kind, params):
