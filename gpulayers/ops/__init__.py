@@ -1,0 +1,14 @@
+"""``gpulayers.ops``: Keras 3's ``keras.ops``, differentiable on gpulayers' tape.
+
+The functions have Keras's names, arguments and broadcasting and run on the
+active backend (numpy or cupy). Families, as in Keras: ``core``
+(conversion, casting, shapes), ``numpy`` (the NumPy-like API), ``math`` and
+``nn`` (activations, convolution, pooling, normalization, losses).
+"""
+
+from gpulayers.ops.core import *  # noqa: F401,F403
+from gpulayers.ops.core import __all__ as _core_all
+from gpulayers.ops.numpy import *  # noqa: F401,F403
+from gpulayers.ops.numpy import __all__ as _numpy_all
+
+__all__ = sorted(set(_core_all) | set(_numpy_all))
