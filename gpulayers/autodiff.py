@@ -38,7 +38,7 @@ __all__ = ["GradientTape", "Node", "Tensor", "as_tensor", "gradient", "no_backwa
 
 _state = threading.local()
 _sequence = itertools.count()  # creation order of nodes
-_numpy_ops = None  # gpulayers.ops.numpy, bound when it is imported (the Tensor operators call it)
+_ops = None  # the gpulayers.ops package, bound when it is imported (the Tensor operators call it)
 
 
 def recording():
@@ -187,34 +187,39 @@ class Tensor:
     __hash__ = object.__hash__  # by identity, though == is elementwise
 
     # ------------------------------------------------------------ methods (ops)
-    def astype(self, dtype):
-        return _numpy_ops.cast(self, dtype)
+    def astype(self, dtype, copy=True):
+        return _ops.cast(self, dtype)
 
     def reshape(self, *shape):
-        return _numpy_ops.reshape(self, shape[0] if len(shape) == 1 else shape)
+        return _ops.reshape(self, shape[0] if len(shape) == 1 else shape)
 
     def transpose(self, *axes):
-        return _numpy_ops.transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
+        return _ops.transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
 
     @property
     def T(self):
-        return _numpy_ops.transpose(self)
+        return _ops.transpose(self)
 
-    def sum(self, axis=None, keepdims=False):
-        return _numpy_ops.sum(self, axis=axis, keepdims=keepdims)
+    # numpy's functions call these methods with numpy's arguments (np.max(t, axis=1) calls t.max(axis=1, out=None))
+    def sum(self, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+        _no_out(out)
+        return _ops.sum(self if dtype is None else self.astype(dtype), axis=axis, keepdims=keepdims)
 
-    def mean(self, axis=None, keepdims=False):
-        return _numpy_ops.mean(self, axis=axis, keepdims=keepdims)
+    def mean(self, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+        _no_out(out)
+        return _ops.mean(self if dtype is None else self.astype(dtype), axis=axis, keepdims=keepdims)
 
-    def max(self, axis=None, keepdims=False):
-        return _numpy_ops.max(self, axis=axis, keepdims=keepdims)
+    def max(self, axis=None, out=None, keepdims=False, **kwargs):
+        _no_out(out)
+        return _ops.max(self, axis=axis, keepdims=keepdims)
 
-    def min(self, axis=None, keepdims=False):
-        return _numpy_ops.min(self, axis=axis, keepdims=keepdims)
+    def min(self, axis=None, out=None, keepdims=False, **kwargs):
+        _no_out(out)
+        return _ops.min(self, axis=axis, keepdims=keepdims)
 
     # ------------------------------------------------------------ operators
     def __getitem__(self, key):
-        return _numpy_ops.get_item(self, key)
+        return _ops.get_item(self, key)
 
     def __setitem__(self, key, value):
         raise TypeError(
@@ -223,110 +228,115 @@ class Tensor:
         )
 
     def __neg__(self):
-        return _numpy_ops.negative(self)
+        return _ops.negative(self)
 
     def __pos__(self):
         return self
 
     def __abs__(self):
-        return _numpy_ops.absolute(self)
+        return _ops.absolute(self)
 
     def __invert__(self):
-        return _numpy_ops.logical_not(self) if self.data.dtype.kind == "b" else _numpy_ops.bitwise_invert(self)
+        return _ops.logical_not(self) if self.data.dtype.kind == "b" else _ops.bitwise_invert(self)
 
     def __add__(self, other):
-        return _numpy_ops.add(self, other)
+        return _ops.add(self, other)
 
     def __radd__(self, other):
-        return _numpy_ops.add(other, self)
+        return _ops.add(other, self)
 
     def __sub__(self, other):
-        return _numpy_ops.subtract(self, other)
+        return _ops.subtract(self, other)
 
     def __rsub__(self, other):
-        return _numpy_ops.subtract(other, self)
+        return _ops.subtract(other, self)
 
     def __mul__(self, other):
-        return _numpy_ops.multiply(self, other)
+        return _ops.multiply(self, other)
 
     def __rmul__(self, other):
-        return _numpy_ops.multiply(other, self)
+        return _ops.multiply(other, self)
 
     def __truediv__(self, other):
-        return _numpy_ops.true_divide(self, other)
+        return _ops.true_divide(self, other)
 
     def __rtruediv__(self, other):
-        return _numpy_ops.true_divide(other, self)
+        return _ops.true_divide(other, self)
 
     def __floordiv__(self, other):
-        return _numpy_ops.floor_divide(self, other)
+        return _ops.floor_divide(self, other)
 
     def __rfloordiv__(self, other):
-        return _numpy_ops.floor_divide(other, self)
+        return _ops.floor_divide(other, self)
 
     def __mod__(self, other):
-        return _numpy_ops.mod(self, other)
+        return _ops.mod(self, other)
 
     def __rmod__(self, other):
-        return _numpy_ops.mod(other, self)
+        return _ops.mod(other, self)
 
     def __pow__(self, other):
-        return _numpy_ops.power(self, other)
+        return _ops.power(self, other)
 
     def __rpow__(self, other):
-        return _numpy_ops.power(other, self)
+        return _ops.power(other, self)
 
     def __matmul__(self, other):
-        return _numpy_ops.matmul(self, other)
+        return _ops.matmul(self, other)
 
     def __rmatmul__(self, other):
-        return _numpy_ops.matmul(other, self)
+        return _ops.matmul(other, self)
 
     def __eq__(self, other):
-        return _numpy_ops.equal(self, other)
+        return _ops.equal(self, other)
 
     def __ne__(self, other):
-        return _numpy_ops.not_equal(self, other)
+        return _ops.not_equal(self, other)
 
     def __lt__(self, other):
-        return _numpy_ops.less(self, other)
+        return _ops.less(self, other)
 
     def __le__(self, other):
-        return _numpy_ops.less_equal(self, other)
+        return _ops.less_equal(self, other)
 
     def __gt__(self, other):
-        return _numpy_ops.greater(self, other)
+        return _ops.greater(self, other)
 
     def __ge__(self, other):
-        return _numpy_ops.greater_equal(self, other)
+        return _ops.greater_equal(self, other)
 
     def __and__(self, other):
-        return _numpy_ops.logical_and(self, other)
+        return _ops.logical_and(self, other)
 
     def __rand__(self, other):
-        return _numpy_ops.logical_and(other, self)
+        return _ops.logical_and(other, self)
 
     def __or__(self, other):
-        return _numpy_ops.logical_or(self, other)
+        return _ops.logical_or(self, other)
 
     def __ror__(self, other):
-        return _numpy_ops.logical_or(other, self)
+        return _ops.logical_or(other, self)
 
     def __xor__(self, other):
-        return _numpy_ops.logical_xor(self, other)
+        return _ops.logical_xor(self, other)
 
     def __rxor__(self, other):
-        return _numpy_ops.logical_xor(other, self)
+        return _ops.logical_xor(other, self)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         """``np.exp(tensor)``, ``ndarray + tensor``: the matching op when there is one, else plain NumPy."""
-        fn = _numpy_ops.UFUNCS.get(ufunc) if method == "__call__" and not kwargs else None
+        fn = _ops.numpy.UFUNCS.get(ufunc) if method == "__call__" and not kwargs else None
         if fn is not None:
             return fn(*inputs)
         raw = [unwrap(x) for x in inputs]
         if "out" in kwargs:
             kwargs["out"] = tuple(unwrap(x) for x in kwargs["out"])
         return getattr(ufunc, method)(*raw, **kwargs)
+
+
+def _no_out(out):
+    if out is not None:
+        raise TypeError("gpulayers tensors are immutable: `out=` is not supported.")
 
 
 def unwrap(x):
@@ -339,10 +349,10 @@ def as_tensor(x, dtype=None):
     if isinstance(x, Tensor):
         if dtype is None or x.data.dtype == np.dtype(dtype):
             return x
-        return _numpy_ops.cast(x, dtype)
+        return _ops.cast(x, dtype)
     ops = get_ops()
     if isinstance(x, (list, tuple)) and any(isinstance(v, Tensor) for v in x):
-        return _numpy_ops.stack(list(x)) if dtype is None else _numpy_ops.cast(_numpy_ops.stack(list(x)), dtype)
+        return _ops.stack(list(x)) if dtype is None else _ops.cast(_ops.stack(list(x)), dtype)
     return Tensor(ops.asarray(x, dtype=dtype))
 
 
@@ -522,7 +532,6 @@ class GradientTape:
         self.persistent = bool(persistent)
         self._context = None
         self._used = False
-        self._watched = []
 
     def __enter__(self):
         self._context = _recording_set(True)
@@ -536,9 +545,14 @@ class GradientTape:
 
     def watch(self, tensor):
         """Make ``tensor`` (a Tensor or Variable, or a list of them) a source of gradients."""
-        for t in _as_list(tensor)[0]:
+        items = list(tensor) if isinstance(tensor, (list, tuple)) else [tensor]
+        for t in items:
+            if not isinstance(t, Tensor):
+                raise TypeError(
+                    f"Invalid type for `tensor` of GradientTape.watch: expected a Tensor or a Variable (convert an "
+                    f"array with ops.convert_to_tensor first). Received: {type(t).__name__}"
+                )
             t.watched = True
-            self._watched.append(t)
 
     def gradient(self, target, sources, output_gradients=None):
         """Gradients of ``target`` with respect to ``sources`` (see :func:`gradient`)."""

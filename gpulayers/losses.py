@@ -1,39 +1,26 @@
-"""Losses with Keras 3's names, formulas, defaults and reductions, plus exact gradients.
+"""Losses with Keras 3's names, formulas, defaults and reductions, differentiable on the tape.
 
 Each loss class is called like Keras's: ``loss(y_true, y_pred, sample_weight=None)``
-returns the reduced loss as a 0-d array of ``y_pred``'s namespace (NumPy or
-CuPy). gpulayers has no autodiff, so every built-in loss also gives its
-derivative::
+returns the reduced loss as a scalar :class:`~gpulayers.autodiff.Tensor`; the
+functions (``categorical_crossentropy``...) return the per-sample values.
+Both are recorded on the tape, so ``gradient(loss, weights)`` trains through
+them. A user's loss is a function ``(y_true, y_pred) -> per-sample values``
+or a :class:`Loss` subclass with ``call``, written with ``gpulayers.ops``:
+neither needs a derivative by hand.
 
-    value, dy = loss.value_and_grad(y_true, y_pred)      # dy = dL/dy_pred
-    value, dz = loss.fused_softmax_grad(y_true, y_pred)  # dz = dL/dz, y_pred = act(z)
+The cross-entropies are ``gpulayers.ops``' (``ops.categorical_crossentropy``
+and its siblings): probabilities are renormalised and clipped to
+``[epsilon, 1 - epsilon]`` as Keras does, and when ``y_pred`` comes straight
+out of a softmax (or sigmoid) the loss node sends its gradient to the logits,
+``(y_pred - y_true) * weight / N``, without dividing by small probabilities.
 
-``value_and_grad`` is the exact derivative of what ``__call__`` computes,
-including Keras's clipping of probabilities to ``[epsilon, 1 - epsilon]``
-(zero gradient where the clip is active) and, for categorical cross-entropy
-on probabilities, Keras's renormalisation ``y_pred / sum(y_pred)``.
+Formulas follow ``keras/src/losses/losses.py``:
 
-``fused_softmax_grad`` is for the probability cross-entropies
-(``from_logits=False``) when ``y_pred`` came out of the activation named by
-``loss.fuses_with`` (``"softmax"`` or ``"sigmoid"``): it returns the gradient
-with respect to the activation's input ``z``, ``(y_pred - y_true) * weight / N``,
-without dividing by small probabilities (the derivative of the unclipped
-loss, as TF/JAX/PyTorch training on logits gives). It returns None where no
-fusion applies (``fuses_with`` is None).
-
-Formulas follow ``keras/src/losses/losses.py`` and the NumPy backend's
-``keras/src/backend/numpy/nn.py``:
-
-* categorical: ``-sum(y_true * log(clip(y_pred / sum(y_pred), eps, 1 - eps)))``
-  over ``axis``; with ``from_logits`` ``-sum(y_true * log_softmax(y_pred))``.
-  ``label_smoothing=s`` uses ``y_true * (1 - s) + s / num_classes``.
-* sparse categorical: the same with integer labels (shape ``(N,)`` or
-  ``(N, 1)``); ``ignore_class`` masks the labels equal to it.
-* binary: ``mean(-(t * log(p) + (1 - t) * log(1 - p)), axis)`` with ``p``
-  clipped to ``[eps, 1 - eps]``; smoothing ``t * (1 - s) + 0.5 * s``. With
-  ``from_logits`` the stable ``max(z, 0) - z * t + log1p(exp(-|z|))``: Keras's
-  TensorFlow, JAX and PyTorch backends compute it so; only its NumPy
-  backend applies sigmoid and then clips, which differs once ``|z| > 16``.
+* categorical: ``label_smoothing=s`` uses ``y_true * (1 - s) + s / num_classes``.
+* sparse categorical: integer labels (shape ``(N,)`` or ``(N, 1)``);
+  ``ignore_class`` masks the labels equal to it.
+* binary: the mean over ``axis`` of the element losses; smoothing
+  ``t * (1 - s) + 0.5 * s``.
 * ``mean((y_pred - y_true)**2, -1)``, ``mean(|y_pred - y_true|, -1)``, and
   Huber ``mean(where(|e| <= d, e**2 / 2, d * |e| - d**2 / 2), -1)``.
 
@@ -42,7 +29,7 @@ multiplied by ``sample_weight`` (after Keras's squeeze/expand of a trailing
 size-1 axis), then ``"sum"`` sums, ``"sum_over_batch_size"`` and ``"mean"``
 divide the sum by the number of weighted values, ``"mean_with_sample_weight"``
 divides by ``sum(sample_weight)`` (0 when it is 0), and ``"none"``/None keep
-the weighted values (``value_and_grad`` then differentiates their sum).
+the weighted values.
 
 Example:
     >>> cce = CategoricalCrossentropy()
@@ -60,7 +47,9 @@ import warnings
 import numpy as np
 
 from backends import array_namespace
-from gpulayers import config
+from gpulayers import config, ops
+from gpulayers.autodiff import record, unwrap
+from gpulayers.ops.core import unbroadcast as _unbroadcast
 from gpulayers.utils import to_snake_case, unique_name
 
 __all__ = [
@@ -76,6 +65,7 @@ __all__ = [
     "deserialize",
     "get",
     "huber",
+    "is_builtin",
     "mae",
     "mean_absolute_error",
     "mean_squared_error",
@@ -89,7 +79,6 @@ __all__ = [
 KERAS_MODULE = "keras.losses"
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
 _FLOAT_DTYPES = ("float16", "float32", "float64")
-
 
 # ---------------------------------------------------------------------------
 # Argument checks
@@ -169,25 +158,20 @@ def squeeze_or_expand_to_same_rank(x1, x2, expand_rank_1=True):
     return x1, x2
 
 
-def _compute_dtype(xp, y_pred, dtype):
-    if dtype is not None:
-        return xp.dtype(dtype)
-    kind = y_pred.dtype.kind
-    if kind != "f":
-        return xp.dtype(config.floatx())
-    if y_pred.dtype.itemsize < 4:  # float16: log(1 - eps) needs float32
-        return xp.dtype(xp.float32)
-    return y_pred.dtype
+
+def _prediction(y_pred, dtype):
+    """``y_pred`` as a float Tensor in the compute dtype: ``dtype`` if given, else its own (float16 and
+    non-float predictions in float32 and ``floatx()``: ``log(1 - eps)`` needs float32)."""
+    y_pred = ops.convert_to_tensor(y_pred)
+    if dtype is None:
+        kind, size = y_pred.data.dtype.kind, y_pred.data.dtype.itemsize
+        dtype = config.floatx() if kind != "f" else ("float32" if size < 4 else None)
+    return y_pred if dtype is None else ops.cast(y_pred, dtype)
 
 
-def _as_arrays(y_true, y_pred, dtype):
-    """(xp, y_true, y_pred cast to the compute dtype, original y_pred shape and grad dtype)."""
-    xp = array_namespace(y_pred)
-    y_pred = xp.asarray(y_pred)
-    y_true = xp.asarray(y_true)
-    cdtype = _compute_dtype(xp, y_pred, dtype)
-    grad_dtype = y_pred.dtype if y_pred.dtype.kind == "f" else cdtype
-    return xp, y_true, y_pred.astype(cdtype, copy=False), y_pred.shape, grad_dtype
+def _target(y_true, y_pred):
+    """``y_true`` as a constant tensor of ``y_pred``'s dtype (targets get no gradient)."""
+    return ops.convert_to_tensor(unwrap(y_true), dtype=y_pred.dtype)
 
 
 def _same_shape(fn_name, y_true, y_pred, hint=""):
@@ -206,41 +190,173 @@ def _same_shape(fn_name, y_true, y_pred, hint=""):
     return t, p
 
 
-def _clip_bounds(xp, dtype):
-    eps = config.epsilon()
-    return xp.asarray(eps, dtype=dtype), xp.asarray(1.0 - eps, dtype=dtype)
+
+def _axis_index(axis, ndim, shape):
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"Invalid value for `axis`: out of range for y_pred.shape={tuple(shape)}. Received: axis={axis}")
+    return axis % ndim
 
 
-def _log_softmax(xp, z, axis):
-    shifted = z - xp.max(z, axis=axis, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+def _categorical(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1, dtype=None):
+    axis = _check_axis(axis)
+    label_smoothing = _check_smoothing(label_smoothing)
+    p = _prediction(y_pred, dtype)
+    t = _target(y_true, p)
+    hint = " For integer labels use sparse_categorical_crossentropy." if t.ndim == p.ndim - 1 else ""
+    t, p = _same_shape("categorical_crossentropy", t, p, hint)
+    ax = _axis_index(axis, p.ndim, p.shape)
+    if p.shape[-1] == 1:
+        warnings.warn(
+            "In loss categorical_crossentropy, expected y_pred.shape to be (batch_size, num_classes) "
+            f"with num_classes > 1. Received: y_pred.shape={tuple(p.shape)}. Consider using "
+            "'binary_crossentropy' if you only have 2 classes.",
+            SyntaxWarning,
+            stacklevel=3,
+        )
+    if label_smoothing:
+        t = t * (1.0 - label_smoothing) + label_smoothing / p.shape[ax]
+    return ops.categorical_crossentropy(t, p, from_logits=from_logits, axis=ax)
 
 
-def _sigmoid(xp, z):
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+def _sparse(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1, dtype=None, check_labels=True):
+    """(per-sample values, mask of the labels that count or None)."""
+    fn = "sparse_categorical_crossentropy"
+    axis = _check_axis(axis)
+    if ignore_class is not None and (
+        isinstance(ignore_class, (bool, np.bool_)) or not isinstance(ignore_class, numbers.Integral)
+    ):
+        raise ValueError(f"Invalid value for `ignore_class`: expected None or an int. Received: ignore_class={ignore_class!r}")
+    p = _prediction(y_pred, dtype)
+    raw = unwrap(ops.convert_to_tensor(unwrap(y_true)))
+    labels, pd = squeeze_or_expand_to_same_rank(raw, p.data)
+    if pd.ndim != p.ndim:
+        p = ops.reshape(p, pd.shape)
+    if p.ndim < 1:
+        raise ValueError(f"In {fn}, `y_pred` must have at least one dimension. Received: y_pred.shape={tuple(p.shape)}")
+    if axis not in (-1, p.ndim - 1):
+        raise ValueError(f"Invalid value for `axis`: only axis=-1 is supported. Received: axis={axis}")
+    if labels.ndim == p.ndim and labels.shape[-1] == 1:
+        labels = labels.reshape(labels.shape[:-1])
+    if tuple(labels.shape) != tuple(p.shape[:-1]):
+        raise ValueError(
+            f"In {fn}, `y_true` must have y_pred's shape without its last axis (optionally with a "
+            f"trailing axis of size 1). Received: y_true.shape={tuple(raw.shape)}, "
+            f"y_pred.shape={tuple(p.shape)}"
+        )
+    if check_labels:
+        _check_labels(array_namespace(labels), labels, p.shape[-1], ignore_class)
+    if ignore_class is None:
+        return ops.sparse_categorical_crossentropy(labels, p, from_logits=from_logits), None
+    mask = labels != ignore_class
+    labels = array_namespace(labels).where(mask, labels, 0)
+    values = ops.sparse_categorical_crossentropy(labels, p, from_logits=from_logits)
+    return ops.where(mask, values, 0.0), mask
 
 
-def _unbroadcast(g, shape):
-    """Sum ``g`` over the axes that broadcasting added to an array of ``shape``."""
-    while g.ndim > len(shape):
-        g = g.sum(axis=0)
-    for i, n in enumerate(shape):
-        if n == 1 and g.shape[i] != 1:
-            g = g.sum(axis=i, keepdims=True)
-    return g
+def _binary(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1, dtype=None):
+    axis = _check_axis(axis)
+    label_smoothing = _check_smoothing(label_smoothing)
+    p = _prediction(y_pred, dtype)
+    t, p = _same_shape("binary_crossentropy", _target(y_true, p), p)
+    ax = _axis_index(axis, p.ndim, p.shape)
+    if label_smoothing:
+        t = t * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    return ops.mean(ops.binary_crossentropy(t, p, from_logits=from_logits), axis=ax)
 
 
-class _Forward:
-    """Per-sample values and how to turn d(loss)/d(values) into input gradients."""
+def _regression(fn, kind, y_true, y_pred, delta=1.0, dtype=None):
+    p = _prediction(y_pred, dtype)
+    t, p = _same_shape(fn, _target(y_true, p), p)
+    error = p - t
+    if kind == "mse":
+        return ops.mean(ops.square(error), axis=-1)
+    if kind == "mae":
+        return ops.mean(ops.absolute(error), axis=-1)
+    abs_error = ops.absolute(error)
+    return ops.mean(ops.where(abs_error <= delta, 0.5 * ops.square(error), delta * abs_error - 0.5 * delta * delta), axis=-1)
 
-    __slots__ = ("values", "mask", "backward", "fused")
 
-    def __init__(self, values, backward=None, fused=None, mask=None):
-        self.values = values
-        self.backward = backward  # dvalues -> dL/dy_pred (y_pred's shape and dtype)
-        self.fused = fused  # dvalues -> dL/dz for y_pred = activation(z)
-        self.mask = mask  # bool array like values (ignore_class), or None
+def _check_labels(xp, labels, num_classes, ignore_class):
+    """One device->host sync: any label that is not an integer in [0, num_classes)?"""
+    if labels.dtype.kind == "b":
+        labels = labels.astype(xp.int64)
+    if labels.dtype.kind in "iu":
+        bad = (labels < 0) | (labels >= num_classes)
+    elif labels.dtype.kind == "f":
+        bad = (labels != xp.floor(labels)) | (labels < 0) | (labels >= num_classes)  # NaN is bad too
+    else:
+        raise ValueError(
+            "Invalid value for `y_true`: sparse labels must be an int or float array. "
+            f"Received: y_true.dtype={labels.dtype}"
+        )
+    if ignore_class is not None:
+        bad = bad & (labels != ignore_class)
+    if bool(xp.any(bad)):
+        flat_bad = np.asarray(bad.get() if hasattr(bad, "get") else bad).reshape(-1)
+        host = np.asarray(labels.get() if hasattr(labels, "get") else labels).reshape(-1)
+        i = int(np.argmax(flat_bad))
+        value = host[i].item()
+        raise ValueError(
+            f"Invalid label in `y_true`: {value!r} at flat index {i}. Sparse labels must be integers in "
+            f"[0, {num_classes}), where {num_classes} is y_pred's number of classes (last axis)"
+            + (f", or ignore_class={ignore_class}" if ignore_class is not None else "")
+            + f". Received: label={value!r}"
+        )
+
+
+
+# ---------------------------------------------------------------------------
+# Public functions: per-sample values, Keras's names and signatures
+# ---------------------------------------------------------------------------
+def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    """Per-sample categorical cross-entropy (one value per position outside ``axis``).
+
+    Example:
+        >>> categorical_crossentropy(np.array([[0., 1., 0.]]), np.array([[0.05, 0.95, 0.]]))
+        <Tensor shape=(1,) ...> 0.05129329
+    """
+    return _categorical(y_true, y_pred, from_logits, label_smoothing, axis)
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1):
+    """Per-sample cross-entropy with integer labels of shape ``y_pred.shape[:-1]`` (or ``+ (1,)``).
+
+    Labels must be integers (int arrays, or float arrays holding whole
+    numbers) in ``[0, num_classes)``; otherwise ValueError names the label.
+    """
+    return _sparse(y_true, y_pred, from_logits, ignore_class, axis)[0]
+
+
+def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    """Binary cross-entropy averaged over ``axis``."""
+    return _binary(y_true, y_pred, from_logits, label_smoothing, axis)
+
+
+def mean_squared_error(y_true, y_pred):
+    """``mean((y_true - y_pred)**2, axis=-1)``."""
+    return _regression("mean_squared_error", "mse", y_true, y_pred)
+
+
+def mean_absolute_error(y_true, y_pred):
+    """``mean(|y_true - y_pred|, axis=-1)``."""
+    return _regression("mean_absolute_error", "mae", y_true, y_pred)
+
+
+def huber(y_true, y_pred, delta=1.0):
+    """Huber loss averaged over the last axis."""
+    return _regression("huber", "huber", y_true, y_pred, delta=_check_delta(delta))
+
+
+mse = mean_squared_error
+mae = mean_absolute_error
+
+
+def _check_delta(delta):
+    if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, numbers.Real) or not (
+        math.isfinite(delta) and delta >= 0
+    ):
+        raise ValueError(f"Invalid value for `delta`: expected a non-negative float. Received: delta={delta!r}")
+    return float(delta)
 
 
 # ---------------------------------------------------------------------------
@@ -314,282 +430,15 @@ def _reduce(values, sample_weight, mask, reduction, need_grad):
     return loss, xp.ascontiguousarray(dv.reshape(values.shape).astype(dtype, copy=False))
 
 
-# ---------------------------------------------------------------------------
-# Per-sample forward passes with their backward closures
-# ---------------------------------------------------------------------------
-def _expand(dv, axis, ndim):
-    """Re-insert the reduced ``axis`` into per-sample gradients."""
-    return dv.reshape(dv.shape[:axis] + (1,) + dv.shape[axis:]) if ndim else dv
 
-
-def _categorical(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1, dtype=None):
-    fn = "categorical_crossentropy"
-    axis = _check_axis(axis)
-    label_smoothing = _check_smoothing(label_smoothing)
-    xp, y_true, y_pred, shape, gdtype = _as_arrays(y_true, y_pred, dtype)
-    hint = (" For integer labels use sparse_categorical_crossentropy."
-            if y_true.ndim == y_pred.ndim - 1 else "")
-    t, p = _same_shape(fn, y_true.astype(y_pred.dtype, copy=False), y_pred, hint)
-    ndim = p.ndim
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"Invalid value for `axis`: out of range for y_pred.shape={tuple(shape)}. Received: axis={axis}")
-    ax = axis % ndim
-    if p.shape[-1] == 1:
-        warnings.warn(
-            "In loss categorical_crossentropy, expected y_pred.shape to be (batch_size, num_classes) "
-            f"with num_classes > 1. Received: y_pred.shape={tuple(shape)}. Consider using "
-            "'binary_crossentropy' if you only have 2 classes.",
-            SyntaxWarning,
-            stacklevel=3,
-        )
-    if label_smoothing:
-        num_classes = p.shape[ax]
-        t = t * (1.0 - label_smoothing) + label_smoothing / num_classes
-    t_sum = xp.sum(t, axis=ax, keepdims=True)
-    if from_logits:
-        logp = _log_softmax(xp, p, ax)
-        values = -xp.sum(t * logp, axis=ax)
-
-        def backward(dv):
-            g = (xp.exp(logp) * t_sum - t) * _expand(dv, ax, ndim)
-            return g.reshape(shape).astype(gdtype, copy=False)
-
-        return _Forward(values, backward)
-
-    lo, hi = _clip_bounds(xp, p.dtype)
-    s = xp.sum(p, axis=ax, keepdims=True)
-    q = p / s
-    qc = xp.clip(q, lo, hi)
-    values = -xp.sum(t * xp.log(qc), axis=ax)
-
-    def backward(dv):
-        gq = xp.where((q >= lo) & (q <= hi), -t / qc, 0.0)  # d loss / d q
-        g = (gq - xp.sum(gq * q, axis=ax, keepdims=True)) / s
-        return (g * _expand(dv, ax, ndim)).reshape(shape).astype(gdtype, copy=False)
-
-    def fused(dv):
-        g = (p * t_sum - t) * _expand(dv, ax, ndim)
-        return g.reshape(shape).astype(gdtype, copy=False)
-
-    return _Forward(values, backward, fused)
-
-
-def _check_labels(xp, labels, num_classes, ignore_class):
-    """One device->host sync: any label that is not an integer in [0, num_classes)?"""
-    if labels.dtype.kind == "b":
-        labels = labels.astype(xp.int64)
-    if labels.dtype.kind in "iu":
-        bad = (labels < 0) | (labels >= num_classes)
-    elif labels.dtype.kind == "f":
-        bad = (labels != xp.floor(labels)) | (labels < 0) | (labels >= num_classes)  # NaN is bad too
-    else:
-        raise ValueError(
-            "Invalid value for `y_true`: sparse labels must be an int or float array. "
-            f"Received: y_true.dtype={labels.dtype}"
-        )
-    if ignore_class is not None:
-        bad = bad & (labels != ignore_class)
-    if bool(xp.any(bad)):
-        flat_bad = np.asarray(bad.get() if hasattr(bad, "get") else bad).reshape(-1)
-        host = np.asarray(labels.get() if hasattr(labels, "get") else labels).reshape(-1)
-        i = int(np.argmax(flat_bad))
-        value = host[i].item()
-        raise ValueError(
-            f"Invalid label in `y_true`: {value!r} at flat index {i}. Sparse labels must be integers in "
-            f"[0, {num_classes}), where {num_classes} is y_pred's number of classes (last axis)"
-            + (f", or ignore_class={ignore_class}" if ignore_class is not None else "")
-            + f". Received: label={value!r}"
-        )
-
-
-def _sparse(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1, dtype=None, check_labels=True):
-    fn = "sparse_categorical_crossentropy"
-    axis = _check_axis(axis)
-    xp, labels, y_pred, shape, gdtype = _as_arrays(y_true, y_pred, dtype)
-    if ignore_class is not None and (
-        isinstance(ignore_class, (bool, np.bool_)) or not isinstance(ignore_class, numbers.Integral)
-    ):
-        raise ValueError(f"Invalid value for `ignore_class`: expected None or an int. Received: ignore_class={ignore_class!r}")
-    labels, p = squeeze_or_expand_to_same_rank(labels, y_pred)
-    if p.ndim < 1:
-        raise ValueError(f"In {fn}, `y_pred` must have at least one dimension. Received: y_pred.shape={tuple(shape)}")
-    if axis not in (-1, p.ndim - 1):
-        raise ValueError(f"Invalid value for `axis`: only axis=-1 is supported. Received: axis={axis}")
-    if labels.ndim == p.ndim and labels.shape[-1] == 1:
-        labels = labels.reshape(labels.shape[:-1])
-    if tuple(labels.shape) != tuple(p.shape[:-1]):
-        raise ValueError(
-            f"In {fn}, `y_true` must have y_pred's shape without its last axis (optionally with a "
-            f"trailing axis of size 1). Received: y_true.shape={tuple(xp.asarray(y_true).shape)}, "
-            f"y_pred.shape={tuple(shape)}"
-        )
-    num_classes = p.shape[-1]
-    if check_labels:
-        _check_labels(xp, labels, num_classes, ignore_class)
-    mask = None
-    if ignore_class is not None:
-        mask = labels != ignore_class
-        labels = xp.where(mask, labels, 0)
-    idx = labels.astype(xp.int64)[..., None]
-    onehot = (xp.arange(num_classes) == idx).astype(p.dtype)
-    keep = None if mask is None else mask[..., None].astype(p.dtype)
-
-    def finish(g, dv):
-        g = g * dv[..., None]
-        if keep is not None:
-            g = g * keep
-        return g.reshape(shape).astype(gdtype, copy=False)
-
-    if from_logits:
-        logp = _log_softmax(xp, p, -1)
-        values = -xp.take_along_axis(logp, idx, axis=-1)[..., 0]
-        if mask is not None:
-            values = xp.where(mask, values, 0.0)
-        return _Forward(values, lambda dv: finish(xp.exp(logp) - onehot, dv), mask=mask)
-
-    lo, hi = _clip_bounds(xp, p.dtype)
-    s = xp.sum(p, axis=-1, keepdims=True)
-    q = p / s
-    qk = xp.take_along_axis(q, idx, axis=-1)  # (..., 1)
-    qkc = xp.clip(qk, lo, hi)
-    values = -xp.log(qkc)[..., 0]
-    if mask is not None:
-        values = xp.where(mask, values, 0.0)
-
-    def backward(dv):
-        gk = xp.where((qk >= lo) & (qk <= hi), -1.0 / qkc, 0.0)  # d loss / d q_k
-        return finish(gk * (onehot - qk) / s, dv)
-
-    return _Forward(values, backward, lambda dv: finish(p - onehot, dv), mask=mask)
-
-
-def _binary(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1, dtype=None):
-    fn = "binary_crossentropy"
-    axis = _check_axis(axis)
-    label_smoothing = _check_smoothing(label_smoothing)
-    xp, y_true, y_pred, shape, gdtype = _as_arrays(y_true, y_pred, dtype)
-    t, p = _same_shape(fn, y_true.astype(y_pred.dtype, copy=False), y_pred)
-    ndim = p.ndim
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"Invalid value for `axis`: out of range for y_pred.shape={tuple(shape)}. Received: axis={axis}")
-    ax = axis % ndim
-    if label_smoothing:
-        t = t * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    k = p.shape[ax]
-
-    def scale(dv):
-        return _expand(dv, ax, ndim) / k
-
-    if from_logits:
-        elementwise = xp.maximum(p, 0.0) - p * t + xp.log1p(xp.exp(-xp.abs(p)))
-        values = xp.mean(elementwise, axis=ax)
-        sig = _sigmoid(xp, p)
-        return _Forward(values, lambda dv: ((sig - t) * scale(dv)).reshape(shape).astype(gdtype, copy=False))
-
-    lo, hi = _clip_bounds(xp, p.dtype)
-    pc = xp.clip(p, lo, hi)
-    elementwise = -(t * xp.log(pc) + (1.0 - t) * xp.log(1.0 - pc))
-    values = xp.mean(elementwise, axis=ax)
-
-    def backward(dv):
-        g = xp.where((p >= lo) & (p <= hi), (pc - t) / (pc * (1.0 - pc)), 0.0)
-        return (g * scale(dv)).reshape(shape).astype(gdtype, copy=False)
-
-    def fused(dv):
-        return ((p - t) * scale(dv)).reshape(shape).astype(gdtype, copy=False)
-
-    return _Forward(values, backward, fused)
-
-
-def _regression(fn, kind, y_true, y_pred, delta=1.0, dtype=None):
-    xp, y_true, y_pred, shape, gdtype = _as_arrays(y_true, y_pred, dtype)
-    t, p = _same_shape(fn, y_true.astype(y_pred.dtype, copy=False), y_pred)
-    err = p - t
-    k = p.shape[-1]
-    if kind == "mse":
-        values = xp.mean(err * err, axis=-1)
-        slope = 2.0 * err
-    elif kind == "mae":
-        values = xp.mean(xp.abs(err), axis=-1)
-        slope = xp.sign(err)
-    else:
-        abs_err = xp.abs(err)
-        inside = abs_err <= delta
-        values = xp.mean(xp.where(inside, 0.5 * err * err, delta * abs_err - 0.5 * delta * delta), axis=-1)
-        slope = xp.where(inside, err, delta * xp.sign(err))
-
-    def backward(dv):
-        return (slope * (dv[..., None] / k)).reshape(shape).astype(gdtype, copy=False)
-
-    return _Forward(values, backward)
-
-
-# ---------------------------------------------------------------------------
-# Public functions: per-sample values, Keras's names and signatures
-# ---------------------------------------------------------------------------
-def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
-    """Per-sample categorical cross-entropy (one value per position outside ``axis``).
-
-    Example:
-        >>> categorical_crossentropy(np.array([[0., 1., 0.]]), np.array([[0.05, 0.95, 0.]]))
-        array([0.05129329])
-    """
-    return _categorical(y_true, y_pred, from_logits, label_smoothing, axis).values
-
-
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1):
-    """Per-sample cross-entropy with integer labels of shape ``y_pred.shape[:-1]`` (or ``+ (1,)``).
-
-    Labels must be integers (int arrays, or float arrays holding whole
-    numbers) in ``[0, num_classes)``; otherwise ValueError names the label.
-
-    Example:
-        >>> sparse_categorical_crossentropy(np.array([1]), np.array([[0.05, 0.95, 0.]]))
-        array([0.05129329])
-    """
-    return _sparse(y_true, y_pred, from_logits, ignore_class, axis).values
-
-
-def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
-    """Binary cross-entropy averaged over ``axis``.
-
-    Example:
-        >>> binary_crossentropy(np.array([[0., 1.]]), np.array([[0.6, 0.4]]))
-        array([0.91629073])
-    """
-    return _binary(y_true, y_pred, from_logits, label_smoothing, axis).values
-
-
-def mean_squared_error(y_true, y_pred):
-    """``mean((y_true - y_pred)**2, axis=-1)``."""
-    return _regression("mean_squared_error", "mse", y_true, y_pred).values
-
-
-def mean_absolute_error(y_true, y_pred):
-    """``mean(|y_true - y_pred|, axis=-1)``."""
-    return _regression("mean_absolute_error", "mae", y_true, y_pred).values
-
-
-def huber(y_true, y_pred, delta=1.0):
-    """Huber loss averaged over the last axis.
-
-    Example:
-        >>> huber(np.array([[0., 1.], [0., 0.]]), np.array([[0.6, 0.4], [0.4, 0.6]]))
-        array([0.18, 0.13])
-    """
-    return _regression("huber", "huber", y_true, y_pred, delta=_check_delta(delta)).values
-
-
-mse = mean_squared_error
-mae = mean_absolute_error
-
-
-def _check_delta(delta):
-    if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, numbers.Real) or not (
-        math.isfinite(delta) and delta >= 0
-    ):
-        raise ValueError(f"Invalid value for `delta`: expected a non-negative float. Received: delta={delta!r}")
-    return float(delta)
+def _reduced(values, sample_weight, mask, reduction):
+    """The reduction as one recorded node (its gradient wrt the per-sample values is ``_reduce``'s)."""
+    values = ops.convert_to_tensor(values)
+    if values.data.dtype.kind != "f":
+        values = ops.cast(values, config.floatx())
+    weights = None if sample_weight is None else unwrap(ops.convert_to_tensor(unwrap(sample_weight)))
+    loss, dv = _reduce(values.data, weights, mask, reduction, need_grad=values.requires_grad)
+    return record("reduce_loss", loss, (values,), lambda g, needs: (dv * g,))
 
 
 # ---------------------------------------------------------------------------
@@ -598,11 +447,9 @@ def _check_delta(delta):
 class Loss:
     """Base class, as Keras's ``keras.losses.Loss``.
 
-    Subclass and implement ``call(y_true, y_pred)`` (per-sample values). To
-    train with it, also implement ``backward(y_true, y_pred, dvalues)``:
-    the gradient of ``sum(dvalues * call(y_true, y_pred))`` with respect to
-    ``y_pred``. ``__call__``, ``value_and_grad`` and the reductions come
-    from this class.
+    Subclass it and implement ``call(y_true, y_pred)`` returning per-sample
+    values, with ``gpulayers.ops``: ``__call__`` applies the sample weights
+    and the reduction, and training differentiates it through the tape.
 
     Args:
         name: the loss's name; None means the snake-case class name.
@@ -612,58 +459,28 @@ class Loss:
             dtype (float16 is computed in float32).
     """
 
-    backward = None  # subclasses may define backward(y_true, y_pred, dvalues)
-
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
         self.name = name or unique_name(to_snake_case(type(self).__name__))
         self.reduction = standardize_reduction(reduction)
         self.dtype = _check_dtype(dtype)
 
-    # -- what subclasses provide ------------------------------------------
     def call(self, y_true, y_pred):
         raise NotImplementedError(f"{type(self).__name__} does not implement call().")
 
-    def _forward(self, y_true, y_pred):
-        values = self.call(y_true, y_pred)
-        xp = array_namespace(values)
-        values = xp.asarray(values)
-        backward = None
-        if type(self).backward is not None:
-            def backward(dv):
-                return self.backward(y_true, y_pred, dv)
-        return _Forward(values, backward)
+    def _values(self, y_true, y_pred):
+        """(per-sample values, mask of the entries that count or None); the built-ins override it.
 
-    @property
-    def fuses_with(self):
-        """The final activation ``fused_softmax_grad`` differentiates through, or None."""
-        return None
+        As Keras's ``Loss.__call__``: both arguments become tensors of the
+        loss's dtype (``floatx()`` by default) before ``call``.
+        """
+        dtype = self.dtype or config.floatx()
+        y_pred = ops.cast(ops.convert_to_tensor(y_pred), dtype)
+        y_true = ops.convert_to_tensor(unwrap(y_true), dtype=dtype)
+        return self.call(y_true, y_pred), None
 
-    # -- public API ---------------------------------------------------------
     def __call__(self, y_true, y_pred, sample_weight=None):
-        f = self._forward(y_true, y_pred)
-        return _reduce(f.values, sample_weight, f.mask, self.reduction, need_grad=False)[0]
-
-    def value_and_grad(self, y_true, y_pred, sample_weight=None):
-        """(loss as ``__call__`` gives it, dL/dy_pred with y_pred's shape and dtype)."""
-        f = self._forward(y_true, y_pred)
-        if f.backward is None:
-            raise TypeError(
-                f"Loss {self.name!r} ({type(self).__name__}) has no gradient: gpulayers has no autodiff, "
-                "so training needs a gpulayers Loss subclass that provides value_and_grad (or "
-                "backward(y_true, y_pred, dvalues)). Use a built-in loss or write such a subclass."
-            )
-        value, dv = _reduce(f.values, sample_weight, f.mask, self.reduction, need_grad=True)
-        return value, f.backward(dv)
-
-    def fused_softmax_grad(self, y_true, y_pred, sample_weight=None):
-        """(loss, dL/dz) for ``y_pred = fuses_with(z)``; None when no fusion applies."""
-        if self.fuses_with is None:
-            return None
-        f = self._forward(y_true, y_pred)
-        if f.fused is None:
-            return None
-        value, dv = _reduce(f.values, sample_weight, f.mask, self.reduction, need_grad=True)
-        return value, f.fused(dv)
+        values, mask = self._values(y_true, y_pred)
+        return _reduced(values, sample_weight, mask, self.reduction)
 
     def get_config(self):
         config_ = {"name": self.name, "reduction": self.reduction}
@@ -698,15 +515,11 @@ class CategoricalCrossentropy(Loss):
         self.label_smoothing = _check_smoothing(label_smoothing)
         self.axis = _check_axis(axis)
 
-    def _forward(self, y_true, y_pred):
+    def call(self, y_true, y_pred):
         return _categorical(y_true, y_pred, self.from_logits, self.label_smoothing, self.axis, self.dtype)
 
-    def call(self, y_true, y_pred):
-        return self._forward(y_true, y_pred).values
-
-    @property
-    def fuses_with(self):
-        return None if self.from_logits or self.axis != -1 else "softmax"
+    def _values(self, y_true, y_pred):
+        return self.call(y_true, y_pred), None
 
     def get_config(self):
         return {**super().get_config(), "from_logits": self.from_logits,
@@ -742,15 +555,11 @@ class SparseCategoricalCrossentropy(Loss):
             )
         self.ignore_class = None if ignore_class is None else int(ignore_class)
 
-    def _forward(self, y_true, y_pred):
+    def _values(self, y_true, y_pred):
         return _sparse(y_true, y_pred, self.from_logits, self.ignore_class, -1, self.dtype, self.check_labels)
 
     def call(self, y_true, y_pred):
-        return self._forward(y_true, y_pred).values
-
-    @property
-    def fuses_with(self):
-        return None if self.from_logits else "softmax"
+        return self._values(y_true, y_pred)[0]
 
     def get_config(self):
         return {**super().get_config(), "from_logits": self.from_logits, "ignore_class": self.ignore_class}
@@ -772,15 +581,11 @@ class BinaryCrossentropy(Loss):
         self.label_smoothing = _check_smoothing(label_smoothing)
         self.axis = _check_axis(axis)
 
-    def _forward(self, y_true, y_pred):
+    def call(self, y_true, y_pred):
         return _binary(y_true, y_pred, self.from_logits, self.label_smoothing, self.axis, self.dtype)
 
-    def call(self, y_true, y_pred):
-        return self._forward(y_true, y_pred).values
-
-    @property
-    def fuses_with(self):
-        return None if self.from_logits else "sigmoid"
+    def _values(self, y_true, y_pred):
+        return self.call(y_true, y_pred), None
 
     def get_config(self):
         return {**super().get_config(), "from_logits": self.from_logits,
@@ -793,11 +598,11 @@ class MeanSquaredError(Loss):
     def __init__(self, reduction="sum_over_batch_size", name="mean_squared_error", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
-    def _forward(self, y_true, y_pred):
+    def call(self, y_true, y_pred):
         return _regression("mean_squared_error", "mse", y_true, y_pred, dtype=self.dtype)
 
-    def call(self, y_true, y_pred):
-        return self._forward(y_true, y_pred).values
+    def _values(self, y_true, y_pred):
+        return self.call(y_true, y_pred), None
 
 
 class MeanAbsoluteError(Loss):
@@ -806,11 +611,11 @@ class MeanAbsoluteError(Loss):
     def __init__(self, reduction="sum_over_batch_size", name="mean_absolute_error", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
-    def _forward(self, y_true, y_pred):
+    def call(self, y_true, y_pred):
         return _regression("mean_absolute_error", "mae", y_true, y_pred, dtype=self.dtype)
 
-    def call(self, y_true, y_pred):
-        return self._forward(y_true, y_pred).values
+    def _values(self, y_true, y_pred):
+        return self.call(y_true, y_pred), None
 
 
 class Huber(Loss):
@@ -824,18 +629,18 @@ class Huber(Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.delta = _check_delta(delta)
 
-    def _forward(self, y_true, y_pred):
+    def call(self, y_true, y_pred):
         return _regression("huber", "huber", y_true, y_pred, delta=self.delta, dtype=self.dtype)
 
-    def call(self, y_true, y_pred):
-        return self._forward(y_true, y_pred).values
+    def _values(self, y_true, y_pred):
+        return self.call(y_true, y_pred), None
 
     def get_config(self):
         return {**super().get_config(), "delta": self.delta}
 
 
 class _FunctionLoss(Loss):
-    """A plain callable ``(y_true, y_pred) -> per-sample values``: reductions but no gradient."""
+    """A plain callable ``(y_true, y_pred) -> per-sample values``, reduced like any loss."""
 
     def __init__(self, fn, reduction="sum_over_batch_size", name=None):
         self.fn = fn
@@ -872,6 +677,11 @@ _BY_FUNCTION_NAME.update({
     "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError,
 })
 _ALL_NAMES = sorted(set(_BY_CLASS_NAME) | set(_BY_FUNCTION_NAME))
+
+
+def is_builtin(loss):
+    """Whether ``loss`` is an instance of one of this module's loss classes (not a user's subclass)."""
+    return type(loss) in _CLASSES
 
 
 def _lookup(name):
@@ -956,8 +766,7 @@ def get(identifier):
     ``"bce"``, upper-case too), a Keras config dict, a Loss instance or
     subclass, one of this module's functions, or any callable
     ``(y_true, y_pred) -> per-sample values``. Such a callable is wrapped:
-    it reduces like any loss but its ``value_and_grad`` raises TypeError
-    (gpulayers has no autodiff).
+    it reduces like any loss and trains through the tape.
 
     Example:
         >>> get("mse").name
@@ -980,8 +789,6 @@ def get(identifier):
     if cls is not None:
         return cls(name=identifier.__name__)
     if callable(identifier):
-        if callable(getattr(identifier, "value_and_grad", None)):
-            return identifier  # a duck-typed loss with its own gradient
         return _FunctionLoss(identifier)
     raise ValueError(
         f"Invalid value for `loss`: expected None, a loss name, a config dict, a Loss or a callable. "

@@ -28,8 +28,9 @@ import numbers
 
 import numpy as np
 
-from backends import array_namespace
-from gpulayers import config, losses
+from backends import array_namespace, get_ops
+from gpulayers import config, initializers, losses
+from gpulayers.autodiff import no_backward, unwrap
 from gpulayers.losses import squeeze_or_expand_to_same_rank
 from gpulayers.utils import to_snake_case, unique_name
 
@@ -61,7 +62,7 @@ _FLOAT_DTYPES = ("float16", "float32", "float64")
 
 def _namespace(*arrays):
     """The namespace of the first array-like argument (numpy for Python scalars and lists)."""
-    for a in arrays:
+    for a in map(unwrap, arrays):
         if a is not None and hasattr(a, "shape") and hasattr(a, "dtype"):
             return array_namespace(a)
     return np
@@ -104,6 +105,7 @@ def _check_same_shape(fn, t, p, y_true, y_pred):
 
 def accuracy(y_true, y_pred):
     """How often ``y_pred == y_true`` exactly, averaged over the last axis."""
+    y_true, y_pred = unwrap(y_true), unwrap(y_pred)
     xp = _namespace(y_pred, y_true)
     y_pred = _float_pred(xp, y_pred)
     y_true = xp.asarray(y_true)
@@ -118,6 +120,7 @@ def binary_accuracy(y_true, y_pred, threshold=0.5):
     As in Keras, ``y_true`` is compared as given (a soft label 0.9 never
     matches) and rank-1 inputs give one value for the whole batch.
     """
+    y_true, y_pred = unwrap(y_true), unwrap(y_pred)
     xp = _namespace(y_pred, y_true)
     y_pred = _float_pred(xp, y_pred)
     y_true = xp.asarray(y_true)
@@ -129,6 +132,7 @@ def binary_accuracy(y_true, y_pred, threshold=0.5):
 
 def categorical_accuracy(y_true, y_pred):
     """How often ``argmax(y_pred) == argmax(y_true)`` on the last axis (one-hot labels)."""
+    y_true, y_pred = unwrap(y_true), unwrap(y_pred)
     xp = _namespace(y_pred, y_true)
     y_pred = xp.asarray(y_pred)
     y_true = xp.asarray(y_true)
@@ -142,6 +146,7 @@ def categorical_accuracy(y_true, y_pred):
 
 def sparse_categorical_accuracy(y_true, y_pred):
     """How often ``argmax(y_pred) == y_true`` for integer labels of shape ``(N,)`` or ``(N, 1)``."""
+    y_true, y_pred = unwrap(y_true), unwrap(y_pred)
     xp = _namespace(y_pred, y_true)
     y_pred = xp.asarray(y_pred)
     y_true = xp.asarray(y_true)
@@ -162,22 +167,52 @@ def sparse_categorical_accuracy(y_true, y_pred):
 # Base classes
 # ---------------------------------------------------------------------------
 class Metric:
-    """Base class: ``update_state``, ``result`` (a Python float), ``reset_state``.
+    """Base class: ``update_state``, ``result`` and ``reset_state``, as Keras 3's ``keras.metrics.Metric``.
+
+    A subclass keeps its state in variables made by :meth:`add_variable`
+    (they live on the active backend, and the default :meth:`reset_state`
+    sets them back to zeros), updates them in ``update_state`` with
+    ``gpulayers.ops`` and ``variable.assign``, and returns a tensor or a
+    number from ``result``. The built-in metrics return Python floats.
 
     Args:
         name: the metric's name; None means the snake-case class name
             (made unique like Keras's: ``precision``, ``precision_1``...).
-        dtype: Keras's result dtype, kept for the config (the sums are
-            accumulated in float64).
+        dtype: the dtype of the state variables and results (``floatx()``
+            by default; the built-ins accumulate in float64).
     """
 
     def __init__(self, name=None, dtype=None):
         self.name = name or unique_name(to_snake_case(type(self).__name__))
         self._dtype = _check_dtype(dtype)
+        self._variables = getattr(self, "_variables", [])
 
     @property
     def dtype(self):
         return self._dtype
+
+    @property
+    def variables(self):
+        """The state variables made by :meth:`add_variable`."""
+        return list(getattr(self, "_variables", []))
+
+    def add_variable(self, shape, initializer, dtype=None, aggregation="sum", name=None):
+        """A state variable (not trainable) of ``shape`` from ``initializer``, e.g. ``"zeros"``."""
+        from gpulayers.variables import Variable  # variables -> utils; metrics are imported by layers
+
+        dtype = dtype or self._dtype
+        fn = initializers.get(initializer, argument="initializer")
+        shape = tuple(int(d) for d in shape)
+        host = np.asarray(fn(shape, dtype=dtype), dtype=dtype)
+        variable = Variable.from_array(get_ops().asarray(host), name=name or unique_name("variable"), trainable=False,
+                                       aggregation=aggregation)
+        variable.path = f"{self.name}/{variable.name}"
+        self.__dict__.setdefault("_variables", []).append(variable)
+        return variable
+
+    def add_weight(self, shape=(), initializer=None, dtype=None, name=None):
+        """Keras's older name for :meth:`add_variable` (default initializer: zeros)."""
+        return self.add_variable(shape, initializer or "zeros", dtype=dtype, name=name)
 
     def update_state(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not implement update_state().")
@@ -186,12 +221,15 @@ class Metric:
         raise NotImplementedError(f"{type(self).__name__} does not implement result().")
 
     def reset_state(self):
-        raise NotImplementedError(f"{type(self).__name__} does not implement reset_state().")
+        """Set every state variable to zeros (Keras's default); metrics with other state override it."""
+        for v in self.variables:
+            v.assign(get_ops().xp.zeros(v.shape, dtype=v.value.dtype))
 
     def __call__(self, *args, **kwargs):
         """Update with one batch and return the running result."""
-        self.update_state(*args, **kwargs)
-        return self.result()
+        with no_backward():
+            self.update_state(*args, **kwargs)
+            return self.result()
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype}
@@ -212,7 +250,7 @@ class Sum(Metric):
         self.reset_state()
 
     def update_state(self, values, sample_weight=None):
-        values, _ = _reduce_to_samplewise(values, sample_weight, "sum")
+        values, _ = _reduce_to_samplewise(unwrap(values), unwrap(sample_weight), "sum")
         self.total = self.total + _namespace(values).sum(values)
 
     def reset_state(self):
@@ -266,6 +304,7 @@ class Mean(Metric):
         self.reset_state()
 
     def update_state(self, values, sample_weight=None):
+        values, sample_weight = unwrap(values), unwrap(sample_weight)
         if (
             isinstance(sample_weight, numbers.Real)
             and not isinstance(sample_weight, (bool, np.bool_))
@@ -341,7 +380,8 @@ class MeanMetricWrapper(Mean):
         self._fn_kwargs = kwargs
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        values = self._fn(y_true, y_pred, **self._fn_kwargs)
+        with no_backward():
+            values = self._fn(unwrap(y_true), unwrap(y_pred), **self._fn_kwargs)
         return super().update_state(values, sample_weight=sample_weight)
 
     def get_config(self):
@@ -494,6 +534,7 @@ class _ConfusionMetric(Metric):
             setattr(self, c, None)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred, sample_weight = unwrap(y_true), unwrap(y_pred), unwrap(sample_weight)
         xp = _namespace(y_pred, y_true)
         y_pred = _float_pred(xp, y_pred)
         y_true = xp.asarray(y_true)

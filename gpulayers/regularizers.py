@@ -1,8 +1,9 @@
-"""Weight penalties with Keras 3's classes, formulas and configs, plus gradients.
+"""Weight penalties with Keras 3's classes, formulas and configs.
 
-``reg(x)`` returns the penalty as a 0-d array of ``x``'s namespace and dtype;
-``reg.gradient(x)`` returns d penalty / dx, an array like ``x``, so layers can
-add it to their weight gradients.
+``reg(x)`` returns the penalty as a scalar tensor of ``x``'s dtype, computed
+with ``gpulayers.ops``, so it is differentiable on the tape (a layer's
+``losses`` hold it, and training minimises it with the loss). A user's
+regularizer is any callable ``x -> scalar`` written the same way.
 
 String names follow Keras 3's ``regularizers.get``: ``"l1"`` -> ``L1(0.01)``,
 ``"l2"`` -> ``L2(0.01)``, ``"l1l2"`` -> ``L1L2()`` (that is l1 = l2 = 0, a
@@ -17,11 +18,11 @@ Example:
     0.04
 """
 
-from backends import array_namespace
+from gpulayers import ops
 from gpulayers.registry import Registry
 from gpulayers.utils import finite_real
 
-__all__ = ["L1", "L1L2", "L2", "Regularizer", "deserialize", "get", "get_gradient", "serialize"]
+__all__ = ["L1", "L1L2", "L2", "Regularizer", "deserialize", "get", "serialize"]
 
 
 def _check_factor(value, argument):
@@ -34,17 +35,10 @@ def _check_factor(value, argument):
 
 
 class Regularizer:
-    """Base class: ``__call__(x)`` gives the penalty, ``gradient(x)`` its derivative.
-
-    The base penalty is zero. Subclasses define ``get_config``.
-    """
+    """Base class: ``__call__(x)`` gives the penalty (zero here). Subclasses define ``get_config``."""
 
     def __call__(self, x):
-        xp = array_namespace(x)
-        return xp.zeros((), dtype=x.dtype)
-
-    def gradient(self, x):
-        return array_namespace(x).zeros_like(x)
+        return ops.zeros((), dtype=ops.dtype(x))
 
     def get_config(self):
         raise NotImplementedError(f"{type(self).__name__} does not implement get_config().")
@@ -58,18 +52,8 @@ class Regularizer:
         return f"{type(self).__name__}({args})"
 
 
-def _l1(x, factor):
-    xp = array_namespace(x)
-    return xp.asarray(factor * xp.sum(xp.abs(x)), dtype=x.dtype)
-
-
-def _l2(x, factor):
-    xp = array_namespace(x)
-    return xp.asarray(factor * xp.sum(x * x), dtype=x.dtype)
-
-
 class L1(Regularizer):
-    """``l1 * sum(|x|)``; gradient ``l1 * sign(x)`` (0 at 0).
+    """``l1 * sum(|x|)`` (its gradient ``l1 * sign(x)`` is 0 at 0).
 
     Args:
         l1: non-negative factor; None means the default 0.01, as in Keras.
@@ -83,17 +67,14 @@ class L1(Regularizer):
         self.l1 = _check_factor(0.01 if l1 is None else l1, "l1")
 
     def __call__(self, x):
-        return _l1(x, self.l1)
-
-    def gradient(self, x):
-        return self.l1 * array_namespace(x).sign(x)
+        return self.l1 * ops.sum(ops.absolute(x))
 
     def get_config(self):
         return {"l1": self.l1}
 
 
 class L2(Regularizer):
-    """``l2 * sum(x**2)``; gradient ``2 * l2 * x``.
+    """``l2 * sum(x**2)``.
 
     Args:
         l2: non-negative factor; None means the default 0.01, as in Keras.
@@ -107,10 +88,7 @@ class L2(Regularizer):
         self.l2 = _check_factor(0.01 if l2 is None else l2, "l2")
 
     def __call__(self, x):
-        return _l2(x, self.l2)
-
-    def gradient(self, x):
-        return (2.0 * self.l2) * x
+        return self.l2 * ops.sum(ops.square(x))
 
     def get_config(self):
         return {"l2": self.l2}
@@ -132,23 +110,13 @@ class L1L2(Regularizer):
         self.l2 = _check_factor(0.0 if l2 is None else l2, "l2")
 
     def __call__(self, x):
-        xp = array_namespace(x)
-        penalty = xp.zeros((), dtype=x.dtype)
+        penalty = ops.zeros((), dtype=ops.dtype(x))
         # Skip zero terms, as Keras does (no work for an unused factor).
         if self.l1:
-            penalty = penalty + _l1(x, self.l1)
+            penalty = penalty + self.l1 * ops.sum(ops.absolute(x))
         if self.l2:
-            penalty = penalty + _l2(x, self.l2)
-        return xp.asarray(penalty, dtype=x.dtype)
-
-    def gradient(self, x):
-        xp = array_namespace(x)
-        grad = xp.zeros_like(x)
-        if self.l1:
-            grad = grad + self.l1 * xp.sign(x)
-        if self.l2:
-            grad = grad + (2.0 * self.l2) * x
-        return grad
+            penalty = penalty + self.l2 * ops.sum(ops.square(x))
+        return penalty
 
     def get_config(self):
         return {"l1": self.l1, "l2": self.l2}
@@ -192,8 +160,7 @@ def get(identifier, argument="regularizer"):
 
     Args:
         identifier: None (returns None), a name, a Keras config dict, a
-            Regularizer instance or subclass, or a callable ``x -> penalty``
-            (which then has no ``gradient``).
+            Regularizer instance or subclass, or a callable ``x -> penalty``.
         argument: the caller's argument name, used in error messages.
 
     Example:
@@ -201,17 +168,3 @@ def get(identifier, argument="regularizer"):
         L1(l1=0.01)
     """
     return _REGISTRY.get(identifier, argument)
-
-
-def get_gradient(regularizer):
-    """``regularizer.gradient``, or None when there is no trustworthy one.
-
-    None for a plain callable without ``gradient``, and for a Regularizer
-    subclass that overrides ``__call__`` but not ``gradient`` (the base's
-    zero gradient would silently drop its penalty from training).
-    """
-    cls = type(regularizer)
-    if isinstance(regularizer, Regularizer) and cls.gradient is Regularizer.gradient \
-            and cls.__call__ is not Regularizer.__call__:
-        return None
-    return getattr(regularizer, "gradient", None)

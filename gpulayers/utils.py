@@ -7,6 +7,7 @@ import numpy as np
 
 __all__ = [
     "clear_session", "derive_seed", "finite_real", "host_rng", "set_random_seed", "to_snake_case", "unique_name",
+    "unpack_x_y_sample_weight",
 ]
 
 _rng = np.random.default_rng()
@@ -69,3 +70,21 @@ def finite_real(value):
     except OverflowError:
         return None
     return number if number - number == 0 else None  # inf - inf and nan - nan are nan
+
+
+def unpack_x_y_sample_weight(data):
+    """``(x, y, sample_weight)`` from a batch ``x``, ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``, as Keras's."""
+    if isinstance(data, list):
+        data = tuple(data)
+    if not isinstance(data, tuple):
+        return data, None, None
+    if len(data) == 1:
+        return data[0], None, None
+    if len(data) == 2:
+        return data[0], data[1], None
+    if len(data) == 3:
+        return data
+    raise ValueError(
+        "Data is expected to be in format `x`, `(x,)`, `(x, y)`, or `(x, y, sample_weight)`, found: "
+        f"a tuple of {len(data)} items"
+    )

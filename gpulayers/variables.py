@@ -100,7 +100,10 @@ class Variable(Tensor):
                 raise ValueError(
                     f"Invalid value for `shape`: the initial value has shape {tuple(value.shape)}. Received: shape={tuple(shape)}"
                 )
-        super().__init__(value)
+        self._setup(value, name, trainable, regularizer, constraint, autocast, aggregation, synchronization)
+
+    def _setup(self, value, name, trainable, regularizer, constraint, autocast, aggregation, synchronization):
+        Tensor.__init__(self, value)
         self.name = name
         self.path = name
         self._trainable = bool(trainable)
@@ -109,6 +112,15 @@ class Variable(Tensor):
         self.autocast = bool(autocast)
         self.aggregation = aggregation or "none"
         self.synchronization = synchronization or "none"
+        self.overwrite_with_gradient = False
+
+    @classmethod
+    def from_array(cls, array, name, trainable=True, regularizer=None, constraint=None, autocast=True,
+                   aggregation="none", synchronization="auto"):
+        """A Variable owning ``array`` (a backend array nobody else holds: it is not copied)."""
+        variable = cls.__new__(cls)
+        variable._setup(array, name, trainable, regularizer, constraint, autocast, aggregation, synchronization)
+        return variable
 
     # A Variable keeps its value in Tensor's ``data`` slot; ``value`` is the Keras name.
     @property

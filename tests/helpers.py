@@ -43,13 +43,16 @@ def numeric_grad_of(f, x, eps=1e-6):
 
 
 def check_layer_gradients(layer, x, training=False, rtol=1e-5, atol=1e-7, seed=0, eps=1e-6):
-    """Compare a float64 layer's backward pass with finite differences.
+    """Compare the tape's gradients through a float64 layer with finite differences.
 
     The scalar is ``sum(r * layer(x)) + sum(layer.losses)`` for a fixed random
     ``r``, so the check covers the input gradient, every trainable weight's
-    gradient, and the regularizers' contributions. Stochastic layers replay
-    the same draws at each evaluation.
+    gradient, and the regularizers' and activity regularizer's contributions.
+    Stochastic layers replay the same draws at each evaluation. Returns the
+    input gradient and ``{weight name: gradient}``.
     """
+    from gpulayers import autodiff, ops as gops
+
     ops = get_ops()
     rng = np.random.default_rng(seed)
     x = np.array(x, dtype=np.float64)
@@ -59,17 +62,26 @@ def check_layer_gradients(layer, x, training=False, rtol=1e-5, atol=1e-7, seed=0
 
     def total(inputs):
         reset_randomness(layer)
-        out = to_np(layer(inputs, training=training))
-        return float(np.sum(r * out) + sum(float(to_np(loss)) for loss in layer.losses))
+        with autodiff.no_backward():
+            out = to_np(layer(inputs, training=training))
+            return float(np.sum(r * out) + sum(float(to_np(loss)) for loss in layer.losses))
 
     reset_randomness(layer)
-    layer(x, training=training)
-    dx = to_np(layer.backward(ops.asarray(r)))
-    grads = {v.name: to_np(v.grad) for v in layer.trainable_weights}
+    inputs = gops.convert_to_tensor(x)
+    weights = layer.trainable_weights
+    with autodiff.GradientTape() as tape:
+        tape.watch(inputs)
+        out = layer(inputs, training=training)
+        scalar = gops.sum(out * r)
+        for loss in layer.losses:
+            scalar = scalar + loss
+    dx, *wgrads = tape.gradient(scalar, [inputs] + weights)
+    dx = to_np(dx)
+    grads = {v.name: to_np(g) for v, g in zip(weights, wgrads)}
 
     num_dx = numeric_grad(lambda: total(x), x, eps)
     np.testing.assert_allclose(dx, num_dx, rtol=rtol, atol=atol, err_msg="input gradient")
-    for v in layer.trainable_weights:
+    for v in weights:
         host = to_np(v.value).astype(np.float64)
 
         def with_weight():

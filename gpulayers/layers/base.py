@@ -1,44 +1,37 @@
-"""The Layer base class, its weights (Variable) and the input checks (InputSpec).
+"""The Layer base class and the input checks (InputSpec).
 
-A layer's life, as in Keras: ``__init__`` standardizes the arguments,
-``build(input_shape)`` creates the weights, ``call(x, training)`` computes.
-gpulayers adds one more step for training without autodiff:
-``backward(dy)`` returns the gradient with respect to the layer's input and
-stores the gradients of its weights in ``variable.grad``. Each layer keeps
-what its backward pass needs from its last call (``self._cache``).
+A layer's life, as in Keras 3: ``__init__`` standardizes the arguments,
+``build(input_shape)`` creates the weights (``add_weight``), ``call(inputs)``
+computes on :class:`~gpulayers.autodiff.Tensor` inputs. Gradients come from
+the tape (:mod:`gpulayers.autodiff`): ``call`` written with ``gpulayers.ops``
+is differentiable as it stands, and the built-in layers record one node per
+call holding their hand-written backward pass (the RawKernels and NumPy fast
+paths) in a closure. Nothing of a call is kept on the layer, so a layer may
+be called any number of times in one forward pass; its weights' gradients
+are then summed over the calls.
 
-The gradients that ``backward`` stores are those of the upstream loss plus
-this layer's own ``losses`` (weight regularizers and activity regularizer), so
-a training step minimises exactly the loss that Keras reports.
+``__call__`` does what Keras's does: converts array inputs to tensors (float
+inputs to the layer's dtype), checks the input spec, builds on first use,
+resolves ``training`` (explicit, else the enclosing layer's, else ``call``'s
+default), clears the losses of the outermost call's layers, calls, and adds
+the activity regularizer's loss (divided by the batch size, as Keras 3.14+).
 """
 
-import contextlib
+import inspect
+import math
 import threading
 
 import numpy as np
 
 from backends import get_ops
-from gpulayers import activations, config, initializers, regularizers, utils
+from gpulayers import activations, autodiff, config, constraints, initializers, regularizers, utils
+from gpulayers.autodiff import Tensor, no_backward, unwrap
 from gpulayers.layers.arguments import standardize_int
+from gpulayers.variables import Variable
 
 __all__ = ["InputSpec", "Layer", "Variable", "no_backward"]
 
-_state = threading.local()
-
-
-@contextlib.contextmanager
-def no_backward():
-    """Within this block, calls keep nothing for a backward pass (inference)."""
-    previous = getattr(_state, "no_backward", False)
-    _state.no_backward = True
-    try:
-        yield
-    finally:
-        _state.no_backward = previous
-
-
-def _recording():
-    return not getattr(_state, "no_backward", False)
+_state = threading.local()  # the call context of the outermost layer call, and shape tracing
 
 
 # ---------------------------------------------------------------- dtypes
@@ -73,56 +66,6 @@ def standardize_dtype(dtype, name="dtype"):
 def serialize_dtype(dtype):
     """Keras 3's config form of a layer dtype."""
     return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype}, "registered_name": None}
-
-
-# ---------------------------------------------------------------- Variable
-
-
-class Variable:
-    """A layer weight: its value on the active backend, and its last gradient.
-
-    ``value`` is an array of the backend's namespace; ``grad`` holds the
-    gradient stored by the owning layer's last ``backward`` (None before).
-    ``np.asarray(variable)`` and ``variable.numpy()`` give a host copy.
-    """
-
-    def __init__(self, value, name, trainable=True, regularizer=None, constraint=None, path=None):
-        self.value = value
-        self.grad = None
-        self.name = name
-        self.path = path or name
-        self.trainable = trainable
-        self.regularizer = regularizer
-        self.constraint = constraint
-
-    @property
-    def shape(self):
-        return tuple(self.value.shape)
-
-    @property
-    def dtype(self):
-        return str(self.value.dtype)
-
-    def numpy(self):
-        return get_ops().to_numpy(self.value) if not isinstance(self.value, np.ndarray) else self.value.copy()
-
-    def __array__(self, dtype=None, copy=None):
-        host = self.numpy()
-        return host if dtype is None else host.astype(dtype)
-
-    def assign(self, value):
-        """Replace the value (same shape; cast to this variable's dtype)."""
-        ops = get_ops()
-        value = ops.asarray(value, dtype=self.dtype)
-        if tuple(value.shape) != self.shape:
-            raise ValueError(
-                f"Invalid shape for `value` of variable '{self.path}': expected {self.shape}. "
-                f"Received: value.shape={tuple(value.shape)}"
-            )
-        self.value = value.copy()  # never alias the caller's array
-
-    def __repr__(self):
-        return f"<Variable path={self.path!r} shape={self.shape} dtype={self.dtype} trainable={self.trainable}>"
 
 
 # ---------------------------------------------------------------- InputSpec
@@ -179,16 +122,87 @@ def _standardize_shape(value, name):
     return tuple(None if v is None else int(v) for v in items)
 
 
+# Attributes the base class manages itself: never tracked as sublayers or weights.
+_UNTRACKED = frozenset(
+    {"_layers", "_trainable_variables", "_non_trainable_variables", "_losses", "_metrics", "_variables"}
+)
+_CALL_INFO = {}  # layer class -> (call accepts `training`, its default)
+
+
+def _call_info(cls):
+    info = _CALL_INFO.get(cls)
+    if info is None:
+        parameter = inspect.signature(cls.call).parameters.get("training")
+        default = None
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            default = parameter.default
+        info = _CALL_INFO[cls] = (parameter is not None, default)
+    return info
+
+
+class _CallContext:
+    """The outermost layer call in progress: its resolved ``training``, inherited by inner calls."""
+
+    __slots__ = ("training",)
+
+    def __init__(self):
+        self.training = None
+
+
+def _tracing():
+    return getattr(_state, "tracing", False)
+
+
+def is_structure(x):
+    """A list, tuple or dict holding tensors or arrays (not a nested list of numbers, which is one array)."""
+    if isinstance(x, dict):
+        return True
+    if not isinstance(x, (list, tuple)):
+        return False
+    return any(is_structure(v) or hasattr(v, "shape") for v in x)
+
+
+def map_structure(fn, x):
+    """``fn`` applied to every leaf of a list/tuple/dict structure (the structure kept)."""
+    if isinstance(x, dict):
+        return {k: map_structure(fn, v) for k, v in x.items()}
+    if is_structure(x):
+        return type(x)(map_structure(fn, v) for v in x) if not hasattr(x, "_fields") else type(x)(*(map_structure(fn, v) for v in x))
+    return fn(x)
+
+
+def flatten(x):
+    """The leaves of a structure, in order."""
+    if isinstance(x, dict):
+        return [leaf for v in x.values() for leaf in flatten(v)]
+    if is_structure(x):
+        return [leaf for v in x for leaf in flatten(v)]
+    return [x]
+
+
+def shape_structure(x):
+    """The shapes of a structure's tensors, in the structure (a tuple for one tensor)."""
+    return map_structure(lambda t: tuple(t.shape), x)
+
+
 class Layer:
-    """Base class of all gpulayers layers (Keras 3's ``keras.layers.Layer`` API).
+    """Base class of all layers (Keras 3's ``keras.layers.Layer``).
+
+    Subclass it as in Keras: create weights in ``__init__`` or in
+    ``build(input_shape)`` with :meth:`add_weight`, compute in
+    ``call(inputs)`` (optionally ``call(inputs, training=None)``) with
+    ``gpulayers.ops``, add extra losses with :meth:`add_loss`, and give
+    ``get_config`` for files. Layers and variables assigned as attributes are
+    tracked (their weights and losses join this layer's).
 
     Args:
-        activity_regularizer: Regularizer applied to the layer's output; its
-            value joins ``layer.losses``.
+        activity_regularizer: Regularizer applied to the layer's outputs; its
+            value (divided by the batch size) joins ``layer.losses``.
         trainable: Whether the layer's weights are updated by training.
         name: Unique name; by default the snake_case class name with a
             ``_1``, ``_2``... suffix (``gpulayers.utils.clear_session`` resets it).
         dtype: ``'float16'``, ``'float32'`` or ``'float64'``; default ``floatx()``.
+        autocast: Whether float inputs are cast to the layer's dtype.
         input_shape: On the first layer of a Sequential, the shape of one
             sample (no batch axis); ``batch_size`` may go with it.
         input_dim: Shorthand for ``input_shape=(input_dim,)``.
@@ -201,6 +215,7 @@ class Layer:
         trainable=True,
         name=None,
         dtype=None,
+        autocast=True,
         input_shape=None,
         batch_size=None,
         input_dim=None,
@@ -217,9 +232,12 @@ class Layer:
             raise ValueError(
                 f"Invalid value for `name`: expected a non-empty string without '/'. Received: name={name!r}"
             )
+        for attr in _UNTRACKED:  # a subclass may have set tracked attributes before calling super().__init__()
+            self.__dict__.setdefault(attr, [])
         self.name = name
         self._dtype = standardize_dtype(dtype)
         self._trainable = bool(trainable)
+        self.autocast = bool(autocast)
         self.activity_regularizer = regularizers.get(activity_regularizer, argument="activity_regularizer")
         # The shape of a batch, when the user gave one (used by Sequential).
         self._batch_input_shape = None
@@ -231,13 +249,64 @@ class Layer:
             if batch_size is not None:
                 batch_size = standardize_int(batch_size, "batch_size", maximum=MAX_DIM)
             self._batch_input_shape = (batch_size,) + _standardize_shape(input_shape, "input_shape")
-        self.built = False
-        self.input_spec = None
-        self._variables = []
+        self.__dict__.setdefault("built", False)
+        self.__dict__.setdefault("input_spec", None)
         self._build_input_shape = None
-        self._cache = None
-        self._activity_losses = []
-        self._through_activation = True
+        self._initialized = True
+
+    def _check_super_called(self):
+        if not self.__dict__.get("_initialized"):
+            raise RuntimeError(
+                f"In layer '{type(self).__name__}', you forgot to call `super().__init__()` as the first statement "
+                "in the `__init__()` method. Go add it!"
+            )
+
+    # ------------------------------------------------------------ tracking
+
+    def __setattr__(self, name, value):
+        if name not in _UNTRACKED:
+            self._track(value)
+        object.__setattr__(self, name, value)
+
+    def _track(self, value):
+        """Adopt a layer, variable or metric assigned as an attribute (or a list or dict of them)."""
+        if isinstance(value, Layer):
+            layers = self.__dict__.setdefault("_layers", [])
+            if value is not self and all(value is not l for l in layers):
+                layers.append(value)
+        elif isinstance(value, Variable):
+            self._track_variable(value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, (Layer, Variable, list, tuple, dict)) or _is_metric(item):
+                    self._track(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                self._track(item)
+        elif _is_metric(value):
+            metrics = self.__dict__.setdefault("_metrics", [])
+            if all(value is not m for m in metrics):
+                metrics.append(value)
+
+    def _track_variable(self, variable):
+        d = self.__dict__
+        trainable = d.setdefault("_trainable_variables", [])
+        others = d.setdefault("_non_trainable_variables", [])
+        if any(variable is v for v in trainable) or any(variable is v for v in others):
+            return
+        (trainable if variable.trainable else others).append(variable)
+
+    def _flatten_layers(self, include_self=True):
+        """This layer (optionally) and every layer inside it, each once, breadth first."""
+        out, seen, queue = ([self] if include_self else []), {id(self)}, list(self._layers)
+        while queue:
+            layer = queue.pop(0)
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            out.append(layer)
+            queue.extend(layer._layers)
+        return out
 
     # ------------------------------------------------------------ properties
 
@@ -255,18 +324,45 @@ class Layer:
 
     @trainable.setter
     def trainable(self, value):
-        self._trainable = bool(value)
+        """Freeze (False) or unfreeze this layer, its weights and every layer inside it (Keras 3's rule)."""
+        value = bool(value)
+        self._trainable = value
+        for v in self._trainable_variables:
+            v.trainable = value
+        for layer in self._layers:
+            layer.trainable = value
 
     @property
     def weights(self):
-        """All weights: trainable ones first, then the others (Keras's order)."""
-        return [v for v in self._variables if v.trainable] + [v for v in self._variables if not v.trainable]
+        """Every weight: this layer's trainable ones, its other ones, then its sublayers' (Keras's order)."""
+        out, seen = [], set()
+        for v in self._trainable_variables + self._non_trainable_variables:
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+        for layer in self._layers:
+            for v in layer.weights:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append(v)
+        return out
 
-    variables = weights
+    @property
+    def variables(self):
+        """The weights and the state of the metrics the layer tracks."""
+        out = self.weights
+        seen = {id(v) for v in out}
+        for layer in self._flatten_layers():
+            for metric in layer._metrics:
+                for v in getattr(metric, "variables", ()):
+                    if id(v) not in seen:
+                        seen.add(id(v))
+                        out.append(v)
+        return out
 
     @property
     def trainable_weights(self):
-        return [v for v in self._variables if v.trainable] if self._trainable else []
+        return [v for v in self.weights if v.trainable] if self._trainable else []
 
     trainable_variables = trainable_weights
 
@@ -274,18 +370,37 @@ class Layer:
     def non_trainable_weights(self):
         if not self._trainable:
             return self.weights
-        return [v for v in self._variables if not v.trainable]
+        return [v for v in self.weights if not v.trainable]
 
     non_trainable_variables = non_trainable_weights
 
     @property
     def losses(self):
-        """Activity loss of the last call, then the trainable weights' regularization terms."""
-        out = list(self._activity_losses)
+        """The losses of the last call (``add_loss``, activity regularizers, sublayers'), then the
+        trainable weights' regularization penalties, computed now."""
+        out = []
+        for layer in self._flatten_layers():
+            out.extend(layer._losses)
         for v in self.trainable_weights:
             if v.regularizer is not None:
-                out.append(v.regularizer(v.value))
+                out.append(autodiff.as_tensor(v.regularizer(v)))
         return out
+
+    def add_loss(self, loss):
+        """Add a scalar loss tensor (or a list of them) computed in ``call``; ``fit`` adds it to the loss."""
+        if _tracing():
+            return
+        for x in flatten(loss) if isinstance(loss, (list, tuple)) else [loss]:
+            if not isinstance(x, Tensor) and not (hasattr(x, "shape") and hasattr(x, "dtype")):
+                raise ValueError(
+                    "`add_loss()` can only be called from inside `build()` or `call()`, on a tensor input. "
+                    f"Received invalid value: {x!r:.80}"
+                )
+            self._losses.append(autodiff.as_tensor(x))
+
+    def _clear_losses(self):
+        for layer in self._flatten_layers():
+            layer._losses.clear()
 
     @property
     def output_shape(self):
@@ -304,29 +419,79 @@ class Layer:
 
     # ------------------------------------------------------------ weights
 
-    def add_weight(self, name, shape, initializer, regularizer=None, constraint=None, trainable=True):
-        """Create a weight from ``initializer(shape, dtype)`` on the active backend.
+    def add_weight(
+        self,
+        *args,
+        shape=None,
+        initializer=None,
+        dtype=None,
+        trainable=True,
+        autocast=True,
+        regularizer=None,
+        constraint=None,
+        aggregation="none",
+        overwrite_with_gradient=False,
+        name=None,
+    ):
+        """Create a weight, as Keras 3's ``add_weight``, on the active backend.
 
-        A None initializer means ``glorot_uniform``, as in Keras.
+        ``shape`` (default ``()``), ``initializer`` (default
+        ``glorot_uniform`` for float dtypes, ``zeros`` otherwise; a name, a
+        callable or an initializer object), ``dtype`` (default the layer's),
+        ``trainable``, ``regularizer`` (its penalty joins ``losses``),
+        ``constraint`` (applied after each optimizer update), ``name``
+        (optional). The initial values are drawn on the host with NumPy, so a
+        seed gives the same weights on every backend.
         """
+        self._check_super_called()
+        if args:  # Keras's legacy positional form: (shape, initializer, dtype)
+            if len(args) > 3:
+                raise TypeError(f"add_weight() takes at most 3 positional arguments but {len(args)} were given.")
+            if isinstance(args[0], str):
+                raise ValueError(
+                    f"`name` must be passed as a keyword argument. Received: add_weight('{args[0]}', ...). "
+                    f"Use: add_weight(shape=..., name='{args[0]}')."
+                )
+            given = {"shape": shape, "initializer": initializer, "dtype": dtype}
+            for key, value in zip(given, args):
+                if given[key] is not None:
+                    raise ValueError(f"`{key}` was passed both positionally and as a keyword argument.")
+                given[key] = value
+            shape, initializer, dtype = given["shape"], given["initializer"], given["dtype"]
+        shape = () if shape is None else _standardize_shape(shape, "shape")
+        if None in shape:
+            raise ValueError(
+                f"Shapes used to initialize variables must be fully-defined (no `None` dimensions). "
+                f"Received: shape={shape} for weight '{name}' of layer '{self.name}'"
+            )
+        dtype = self._dtype if dtype is None else np.dtype(dtype).name
         if initializer is None:
-            initializer = initializers.get("glorot_uniform")
-        host = np.asarray(initializer(tuple(shape), dtype=self._dtype), dtype=self._dtype)
+            initializer = "glorot_uniform" if np.dtype(dtype).kind == "f" else "zeros"
+        initializer = initializers.get(initializer, argument="initializer")
+        name = name or utils.unique_name("variable")
+        host = np.asarray(initializer(tuple(shape), dtype=dtype), dtype=dtype)
         if host.shape != tuple(shape):
             raise ValueError(
                 f"Initializer {initializer!r} returned shape {host.shape} for weight '{name}' "
                 f"of layer '{self.name}', expected {tuple(shape)}"
             )
-        var = Variable(
+        var = Variable.from_array(
             get_ops().asarray(host),
-            name=name,
             trainable=trainable,
-            regularizer=regularizer,
-            constraint=constraint,
-            path=f"{self.name}/{name}",
+            name=name,
+            regularizer=regularizers.get(regularizer, argument="regularizer"),
+            constraint=constraints.get(constraint, argument="constraint"),
+            autocast=autocast,
+            aggregation=aggregation,
         )
-        self._variables.append(var)
+        var.path = f"{self.name}/{name}"
+        var.overwrite_with_gradient = bool(overwrite_with_gradient)
+        self._track_variable(var)
+        if trainable and not self._trainable:
+            var.trainable = False  # a frozen layer's new weights stay frozen until it is unfrozen
         return var
+
+    add_variable = add_weight
 
     def get_weights(self):
         """The weights as numpy arrays, in Keras's order."""
@@ -347,7 +512,7 @@ class Layer:
             raise ValueError(
                 f"You tried to call `count_params` on layer '{self.name}', but the layer isn't built."
             )
-        return int(sum(int(np.prod(v.shape)) for v in self._variables))
+        return int(sum(math.prod(v.shape) for v in self.weights))
 
     # ------------------------------------------------------------ building
 
@@ -355,180 +520,230 @@ class Layer:
         """Create the weights for inputs of ``input_shape``. Layers with weights override it."""
         self.built = True
 
+    def _overrides(self, method):
+        return getattr(type(self), method) is not getattr(Layer, method)
+
     def compute_output_shape(self, input_shape):
-        """Output shape for ``input_shape``; validates it (ValueError) without side effects."""
-        return tuple(input_shape)
+        """Output shape for ``input_shape`` (a tuple, or a structure of them for several inputs).
+
+        Layers that know their geometry override it (and validate the shape
+        there, without side effects). Otherwise the shape is found by running
+        ``call`` on zeros, in inference mode, twice, with each unknown
+        (None) size set to 2 and then 3: an output size that follows them is
+        unknown too. The layer's weights are left as they were.
+        """
+        return self._traced_output_shape(input_shape)
+
+    def _traced_output_shape(self, input_shape):
+        ops = get_ops()
+        if not self.built:
+            self.build_from_shape(input_shape)
+        variables = [(v, v.data) for layer in self._flatten_layers() for v in layer.weights]
+
+        def zeros(size):
+            def leaf(shape):
+                return Tensor(ops.xp.zeros(tuple(size if d is None else int(d) for d in shape), dtype=self._dtype))
+
+            return _map_shapes(leaf, input_shape)
+
+        previous = (_tracing(), getattr(_state, "context", None))
+        _state.tracing, _state.context = True, _CallContext()
+        accepts_training, _ = _call_info(type(self))
+        try:
+            with no_backward():
+                kwargs = {"training": False} if accepts_training else {}
+                outs = [self.call(zeros(n), **kwargs) for n in (2, 3)]
+        finally:
+            _state.tracing, _state.context = previous
+            for v, value in variables:
+                v.data = value
+
+        def merge(a, b):
+            return tuple(p if p == q else None for p, q in zip(a.shape, b.shape))
+
+        return _merge_structures(merge, outs[0], outs[1])
 
     def build_from_shape(self, input_shape):
         """Validate ``input_shape`` (batch axis first, may be None) and build once."""
+        if isinstance(input_shape, dict) or (input_shape and isinstance(input_shape[0], (list, tuple))):
+            if not self.built:
+                self._build_undoably(input_shape)
+            return
         input_shape = tuple(None if d is None else int(d) for d in input_shape)
         if self.input_spec is not None:
             self.input_spec.check(self.name, input_shape)
-        self.compute_output_shape(input_shape)  # raises before any weight exists
+        if self._overrides("compute_output_shape"):
+            self.compute_output_shape(input_shape)  # raises before any weight exists
         if not self.built:
-            restore = self._snapshot()
-            try:
-                self.build(input_shape)
-            except BaseException:
-                restore()  # a refused build leaves no weights (or other state) behind
-                raise
-            self.built = True
-        self._build_input_shape = (None,) + input_shape[1:]
+            self._build_undoably(input_shape)
+        self._build_input_shape = (None,) + input_shape[1:] if input_shape else ()
+
+    def _build_undoably(self, input_shape):
+        restore = self._snapshot()
+        try:
+            self.build(input_shape)
+        except BaseException:
+            restore()  # a refused build leaves no weights (or other state) behind
+            raise
+        self.built = True
 
     def _snapshot(self):
         """A function that puts this layer's attributes back as they are now (used to undo a build)."""
-        state, variables = dict(self.__dict__), list(self._variables)
+        state = dict(self.__dict__)
+        lists = {name: list(self.__dict__.get(name, [])) for name in _UNTRACKED}
 
         def restore():
             self.__dict__.clear()
             self.__dict__.update(state)
-            self._variables[:] = variables
+            for name, items in lists.items():
+                self.__dict__[name] = items
 
         return restore
 
     # ------------------------------------------------------------ calling
 
-    def __call__(self, inputs, training=False):
-        """Compute the layer on ``inputs`` (numpy, cupy, or anything array-like).
+    def __call__(self, *args, **kwargs):
+        """Compute the layer on ``inputs`` (tensors, numpy or cupy arrays, array-likes, or a list/dict of them).
 
         ``training=True`` enables dropout, batch statistics and stochastic
-        pooling draws. The output is an array of the active backend.
+        pooling draws. Returns Tensors of the active backend.
         """
+        self._check_super_called()
+        if not args:
+            if "inputs" not in kwargs:
+                raise TypeError(f"Layer '{self.name}' was called without inputs.")
+            args = (kwargs.pop("inputs"),)
+        training = kwargs.pop("training", None)
         ops = get_ops()
-        x = to_backend(inputs, ops, self._dtype)
+        inputs = self._convert_inputs(args[0], ops)
+        rest = tuple(self._convert_inputs(a, ops) if is_structure(a) or hasattr(a, "shape") else a for a in args[1:])
         self._move_weights(ops)
-        unbuild = None
-        if self.built:
-            if self.input_spec is not None:
-                self.input_spec.check(self.name, x.shape)
-            self.compute_output_shape(x.shape)
-        else:
-            unbuild = self._snapshot()
-            self.build_from_shape(x.shape)
-        self._cache = None
+        context = getattr(_state, "context", None)
+        entry = context is None
+        if entry:
+            context = _state.context = _CallContext()
+            self._clear_losses()
         try:
-            y = self.call(x, training=bool(training))
+            return self._call_in_context(context, inputs, rest, kwargs, training)
+        finally:
+            if entry:
+                _state.context = None
+
+    def _call_in_context(self, context, inputs, rest, kwargs, training):
+        accepts_training, default = _call_info(type(self))
+        if training is None:
+            training = context.training if context.training is not None else default
+        context.training = training
+        if accepts_training and training is not None:
+            kwargs["training"] = training
+        single = isinstance(inputs, Tensor)
+        if not single and self.input_spec is not None:
+            count = len(flatten(inputs))
+            raise ValueError(f"Layer '{self.name}' expects 1 input(s), but it received {count} input tensors.")
+        shape = shape_structure(inputs)
+        unbuild = None
+        if not self.built:
+            unbuild = self._snapshot()
+            self.build_from_shape(shape)
+        elif single:
+            if self.input_spec is not None:
+                self.input_spec.check(self.name, shape)
+            if self._overrides("compute_output_shape"):
+                self.compute_output_shape(shape)
+        try:
+            outputs = self.call(inputs, *rest, **kwargs)
         except BaseException as exc:
             if unbuild is not None:  # a first call that is refused leaves the layer unbuilt
                 unbuild()
             if isinstance(exc, MemoryError) and not isinstance(exc, LayerOutOfMemoryError):
-                raise out_of_memory(self, "forward", x.shape, exc) from exc  # cupy's OOM is a MemoryError too
+                raise out_of_memory(self, "forward", shape, exc) from exc  # cupy's OOM is a MemoryError too
             raise
+        outputs = map_structure(lambda y: y if isinstance(y, Tensor) else autodiff.as_tensor(y), outputs)
         if config.check_numerics():
-            check_finite(self, "forward", y, x)
-        self._activity_losses = []
-        if self.activity_regularizer is not None:
-            self._activity_losses = [self.activity_regularizer(y)]
-        if not _recording():
-            self._cache = None
-        elif self._cache is not None:
-            self._cache["output"] = y  # for the output-shape check and the activity gradient
-        return y
+            for y in flatten(outputs):
+                check_finite(self, "forward", y.data, flatten(inputs)[0].data if flatten(inputs) else y.data)
+        if self.activity_regularizer is not None and not _tracing():
+            from gpulayers import ops as ops_module  # the ops package imports the layers' arguments module
 
-    def call(self, x, training=False):
-        """The forward computation; set ``self._cache`` (a dict) for ``backward``."""
-        return x
+            for y in flatten(outputs):
+                loss = autodiff.as_tensor(self.activity_regularizer(y))
+                if y.ndim > 0:  # Keras 3.14+: the penalty is per sample
+                    loss = ops_module.divide_no_nan(loss, ops_module.cast(y.shape[0], loss.dtype))
+                self.add_loss(loss)
+        self.built = True
+        return outputs
 
-    def backward(self, dy, need_input_grad=True, through_activation=True):
-        """Backpropagate ``dy`` (the gradient of the loss wrt the last output).
+    def _convert_inputs(self, inputs, ops):
+        """Tensors for the array leaves of ``inputs``; float ones cast to the layer's dtype (autocast)."""
 
-        Stores the weights' gradients (including this layer's regularization
-        terms) in ``variable.grad`` and returns the gradient wrt the input
-        (None when ``need_input_grad`` is False and the layer can skip it).
-        With ``through_activation=False``, ``dy`` is already the gradient wrt
-        the pre-activation values (a loss fused with the final softmax or
-        sigmoid computes it directly, without dividing by probabilities).
-        """
-        if self._cache is None:
-            raise RuntimeError(
-                f"Layer '{self.name}' has no forward pass to backpropagate: call it first "
-                "(outside `no_backward`)."
-            )
-        ops = get_ops()
-        dy = to_backend(dy, ops, self._dtype)
-        expected = tuple(self._cache["output"].shape)
-        if tuple(dy.shape) != expected:
-            raise ValueError(
-                f"Invalid shape for `dy` of layer '{self.name}': expected {expected} (the last "
-                f"output's shape). Received: dy.shape={tuple(dy.shape)}"
-            )
-        if self.activity_regularizer is not None:
-            dy = dy + self._regularizer_gradient(
-                self.activity_regularizer, self._cache["output"], "activity_regularizer"
-            )
-        for v in self._variables:
-            v.grad = None
-        self._through_activation = through_activation
-        try:
-            dx = self._backward(dy, need_input_grad)
-        except LayerOutOfMemoryError:
-            raise
-        except MemoryError as exc:
-            raise out_of_memory(self, "backward", dy.shape, exc) from exc
-        finally:
-            self._through_activation = True
-        for v in self.trainable_weights:
-            if v.regularizer is not None and v.grad is not None:
-                v.grad = v.grad + self._regularizer_gradient(v.regularizer, v.value, v.name)
-        if config.check_numerics():
-            for name, value in [("input gradient", dx)] + [(f"gradient of {v.name}", v.grad) for v in self._variables]:
-                if value is not None:
-                    check_finite(self, f"backward ({name})", value, dy)
-        return dx
+        def leaf(x):
+            if isinstance(x, Tensor):
+                if self.autocast and x.data.dtype.kind == "f" and x.data.dtype != np.dtype(self._dtype):
+                    from gpulayers import ops as ops_module
 
-    def _backward(self, dy, need_input_grad):
-        return dy
+                    return ops_module.cast(x, self._dtype)
+                return x
+            arr = to_backend(x, ops, None)
+            if self.autocast and arr.dtype.kind == "f" and arr.dtype != np.dtype(self._dtype):
+                arr = arr.astype(self._dtype)
+            return Tensor(arr)
 
-    def _regularizer_gradient(self, regularizer, value, what):
-        grad = regularizers.get_gradient(regularizer)
-        if grad is None:
-            raise TypeError(
-                f"The regularizer {regularizer!r} of '{self.name}' ({what}) has no `gradient` method, "
-                "so it cannot be trained: gpulayers has no autodiff. Use a "
-                "gpulayers.regularizers.Regularizer subclass that defines gradient(x)."
-            )
-        return grad(value)
+        return map_structure(leaf, inputs)
+
+    def call(self, inputs, *args, **kwargs):
+        """The forward computation on Tensors (``gpulayers.ops``); the base layer returns its input."""
+        return inputs
 
     def _move_weights(self, ops):
         """After a backend switch, bring the weights to the new backend."""
-        for v in self._variables:
-            if type(v.value).__module__.split(".", 1)[0] != ops.name:
-                v.value = ops.asarray(ops_to_numpy(v.value))
-                v.grad = None
+        for v in self._trainable_variables + self._non_trainable_variables:
+            if type(v.data).__module__.split(".", 1)[0] != ops.name:
+                v.data = ops.asarray(ops_to_numpy(v.data))
 
-    # ------------------------------------------------------------ activation helpers
+    def _record(self, op, forward, *inputs):
+        """One node for a built-in layer's call: ``forward(*arrays) -> (output, backward)`` on the inputs'
+        raw arrays (non-float inputs cast to the layer's dtype, C order). The backward pass names the layer
+        when it runs out of memory or (with ``config.check_numerics()``) meets NaN or Inf."""
+        tensors = tuple(None if x is None else autodiff.as_tensor(x) for x in inputs)
+        arrays = tuple(None if t is None else _compute_array(t.data, self._dtype) for t in tensors)
+        y, backward = forward(*arrays)
+
+        def guarded(dy, needs):
+            dy = get_ops().xp.ascontiguousarray(dy)
+            try:
+                grads = backward(dy, needs)
+            except LayerOutOfMemoryError:
+                raise
+            except MemoryError as exc:
+                raise out_of_memory(self, "backward", dy.shape, exc) from exc
+            if config.check_numerics():
+                for g in grads:
+                    if g is not None:
+                        check_finite(self, "backward", g, dy)
+            return grads
+
+        return autodiff.record(op, y, tensors, guarded, {"layer": self.name})
 
     def _activate(self, z):
-        if self.activation is activations.relu:
-            return get_ops().relu(z)  # the same values; the backend's version is faster
+        """``self.activation(z)``; a user's activation must give a float tensor of ``z``'s shape."""
         y = self.activation(z)
         if activations.is_builtin(self.activation):
             return y
-        # A user's callable: its result must be a float array of z's shape
-        # (np.int64 or a function returning a list is refused, not passed on).
-        ops = get_ops()
+        # np.int64 or a function returning a list is refused, not passed on.
         dtype = getattr(y, "dtype", None)
-        if getattr(y, "shape", None) != z.shape or dtype is None or numpy_dtype(dtype).kind != "f":
+        if tuple(getattr(y, "shape", ())) != tuple(z.shape) or dtype is None or numpy_dtype(dtype).kind != "f" \
+                or getattr(y, "ndim", None) != z.ndim:
             raise TypeError(
                 f"The activation {self.activation!r} of layer '{self.name}' must return a float array of "
                 f"its input's shape {tuple(z.shape)}. Received: {type(y).__name__} with shape "
                 f"{getattr(y, 'shape', None)} and dtype {dtype}"
             )
-        return ops.asarray(y, dtype=z.dtype)
+        y = autodiff.as_tensor(y)
+        if y.data.dtype != z.data.dtype:
+            from gpulayers import ops as ops_module
 
-    def _activation_backward(self, z, y, dy):
-        if self.activation is activations.linear or not self._through_activation:
-            return dy
-        if self.activation is activations.relu:
-            return get_ops().relu_backward(z, dy)
-        backward = activations.get_backward(self.activation)
-        if backward is None:
-            raise TypeError(
-                f"The activation {self.activation!r} of layer '{self.name}' has no `backward` "
-                "attribute, so the layer cannot be trained: gpulayers has no autodiff. Give the "
-                "callable a backward(x, y, dy) attribute or use a built-in activation."
-            )
-        return backward(z, y, dy)
+            y = ops_module.cast(y, z.data.dtype)
+        return y
 
     # ------------------------------------------------------------ config
 
@@ -546,6 +761,43 @@ class Layer:
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
 
+
+def _compute_array(a, dtype):
+    """A built-in layer's raw input: float, C-contiguous (the summation order must not depend on layout)."""
+    if a.dtype.kind != "f":
+        a = a.astype(dtype)
+    if a.ndim and not a.flags.c_contiguous:
+        a = get_ops().xp.ascontiguousarray(a)
+    return a
+
+
+def _map_shapes(fn, shapes):
+    """``fn`` on every shape tuple of a structure of shapes."""
+    if isinstance(shapes, dict):
+        return {k: _map_shapes(fn, v) for k, v in shapes.items()}
+    if isinstance(shapes, (list, tuple)) and shapes and isinstance(shapes[0], (list, tuple, dict)):
+        return type(shapes)(_map_shapes(fn, s) for s in shapes)
+    return fn(shapes)
+
+
+def _merge_structures(fn, a, b):
+    if isinstance(a, dict):
+        return {k: _merge_structures(fn, a[k], b[k]) for k in a}
+    if isinstance(a, (list, tuple)):
+        return type(a)(_merge_structures(fn, p, q) for p, q in zip(a, b))
+    return fn(autodiff.as_tensor(a), autodiff.as_tensor(b))
+
+
+_metric_class = None
+
+
+def _is_metric(value):
+    global _metric_class
+    if _metric_class is None:
+        from gpulayers.metrics import Metric
+
+        _metric_class = Metric
+    return isinstance(value, _metric_class)
 
 # ---------------------------------------------------------------- helpers
 

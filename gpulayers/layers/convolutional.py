@@ -150,15 +150,19 @@ class Conv2D(Layer):
                 f"Received: input_shape={tuple(input_shape)}"
             )
         self.kernel = self.add_weight(
-            "kernel",
-            self.kernel_size + (channels, self.filters),
-            self.kernel_initializer,
-            self.kernel_regularizer,
-            self.kernel_constraint,
+            shape=self.kernel_size + (channels, self.filters),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            name="kernel",
         )
         if self.use_bias:
             self.bias = self.add_weight(
-                "bias", (self.filters,), self.bias_initializer, self.bias_regularizer, self.bias_constraint
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                name="bias",
             )
         self.input_spec = InputSpec(ndim=4, axes={self._channel_axis: channels})
         self.built = True
@@ -170,31 +174,24 @@ class Conv2D(Layer):
         h, w, _ = spatial_axes(self.data_format)
         return window_pads((x_shape[h], x_shape[w]), self.kernel_size, self.strides, self.dilation_rate, self.padding)
 
-    def call(self, x, training=False):
-        ops = get_ops()
-        pads = self._pads(x.shape)
-        z = ops.conv2d_forward(x, self.kernel.value, self.strides, pads, self.dilation_rate, self.data_format)
-        if self.bias is not None:
-            ops.bias_add(z, self.bias.value, self._channel_axis)
-        y = self._activate(z)
-        self._cache = {"x": x, "z": z, "pads": pads}
-        return y
+    def call(self, inputs):
+        return self._activate(self._record("conv2d", self._conv, inputs, self.kernel, self.bias))
 
-    def _backward(self, dy, need_input_grad):
+    def _conv(self, x, kernel, bias):
         ops = get_ops()
-        x, z, pads = self._cache["x"], self._cache["z"], self._cache["pads"]
-        dz = self._activation_backward(z, self._cache["output"], dy)
-        if self.trainable:
-            self.kernel.grad = ops.conv2d_backward_kernel(
-                x, dz, self.kernel.shape, self.strides, pads, self.dilation_rate, self.data_format
-            )
-            if self.bias is not None:
-                self.bias.grad = ops.channel_sum(dz, self._channel_axis)
-        if not need_input_grad:
-            return None
-        return ops.conv2d_backward_input(
-            dz, self.kernel.value, tuple(x.shape), self.strides, pads, self.dilation_rate, self.data_format
-        )
+        pads, axis = self._pads(x.shape), self._channel_axis
+        geometry = (self.strides, pads, self.dilation_rate, self.data_format)
+        z = ops.conv2d_forward(x, kernel, *geometry)
+        if bias is not None:
+            ops.bias_add(z, bias, axis)
+
+        def backward(dz, needs):
+            dk = ops.conv2d_backward_kernel(x, dz, kernel.shape, *geometry) if needs[1] else None
+            db = ops.channel_sum(dz, axis) if needs[2] else None
+            dx = ops.conv2d_backward_input(dz, kernel, tuple(x.shape), *geometry) if needs[0] else None
+            return dx, dk, db
+
+        return z, backward
 
     def get_config(self):
         return {

@@ -88,11 +88,19 @@ class Dense(Layer):
                 f"Received: input_shape={tuple(input_shape)}"
             )
         self.kernel = self.add_weight(
-            "kernel", (in_dim, self.units), self.kernel_initializer, self.kernel_regularizer, self.kernel_constraint
+            shape=(in_dim, self.units),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            name="kernel",
         )
         if self.use_bias:
             self.bias = self.add_weight(
-                "bias", (self.units,), self.bias_initializer, self.bias_regularizer, self.bias_constraint
+                shape=(self.units,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                name="bias",
             )
         self.input_spec = InputSpec(min_ndim=2, axes={-1: in_dim})
         self.built = True
@@ -105,25 +113,28 @@ class Dense(Layer):
             )
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def call(self, x, training=False):
-        z = get_ops().matmul(x, self.kernel.value)
-        if self.bias is not None:
-            z += self.bias.value
-        y = self._activate(z)
-        self._cache = {"x": x, "z": z}
-        return y
+    def call(self, inputs):
+        return self._activate(self._record("dense", self._dense, inputs, self.kernel, self.bias))
 
-    def _backward(self, dy, need_input_grad):
-        x, z = self._cache["x"], self._cache["z"]
-        dz = self._activation_backward(z, self._cache["output"], dy)
-        if self.trainable:
-            rows = math.prod(x.shape[:-1])  # not -1: a zero-size feature axis must work too
-            x2 = x.reshape(rows, x.shape[-1])
-            dz2 = dz.reshape(rows, self.units)
-            self.kernel.grad = get_ops().matmul(x2.T, dz2)
-            if self.bias is not None:
-                self.bias.grad = dz2.sum(axis=0)
-        return get_ops().matmul(dz, self.kernel.value.T) if need_input_grad else None
+    def _dense(self, x, kernel, bias):
+        ops, units = get_ops(), self.units
+        z = ops.matmul(x, kernel)
+        if bias is not None:
+            z += bias
+
+        def backward(dz, needs):
+            dx = ops.matmul(dz, kernel.T) if needs[0] else None
+            dk = db = None
+            if needs[1] or needs[2]:
+                rows = math.prod(x.shape[:-1])  # not -1: a zero-size feature axis must work too
+                dz2 = dz.reshape(rows, units)
+                if needs[1]:
+                    dk = ops.matmul(x.reshape(rows, x.shape[-1]).T, dz2)
+                if needs[2]:
+                    db = dz2.sum(axis=0)
+            return dx, dk, db
+
+        return z, backward
 
     def get_config(self):
         return {
@@ -171,12 +182,11 @@ class Activation(Layer):
         self.activation = activations.get(activation, argument="activation")
         super().__init__(**kwargs)
 
-    def call(self, x, training=False):
-        self._cache = {"x": x}
-        return self._activate(x)
+    def call(self, inputs):
+        return self._activate(inputs)
 
-    def _backward(self, dy, need_input_grad):
-        return self._activation_backward(self._cache["x"], self._cache["output"], dy)
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
 
     def get_config(self):
         return {**super().get_config(), "activation": activations.serialize(self.activation)}
@@ -238,9 +248,8 @@ class InputLayer(Layer):
         self.built = True
         self._build_input_shape = (None,) + batch_shape[1:]
 
-    def call(self, x, training=False):
-        self._cache = {}
-        return x
+    def call(self, inputs):
+        return inputs
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != len(self.batch_shape):

@@ -164,48 +164,47 @@ class BatchNormalization(Layer):
             )
         shape = (size,)
         if self.scale:
-            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer, self.gamma_regularizer, self.gamma_constraint)
+            self.gamma = self.add_weight(
+                shape=shape, initializer=self.gamma_initializer, regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint, name="gamma",
+            )
         if self.center:
-            self.beta = self.add_weight("beta", shape, self.beta_initializer, self.beta_regularizer, self.beta_constraint)
-        self.moving_mean = self.add_weight("moving_mean", shape, self.moving_mean_initializer, trainable=False)
-        self.moving_variance = self.add_weight("moving_variance", shape, self.moving_variance_initializer, trainable=False)
+            self.beta = self.add_weight(
+                shape=shape, initializer=self.beta_initializer, regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint, name="beta",
+            )
+        self.moving_mean = self.add_weight(
+            shape=shape, initializer=self.moving_mean_initializer, trainable=False, name="moving_mean"
+        )
+        self.moving_variance = self.add_weight(
+            shape=shape, initializer=self.moving_variance_initializer, trainable=False, name="moving_variance"
+        )
         self.input_spec = InputSpec(ndim=len(input_shape), axes={axis: size})
         self.built = True
 
-    def call(self, x, training=False):
-        ops = get_ops()
-        axis = self._resolved_axis(x.ndim)
-        gamma = self.gamma.value if self.gamma is not None else None
-        beta = self.beta.value if self.beta is not None else None
-        if training and self.trainable:
-            y, mean, var, cache = ops.batch_norm_forward_training(x, gamma, beta, axis, self.epsilon)
-            if x.size:  # an empty batch has no statistics to fold in
-                m = self.momentum
-                self.moving_mean.value = self.moving_mean.value * m + mean * (1.0 - m)
-                self.moving_variance.value = self.moving_variance.value * m + var * (1.0 - m)
-            self._cache = {"batch": cache}
-        else:
-            mean, var = self.moving_mean.value, self.moving_variance.value
-            y = ops.batch_norm_forward_inference(x, gamma, beta, mean, var, axis, self.epsilon)
-            self._cache = {"x": x, "axis": axis, "mean": mean, "var": var}
-        return y
+    def call(self, inputs, training=None):
+        # Batch statistics only when training a trainable layer (a frozen one runs in inference mode).
+        forward = self._batch_statistics if training and self.trainable else self._moving_statistics
+        return self._record("batch_normalization", forward, inputs, self.gamma, self.beta)
 
-    def _backward(self, dy, need_input_grad):
+    def _batch_statistics(self, x, gamma, beta):
         ops = get_ops()
-        c = self._cache
-        if "batch" in c:
-            dx, dgamma, dbeta = ops.batch_norm_backward_training(dy, c["batch"])
-        else:
-            gamma = self.gamma.value if self.gamma is not None else None
-            dx, dgamma, dbeta = ops.batch_norm_backward_inference(
-                dy, c["x"], gamma, c["mean"], c["var"], c["axis"], self.epsilon, has_beta=self.beta is not None
-            )
-        if self.trainable:
-            if self.gamma is not None:
-                self.gamma.grad = dgamma
-            if self.beta is not None:
-                self.beta.grad = dbeta
-        return dx
+        y, mean, var, cache = ops.batch_norm_forward_training(x, gamma, beta, self._resolved_axis(x.ndim), self.epsilon)
+        if x.size:  # an empty batch has no statistics to fold in
+            m = self.momentum
+            self.moving_mean.value = self.moving_mean.value * m + mean * (1.0 - m)
+            self.moving_variance.value = self.moving_variance.value * m + var * (1.0 - m)
+        return y, lambda dy, needs: ops.batch_norm_backward_training(dy, cache)
+
+    def _moving_statistics(self, x, gamma, beta):
+        ops, axis, epsilon, has_beta = get_ops(), self._resolved_axis(x.ndim), self.epsilon, beta is not None
+        mean, var = self.moving_mean.value, self.moving_variance.value
+        y = ops.batch_norm_forward_inference(x, gamma, beta, mean, var, axis, epsilon)
+
+        def backward(dy, needs):
+            return ops.batch_norm_backward_inference(dy, x, gamma, mean, var, axis, epsilon, has_beta=has_beta)
+
+        return y, backward
 
     def get_config(self):
         return {

@@ -81,15 +81,13 @@ class MaxPooling2D(Pooling2D):
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__(pool_size, strides, padding, data_format, **kwargs)
 
-    def call(self, x, training=False):
-        window = self._window(x.shape)
-        y, argmax = get_ops().max_pool2d_forward(x, *window)
-        self._cache = {"argmax": argmax, "x_shape": tuple(x.shape), "window": window}
-        return y
+    def call(self, inputs):
+        return self._record("max_pool2d", self._pool, inputs)
 
-    def _backward(self, dy, need_input_grad):
-        c = self._cache
-        return get_ops().max_pool2d_backward(dy, c["argmax"], c["x_shape"], *c["window"])
+    def _pool(self, x):
+        ops, window, shape = get_ops(), self._window(x.shape), tuple(x.shape)
+        y, argmax = ops.max_pool2d_forward(x, *window)
+        return y, lambda dy, needs: (ops.max_pool2d_backward(dy, argmax, shape, *window),)
 
 
 class AveragePooling2D(Pooling2D):
@@ -112,14 +110,13 @@ class AveragePooling2D(Pooling2D):
     def __init__(self, pool_size, strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__(pool_size, strides, padding, data_format, **kwargs)
 
-    def call(self, x, training=False):
-        window = self._window(x.shape)
-        self._cache = {"x_shape": tuple(x.shape), "window": window}
-        return get_ops().avg_pool2d_forward(x, *window)
+    def call(self, inputs):
+        return self._record("average_pool2d", self._pool, inputs)
 
-    def _backward(self, dy, need_input_grad):
-        c = self._cache
-        return get_ops().avg_pool2d_backward(dy, c["x_shape"], *c["window"])
+    def _pool(self, x):
+        ops, window, shape = get_ops(), self._window(x.shape), tuple(x.shape)
+        y = ops.avg_pool2d_forward(x, *window)
+        return y, lambda dy, needs: (ops.avg_pool2d_backward(dy, shape, *window),)
 
 
 class StochasticPooling2D(Pooling2D):
@@ -150,26 +147,21 @@ class StochasticPooling2D(Pooling2D):
         self.seed = seed
         self._rng = self._rng_ops = None  # made on first training call, per backend
 
-    def call(self, x, training=False):
-        ops = get_ops()
-        window = self._window(x.shape)
-        if training:
-            if self._rng is None or self._rng_ops is not ops:
-                self._rng, self._rng_ops = ops.rng(utils.derive_seed(self.seed)), ops
-            out_shape = self.compute_output_shape(x.shape)
-            uniforms = ops.uniform(self._rng, out_shape, x.dtype)
-            y, index = ops.stochastic_pool2d_forward(x, uniforms, *window)
-            self._cache = {"index": index, "x_shape": tuple(x.shape), "window": window}
-        else:
-            y = ops.stochastic_pool2d_inference_forward(x, *window)
-            self._cache = {"x": x, "window": window}
-        return y
+    def call(self, inputs, training=False):
+        return self._record("stochastic_pool2d", self._draw if training else self._expect, inputs)
 
-    def _backward(self, dy, need_input_grad):
-        c = self._cache
-        if "index" in c:
-            return get_ops().stochastic_pool2d_backward(dy, c["index"], c["x_shape"], *c["window"])
-        return get_ops().stochastic_pool2d_inference_backward(dy, c["x"], *c["window"])
+    def _draw(self, x):
+        ops, window, shape = get_ops(), self._window(x.shape), tuple(x.shape)
+        if self._rng is None or self._rng_ops is not ops:
+            self._rng, self._rng_ops = ops.rng(utils.derive_seed(self.seed)), ops
+        uniforms = ops.uniform(self._rng, self.compute_output_shape(shape), x.dtype)
+        y, index = ops.stochastic_pool2d_forward(x, uniforms, *window)
+        return y, lambda dy, needs: (ops.stochastic_pool2d_backward(dy, index, shape, *window),)
+
+    def _expect(self, x):
+        ops, window = get_ops(), self._window(x.shape)
+        y = ops.stochastic_pool2d_inference_forward(x, *window)
+        return y, lambda dy, needs: (ops.stochastic_pool2d_inference_backward(dy, x, *window),)
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
@@ -223,12 +215,13 @@ class GlobalAveragePooling2D(GlobalPooling2D):
         (2, 3)
     """
 
-    def call(self, x, training=False):
-        self._cache = {"x_shape": tuple(x.shape)}
-        return get_ops().global_avg_pool2d_forward(x, self.data_format, self.keepdims)
+    def call(self, inputs):
+        return self._record("global_average_pool2d", self._pool, inputs)
 
-    def _backward(self, dy, need_input_grad):
-        return get_ops().global_avg_pool2d_backward(dy, self._cache["x_shape"], self.data_format, self.keepdims)
+    def _pool(self, x):
+        ops, shape, layout = get_ops(), tuple(x.shape), (self.data_format, self.keepdims)
+        y = ops.global_avg_pool2d_forward(x, *layout)
+        return y, lambda dy, needs: (ops.global_avg_pool2d_backward(dy, shape, *layout),)
 
 
 class GlobalMaxPooling2D(GlobalPooling2D):
@@ -245,14 +238,13 @@ class GlobalMaxPooling2D(GlobalPooling2D):
         (2, 1, 1, 3)
     """
 
-    def call(self, x, training=False):
-        y, argmax = get_ops().global_max_pool2d_forward(x, self.data_format, self.keepdims)
-        self._cache = {"argmax": argmax, "x_shape": tuple(x.shape)}
-        return y
+    def call(self, inputs):
+        return self._record("global_max_pool2d", self._pool, inputs)
 
-    def _backward(self, dy, need_input_grad):
-        c = self._cache
-        return get_ops().global_max_pool2d_backward(dy, c["argmax"], c["x_shape"], self.data_format, self.keepdims)
+    def _pool(self, x):
+        ops, shape, layout = get_ops(), tuple(x.shape), (self.data_format, self.keepdims)
+        y, argmax = ops.global_max_pool2d_forward(x, *layout)
+        return y, lambda dy, needs: (ops.global_max_pool2d_backward(dy, argmax, shape, *layout),)
 
 
 MaxPool2D = MaxPooling2D

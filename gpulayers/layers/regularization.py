@@ -80,22 +80,18 @@ class Dropout(Layer):
             self._mask_shape(input_shape)
         return tuple(input_shape)
 
-    def call(self, x, training=False):
+    def call(self, inputs, training=False):
         if not training or self.rate == 0:
-            self._cache = {"mask": None}
-            return x
+            return inputs
+        return self._record("dropout", self._drop, inputs)
+
+    def _drop(self, x):
         ops = get_ops()
         if self._rng is None or self._rng_ops is not ops:
             self._rng, self._rng_ops = ops.rng(utils.derive_seed(self.seed)), ops
         keep = 1.0 - self.rate
-        draws = ops.uniform(self._rng, self._mask_shape(x.shape), x.dtype)
-        kept = draws < keep
-        self._cache = {"mask": kept}
-        return _scale_kept(ops.xp, x, kept, keep)
-
-    def _backward(self, dy, need_input_grad):
-        kept = self._cache["mask"]
-        return dy if kept is None else _scale_kept(get_ops().xp, dy, kept, 1.0 - self.rate)
+        kept = ops.uniform(self._rng, self._mask_shape(x.shape), x.dtype) < keep
+        return _scale_kept(ops.xp, x, kept, keep), lambda dy, needs: (_scale_kept(ops.xp, dy, kept, keep),)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed, "noise_shape": self.noise_shape}

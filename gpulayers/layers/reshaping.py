@@ -2,6 +2,7 @@
 
 import math
 
+from gpulayers import ops
 from gpulayers.layers.arguments import standardize_data_format
 from gpulayers.layers.base import InputSpec, Layer
 
@@ -42,19 +43,11 @@ class Flatten(Layer):
     def _to_channels_last(self, ndim):
         return self.data_format == "channels_first" and ndim > 2
 
-    def call(self, x, training=False):
-        self._cache = {"x_shape": tuple(x.shape)}
+    def call(self, inputs):
+        x = inputs
         if self._to_channels_last(x.ndim):
-            x = x.transpose((0,) + tuple(range(2, x.ndim)) + (1,))
-        return x.reshape(x.shape[0], -1) if x.shape[0] else x.reshape(0, math.prod(x.shape[1:]))
-
-    def _backward(self, dy, need_input_grad):
-        shape = self._cache["x_shape"]
-        if self._to_channels_last(len(shape)):
-            moved = (shape[0],) + shape[2:] + (shape[1],)
-            nd = len(shape)
-            return dy.reshape(moved).transpose((0, nd - 1) + tuple(range(1, nd - 1)))
-        return dy.reshape(shape)
+            x = ops.transpose(x, (0,) + tuple(range(2, x.ndim)) + (1,))
+        return ops.reshape(x, (x.shape[0], math.prod(x.shape[1:])))
 
     def get_config(self):
         return {**super().get_config(), "data_format": self.data_format}

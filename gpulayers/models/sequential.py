@@ -2,9 +2,8 @@
 
 import numpy as np
 
-from backends import get_ops
 from gpulayers import layers as layers_module
-from gpulayers.layers.base import Layer, check_weight_list, to_backend
+from gpulayers.layers.base import Layer
 from gpulayers.layers.core import InputLayer, KerasTensor
 from gpulayers.models.training import Trainer
 
@@ -32,12 +31,17 @@ class Sequential(Trainer, Layer):
 
     def __init__(self, layers=None, trainable=True, name=None, **kwargs):
         super().__init__(trainable=trainable, name=name, **kwargs)
-        self._layers = []  # the InputLayer (when known) first, then the added layers
+        self._layers = []  # the InputLayer (when known) first, then the added layers: the sublayers
         if layers is not None:
             if isinstance(layers, (Layer, KerasTensor)) or not hasattr(layers, "__iter__"):
                 raise TypeError(f"Invalid type for `layers`: expected a list of layers. Received: layers={layers!r:.80}")
             for layer in layers:
                 self.add(layer)
+
+    def _track(self, value):
+        # The stack is the model's only sublayers: a layer kept as an attribute is not added to it.
+        if not isinstance(value, Layer):
+            super()._track(value)
 
     # ------------------------------------------------------------ structure
 
@@ -159,6 +163,13 @@ class Sequential(Trainer, Layer):
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
+        self._check_batch_axis(shape)
+        if self._layers and not isinstance(self._layers[0], InputLayer) and self._build_input_shape is not None \
+                and len(shape) != len(self._build_input_shape):
+            raise ValueError(
+                f"Input of model '{self.name}' is incompatible: expected shape {self._build_input_shape}. "
+                f"Received: inputs.shape={shape}"
+            )
         for layer in self._layers:
             shape = layer.compute_output_shape(shape)
         return shape
@@ -178,82 +189,30 @@ class Sequential(Trainer, Layer):
             raise AttributeError(f"Sequential model '{self.name}' has not been built yet.")
         return self._build_input_shape
 
-    # ------------------------------------------------------------ weights
-
-    @property
-    def weights(self):
-        return [w for layer in self.layers for w in layer.weights]
-
-    variables = weights
-
-    @property
-    def trainable_weights(self):
-        if not self.trainable:
-            return []
-        return [w for layer in self.layers for w in layer.trainable_weights]
-
-    trainable_variables = trainable_weights
-
-    @property
-    def non_trainable_weights(self):
-        if not self.trainable:
-            return self.weights
-        return [w for layer in self.layers for w in layer.non_trainable_weights]
-
-    non_trainable_variables = non_trainable_weights
-
-    @property
-    def losses(self):
-        if not self.trainable:
-            return [loss for layer in self.layers for loss in layer._activity_losses]
-        return [loss for layer in self.layers for loss in layer.losses]
-
-    def get_weights(self):
-        """Every layer's weights as numpy arrays, layer after layer."""
-        return [w for layer in self.layers for w in layer.get_weights()]
-
-    def set_weights(self, weights):
-        """Set every layer's weights; all shapes are checked before any is assigned."""
-        params = self.weights
-        check_weight_list(weights, params, f"model '{self.name}'")
-        position = 0
-        for layer in self.layers:
-            count = len(layer.weights)
-            layer.set_weights(list(weights[position : position + count]))
-            position += count
-
-    def count_params(self):
-        if not self.built:
-            raise ValueError(f"You tried to call `count_params` on model '{self.name}', but the model isn't built.")
-        return sum(layer.count_params() for layer in self.layers)
-
     # ------------------------------------------------------------ computing
 
-    def __call__(self, inputs, training=False):
-        """Run the layers in order on ``inputs``; returns an array of the active backend."""
+    def __call__(self, *args, **kwargs):
+        """Run the layers in order; returns a Tensor of the active backend."""
         if not self.layers:
             raise ValueError(f"Sequential model '{self.name}' has no layers to call.")
-        ops = get_ops()
-        x = to_backend(inputs, ops, self._layers[0].dtype)
         # A layer refusing its input (or a user activation refusing to give a
         # float array) leaves the model as it was: forward passes replace
         # weight arrays, never change them, so keeping the references is enough.
-        restores = []
-        if not self.built or self._build_input_shape is None:
-            restores = [self._snapshot()] + [layer._snapshot() for layer in self._layers]
-            self.build_from_shape(x.shape)
-        else:
-            self._check_input(x.shape)
-        values = [(v, v.value) for v in self.weights]
+        restores = [] if self.built else [self._snapshot()] + [layer._snapshot() for layer in self._layers]
+        values = [(v, v.data) for v in self.weights]
         try:
-            for layer in self._layers:
-                x = layer(x, training=training)
+            return super().__call__(*args, **kwargs)
         except BaseException:
             for v, value in values:
-                v.value = value
+                v.data = value
             for restore in restores:
                 restore()
             raise
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self._layers:
+            x = layer(x, training=training)
         return x
 
     def _check_batch_axis(self, shape):
@@ -261,37 +220,6 @@ class Sequential(Trainer, Layer):
             raise ValueError(
                 f"Input of model '{self.name}' needs a batch axis (rank >= 1). Received: inputs.shape={tuple(shape)}"
             )
-
-    def _check_input(self, shape):
-        self._check_batch_axis(shape)
-        first = self._layers[0]
-        if isinstance(first, InputLayer):
-            first.compute_output_shape(shape)
-        elif len(shape) != len(self._build_input_shape):
-            raise ValueError(
-                f"Input of model '{self.name}' is incompatible: expected shape {self._build_input_shape}. "
-                f"Received: inputs.shape={tuple(shape)}"
-            )
-
-    def backward(self, dy, need_input_grad=True, through_activation=True):
-        """Backpropagate through the layers in reverse; returns the input gradient.
-
-        Every layer stores its weights' gradients in ``variable.grad``.
-        ``through_activation=False`` means ``dy`` is the gradient wrt the last
-        layer's pre-activation values (see :meth:`Layer.backward`).
-        """
-        stack = self._layers
-        for i in range(len(stack) - 1, -1, -1):
-            first = i == 0 or (i == 1 and isinstance(stack[0], InputLayer))
-            last = i == len(stack) - 1
-            dy = stack[i].backward(
-                dy,
-                need_input_grad=need_input_grad or not first,
-                through_activation=through_activation or not last,
-            )
-            if dy is None:
-                break
-        return dy
 
     # ------------------------------------------------------------ description
 

@@ -1,12 +1,12 @@
 """Training on a model: compile, fit, evaluate, predict and the *_on_batch calls.
 
-:class:`Trainer` is mixed into :class:`gpulayers.models.Sequential`. One step:
-the batch goes to the backend once, the model runs forward with
-``training=True``, the loss gives the gradient wrt the output (or, when the
-last layer ends in the softmax/sigmoid that the loss fuses with, wrt its
-pre-activation values), ``model.backward`` fills every ``variable.grad``
-(regularizers included), and the optimizer applies them. Only the logged
-scalars come back to the host.
+:class:`Trainer` is mixed into :class:`gpulayers.models.Sequential`. One step
+(:meth:`Trainer.train_step`, which a subclass may override as in Keras): the
+batch goes to the backend once, the model runs forward with
+``training=True`` while the tape records, :meth:`Trainer.compute_loss` adds
+the compiled loss and ``model.losses``, :func:`gpulayers.autodiff.gradient`
+walks the tape back to the trainable weights, and the optimizer applies the
+gradients. Only the logged scalars come back to the host.
 """
 
 import contextlib
@@ -19,9 +19,10 @@ import threading
 import numpy as np
 
 from backends import get_ops
-from gpulayers import activations, losses as losses_module, metrics as metrics_module, optimizers, utils
+from gpulayers import autodiff, losses as losses_module, metrics as metrics_module, optimizers, utils
+from gpulayers.autodiff import no_backward, unwrap
 from gpulayers.callbacks import CallbackList
-from gpulayers.layers.base import no_backward, to_backend
+from gpulayers.layers.base import to_backend
 
 __all__ = ["COMPILE_KEYS", "Trainer"]
 
@@ -131,6 +132,36 @@ def _serialize_metric_list(metrics):
     return [_serialize_compile_entry(m, metrics_module.serialize) for m in metrics]
 
 
+def _rows(data, lo, hi):
+    """``data[lo:hi]``, or None for absent data."""
+    return None if data is None else data[lo:hi]
+
+
+def _batch_size(x):
+    """The number of samples in a batch (the first array of a structure)."""
+    while isinstance(x, (list, tuple, dict)):
+        x = next(iter(x.values())) if isinstance(x, dict) else x[0]
+    return int(x.shape[0])
+
+
+def _to_python(value):
+    """A metric result as a Python float (or a list of floats)."""
+    value = unwrap(value)
+    if isinstance(value, (list, tuple)):
+        return [_to_python(v) for v in value]
+    if hasattr(value, "ndim") and value.ndim > 0:
+        host = value if isinstance(value, np.ndarray) else get_ops().to_numpy(value)
+        return [float(v) for v in host.reshape(-1)] if host.size != 1 else float(host.reshape(-1)[0])
+    return float(value)
+
+
+def _python_logs(logs):
+    """The logs a step returned, with every value a Python float (or list), for the callbacks."""
+    if not isinstance(logs, dict):
+        raise TypeError(f"train_step/test_step must return a dict of metric results. Received: {logs!r:.80}")
+    return {k: _to_python(v) for k, v in logs.items()}
+
+
 def _take(data, idx):
     """Rows ``idx`` (a numpy index array) of a numpy or backend array."""
     if data is None:
@@ -172,8 +203,6 @@ class Trainer:
         run_eagerly = _check_compile_bool(run_eagerly, "run_eagerly")
         if jit_compile != "auto":
             jit_compile = _check_compile_bool(jit_compile, "jit_compile")
-        if loss is None:
-            raise ValueError("Invalid value for `loss`: compile() needs a loss to train with. Received: loss=None")
         if loss_weights is not None:
             raise ValueError(f"Invalid value for `loss_weights`: a Sequential has one output. Received: loss_weights={loss_weights!r}")
         if steps_per_execution != 1:
@@ -181,7 +210,7 @@ class Trainer:
                 f"Invalid value for `steps_per_execution`: only 1 is supported. Received: steps_per_execution={steps_per_execution!r}"
             )
         opt = optimizers.get(optimizer)
-        loss_obj = losses_module.get(loss)
+        loss_obj = losses_module.get(loss)  # None: the model's own losses (add_loss) are the loss
         if hasattr(loss_obj, "check_labels"):
             # fit/evaluate check every label once up front; skip the per-batch
             # device-to-host check (on a copy: the user's object stays as it was).
@@ -193,7 +222,7 @@ class Trainer:
         if len(set(names)) != len(names):
             raise ValueError(f"Invalid value for `metrics`: metric names must be unique. Received names: {names}")
         self.optimizer, self.loss, self._loss_obj = opt, loss, loss_obj
-        self._metrics = metric_objs
+        self._compiled_metrics = metric_objs
         self._loss_tracker = metrics_module.Mean(name="loss")
         self._compile_args = {
             "loss": loss,
@@ -255,7 +284,7 @@ class Trainer:
                 f"Received: {optimizer!r:.200}"
             )
         kwargs["optimizer"] = optimizers.get(optimizer, argument="optimizer")
-        if not isinstance(kwargs.get("loss"), (str, dict)):
+        if kwargs.get("loss") is not None and not isinstance(kwargs.get("loss"), (str, dict)):
             raise ValueError(
                 f"Invalid value for `config['loss']`: expected a name or a serialized loss. Received: {kwargs.get('loss')!r:.200}"
             )
@@ -285,16 +314,29 @@ class Trainer:
         return [metrics_module.get(m, loss=loss, y_pred_shape=shape) for m in metrics]
 
     @property
+    def metrics(self):
+        """The metrics ``fit`` reports and resets each epoch, as Keras: the loss tracker, the compiled
+        metrics, then the metrics the model (or a layer inside it) holds as attributes."""
+        out = []
+        if self._compiled:
+            out.append(self._loss_tracker)
+            out.extend(m for m, _ in self._compiled_metrics)
+        for layer in self._flatten_layers():
+            out.extend(layer._metrics)
+        unique, seen = [], set()
+        for m in out:
+            if id(m) not in seen:
+                seen.add(id(m))
+                unique.append(m)
+        return unique
+
+    @property
     def metrics_names(self):
-        if not self._compiled:
-            return []
-        return ["loss"] + [m.name for m, _ in self._metrics]
+        return [m.name for m in self.metrics]
 
     def reset_metrics(self):
-        if self._compiled:
-            self._loss_tracker.reset_state()
-            for m, _ in self._metrics:
-                m.reset_state()
+        for m in self.metrics:
+            m.reset_state()
 
     def _require_compiled(self, what):
         if not self._compiled:
@@ -330,8 +372,10 @@ class Trainer:
         return x, y, sample_weight
 
     def _loss_obj_check_targets(self, y, out_shape, name_y):
-        """Targets must fit the model's output (and sparse labels the class count)."""
+        """Targets must fit the model's output (and sparse labels the class count), for the built-in losses."""
         loss = self._loss_obj
+        if not losses_module.is_builtin(loss):
+            return  # a user's loss decides what its targets look like
         if isinstance(loss, losses_module.SparseCategoricalCrossentropy):
             classes = out_shape[-1]
             labels = y.reshape(y.shape[0], -1) if y.ndim > 1 else y
@@ -359,68 +403,108 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
 
-    def _fused_activation(self):
-        last = self.layers[-1] if self.layers else None
-        act = getattr(last, "activation", None)
-        wanted = getattr(self._loss_obj, "fuses_with", None)
-        if wanted == "softmax" and act is activations.softmax:
-            return True
-        return wanted == "sigmoid" and act is activations.sigmoid
-
     def _to_batch(self, ops, x, y, sw):
-        dtype = self._layers[0].dtype
-        xb = to_backend(x, ops, dtype)
+        dtype = self.dtype
+        xb = to_backend(x, ops, None)
+        if xb.dtype.kind == "f" and xb.dtype != np.dtype(dtype):
+            xb = xb.astype(dtype)
         yb = None
         if y is not None:
             yb = ops.asarray(y) if y.dtype.kind in "biu" else ops.asarray(y, dtype=dtype)
         swb = None if sw is None else ops.asarray(sw, dtype=dtype)
         return xb, yb, swb
 
-    def _train_batch(self, ops, xb, yb, swb):
+    @staticmethod
+    def _batch_data(xb, yb, swb):
+        """What ``train_step``/``test_step`` receive: ``(x, y)`` or ``(x, y, sample_weight)``, as Keras."""
+        return (xb, yb) if swb is None else (xb, yb, swb)
+
+    # ------------------------------------------------------------ one step
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss plus every loss of ``self.losses`` (``add_loss``, regularizers), as a scalar tensor.
+
+        Override it (as in Keras) to train on another loss; ``train_step`` and
+        ``test_step`` call it.
+        """
+        terms = []
+        if self._loss_obj is not None:
+            terms.append(self._loss_obj(y, y_pred, sample_weight))
+        for loss in self.losses:
+            if loss.data.dtype.kind != "f":
+                loss = loss.astype(self.dtype)
+            terms.append(loss.sum())
+        if not terms:
+            raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Update the compiled metrics with this batch and return every metric's result (a dict)."""
+        with no_backward():
+            y_pred = unwrap(y_pred)
+            for metric, weighted in self._compiled_metrics:
+                metric.update_state(unwrap(y), y_pred, unwrap(sample_weight) if weighted else None)
+        return self.get_metrics_result()
+
+    def get_metrics_result(self):
+        """``{name: result}`` for every metric of :attr:`metrics` (results as Python floats or lists)."""
+        logs = {}
+        for metric in self.metrics:
+            result = metric.result()
+            if isinstance(result, dict):
+                logs.update({k: _to_python(v) for k, v in result.items()})
+            else:
+                logs[metric.name] = _to_python(result)
+        return logs
+
+    def train_step(self, data):
+        """One training step on a batch ``(x, y)`` or ``(x, y, sample_weight)``; returns the logs.
+
+        Forward with ``training=True`` on the tape, :meth:`compute_loss`, the
+        gradients of the trainable weights, one optimizer update, then
+        :meth:`compute_metrics`. A subclass may override it, as in Keras.
+        """
+        x, y, sample_weight = utils.unpack_x_y_sample_weight(data)
+        weights = self.trainable_weights
         # Forward passes replace (never modify) the non-trainable weights' arrays,
         # so keeping the old references is enough to undo a step that fails
         # before the optimizer runs, e.g. out of memory.
-        saved = [(v, v.value) for v in self.non_trainable_weights]
+        saved = [(v, v.data) for v in self.non_trainable_weights]
         try:
-            y_pred, fused, value, grad = self._forward_and_loss(xb, yb, swb)
-            self.backward(grad, need_input_grad=False, through_activation=not fused)
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            grads = autodiff.gradient(loss, weights, free=True) if weights else []
         except BaseException:
             for v, value_before in saved:
-                v.value = value_before
+                v.data = value_before
             raise
-        extra = self.losses
-        total = value + sum(extra) if extra else value
-        weights = self.trainable_weights
-        self.optimizer.apply([w.grad for w in weights], weights)
-        self._update_metrics(total, yb, y_pred, swb, xb.shape[0])
+        if weights:
+            self.optimizer.apply(grads, weights)
+        self._loss_tracker.update_state(loss.data, sample_weight=_batch_size(x))
+        return self.compute_metrics(x, y, y_pred, sample_weight)
 
-    def _forward_and_loss(self, xb, yb, swb):
-        y_pred = self(xb, training=True)
-        fused = self._fused_activation()
-        if fused:
-            value, grad = self._loss_obj.fused_softmax_grad(yb, y_pred, swb)
-        else:
-            value, grad = self._loss_obj.value_and_grad(yb, y_pred, swb)
-        return y_pred, fused, value, grad
+    def test_step(self, data):
+        """The loss and metrics of one batch in inference mode; returns the logs."""
+        x, y, sample_weight = utils.unpack_x_y_sample_weight(data)
+        with no_backward():
+            y_pred = self(x, training=False)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
+        self._loss_tracker.update_state(loss.data, sample_weight=_batch_size(x))
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def predict_step(self, data):
+        """The model's output for one batch of inputs (inference mode)."""
+        x, _, _ = utils.unpack_x_y_sample_weight(data)
+        return self(x, training=False)
+
+    def _train_batch(self, ops, xb, yb, swb):
+        return _python_logs(self.train_step(self._batch_data(xb, yb, swb)))
 
     def _test_batch(self, ops, xb, yb, swb):
-        with no_backward():
-            y_pred = self(xb, training=False)
-        value = self._loss_obj(yb, y_pred, swb)
-        extra = self.losses
-        total = value + sum(extra) if extra else value
-        self._update_metrics(total, yb, y_pred, swb, xb.shape[0])
-
-    def _update_metrics(self, total, yb, y_pred, swb, n):
-        self._loss_tracker.update_state(total, sample_weight=n)
-        for metric, weighted in self._metrics:
-            metric.update_state(yb, y_pred, swb if weighted else None)
-
-    def _logs(self):
-        logs = {"loss": self._loss_tracker.result()}
-        for metric, _ in self._metrics:
-            logs[metric.name] = metric.result()
-        return logs
+        return _python_logs(self.test_step(self._batch_data(xb, yb, swb)))
 
     # ------------------------------------------------------------ fit
 
@@ -461,8 +545,10 @@ class Trainer:
             raise ValueError(
                 f"Invalid value for `validation_split`: expected a float in [0, 1). Received: validation_split={validation_split!r}"
             )
-        if y is None:
-            raise ValueError("Invalid value for `y`: fit() needs targets. Received: y=None")
+        if y is None and self._loss_obj is not None:
+            raise ValueError("Invalid value for `y`: fit() needs targets for the compiled loss. Received: y=None")
+        if validation_steps is not None:
+            validation_steps = _check_batch_size(validation_steps, "validation_steps")
         x, y, sample_weight = self._check_data(x, y, sample_weight)
         if class_weight is not None:
             sample_weight = self._class_weights(y, class_weight, sample_weight)
@@ -476,9 +562,8 @@ class Trainer:
                     f"Invalid value for `validation_split`: {validation_split} of {x.shape[0]} samples leaves "
                     "the training or the validation set empty."
                 )
-            val = (x[split:], y[split:], None if sample_weight is None else sample_weight[split:])
-            x, y = x[:split], y[:split]
-            sample_weight = None if sample_weight is None else sample_weight[:split]
+            val = (x[split:], _rows(y, split, None), _rows(sample_weight, split, None))
+            x, y, sample_weight = x[:split], _rows(y, 0, split), _rows(sample_weight, 0, split)
         val_batch_size = _check_batch_size(validation_batch_size or batch_size, "validation_batch_size")
 
         ops = get_ops()
@@ -494,7 +579,7 @@ class Trainer:
             with _interrupts_between_steps() as check_interrupt:
                 logs = self._fit_epochs(
                     ops, cbs, check_interrupt, x, y, sample_weight, val, batch_size, val_batch_size,
-                    steps, initial_epoch, epochs, shuffle, validation_freq,
+                    steps, initial_epoch, epochs, shuffle, validation_freq, validation_steps,
                 )
         except KeyboardInterrupt as exc:
             exc.history = self.history  # the epochs completed so far
@@ -504,7 +589,7 @@ class Trainer:
 
     def _fit_epochs(
         self, ops, cbs, check_interrupt, x, y, sample_weight, val, batch_size, val_batch_size,
-        steps, initial_epoch, epochs, shuffle, validation_freq,
+        steps, initial_epoch, epochs, shuffle, validation_freq, validation_steps,
     ):
         n = x.shape[0]
         logs = {}
@@ -516,15 +601,16 @@ class Trainer:
                 cbs.on_train_batch_begin(step)
                 idx = order[step * batch_size : (step + 1) * batch_size]
                 xb, yb, swb = self._to_batch(ops, _take(x, idx), _take(y, idx), _take(sample_weight, idx))
-                self._train_batch(ops, xb, yb, swb)
+                logs = self._train_batch(ops, xb, yb, swb)
                 check_interrupt()
-                logs = self._logs()
                 cbs.on_train_batch_end(step, logs)
                 if self.stop_training:
                     break
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
-                val_logs = self._evaluate_arrays(ops, *val, batch_size=val_batch_size, callbacks=None, verbose=0)
+                val_logs = self._evaluate_arrays(
+                    ops, *val, batch_size=val_batch_size, callbacks=None, verbose=0, steps=validation_steps
+                )
                 epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
@@ -559,19 +645,18 @@ class Trainer:
 
     # ------------------------------------------------------------ evaluate / predict
 
-    def _evaluate_arrays(self, ops, x, y, sw, batch_size, callbacks, verbose):
+    def _evaluate_arrays(self, ops, x, y, sw, batch_size, callbacks, verbose, steps=None):
         self.reset_metrics()
         n = x.shape[0]
-        steps = -(-n // batch_size)
+        steps = -(-n // batch_size) if steps is None else min(steps, -(-n // batch_size))
         cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1, steps=steps)
         cbs.on_test_begin()
         logs = {}
         for step in range(steps):
             cbs.on_test_batch_begin(step)
-            s = slice(step * batch_size, (step + 1) * batch_size)
-            xb, yb, swb = self._to_batch(ops, x[s], y[s], None if sw is None else sw[s])
-            self._test_batch(ops, xb, yb, swb)
-            logs = self._logs()
+            lo, hi = step * batch_size, (step + 1) * batch_size
+            xb, yb, swb = self._to_batch(ops, x[lo:hi], _rows(y, lo, hi), _rows(sw, lo, hi))
+            logs = self._test_batch(ops, xb, yb, swb)
             cbs.on_test_batch_end(step, logs)
         cbs.on_test_end(logs)
         return logs
@@ -581,21 +666,21 @@ class Trainer:
         self._require_compiled("evaluate")
         verbose = _check_verbose(verbose)
         batch_size = _check_batch_size(batch_size)
-        if y is None:
-            raise ValueError("Invalid value for `y`: evaluate() needs targets. Received: y=None")
+        if y is None and self._loss_obj is not None:
+            raise ValueError("Invalid value for `y`: evaluate() needs targets for the compiled loss. Received: y=None")
         x, y, sample_weight = self._check_data(x, y, sample_weight)
         if steps is not None:
             steps = _check_batch_size(steps, "steps")
             limit = min(x.shape[0], steps * batch_size)
-            x, y = x[:limit], y[:limit]
-            sample_weight = None if sample_weight is None else sample_weight[:limit]
+            x, y, sample_weight = x[:limit], _rows(y, 0, limit), _rows(sample_weight, 0, limit)
         logs = self._evaluate_arrays(get_ops(), x, y, sample_weight, batch_size, callbacks, verbose)
         return self._format_logs(logs, return_dict)
 
     def _format_logs(self, logs, return_dict):
         if return_dict:
             return dict(logs)
-        values = [logs[name] for name in self.metrics_names]
+        names = [n for n in self.metrics_names if n in logs] + [n for n in logs if n not in self.metrics_names]
+        values = [logs[name] for name in names]
         return values[0] if len(values) == 1 else values
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
@@ -616,8 +701,8 @@ class Trainer:
         with no_backward():
             for step in range(total_steps):
                 cbs.on_predict_batch_begin(step)
-                xb = to_backend(data[step * batch_size : min((step + 1) * batch_size, n)], ops, self._layers[0].dtype)
-                outputs.append(ops.to_numpy(self(xb, training=False)))
+                xb, _, _ = self._to_batch(ops, data[step * batch_size : min((step + 1) * batch_size, n)], None, None)
+                outputs.append(ops.to_numpy(unwrap(self.predict_step((xb,)))))
                 cbs.on_predict_batch_end(step, {"outputs": outputs[-1]})
         cbs.on_predict_end()
         return np.concatenate(outputs, axis=0)
@@ -625,33 +710,33 @@ class Trainer:
     # ------------------------------------------------------------ single batches
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
-        """One training step on one batch; returns the loss (and metrics) so far, as Keras."""
+        """One training step on one batch; returns that batch's loss (and metrics), as Keras 3
+        (the metrics are reset first, as in every Keras backend's trainer)."""
         self._require_compiled("train_on_batch")
-        if y is None:
+        if y is None and self._loss_obj is not None:
             raise ValueError("Invalid value for `y`: train_on_batch() needs targets. Received: y=None")
         x, y, sample_weight = self._check_data(x, y, sample_weight)
         if class_weight is not None:
             sample_weight = self._class_weights(y, class_weight, sample_weight)
+        self.reset_metrics()
         ops = get_ops()
-        self._train_batch(ops, *self._to_batch(ops, x, y, sample_weight))
-        return self._format_logs(self._logs(), return_dict)
+        return self._format_logs(self._train_batch(ops, *self._to_batch(ops, x, y, sample_weight)), return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """Loss (and metrics) on one batch, without training."""
         self._require_compiled("test_on_batch")
-        if y is None:
+        if y is None and self._loss_obj is not None:
             raise ValueError("Invalid value for `y`: test_on_batch() needs targets. Received: y=None")
         x, y, sample_weight = self._check_data(x, y, sample_weight)
         self.reset_metrics()
         ops = get_ops()
-        self._test_batch(ops, *self._to_batch(ops, x, y, sample_weight))
-        return self._format_logs(self._logs(), return_dict)
+        return self._format_logs(self._test_batch(ops, *self._to_batch(ops, x, y, sample_weight)), return_dict)
 
     def predict_on_batch(self, x):
         """Outputs for one batch as a numpy array."""
         ops = get_ops()
         with no_backward():
-            return ops.to_numpy(self(x, training=False))
+            return ops.to_numpy(unwrap(self(x, training=False)))
 
     # ------------------------------------------------------------ files
 

@@ -12,3 +12,9 @@ from gpulayers.ops.numpy import *  # noqa: F401,F403
 from gpulayers.ops.numpy import __all__ as _numpy_all
 
 __all__ = sorted(set(_core_all) | set(_numpy_all))
+
+import sys as _sys  # noqa: E402
+
+from gpulayers import autodiff as _autodiff  # noqa: E402
+
+_autodiff._ops = _sys.modules[__name__]  # the Tensor operators (x + y, x[i], np.exp(x)) call these ops

@@ -10,11 +10,10 @@ follow the usual conventions: ties in ``max``/``min`` and ``maximum``/
 import builtins
 import math
 import numbers
-import sys
 
 import numpy as np
 
-from gpulayers import autodiff, config
+from gpulayers import config
 from gpulayers.autodiff import Tensor, record
 from gpulayers.ops.core import (
     convert_to_tensor,
@@ -754,8 +753,12 @@ def transpose(x, axes=None):
 
 def moveaxis(x, source, destination):
     x = convert_to_tensor(x)
-    order = np.moveaxis(np.arange(x.ndim), source, destination)
-    return transpose(x, tuple(int(i) for i in order))
+    src = [int(a) % x.ndim for a in ((source,) if isinstance(source, (numbers.Integral, np.integer)) else source)]
+    dst = [int(a) % x.ndim for a in ((destination,) if isinstance(destination, (numbers.Integral, np.integer)) else destination)]
+    order = [n for n in range(x.ndim) if n not in src]
+    for d, a in sorted(zip(dst, src)):
+        order.insert(d, a)
+    return transpose(x, order)
 
 
 def swapaxes(x, axis1, axis2):
@@ -1104,4 +1107,3 @@ UFUNCS = {
     np.logical_or: logical_or, np.logical_xor: logical_xor, np.logical_not: logical_not,
 }
 
-autodiff._numpy_ops = sys.modules[__name__]  # the Tensor operators call these ops

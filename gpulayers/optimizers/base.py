@@ -46,6 +46,7 @@ import numpy as np
 
 from backends import array_namespace
 from gpulayers import utils
+from gpulayers.autodiff import unwrap
 from gpulayers.optimizers import schedules as _schedules
 from gpulayers.optimizers._checks import check_bool, check_name, check_real, is_real, scalar_to_float
 
@@ -68,6 +69,18 @@ def _takes_step(function):
         "Invalid value for `learning_rate`: a callable learning rate must take the step "
         f"(`lr = f(iterations)`) or no argument. Received: learning_rate={function!r} with signature {signature}"
     )
+
+
+def _constrained(variable, value):
+    """``variable.constraint(value)`` as a raw array of the value's shape and dtype (a user's constraint may
+    answer with a tensor)."""
+    out = unwrap(variable.constraint(value))
+    if tuple(getattr(out, "shape", ())) != tuple(value.shape):
+        raise ValueError(
+            f"The constraint {variable.constraint!r} of variable '{getattr(variable, 'path', variable.name)}' must "
+            f"return an array of shape {tuple(value.shape)}. Received shape {getattr(out, 'shape', None)}"
+        )
+    return out if out.dtype == value.dtype else out.astype(value.dtype)
 
 
 def _as_host(grad):
@@ -506,7 +519,7 @@ class Optimizer:
         variables = self._check_variables(variables)
         if isinstance(grads, (str, bytes)) or not hasattr(grads, "__iter__"):
             raise TypeError(f"Invalid type for `grads`: expected a list of arrays. Received: grads={grads!r}")
-        grads = list(grads)
+        grads = [unwrap(g) for g in grads]  # gradients may come as tensors (GradientTape.gradient)
         if len(grads) != len(variables):
             raise ValueError(
                 f"`grads` and `variables` must have the same length. Received: {len(grads)} gradients "
@@ -545,7 +558,7 @@ class Optimizer:
         self._iterations += 1  # Keras applies the constraints after the increment
         try:
             results = [
-                (v.constraint(new) if getattr(v, "constraint", None) is not None else new, new_state)
+                (_constrained(v, new) if getattr(v, "constraint", None) is not None else new, new_state)
                 for v, (new, new_state) in zip(variables, results)
             ]
         except BaseException:
