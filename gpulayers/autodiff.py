@@ -113,8 +113,8 @@ class Tensor:
 
     @property
     def requires_grad(self):
-        """Whether a gradient can flow to this value (a recorded result or a watched tensor)."""
-        return self.node is not None or self.watched
+        """Whether a gradient can flow to this value (a recorded result or a watched float tensor)."""
+        return self.node is not None or (self.watched and self.data.dtype.kind in "fc")
 
     # ------------------------------------------------------------ array facts
     @property
@@ -216,6 +216,14 @@ class Tensor:
     def min(self, axis=None, out=None, keepdims=False, **kwargs):
         _no_out(out)
         return _ops.min(self, axis=axis, keepdims=keepdims)
+
+    def all(self, axis=None, out=None, keepdims=False, **kwargs):
+        _no_out(out)
+        return _ops.all(self, axis=axis, keepdims=keepdims)
+
+    def any(self, axis=None, out=None, keepdims=False, **kwargs):
+        _no_out(out)
+        return _ops.any(self, axis=axis, keepdims=keepdims)
 
     # ------------------------------------------------------------ operators
     def __getitem__(self, key):
@@ -424,7 +432,9 @@ def gradient(target, sources, output_gradient=None, free=False):
         raise TypeError(f"Invalid type for `target`: expected a Tensor. Received: {type(target).__name__}")
     flat, rebuild = _as_list(sources)
     xp = get_ops().xp
-    seed = xp.ones_like(target.data) if output_gradient is None else unwrap(output_gradient)
+    seed = xp.ones_like(target.data) if output_gradient is None else get_ops().asarray(unwrap(output_gradient))
+    if seed.ndim and not seed.flags.c_contiguous:  # the summation order must not follow the caller's layout
+        seed = xp.ascontiguousarray(seed)
     if tuple(seed.shape) != tuple(target.data.shape):
         raise ValueError(
             f"Invalid shape for `output_gradient`: expected the target's shape {tuple(target.data.shape)}. "

@@ -142,7 +142,7 @@ class Variable(Tensor):
 
     @property
     def requires_grad(self):
-        return self._trainable or self.watched
+        return (self._trainable or self.watched) and self.data.dtype.kind in "fc"
 
     @property
     def dtype(self):

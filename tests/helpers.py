@@ -132,3 +132,27 @@ def check_op_gradients(fn, *arrays, rtol=1e-6, atol=1e-8, eps=1e-6, seed=0):
         numeric = numeric_grad(value, host, eps)
         np.testing.assert_allclose(analytic[i], numeric, rtol=rtol, atol=atol, err_msg=f"gradient of input {i}")
     return analytic
+
+
+def forward(layer, x, training=False, **kwargs):
+    """Call ``layer`` on ``x`` on the tape, for tests of its backward pass.
+
+    Returns ``(y, backward)``: the output as numpy and a function
+    ``backward(dy) -> dx`` giving the gradient of ``sum(dy * y)`` with respect
+    to ``x`` (numpy); the trainable weights' gradients of that same call are
+    left in ``backward.grads`` (``{weight name: numpy array}``). The graph is
+    kept, so ``backward`` may run several times on one call.
+    """
+    from gpulayers import autodiff, ops as gops
+
+    inputs = gops.convert_to_tensor(x)
+    inputs.watched = True
+    out = layer(inputs, training=training, **kwargs)
+    weights = layer.trainable_weights
+
+    def backward(dy):
+        grads = autodiff.gradient(out, [inputs] + weights, output_gradient=get_ops().asarray(np.asarray(dy, dtype=out.dtype)))
+        backward.grads = {v.name: None if g is None else to_np(g) for v, g in zip(weights, grads[1:])}
+        return grads[0]
+
+    return to_np(out), backward

@@ -208,6 +208,12 @@ class Layer:
         input_dim: Shorthand for ``input_shape=(input_dim,)``.
     """
 
+    single_input = False  # the built-in layers take one tensor; a user's layer may take a list or dict
+    # Which inputs __call__ casts to the layer's dtype (with autocast): "float" ones, as Keras's autocast
+    # (a user's layer may take integer indices), "all" numeric ones (the built-in layers compute in their
+    # dtype), or None (a model leaves that to its layers).
+    input_cast = "float"
+
     def __init__(
         self,
         *,
@@ -637,7 +643,12 @@ class Layer:
         if accepts_training and training is not None:
             kwargs["training"] = training
         single = isinstance(inputs, Tensor)
-        if not single and self.input_spec is not None:
+        if not single and (self.single_input or self.input_spec is not None):
+            if isinstance(inputs, dict):
+                raise TypeError(
+                    f"Invalid type for `inputs` of layer '{self.name}': expected one tensor. Received: a dict "
+                    f"with keys {sorted(map(str, inputs))}"
+                )
             count = len(flatten(inputs))
             raise ValueError(f"Layer '{self.name}' expects 1 input(s), but it received {count} input tensors.")
         shape = shape_structure(inputs)
@@ -676,16 +687,19 @@ class Layer:
     def _convert_inputs(self, inputs, ops):
         """Tensors for the array leaves of ``inputs``; float ones cast to the layer's dtype (autocast)."""
 
+        kinds = {"float": "f", "all": "biuf", None: ""}[self.input_cast] if self.autocast else ""
+        dtype = np.dtype(self._dtype)
+
         def leaf(x):
             if isinstance(x, Tensor):
-                if self.autocast and x.data.dtype.kind == "f" and x.data.dtype != np.dtype(self._dtype):
+                if x.data.dtype.kind in kinds and x.data.dtype != dtype:
                     from gpulayers import ops as ops_module
 
-                    return ops_module.cast(x, self._dtype)
+                    return ops_module.cast(x, dtype)
                 return x
             arr = to_backend(x, ops, None)
-            if self.autocast and arr.dtype.kind == "f" and arr.dtype != np.dtype(self._dtype):
-                arr = arr.astype(self._dtype)
+            if arr.dtype.kind in kinds and arr.dtype != dtype:
+                arr = arr.astype(dtype)
             return Tensor(arr)
 
         return map_structure(leaf, inputs)
@@ -709,7 +723,8 @@ class Layer:
         y, backward = forward(*arrays)
 
         def guarded(dy, needs):
-            dy = get_ops().xp.ascontiguousarray(dy)
+            if dy.ndim and not dy.flags.c_contiguous:  # the kernels read C order (and 0-d stays 0-d)
+                dy = get_ops().xp.ascontiguousarray(dy)
             try:
                 grads = backward(dy, needs)
             except LayerOutOfMemoryError:
@@ -737,6 +752,12 @@ class Layer:
                 f"The activation {self.activation!r} of layer '{self.name}' must return a float array of "
                 f"its input's shape {tuple(z.shape)}. Received: {type(y).__name__} with shape "
                 f"{getattr(y, 'shape', None)} and dtype {dtype}"
+            )
+        if not isinstance(y, Tensor) and z.requires_grad and autodiff.recording():
+            raise TypeError(
+                f"The activation {self.activation!r} of layer '{self.name}' returned a {type(y).__name__}, not a "
+                "tensor, so no gradient can flow through it: write it with gpulayers.ops (or NumPy ufuncs, which "
+                "tensors answer), as Keras's backend-agnostic layers are."
             )
         y = autodiff.as_tensor(y)
         if y.data.dtype != z.data.dtype:

@@ -78,6 +78,9 @@ class Conv2D(Layer):
         (2, 32, 32, 8)
     """
 
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
+
     def __init__(
         self,
         filters,

@@ -39,6 +39,9 @@ class Dense(Layer):
         (2, 3)
     """
 
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
+
     def __init__(
         self,
         units,
@@ -178,6 +181,9 @@ class Activation(Layer):
         array([[0., 2.]], dtype=float32)
     """
 
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
+
     def __init__(self, activation, **kwargs):
         self.activation = activations.get(activation, argument="activation")
         super().__init__(**kwargs)
@@ -205,6 +211,9 @@ class InputLayer(Layer):
         input_tensor: Must be None.
         name: Layer name.
     """
+
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
 
     def __init__(
         self,

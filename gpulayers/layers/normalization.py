@@ -86,6 +86,9 @@ class BatchNormalization(Layer):
         array([0., 0., 0., 0.], dtype=float32)
     """
 
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
+
     def __init__(
         self,
         axis=-1,

@@ -28,6 +28,9 @@ __all__ = [
 class Pooling2D(Layer):
     """Shared arguments of the windowed 2-D pooling layers."""
 
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
+
     def __init__(self, pool_size, strides=None, padding="valid", data_format=None, **kwargs):
         pool_size = standardize_tuple(pool_size, 2, "pool_size")
         strides = pool_size if strides is None else standardize_tuple(strides, 2, "strides")
@@ -175,6 +178,9 @@ def _check_seed(seed):
 
 class GlobalPooling2D(Layer):
     """Shared arguments of global pooling: data_format and keepdims."""
+
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
 
     def __init__(self, data_format=None, keepdims=False, **kwargs):
         self.data_format = standardize_data_format(data_format)

@@ -29,6 +29,9 @@ class Dropout(Layer):
         >>> y = layer(np.ones((2, 4)), training=True)  # entries are 0 or 2
     """
 
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
+
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate <= 1:
             raise ValueError(

@@ -28,6 +28,9 @@ class Flatten(Layer):
         (2, 60)
     """
 
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
+
     def __init__(self, data_format=None, **kwargs):
         self.data_format = standardize_data_format(data_format)
         super().__init__(**kwargs)

@@ -38,6 +38,8 @@ class Sequential(Trainer, Layer):
             for layer in layers:
                 self.add(layer)
 
+    input_cast = None  # a model leaves its inputs' dtype alone (as Keras's): each layer casts its own
+
     def _track(self, value):
         # The stack is the model's only sublayers: a layer kept as an attribute is not added to it.
         if not isinstance(value, Layer):

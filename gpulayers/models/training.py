@@ -404,7 +404,7 @@ class Trainer:
     # ------------------------------------------------------------ one step
 
     def _to_batch(self, ops, x, y, sw):
-        dtype = self.dtype
+        dtype = self._layers[0].dtype if getattr(self, "_layers", None) else self.dtype  # the input's dtype
         xb = to_backend(x, ops, None)
         if xb.dtype.kind == "f" and xb.dtype != np.dtype(dtype):
             xb = xb.astype(dtype)

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 
 from backends import get_ops
 from gpulayers import optimizers as O
-from gpulayers.layers.base import Variable
+from gpulayers.variables import Variable
 from gpulayers.optimizers import schedules as S
 from helpers import to_np
 
 
 def var(values, name="kernel", dtype=np.float64, constraint=None):
-    return Variable(np.array(values, dtype=dtype), name, constraint=constraint)
+    return Variable(np.array(values, dtype=dtype), name=name, constraint=constraint)
 
 
 def f64(values):
@@ -472,7 +472,7 @@ OPTIMIZERS = [
 def test_dtype_kept(make, dtype):
     opt = make()
     start = np.array([[1.0, -2.0], [0.5, 0.25]], dtype=dtype)
-    v = Variable(start, "kernel")
+    v = Variable(start, name="kernel")
     for _ in range(3):
         grad = np.array([[0.1, 0.2], [-0.3, 0.4]], dtype=np.float64)  # a float64 gradient
         opt.apply([grad], [v])
@@ -489,7 +489,7 @@ def test_dtype_kept(make, dtype):
 @pytest.mark.parametrize("make", OPTIMIZERS)
 def test_state_on_the_variable_array_module(make):
     ops = get_ops()
-    v = Variable(ops.asarray(np.array([1.0, -2.0], dtype=np.float32)), "kernel")
+    v = Variable(ops.asarray(np.array([1.0, -2.0], dtype=np.float32)), name="kernel")
     opt = make()
     for _ in range(2):
         opt.apply([ops.asarray(np.array([0.5, -0.25], dtype=np.float32))], [v])

@@ -1,4 +1,4 @@
-"""Tests for gpulayers.regularizers: penalties, gradients, configs, errors."""
+"""Tests for gpulayers.regularizers: penalties, their gradients through the tape, configs, errors."""
 
 import math
 
@@ -8,8 +8,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from gpulayers import autodiff, ops
 from gpulayers import regularizers as R
-from helpers import numeric_grad_of
+from gpulayers.autodiff import Tensor
+from helpers import check_op_gradients, to_np
+
+
+def grad_of(reg, x):
+    """d reg(x) / dx through the tape."""
+    t = ops.convert_to_tensor(x)
+    t.watched = True
+    (g,) = autodiff.gradient(reg(t), [t])
+    return np.zeros(np.shape(x), dtype=np.asarray(x).dtype) if g is None else to_np(g)
 
 
 def ref_penalty(x, l1=0.0, l2=0.0):
@@ -41,27 +51,24 @@ REG_IDS = [repr(r) for r, _ in REGS]
 def test_penalty_matches_reference(reg, factors):
     x = np.random.default_rng(0).normal(size=(4, 5, 3))
     value = reg(x)
-    assert isinstance(value, np.ndarray) and value.shape == () and value.dtype == np.float64
+    assert isinstance(value, Tensor) and value.shape == () and value.dtype == np.float64
     assert math.isclose(float(value), ref_penalty(x, **factors), rel_tol=1e-13, abs_tol=1e-15)
 
 
 @pytest.mark.parametrize("reg,factors", REGS, ids=REG_IDS)
 def test_gradient_matches_finite_differences(reg, factors):
     x = away_from_zero((3, 4), seed=1)
-    grad = reg.gradient(x)
-    assert grad.shape == x.shape
-    np.testing.assert_allclose(grad, numeric_grad_of(reg, x), rtol=1e-6, atol=1e-9)
-    assert R.get_gradient(reg) == reg.gradient
+    check_op_gradients(reg, x, rtol=1e-6, atol=1e-9)
 
 
 def test_l1_gradient_is_zero_at_zero():
-    np.testing.assert_array_equal(R.L1(0.5).gradient(np.array([-2.0, 0.0, 3.0])), [-0.5, 0.0, 0.5])
+    np.testing.assert_array_equal(grad_of(R.L1(0.5), np.array([-2.0, 0.0, 3.0])), [-0.5, 0.0, 0.5])
 
 
 @pytest.mark.parametrize("reg,factors", REGS, ids=REG_IDS)
 def test_float32_is_kept(reg, factors):
     x = np.random.default_rng(2).normal(size=(6, 7)).astype(np.float32)
-    value, grad = reg(x), reg.gradient(x)
+    value, grad = reg(x), grad_of(reg, x)
     assert value.dtype == np.float32 and value.shape == () and grad.dtype == np.float32
     assert math.isclose(float(value), ref_penalty(x, **factors), rel_tol=1e-5, abs_tol=1e-6)
 
@@ -95,7 +102,7 @@ def test_config_round_trips(reg, factors):
                     "config": config, "registered_name": None}
     loaded = R.deserialize(data)
     assert float(loaded(x)) == float(reg(x))
-    np.testing.assert_array_equal(loaded.gradient(x), reg.gradient(x))
+    np.testing.assert_array_equal(grad_of(loaded, x), grad_of(reg, x))
 
 
 def test_get_by_name_follows_keras_3():
@@ -123,16 +130,17 @@ def test_get_other_identifiers():
         return 0.5 * np.sum(x)
 
     assert R.get(custom) is custom
-    assert R.get_gradient(custom) is None
     assert R.serialize(None) is None
 
 
-def test_subclass_without_gradient_has_none():
+def test_a_users_regularizer_needs_no_gradient_of_its_own():
     class Penalty(R.Regularizer):
         def __call__(self, x):
-            return np.sum(x)
+            return np.sum(x * x)  # NumPy on a tensor: recorded like ops.sum(ops.square(x))
 
-    assert R.get_gradient(Penalty()) is None
+    x = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(grad_of(Penalty(), x), 2 * x)
+    np.testing.assert_allclose(grad_of(lambda v: 0.5 * ops.sum(ops.abs(v)), x), 0.5 * np.sign(x))
     assert float(R.Regularizer()(np.ones(3))) == 0.0
 
 
@@ -159,5 +167,5 @@ def test_l1l2_is_the_sum_of_l1_and_l2(x, l1, l2):
     total = R.L1L2(l1=l1, l2=l2)
     assert float(total(x)) >= 0
     np.testing.assert_allclose(float(total(x)), float(R.L1(l1)(x)) + float(R.L2(l2)(x)), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(total.gradient(x), R.L1(l1).gradient(x) + R.L2(l2).gradient(x), rtol=1e-12,
+    np.testing.assert_allclose(grad_of(total, x), grad_of(R.L1(l1), x) + grad_of(R.L2(l2), x), rtol=1e-12,
                                atol=1e-12)

@@ -18,7 +18,7 @@ from gpulayers.layers import (
     MaxPooling2D,
     StochasticPooling2D,
 )
-from helpers import check_layer_gradients, numeric_grad, to_np
+from helpers import forward, check_layer_gradients, numeric_grad, to_np
 
 # ---------------------------------------------------------------- references (plain loops)
 
@@ -143,13 +143,13 @@ def test_max_pool_forward_and_backward_match_reference(pool, strides, padding, h
     rng = np.random.default_rng(abs(hash((pool, strides, padding, hw))) % 2**32)
     x = rng.standard_normal(make_shape(2, hw[0], hw[1], 3, data_format)).astype(np.float32)
     layer = MaxPooling2D(pool, strides=strides, padding=padding, data_format=data_format)
-    y = to_np(layer(x))
+    y, backward = forward(layer, x)
     s = pool if strides is None else strides
     ref = ref_pool(x, pool, s, padding, data_format, "max")
     assert y.shape == ref.shape == layer.compute_output_shape(x.shape)
     np.testing.assert_allclose(y, ref, rtol=1e-6, atol=0)
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    dx = to_np(layer.backward(dy))
+    dx = to_np(backward(dy))
     np.testing.assert_allclose(dx, ref_max_pool_grad(x, dy, pool, s, padding, data_format), rtol=1e-5, atol=1e-6)
 
 
@@ -158,24 +158,24 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum(data_format):
     # Every window of 2x2 all-equal values: the top-left cell of each window gets dy.
     x = np.ones(make_shape(1, 4, 4, 2, data_format), np.float32)
     layer = MaxPooling2D(2, data_format=data_format)
-    y = layer(x)
-    dx = to_nhwc(to_np(layer.backward(np.ones(y.shape, np.float32))), data_format)
+    y, backward = forward(layer, x)
+    dx = to_nhwc(to_np(backward(np.ones(y.shape, np.float32))), data_format)
     expected = np.zeros((1, 4, 4, 2))
     expected[:, 0::2, 0::2, :] = 1
     np.testing.assert_array_equal(dx, expected)
     # Ties inside one window at the 2nd and 4th cell: the 2nd (row-major) wins.
     x = np.array([[0.0, 5.0], [1.0, 5.0]]).reshape(1, 2, 2, 1)
     layer = MaxPooling2D(2, data_format="channels_last")
-    layer(x)
-    dx = to_np(layer.backward(np.full((1, 1, 1, 1), 3.0, np.float32)))[0, :, :, 0]
+    _, backward = forward(layer, x)
+    dx = to_np(backward(np.full((1, 1, 1, 1), 3.0, np.float32)))[0, :, :, 0]
     np.testing.assert_array_equal(dx, [[0, 3], [0, 0]])
     # Overlapping windows with ties, against the reference.
     rng = np.random.default_rng(0)
     x = rng.integers(0, 3, size=make_shape(2, 5, 5, 2, data_format)).astype(np.float32)
     layer = MaxPooling2D(3, strides=1, padding="same", data_format=data_format)
-    y = to_np(layer(x))
+    y, backward = forward(layer, x)
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    dx = to_np(layer.backward(dy))
+    dx = to_np(backward(dy))
     np.testing.assert_allclose(dx, ref_max_pool_grad(x, dy, (3, 3), (1, 1), "same", data_format), rtol=1e-5, atol=1e-6)
 
 
@@ -185,10 +185,10 @@ def test_max_pool_same_padding_never_wins(data_format):
     rng = np.random.default_rng(1)
     x = -1.0 - rng.random(make_shape(2, 5, 5, 2, data_format))
     layer = MaxPooling2D(2, padding="same", data_format=data_format, dtype="float64")
-    y = to_np(layer(x))
+    y, backward = forward(layer, x)
     assert (y < 0).all()
     np.testing.assert_array_equal(y, ref_pool(x, (2, 2), (2, 2), "same", data_format, "max"))
-    dx = to_np(layer.backward(np.ones(y.shape)))
+    dx = to_np(backward(np.ones(y.shape)))
     assert dx.sum() == y.size  # every window's gradient lands on a real cell
 
 
@@ -215,14 +215,14 @@ def test_avg_pool_forward_and_backward_match_reference(pool, strides, padding, h
     rng = np.random.default_rng(abs(hash((pool, strides, padding, hw, 1))) % 2**32)
     x = rng.standard_normal(make_shape(2, hw[0], hw[1], 3, data_format)).astype(np.float32)
     layer = AveragePooling2D(pool, strides=strides, padding=padding, data_format=data_format)
-    y = to_np(layer(x))
+    y, backward = forward(layer, x)
     s = pool if strides is None else strides
     ref = ref_pool(x, pool, s, padding, data_format, "avg")
     assert y.shape == ref.shape == layer.compute_output_shape(x.shape)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     np.testing.assert_allclose(
-        to_np(layer.backward(dy)), ref_avg_pool_grad(x.shape, dy, pool, s, padding, data_format), rtol=1e-5, atol=1e-6
+        to_np(backward(dy)), ref_avg_pool_grad(x.shape, dy, pool, s, padding, data_format), rtol=1e-5, atol=1e-6
     )
 
 
@@ -271,10 +271,11 @@ def test_stochastic_zero_sum_windows_give_zero():
     assert np.isfinite(y).all()
     np.testing.assert_allclose(y, [[0, 0], [0, 30 / 10]], rtol=1e-12)
     for _ in range(20):
-        y = to_np(layer(x, training=True))[0, :, :, 0]
+        y, backward = forward(layer, x, training=True)
+        y = y[0, :, :, 0]
         assert y[0, 0] == 0 and y[0, 1] == 0 and y[1, 0] == 0
         assert y[1, 1] in (1.0, 2.0, 3.0, 4.0)
-        dx = to_np(layer.backward(np.ones((1, 2, 2, 1))))[0, :, :, 0]
+        dx = to_np(backward(np.ones((1, 2, 2, 1))))[0, :, :, 0]
         assert np.isfinite(dx).all()
         assert dx[:2, :].sum() == 0 and dx[2:, :2].sum() == 0  # zero-sum windows get no gradient
         assert dx[2:, 2:].sum() == 1
@@ -289,8 +290,9 @@ def test_stochastic_training_picks_a_positive_element_of_its_window(padding, poo
     xn = to_nhwc(x, data_format)
     for seed in range(8):
         layer = StochasticPooling2D(pool, strides=strides, padding=padding, data_format=data_format, seed=seed, dtype="float64")
-        y = to_nhwc(to_np(layer(x, training=True)), data_format)
-        dx = to_nhwc(to_np(layer.backward(from_nhwc(np.ones(y.shape), data_format))), data_format)
+        y, backward = forward(layer, x, training=True)
+        y = to_nhwc(y, data_format)
+        dx = to_nhwc(to_np(backward(from_nhwc(np.ones(y.shape), data_format))), data_format)
         assert dx.sum() == np.count_nonzero(y)  # exactly one cell per non-zero window gets the gradient
         for (i, j), cells in windows(5, 5, pool2, s2, padding):
             for b in range(2):
@@ -313,10 +315,10 @@ def test_stochastic_training_frequencies_follow_the_probabilities():
     grad_counts = np.zeros((2, 2))
     for seed in range(10):
         layer = StochasticPooling2D(2, seed=seed, data_format="channels_last", dtype="float64")
-        y = to_np(layer(x, training=True)).reshape(-1)
-        for v in y:
+        y, backward = forward(layer, x, training=True)
+        for v in y.reshape(-1):
             counts[float(v)] += 1
-        grad_counts += to_np(layer.backward(np.ones((n, 1, 1, 1)))).sum(axis=(0, 3))
+        grad_counts += to_np(backward(np.ones((n, 1, 1, 1)))).sum(axis=(0, 3))
     total = 10 * n
     freq = {k: v / total for k, v in counts.items()}
     expected = {0.5: 0.125, 1.0: 0.25, -2.0: 0.0, 2.5: 0.625}
@@ -380,8 +382,8 @@ def test_global_pooling_defaults_and_ties():
     layer = GlobalMaxPooling2D(data_format="channels_last")
     x = np.zeros((1, 2, 2, 1), np.float32)
     x[0, 0, 1, 0] = x[0, 1, 0, 0] = 1.0
-    layer(x)
-    dx = to_np(layer.backward(np.ones((1, 1), np.float32)))[0, :, :, 0]
+    _, backward = forward(layer, x)
+    dx = to_np(backward(np.ones((1, 1), np.float32)))[0, :, :, 0]
     np.testing.assert_array_equal(dx, [[0, 1], [0, 0]])
 
 
@@ -469,9 +471,9 @@ def test_property_forward_and_gradient_of_sum(args, kind, seed):
     x = separated(rng, shape, scale=0.1, offset=-0.25 if kind == "stochastic_inference" else -2.0)
     cls = {"max": MaxPooling2D, "avg": AveragePooling2D, "stochastic_inference": StochasticPooling2D}[kind]
     layer = cls(pool, strides=strides, padding=padding, data_format=data_format, dtype="float64")
-    y = to_np(layer(x))
+    y, backward = forward(layer, x)
     np.testing.assert_allclose(y, ref_pool(x, pool, s, padding, data_format, kind), rtol=1e-12, atol=1e-12)
-    dx = to_np(layer.backward(np.ones_like(y)))
+    dx = to_np(backward(np.ones_like(y)))
     num = numeric_grad(lambda: float(to_np(layer(x)).sum()), x)
     np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-7)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpulayers
-from gpulayers import callbacks, config, optimizers
+from gpulayers import autodiff, callbacks, config, optimizers
 from gpulayers.layers import Activation, Dense, Input
 from gpulayers.models import Sequential
 
@@ -82,12 +82,12 @@ def test_check_numerics_names_the_first_layer(numerics_on):
 
 def test_check_numerics_in_the_backward_pass(numerics_on):
     layer = Dense(2, name="d")
-    layer(np.ones((3, 4)), training=True)
+    y = layer(np.ones((3, 4)), training=True)
     with pytest.raises(FloatingPointError, match="Layer 'd'.*received 3 non-finite.*backward"):
-        layer.backward(np.array([[np.inf, 0.0]] * 3))
-    layer(np.full((3, 4), 1e30), training=True)
+        autodiff.gradient(y, layer.trainable_weights, output_gradient=np.array([[np.inf, 0.0]] * 3, np.float32))
+    y = layer(np.full((3, 4), 1e30), training=True)
     with np.errstate(over="ignore", invalid="ignore"), pytest.raises(FloatingPointError, match="Layer 'd'.*produced.*backward"):
-        layer.backward(np.full((3, 2), 1e30))
+        autodiff.gradient(y, layer.trainable_weights, output_gradient=np.full((3, 2), 1e30, np.float32))
 
 
 def test_check_numerics_is_off_by_default_and_validated():
@@ -108,10 +108,15 @@ def test_out_of_memory_names_the_layer_and_undoes_the_step(monkeypatch):
     before = model.get_weights()
     d2 = model.get_layer("d2")
 
-    def no_memory(dy, need_input_grad):
-        raise MemoryError("cudaErrorMemoryAllocation (simulated)")
+    def no_memory(x, kernel, bias):
+        z = x @ kernel + bias
 
-    monkeypatch.setattr(d2, "_backward", no_memory)  # BN's moving statistics have moved by then
+        def backward(dz, needs):
+            raise MemoryError("cudaErrorMemoryAllocation (simulated)")
+
+        return z, backward
+
+    monkeypatch.setattr(d2, "_dense", no_memory)  # BN's moving statistics have moved by then
     with pytest.raises(LayerOutOfMemoryError, match=r"backward pass of layer 'd2' \(Dense\) on an input of shape \(8, 2\)"):
         model.train_on_batch(x[8:16], y[8:16])
     for a, b in zip(before, model.get_weights()):
