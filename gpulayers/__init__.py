@@ -8,6 +8,7 @@
 from backends import get_backend, set_backend
 from gpulayers import (
     activations,
+    autodiff,
     callbacks,
     config,
     constraints,
@@ -17,18 +18,25 @@ from gpulayers import (
     losses,
     metrics,
     models,
+    ops,
     optimizers,
     regularizers,
     utils,
 )
+from gpulayers.autodiff import GradientTape, Tensor, no_backward
 from gpulayers.models import Sequential
+from gpulayers.variables import Variable
 from gpulayers.utils import clear_session, set_random_seed
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GradientTape",
     "Sequential",
+    "Tensor",
+    "Variable",
     "activations",
+    "autodiff",
     "callbacks",
     "clear_session",
     "config",
@@ -40,6 +48,8 @@ __all__ = [
     "losses",
     "metrics",
     "models",
+    "no_backward",
+    "ops",
     "optimizers",
     "regularizers",
     "set_backend",

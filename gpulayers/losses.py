@@ -47,7 +47,7 @@ import warnings
 import numpy as np
 
 from backends import array_namespace
-from gpulayers import config, ops
+from gpulayers import config, object_registration, ops
 from gpulayers.autodiff import record, unwrap
 from gpulayers.ops.core import unbroadcast as _unbroadcast
 from gpulayers.utils import to_snake_case, unique_name
@@ -721,22 +721,26 @@ def serialize(loss):
     return {"module": getattr(loss, "__module__", None),
             "class_name": type(loss).__name__ if is_obj else "function",
             "config": loss.get_config() if is_obj else name,
-            "registered_name": name}
+            "registered_name": object_registration.get_registered_name(type(loss) if is_obj else loss)}
 
 
 def deserialize(config_):
-    """Build a built-in loss from a name or a Keras 3 config dict.
+    """Build a loss from a name or a Keras 3 config dict.
 
-    Only this module's classes are instantiated; nothing named in a config is
-    imported. A serialized function (``class_name == "function"``) gives the
+    This module's classes, and the user's losses the program made known
+    (``custom_objects``, ``register_keras_serializable``), are built; nothing
+    named in a config is imported. A serialized function (``class_name == "function"``) gives the
     matching class with default arguments, named as the function.
     """
-    if isinstance(config_, str):
-        return _lookup(config_)
-    if not isinstance(config_, dict):
+    if not isinstance(config_, (str, dict)):
         raise ValueError(
             f"Invalid value for `loss`: expected a name or a config dict. Received: loss={config_!r}"
         )
+    custom = object_registration.deserialize_custom(config_)  # the user's losses come first, as in Keras
+    if custom is not None:
+        return get(custom)
+    if isinstance(config_, str):
+        return _lookup(config_)
     name, module, kwargs = config_.get("class_name"), config_.get("module"), config_.get("config", {})
     if module is not None and not str(module).startswith("keras"):
         raise ValueError(

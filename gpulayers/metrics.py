@@ -29,7 +29,7 @@ import numbers
 import numpy as np
 
 from backends import array_namespace, get_ops
-from gpulayers import config, initializers, losses
+from gpulayers import config, initializers, losses, object_registration
 from gpulayers.autodiff import no_backward, unwrap
 from gpulayers.losses import squeeze_or_expand_to_same_rank
 from gpulayers.utils import to_snake_case, unique_name
@@ -352,7 +352,7 @@ def _serialize_fn(fn):
     if isinstance(fn, losses.Loss):
         return losses.serialize(fn)
     return {"module": getattr(fn, "__module__", None), "class_name": "function",
-            "config": name or repr(fn), "registered_name": name}
+            "config": name or repr(fn), "registered_name": object_registration.get_registered_name(fn)}
 
 
 def _deserialize_fn(fn):
@@ -685,12 +685,19 @@ def serialize(metric):
         class_name = _ACCURACY_CLASSES[metric.kind or "categorical"].__name__
     else:
         class_name = type(metric).__name__
+    if type(metric) not in _CLASSES and not isinstance(metric, _ResolvingAccuracy):  # a user's metric
+        return {"module": type(metric).__module__, "class_name": class_name, "config": metric.get_config(),
+                "registered_name": object_registration.get_registered_name(type(metric))}
     return {"module": KERAS_MODULE, "class_name": class_name, "config": metric.get_config(),
             "registered_name": None}
 
 
 def deserialize(config_):
-    """Build a built-in metric from a name or a Keras 3 config dict (nothing is imported)."""
+    """Build a metric from a name or a Keras 3 config dict: the built-ins and the user's metrics the
+    program made known (``custom_objects``, ``register_keras_serializable``); nothing is imported."""
+    custom = object_registration.deserialize_custom(config_) if isinstance(config_, (str, dict)) else None
+    if custom is not None:
+        return get(custom)
     if isinstance(config_, str):
         return get(config_)
     if not isinstance(config_, dict):

@@ -87,12 +87,17 @@ class Registry:
         A dict's ``module``, if given, must start with ``"keras"``; errors from
         the class's ``from_config`` come back as ValueError naming ``argument``.
         """
+        if not isinstance(config, (str, dict)):
+            raise self.config_type_error(config, argument)
+        from gpulayers import object_registration  # the user's classes and functions come first, as in Keras
+
+        custom = object_registration.deserialize_custom(config)
+        if custom is not None:
+            return custom
         if isinstance(config, str):
             if config in self.shortcuts:
                 return self.shortcuts[config]()
             return self.lookup(config, argument)()
-        if not isinstance(config, dict):
-            raise self.config_type_error(config, argument)
         name, module, kwargs = config.get("class_name"), config.get("module"), config.get("config", {})
         if not isinstance(name, str) or not isinstance(kwargs, dict):
             raise ValueError(
@@ -126,12 +131,14 @@ class Registry:
         if not callable(obj) and not hasattr(obj, "get_config"):
             raise TypeError(f"Invalid type for `{self.kind}`: expected {_a(self.kind)} {self.kind}. "
                             f"Received: {obj!r}")
-        name = getattr(obj, "__name__", type(obj).__name__)
+        from gpulayers import object_registration
+
         is_obj = hasattr(obj, "get_config")
+        name = getattr(obj, "__name__", type(obj).__name__)
         return {"module": getattr(obj, "__module__", None),
                 "class_name": type(obj).__name__ if is_obj else "function",
                 "config": obj.get_config() if is_obj else name,
-                "registered_name": name}
+                "registered_name": object_registration.get_registered_name(type(obj) if is_obj else obj)}
 
     def get(self, identifier, argument):
         """Resolve None, a name, a config dict, an instance, a ``base`` subclass or a callable.

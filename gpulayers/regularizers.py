@@ -22,7 +22,7 @@ from gpulayers import ops
 from gpulayers.registry import Registry
 from gpulayers.utils import finite_real
 
-__all__ = ["L1", "L1L2", "L2", "Regularizer", "deserialize", "get", "serialize"]
+__all__ = ["L1", "L1L2", "L2", "Regularizer", "deserialize", "get", "l1", "l1_l2", "l2", "serialize"]
 
 
 def _check_factor(value, argument):
@@ -121,6 +121,9 @@ class L1L2(Regularizer):
     def get_config(self):
         return {"l1": self.l1, "l2": self.l2}
 
+
+# Keras 3's lower-case names for the classes (keras.regularizers.l2(1e-3)).
+l1, l2, l1_l2 = L1, L2, L1L2
 
 _CLASSES = (L1, L2, L1L2)
 # Keras 3's table: class names and their snake_case forms ("L1L2" -> "l1l2").

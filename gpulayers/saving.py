@@ -100,9 +100,28 @@ import zipfile
 import numpy as np
 
 from gpulayers import layers as layers_module
-from gpulayers import utils
+from gpulayers import object_registration, utils
+from gpulayers.object_registration import (  # noqa: F401 (Keras's names: gpulayers.saving.register_keras_serializable)
+    CustomObjectScope,
+    custom_object_scope,
+    get_custom_objects,
+    get_registered_name,
+    get_registered_object,
+    register_keras_serializable,
+)
 
-__all__ = ["load_model", "load_weights", "save_model", "save_weights"]
+__all__ = [
+    "CustomObjectScope",
+    "custom_object_scope",
+    "get_custom_objects",
+    "get_registered_name",
+    "get_registered_object",
+    "load_model",
+    "load_weights",
+    "register_keras_serializable",
+    "save_model",
+    "save_weights",
+]
 
 # The Keras release written to metadata.json (Keras does not check it; the
 # layout written here is that of the files Keras 3.15 writes).
@@ -190,14 +209,18 @@ def save_model(model, filepath):
     _atomic_write(path, write)
 
 
-def load_model(filepath, compile=True):
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     """Load a model from a ``.keras`` file written by gpulayers or by Keras 3.
 
     The archive, ``metadata.json`` and the whole of ``config.json`` are
     checked before any layer is built; the model is built only from
-    gpulayers' own layer classes, then its weights are checked in full and
-    loaded. The keys Keras adds (``build_config``, ``shared_object_id``...)
-    are accepted.
+    gpulayers' own classes and the user's classes the program made known
+    (``custom_objects={"Name": cls}``, ``custom_object_scope``, or
+    ``register_keras_serializable``: a file can name them, never a module to
+    import), then its weights are checked in full and loaded. The keys Keras
+    adds (``build_config``, ``shared_object_id``...) are accepted.
+    ``safe_mode`` is accepted for Keras compatibility: gpulayers never loads
+    code from a file (no lambda), whatever its value.
 
     With ``compile=True`` (Keras's default) a model saved compiled comes back
     compiled from its ``compile_config`` (only gpulayers' own optimizers,
@@ -216,6 +239,13 @@ def load_model(filepath, compile=True):
         FileNotFoundError: There is no such file.
     """
     path = _check_path(filepath, (".keras",), "load_model")
+    if not isinstance(safe_mode, bool):
+        raise TypeError(f"Invalid type for `safe_mode`: expected a bool. Received: safe_mode={safe_mode!r}")
+    with object_registration.custom_object_scope(object_registration.check_custom_objects(custom_objects)):
+        return _load_model(path, compile)
+
+
+def _load_model(path, compile):
     with _open_archive(path) as archive:
         metadata = _parse_json(_read_member(archive, path, _METADATA, _MAX_JSON_BYTES), path, _METADATA)
         _check_metadata(metadata, path)
@@ -325,11 +355,13 @@ def _h5py():
 
 
 def _model_config_json(model, path):
+    cls = type(model)
+    ours = cls is _sequential_class()
     entry = {
-        "module": "keras",
-        "class_name": "Sequential",
+        "module": "keras" if ours else cls.__module__,
+        "class_name": cls.__name__,
         "config": _container_config(model),
-        "registered_name": None,
+        "registered_name": None if ours else object_registration.get_registered_name(cls),
     }
     if model.built:
         entry["build_config"] = {"input_shape": list(model.input_shape)}
@@ -350,9 +382,10 @@ def _warn_if_not_compilable(model, compile_config, path):
         _check_compile_config(compile_config, path)
     except ValueError as exc:
         warnings.warn(
-            f"Model '{model.name}' is saved with its compile config, but gpulayers' load_model will not compile "
-            f"from it (only its own optimizers, losses and metrics are built). {exc} "
-            "Load the file with load_model(path, compile=False) and compile the model again.",
+            f"Model '{model.name}' is saved with its compile config, but gpulayers' load_model will compile "
+            "from it only when the user's objects it names are known (`custom_objects`, or "
+            f"`register_keras_serializable`). {exc} Otherwise load the file with load_model(path, compile=False) "
+            "and compile the model again.",
             stacklevel=4,
         )
 
@@ -382,12 +415,7 @@ def _container_config(model):
         elif layers_module.LAYER_CLASSES.get(name) is cls:
             entry["module"], entry["registered_name"] = _GPULAYERS_MODULE, f"{_GPULAYERS_PACKAGE}>{name}"
         elif layer is not None:  # a user's class: written as Keras writes custom objects
-            entry["module"], entry["registered_name"] = cls.__module__, name
-            warnings.warn(
-                f"Layer '{layer.name}' is of class {cls.__module__}.{name}, which is not a gpulayers layer: "
-                "it is saved, but gpulayers' load_model refuses to rebuild it (only its own classes are built).",
-                stacklevel=4,
-            )
+            entry["module"], entry["registered_name"] = cls.__module__, object_registration.get_registered_name(cls)
         fixed.append(entry)
     config["layers"] = fixed
     return config
@@ -408,16 +436,7 @@ def _json_default(value):
 def _layer_group_names(layers):
     """Keras's group name for each layer: snake_case class name, then _1, _2... per class."""
     used = {}
-    names = []
-    for layer in layers:
-        base = utils.to_snake_case(type(layer).__name__)
-        if base in used:
-            used[base] += 1
-            names.append(f"{base}_{used[base]}")
-        else:
-            used[base] = 0
-            names.append(base)
-    return names
+    return [_unique(utils.to_snake_case(type(layer).__name__), used) for layer in layers]
 
 
 def _weights_to_h5_bytes(model):
@@ -469,11 +488,77 @@ def _write_container(h5, prefix, model, visited):
         if isinstance(layer, Sequential):
             _write_container(h5, path, layer, visited)
             continue
-        visited.add(id(layer))
-        group = h5.create_group(_join(path, "vars"))
-        group.attrs["name"] = layer.name
-        for i, value in enumerate(layer.get_weights()):
-            group.create_dataset(str(i), data=np.ascontiguousarray(value))
+        _write_layer(h5, path, layer, visited)
+
+
+def _write_layer(h5, path, layer, visited):
+    """A layer's own weights in ``path/vars``, then each sublayer in its attribute's group (Keras's layout)."""
+    visited.add(id(layer))
+    group = h5.create_group(_join(path, "vars"))
+    group.attrs["name"] = layer.name
+    for i, v in enumerate(_own_variables(layer)):
+        group.create_dataset(str(i), data=np.asarray(v.numpy(), order="C"))  # not ascontiguousarray: 0-d stays 0-d
+    for child_path, child in _sublayers(layer):
+        if id(child) in visited:
+            continue
+        if isinstance(child, _sequential_class()):
+            _write_container(h5, _join(path, child_path), child, visited)
+        else:
+            _write_layer(h5, _join(path, child_path), child, visited)
+
+
+def _own_variables(layer):
+    """The variables a layer's ``vars`` group holds: its own trainable ones, then its other ones (Keras's
+    ``save_own_variables``); a sublayer's are in the sublayer's group."""
+    out, seen = [], set()
+    for v in layer._trainable_variables + layer._non_trainable_variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+_BASE_ATTRIBUTES = None
+
+
+def _sublayers(layer):
+    """``(relative path, sublayer)`` for the layers a user's layer holds, as Keras's saving walks them:
+    its attributes (public names first, then private ones, each sorted; what a bare Layer has is
+    skipped), a layer under its attribute's name, the layers in a list, tuple or dict attribute under
+    ``attr/<class in snake_case>[_1, _2...]``."""
+    global _BASE_ATTRIBUTES
+    if _BASE_ATTRIBUTES is None:
+        _BASE_ATTRIBUTES = frozenset(vars(layers_module.Layer()))
+    names = sorted((n for n in vars(layer) if n not in _BASE_ATTRIBUTES), key=lambda n: f"~{n}" if n.startswith("_") else n)
+    out = []
+    for name in names:
+        value = vars(layer)[name]
+        if isinstance(value, layers_module.Layer):
+            out.append((name, value))
+        elif isinstance(value, (list, tuple, dict)):
+            out.extend((f"{name}/{sub}", child) for sub, child in _container_items(value))
+    return out
+
+
+def _container_items(container):
+    items = list(container.values()) if isinstance(container, dict) else list(container)
+    used, out = {}, []
+    for item in items:
+        if isinstance(item, layers_module.Layer):
+            name = _unique(utils.to_snake_case(type(item).__name__), used)
+            out.append((name, item))
+        elif isinstance(item, (list, tuple, dict)):
+            name = _unique("container", used)
+            out.extend((f"{name}/{sub}", child) for sub, child in _container_items(item))
+    return out
+
+
+def _unique(name, used):
+    if name in used:
+        used[name] += 1
+        return f"{name}_{used[name]}"
+    used[name] = 0
+    return name
 
 
 def _join(*parts):
@@ -668,11 +753,19 @@ def _check_object(obj, path, where, functions=False):
 
     ``functions``: accept Keras's references to its built-in functions by name.
     """
+    if object_registration.resolve(obj) is not None:
+        return  # an object the program made known (custom_objects, a scope, the registry)
     module = obj.get("module")
     class_name = obj.get("class_name")
     reference = functions and _function_reference(obj)
     if not reference and not _allowed_module(module):
-        raise _bad(path, where, f"module {module!r} is neither Keras's nor gpulayers'; gpulayers builds only its own classes.")
+        raise _bad(
+            path,
+            where,
+            f"{class_name!r:.80} from module {module!r:.80} is neither Keras's nor gpulayers', and the program made "
+            "no such class known: pass it in `custom_objects` (or register it with `register_keras_serializable`). "
+            "No module named in a file is ever imported.",
+        )
     if not isinstance(class_name, str) or not class_name:
         raise _bad(path, where, f"'class_name' should be a non-empty string. Received: {class_name!r:.80}")
     if class_name in _CODE_CLASSES and not reference:
@@ -740,7 +833,8 @@ def _check_container(entry, path, where):
     if not isinstance(entry, dict):
         raise _bad(path, where, f"expected a serialized Sequential (a JSON object). Received: {entry!r:.80}")
     class_name = entry.get("class_name")
-    if class_name != "Sequential":
+    known = object_registration.resolve(entry)
+    if class_name != "Sequential" and not (isinstance(known, type) and issubclass(known, _sequential_class())):
         raise _bad(
             path,
             where,
@@ -760,12 +854,13 @@ def _check_container(entry, path, where):
         if name == "Sequential":
             _check_container(layer, path, here)
             continue
-        if name not in layers_module.LAYER_CLASSES:
+        if name not in layers_module.LAYER_CLASSES and object_registration.resolve(layer) is None:
             raise _bad(
                 path,
                 here,
-                f"unknown layer class {name!r:.80}; gpulayers builds only its own layers "
-                f"({', '.join(sorted(layers_module.LAYER_CLASSES))}) and Sequential.",
+                f"unknown layer class {name!r:.80}; gpulayers builds its own layers "
+                f"({', '.join(sorted(layers_module.LAYER_CLASSES))}), Sequential, and the classes passed in "
+                "`custom_objects` or registered with `register_keras_serializable`.",
             )
         if not isinstance(layer.get("config", {}), dict):
             raise _bad(path, here, "'config' should be a JSON object.")
@@ -828,7 +923,8 @@ def _strip_shared_ids(value):
 
 
 def _plan(model, prefix, visited, containers, leaves):
-    """The groups the model expects: containers (path -> child names) and leaves (vars path -> weights)."""
+    """The groups the model expects: containers (Sequential path -> {child: "container" or "layer"}) and
+    leaves (layer path -> (the layer, {entry of its group: sublayer path or None for ``vars``}))."""
     Sequential = _sequential_class()
     visited.add(id(model))
     children = {}
@@ -840,10 +936,23 @@ def _plan(model, prefix, visited, containers, leaves):
             children[group_name] = "container"
             _plan(layer, path, visited, containers, leaves)
         else:
-            visited.add(id(layer))
             children[group_name] = "layer"
-            leaves[_join(path, "vars")] = layer
+            _plan_layer(layer, path, visited, containers, leaves)
     containers[prefix] = children
+
+
+def _plan_layer(layer, path, visited, containers, leaves):
+    visited.add(id(layer))
+    entries = {"vars": None}
+    for child_path, child in _sublayers(layer):
+        if id(child) in visited:
+            continue
+        entries.setdefault(child_path.split("/", 1)[0], []).append(child_path)
+        if isinstance(child, _sequential_class()):
+            _plan(child, _join(path, child_path), visited, containers, leaves)
+        else:
+            _plan_layer(child, _join(path, child_path), visited, containers, leaves)
+    leaves[path] = (layer, entries)
 
 
 def _read_weights(source, model, label):
@@ -937,18 +1046,42 @@ def _read_checked(h5, model, containers, leaves, label, h5py):
             )
         for group_name, kind in expected.items():
             path = _join(layers_path, group_name)
-            group = _member(h5, path, "group", label, path, h5py)
+            _member(h5, path, "group", label, path, h5py)
             if kind == "layer":
-                extra = sorted(set(group.keys()) - {"vars"})
-                if extra:
-                    raise ValueError(f"Invalid weights file {label}: unexpected entries {extra} in '{path}'.")
-                _read_leaf(h5, _join(path, "vars"), leaves[_join(path, "vars")], values, label, h5py, model)
+                _read_layer(h5, path, leaves, values, label, h5py, model)
     return values
+
+
+def _read_layer(h5, path, leaves, values, label, h5py, model):
+    """A layer's group: exactly its ``vars`` and its sublayers' groups; its own weights, then each sublayer's."""
+    layer, entries = leaves[path]
+    group = _member(h5, path, "group", label, path, h5py)
+    extra = sorted(set(group.keys()) - set(entries))
+    if extra:
+        raise ValueError(f"Invalid weights file {label}: unexpected entries {extra} in '{path}'.")
+    _read_leaf(h5, _join(path, "vars"), layer, values, label, h5py, model)
+    between = {}  # the groups of list and dict attributes: path -> the names they must hold
+    for child_paths in (e for e in entries.values() if e is not None):
+        for child_path in child_paths:
+            parts = child_path.split("/")
+            for depth in range(1, len(parts)):
+                between.setdefault(_join(path, *parts[:depth]), set()).add(parts[depth])
+    for inner, names in sorted(between.items()):
+        found = set(_member(h5, inner, "group", label, inner, h5py).keys())
+        if found != names:
+            raise ValueError(
+                f"Invalid weights file {label}: '{inner}' holds {sorted(found)}; the model expects {sorted(names)}."
+            )
+    for child_paths in (e for e in entries.values() if e is not None):
+        for child_path in child_paths:
+            full = _join(path, child_path)
+            if full in leaves:  # a nested Sequential is read with the containers
+                _read_layer(h5, full, leaves, values, label, h5py, model)
 
 
 def _read_leaf(h5, vars_path, layer, values, label, h5py, model):
     group = _member(h5, vars_path, "group", label, vars_path, h5py)
-    weights = layer.weights
+    weights = _own_variables(layer)
     keys = set(group.keys())
     wanted = {str(i) for i in range(len(weights))}
     if keys != wanted:

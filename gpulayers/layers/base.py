@@ -208,6 +208,15 @@ class Layer:
         input_dim: Shorthand for ``input_shape=(input_dim,)``.
     """
 
+    def __new__(cls, *args, **kwargs):
+        # As Keras: the constructor's arguments, when all are plain values, become the config of a
+        # user's layer that defines no get_config.
+        obj = super().__new__(cls)
+        names = inspect.getfullargspec(cls.__init__).args[1:]
+        given = dict(zip(names, args), **kwargs)
+        object.__setattr__(obj, "_auto_config", given if _plain(given) else None)
+        return obj
+
     single_input = False  # the built-in layers take one tensor; a user's layer may take a list or dict
     # Which inputs __call__ casts to the layer's dtype (with autocast): "float" ones, as Keras's autocast
     # (a user's layer may take integer indices), "all" numeric ones (the built-in layers compute in their
@@ -769,8 +778,27 @@ class Layer:
     # ------------------------------------------------------------ config
 
     def get_config(self):
-        """Keras 3's config keys for this layer."""
-        cfg = {"name": self.name, "trainable": self.trainable, "dtype": serialize_dtype(self._dtype)}
+        """Keras 3's config keys for this layer: name, trainable, dtype (and activity_regularizer).
+
+        A user's layer that does not override it gets, as in Keras, the
+        arguments its constructor was called with (when they are all plain
+        values: numbers, strings, None, lists and dicts of them); otherwise
+        it must define ``get_config`` to be saved.
+        """
+        cfg = {"name": self.name}
+        if type(self).get_config is Layer.get_config and type(self) is not Layer:
+            auto = self.__dict__.get("_auto_config")
+            if auto is None:
+                raise NotImplementedError(
+                    f"Layer {type(self).__name__} was created by passing non-serializable argument values in "
+                    "`__init__()`, and therefore the layer must override `get_config()` in order to be "
+                    "serializable. Please implement `get_config()`."
+                )
+            spec = inspect.getfullargspec(type(self).__init__)
+            if spec.varkw is None and "name" not in spec.args[1:]:
+                cfg = {}
+            cfg.update(auto)
+        cfg.update(trainable=self.trainable, dtype=serialize_dtype(self._dtype))
         if self.activity_regularizer is not None:
             cfg["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
         return cfg
@@ -781,6 +809,17 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _plain(value):
+    """Whether ``value`` is made only of JSON-like plain values (what an automatic config may hold)."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
 
 
 def _compute_array(a, dtype):

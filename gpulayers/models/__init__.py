@@ -5,15 +5,16 @@ from gpulayers.models.sequential import Sequential
 __all__ = ["Sequential", "load_model"]
 
 
-def load_model(filepath, compile=True):
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     """Load a model saved as a Keras 3 ``.keras`` file (by gpulayers or by Keras).
 
-    Only gpulayers' own layer classes can be built from the file; anything
-    else is refused with ValueError before any object is created. With
-    ``compile=True`` a model saved compiled comes back compiled, with its
-    optimizer state, ready to resume training (see
+    Only gpulayers' own classes and the user's classes the program made known
+    (``custom_objects``, ``register_keras_serializable``) can be built from
+    the file; anything else is refused with ValueError before any object is
+    created. With ``compile=True`` a model saved compiled comes back
+    compiled, with its optimizer state, ready to resume training (see
     :func:`gpulayers.saving.load_model`).
     """
     from gpulayers import saving
 
-    return saving.load_model(filepath, compile=compile)
+    return saving.load_model(filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)

@@ -250,19 +250,22 @@ def test_stochastic_pooling_is_a_gpulayers_object(tmp_path):
 
 
 class MyDense(Dense):
-    """A user's layer: saved as Keras saves custom objects, never rebuilt by gpulayers."""
+    """A user's layer: saved as Keras saves custom objects, rebuilt only when the program makes it known."""
 
 
-def test_user_layer_is_saved_as_a_custom_object_and_refused_on_load(tmp_path):
+def test_user_layer_is_saved_as_a_custom_object_and_loaded_only_when_known(tmp_path):
     model = Sequential([Input(shape=(4,)), MyDense(2)])
-    with pytest.warns(UserWarning, match="MyDense"):
-        saving.save_model(model, tmp_path / "u.keras")
+    saving.save_model(model, tmp_path / "u.keras")
     entry = json.loads(zipfile.ZipFile(tmp_path / "u.keras").read("config.json"))["config"]["layers"][1]
     assert (entry["module"], entry["class_name"], entry["registered_name"]) == (__name__, "MyDense", "MyDense")
     with h5py.File(io.BytesIO(zipfile.ZipFile(tmp_path / "u.keras").read("model.weights.h5"))) as h5:
         assert set(h5["layers"]) == {"my_dense"}
-    with pytest.raises(ValueError, match="module"):
+    with pytest.raises(ValueError, match="custom_objects"):
         saving.load_model(tmp_path / "u.keras")
+    loaded = saving.load_model(tmp_path / "u.keras", custom_objects={"MyDense": MyDense})
+    assert type(loaded.layers[0]) is MyDense
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 # ---------------------------------------------------------------- file layout
