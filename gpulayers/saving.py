@@ -18,7 +18,11 @@ counts the layer's weights in ``get_weights`` order (trainable ones first; a
 BatchNormalization gives gamma, beta, moving_mean, moving_variance). Layers
 without weights get an empty ``vars`` group; every ``vars`` group carries the
 layer's name as its ``name`` attribute. A nested Sequential is a container:
-``layers/sequential/vars`` and ``layers/sequential/layers/...``.
+``layers/sequential/vars`` and ``layers/sequential/layers/...``. A user's
+layer that holds layers keeps its own weights in its ``vars`` group and each
+sublayer in a group named by the attribute holding it (``layers/block/
+inner/vars``; the layers of a list attribute in ``layers/block/heads/dense``,
+``.../dense_1``), walked as Keras walks them.
 
 A compiled model is saved as Keras saves one, so training resumes from
 the file in gpulayers or in Keras:
@@ -62,12 +66,16 @@ the weights load and the optimizer keeps its state.
 
 Loading never runs code from a file: no pickle, no eval, no import of a
 module named in a file. A model is built only from gpulayers' own layer
-classes (``gpulayers.layers.LAYER_CLASSES``) and Sequential; anything else (an
-unknown class, a Lambda layer, a ``module`` outside ``keras``/``gpulayers``,
-a custom ``registered_name``, a key starting with ``__``) is refused with
-ValueError before any layer is created. The same rules hold for
-``compile_config`` (checked before any layer is created, built only from
-gpulayers' own optimizers, learning-rate schedules, losses and metrics;
+classes (``gpulayers.layers.LAYER_CLASSES``), Sequential, and the user's
+classes and functions the program itself made known: passed in
+``custom_objects``, in force through ``custom_object_scope``, or registered
+with ``register_keras_serializable`` (found by ``registered_name``, then
+``class_name``). Anything else (an unknown class, a Lambda layer, a
+``module`` outside ``keras``/``gpulayers``, an unknown ``registered_name``,
+a key starting with ``__``) is refused with ValueError before any layer is
+created. The same rules hold for ``compile_config`` (checked before any
+layer is created, built only from gpulayers' own optimizers, learning-rate
+schedules, losses and metrics and the user's known ones;
 Keras's references to its built-in functions by name, ``{"class_name":
 "function", "module": "keras.losses", "config": "mse"}``, are looked up by
 name, never imported), and a ``compile_config`` with anything else is
@@ -83,9 +91,11 @@ temporary name, flushed and fsynced, then moved over the target with
 temporary file is removed.
 
 Not covered: the state of the compiled metrics (Keras does not save it
-either) and optimizers outside gpulayers' five (a model compiled with a
-user's optimizer, loss or metric is saved with a warning, and loads only
-with ``compile=False``).
+either), metrics and other non-layer objects held as attributes of a user's
+layer, and optimizers outside gpulayers' five. A model compiled with a
+user's loss or metric is saved with a warning when the program has not
+registered it: it loads compiled with ``custom_objects``, or uncompiled with
+``compile=False``.
 """
 
 import datetime
@@ -173,8 +183,9 @@ def save_model(model, filepath):
     (StochasticPooling2D) is written with that layer's ``module`` set to
     ``"gpulayers.layers"`` and ``registered_name`` ``"gpulayers>Name"``:
     gpulayers loads such a file, Keras cannot. A layer of a user's own class
-    is written as Keras writes custom objects (its Python module, with a
-    warning): neither gpulayers nor Keras without that class can load it.
+    is written as Keras writes custom objects (its Python module, and
+    ``"package>Name"`` when registered): gpulayers and Keras load it when the
+    loading program knows the class (``custom_objects`` or registration).
     An unbuilt model is saved with a warning, and without weights.
 
     Args:

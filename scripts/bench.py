@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench_models import LAYER_CASES, markdown_table, our_cnn, our_layer, torch_cnn, torch_layer_fns  # noqa: E402 (scripts/)
+from bench_models import LAYER_CASES, markdown_table, our_cnn, our_layer_fns, torch_cnn, torch_layer_fns  # noqa: E402 (scripts/)
 
 # A section of the report file that --write keeps (hand-written notes).
 NOTES = "## Notes"
@@ -150,26 +150,11 @@ def interleaved(contenders, args, label):
 # ------------------------------------------------------------------ models
 
 
-def our_layer_fns(kind, params, shape, batch):
+def our_layer_fns_cpu(kind, params, shape, batch):
     import numpy
 
-    from gpulayers.layers.base import no_backward
-
-    rng = numpy.random.default_rng(0)
-    x = rng.standard_normal((batch,) + shape).astype(numpy.float32)
-    layer = our_layer(kind, params)
-    y = layer(x, training=True)
-    dy = rng.standard_normal(y.shape).astype(numpy.float32)
-
-    def forward():
-        with no_backward():
-            layer(x, training=True)
-
-    def forward_backward():
-        layer(x, training=True)
-        layer.backward(dy)
-
-    return forward, forward_backward
+    x = numpy.random.default_rng(0).standard_normal((batch,) + shape).astype(numpy.float32)
+    return our_layer_fns(kind, params, x)
 
 
 def batch_data(batch):
@@ -501,7 +486,7 @@ def main(argv=None):
     for name, label, kind, shape, params in LAYER_CASES:
         if not selected(name):
             continue
-        ours_f, ours_b = our_layer_fns(kind, params, shape, args.batch)
+        ours_f, ours_b = our_layer_fns_cpu(kind, params, shape, args.batch)
         fwd = {"gpulayers": ours_f}
         both = {"gpulayers": ours_b}
         if torch is not None:

@@ -37,7 +37,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench_models import LAYER_CASES as _ALL_LAYER_CASES  # noqa: E402 (scripts/)
-from bench_models import markdown_table, our_cnn, our_layer, torch_cnn, torch_layer_fns  # noqa: E402
+from bench_models import markdown_table, our_cnn, our_layer_fns, torch_cnn, torch_layer_fns  # noqa: E402
 
 # The GPU report times the shared cases without ReLU.
 LAYER_CASES = [case for case in _ALL_LAYER_CASES if case[0] != "relu"]
@@ -304,22 +304,9 @@ def free_memory(xp, torch):
 
 
 def time_ours_layer(ops, timer, kind, params, shape, args):
-    from gpulayers.layers.base import no_backward
-
     rng = __import__("numpy").random.default_rng(0)
     x = ops.asarray(rng.standard_normal((args.batch,) + shape).astype("float32"))
-    layer = our_layer(kind, params)
-    y = layer(x, training=True)
-    dy = ops.asarray(rng.standard_normal(tuple(y.shape)).astype("float32"))
-
-    def forward():
-        with no_backward():
-            layer(x, training=True)
-
-    def forward_backward():
-        layer(x, training=True)
-        layer.backward(dy)
-
+    forward, forward_backward = our_layer_fns(kind, params, x)
     fwd = timer(forward, args.warmup, args.repeats, args.inner)
     both = timer(forward_backward, args.warmup, args.repeats, args.inner)
     return fwd, both

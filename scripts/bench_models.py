@@ -95,6 +95,34 @@ def torch_layer_fns(torch, kind, params, shape, batch, channels_last, device="cp
     return forward, forward_backward
 
 
+def our_layer_fns(kind, params, x, seed=0):
+    """(forward, forward_backward) closures for one benchmark layer in gpulayers, on ``x`` (a backend array).
+
+    Forward runs in training mode without recording (``no_backward``); forward+backward records the call on
+    the tape and computes the gradients of the input and of every weight (as torch's, whose input requires
+    a gradient), freeing the graph as it goes, as a training step does.
+    """
+    import numpy
+
+    from gpulayers import autodiff, ops
+
+    layer = our_layer(kind, params)
+    inputs = ops.convert_to_tensor(x)
+    inputs.watched = True
+    y = layer(inputs, training=True)
+    dy = ops.convert_to_tensor(numpy.random.default_rng(seed + 1).standard_normal(tuple(y.shape)).astype("float32")).data
+    sources = [inputs] + layer.trainable_weights
+
+    def forward():
+        with autodiff.no_backward():
+            layer(inputs, training=True)
+
+    def forward_backward():
+        autodiff.gradient(layer(inputs, training=True), sources, output_gradient=dy, free=True)
+
+    return forward, forward_backward
+
+
 def our_cnn():
     """The benchmark CNN (32x32x3 in, 10 classes), compiled with SGD, in gpulayers."""
     import gpulayers

@@ -85,3 +85,54 @@ def test_training_trajectory_matches_keras(name, kwargs):
     for a, b in zip(ours.get_weights(), theirs.get_weights()):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
     np.testing.assert_allclose(ours.evaluate(x, y, verbose=0), theirs.evaluate(x, y, verbose=0), rtol=2e-4)
+
+
+# ---------------------------------------------------------------- custom layers and losses, written once
+
+
+def custom_pieces(base, ops):
+    """A custom layer and a custom loss, the same source for Keras (``keras.layers.Layer``, ``keras.ops``)
+    and for gpulayers: gradients come from each library's own autodiff."""
+
+    class Gated(base):
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1], self.units), initializer="glorot_uniform", name="w")
+            self.g = self.add_weight(shape=(self.units,), initializer="zeros", name="g")
+
+        def call(self, inputs):
+            h = ops.matmul(inputs, self.w)
+            gate = ops.sigmoid(self.g)
+            self.add_loss(1e-3 * ops.sum(ops.square(h)))
+            return h * gate + ops.tanh(h) * (1.0 - gate)
+
+    def loss(y_true, y_pred):
+        return ops.mean(ops.square(y_true - y_pred) + 0.1 * ops.abs(y_pred), axis=-1)
+
+    return Gated, loss
+
+
+def test_a_custom_layer_and_loss_train_alike():
+    import gpulayers
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((24, 5)).astype("float32")
+    y = rng.standard_normal((24, 2)).astype("float32")
+    models = []
+    for lib, ns, ops in ((keras, keras.layers, keras.ops), (gpulayers, gl, gpulayers.ops)):
+        Gated, loss = custom_pieces(ns.Layer, ops)
+        layers = [ns.Input(shape=(5,)), Gated(4), ns.Dense(2, activity_regularizer="l2")]
+        model = keras.Sequential(layers) if lib is keras else Sequential(layers)
+        optimizer = (keras.optimizers if lib is keras else gopt).Adam(0.02)
+        model.compile(optimizer=optimizer, loss=loss)
+        models.append(model)
+    theirs, ours = models
+    ours.set_weights(theirs.get_weights())
+    h_theirs = theirs.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0).history
+    h_ours = ours.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0).history
+    np.testing.assert_allclose(h_ours["loss"], h_theirs["loss"], rtol=2e-4)
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
