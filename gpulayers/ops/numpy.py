@@ -16,7 +16,8 @@ import numpy as np
 
 from gpulayers import autodiff, config
 from gpulayers.autodiff import Tensor, record
-from gpulayers.ops.core import (
+from gpulayers.ops.core import (  # cast: Tensor.astype and as_tensor reach it through this module
+    cast,
     convert_to_tensor,
     data,
     fix_float64,
