@@ -12,7 +12,9 @@ from gpulayers.autodiff import Tensor
 
 
 @pytest.fixture(autouse=True)
-def fixed_global_seed():
+def fixed_global_seed(monkeypatch):
+    # The process-wide generator is put back afterwards: other tests keep their own draws.
+    monkeypatch.setattr(utils, "_rng", utils.host_rng())
     utils.set_random_seed(1234)
 
 
