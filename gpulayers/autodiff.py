@@ -361,7 +361,12 @@ def as_tensor(x, dtype=None):
     ops = get_ops()
     if isinstance(x, (list, tuple)) and any(isinstance(v, Tensor) for v in x):
         return _ops.stack(list(x)) if dtype is None else _ops.cast(_ops.stack(list(x)), dtype)
-    return Tensor(ops.asarray(x, dtype=dtype))
+    data = ops.asarray(x, dtype=dtype)
+    if data.ndim and not data.flags.c_contiguous:
+        # C order: the summation order (BLAS, reductions), and so the last bits of a result, must not
+        # depend on how the caller's array is laid out.
+        data = ops.xp.ascontiguousarray(data)
+    return Tensor(data)
 
 
 # ---------------------------------------------------------------- recording

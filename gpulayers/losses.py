@@ -381,63 +381,67 @@ def _align_weights(values, sample_weight, xp):
     return v, sw, out_shape
 
 
-def _reduce(values, sample_weight, mask, reduction, need_grad):
-    """Keras's ``reduce_weighted_values``; returns (loss, d loss / d values or None)."""
+def _weights(values, sample_weight, mask, reduction):
+    """The sample weights with Keras's mask folded in (rescaled so a mean counts the valid entries only)."""
+    if mask is None:
+        return sample_weight
     xp = array_namespace(values)
     dtype = values.dtype
-    if mask is not None:
-        m = mask.astype(dtype)
-        if reduction in ("mean", "sum_over_batch_size"):
-            valid = xp.sum(m)
-            scale = xp.where(valid > 0, m.size / xp.where(valid > 0, valid, 1), 0)
-            m = m * scale.astype(dtype)
-        if sample_weight is not None:
-            m, sw = squeeze_or_expand_to_same_rank(m, xp.asarray(sample_weight, dtype=dtype))
-            sample_weight = sw * m
-        else:
-            sample_weight = m
+    m = mask.astype(dtype)
+    if reduction in ("mean", "sum_over_batch_size"):
+        valid = xp.sum(m)
+        scale = xp.where(valid > 0, m.size / xp.where(valid > 0, valid, 1), 0)
+        m = m * scale.astype(dtype)
+    if sample_weight is None:
+        return m
+    m, sw = squeeze_or_expand_to_same_rank(m, xp.asarray(sample_weight, dtype=dtype))
+    return sw * m
+
+
+def _reduce(values, sample_weight, reduction):
+    """Keras's ``reduce_weighted_values`` to a scalar, on raw arrays: (loss, d loss / d values)."""
+    xp = array_namespace(values)
+    dtype = values.dtype
     if sample_weight is not None:
         v, sw, out_shape = _align_weights(values, sample_weight, xp)
         weighted = v * sw
     else:
         v, sw, out_shape = values, None, tuple(values.shape)
         weighted = values
-
-    if reduction is None or reduction == "none" or weighted.ndim == 0:
-        coef = None  # d loss / d weighted = 1
-        loss = weighted
-    elif weighted.size == 0:
-        loss = xp.zeros((), dtype=dtype)
-        return loss, (xp.zeros(values.shape, dtype=dtype) if need_grad else None)
+    if weighted.size == 0:
+        return xp.zeros((), dtype=dtype), xp.zeros(values.shape, dtype=dtype)
+    total = xp.sum(weighted)
+    if reduction == "sum":
+        coef = None
+    elif reduction == "mean_with_sample_weight" and sw is not None:
+        divisor = xp.sum(sw)
+        nonzero = divisor != 0
+        coef = xp.where(nonzero, 1.0 / xp.where(nonzero, divisor, 1), 0).astype(dtype)
     else:
-        total = xp.sum(weighted)
-        if reduction == "sum":
-            coef = None
-        elif reduction == "mean_with_sample_weight" and sw is not None:
-            divisor = xp.sum(sw)
-            nonzero = divisor != 0
-            coef = xp.where(nonzero, 1.0 / xp.where(nonzero, divisor, 1), 0).astype(dtype)
-        else:
-            coef = xp.asarray(1.0 / weighted.size, dtype=dtype)
-        loss = xp.asarray(total if coef is None else total * coef, dtype=dtype)
-    if not need_grad:
-        return loss, None
+        coef = xp.asarray(1.0 / weighted.size, dtype=dtype)
+    loss = xp.asarray(total if coef is None else total * coef, dtype=dtype)
     if sw is None:
         dv = xp.ones(values.shape, dtype=dtype) if coef is None else xp.broadcast_to(coef, values.shape)
-        return loss, xp.ascontiguousarray(dv.astype(dtype, copy=False))
+        return loss, dv.astype(dtype, copy=False)
     per = sw if coef is None else sw * coef
     dv = _unbroadcast(xp.broadcast_to(per, out_shape), tuple(v.shape))
-    return loss, xp.ascontiguousarray(dv.reshape(values.shape).astype(dtype, copy=False))
-
+    return loss, dv.reshape(values.shape).astype(dtype, copy=False)
 
 
 def _reduced(values, sample_weight, mask, reduction):
-    """The reduction as one recorded node (its gradient wrt the per-sample values is ``_reduce``'s)."""
+    """The weighted, reduced loss. A scalar reduction is one recorded node (its gradient wrt the values is
+    ``_reduce``'s); ``"none"`` (or 0-d values) keeps the weighted values, as ops."""
     values = ops.convert_to_tensor(values)
     if values.data.dtype.kind != "f":
         values = ops.cast(values, config.floatx())
-    weights = None if sample_weight is None else unwrap(ops.convert_to_tensor(unwrap(sample_weight)))
-    loss, dv = _reduce(values.data, weights, mask, reduction, need_grad=values.requires_grad)
+    raw = None if sample_weight is None else unwrap(ops.convert_to_tensor(unwrap(sample_weight)))
+    weights = _weights(values.data, raw, mask, reduction)
+    if reduction is None or reduction == "none" or (values.ndim == 0 and getattr(weights, "ndim", 0) == 0):
+        if weights is None:
+            return values
+        v, sw, _ = _align_weights(values, weights, array_namespace(values.data))
+        return v * ops.convert_to_tensor(sw)
+    loss, dv = _reduce(values.data, weights, reduction)
     return record("reduce_loss", loss, (values,), lambda g, needs: (dv * g,))
 
 

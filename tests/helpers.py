@@ -104,7 +104,7 @@ def check_op_gradients(fn, *arrays, rtol=1e-6, atol=1e-8, eps=1e-6, seed=0):
     """
     from gpulayers import autodiff, ops
 
-    hosts = [np.array(a, dtype=np.float64) for a in arrays]
+    hosts = [np.array(a, dtype=np.float64, order="C") for a in arrays]  # C order: the differences perturb a flat view
     rng = np.random.default_rng(seed)
 
     def outputs(values):

@@ -278,8 +278,10 @@ class Layer:
 
     # ------------------------------------------------------------ tracking
 
+    _untracked_attributes = _UNTRACKED  # a subclass adds the bookkeeping attributes it keeps itself
+
     def __setattr__(self, name, value):
-        if name not in _UNTRACKED:
+        if name not in self._untracked_attributes:
             self._track(value)
         object.__setattr__(self, name, value)
 

@@ -177,6 +177,11 @@ class Trainer:
     loss = None
     stop_training = False
     history = None
+    # compile()'s own objects: not metrics or layers the model holds (Layer's attribute tracking skips them).
+    _untracked_attributes = frozenset(
+        {"_layers", "_trainable_variables", "_non_trainable_variables", "_losses", "_metrics", "_variables",
+         "_loss_tracker", "_compiled_metrics", "_loss_obj", "loss", "optimizer"}
+    )
 
     # ------------------------------------------------------------ compile
 
@@ -288,7 +293,7 @@ class Trainer:
             raise ValueError(
                 f"Invalid value for `config['loss']`: expected a name or a serialized loss. Received: {kwargs.get('loss')!r:.200}"
             )
-        kwargs["loss"] = _function_name(kwargs["loss"])
+        kwargs["loss"] = _function_name(kwargs.get("loss"))
         for key in ("metrics", "weighted_metrics"):
             entries = kwargs.get(key)
             if entries is None:

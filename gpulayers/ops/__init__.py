@@ -2,16 +2,21 @@
 
 The functions have Keras's names, arguments and broadcasting and run on the
 active backend (numpy or cupy). Families, as in Keras: ``core``
-(conversion, casting, shapes), ``numpy`` (the NumPy-like API), ``math`` and
-``nn`` (activations, convolution, pooling, normalization, losses).
+(conversion, casting, shapes), ``numpy`` (the NumPy-like API), ``math``
+(erf, logsumexp, top_k, norms, segment reductions) and ``nn`` (activations,
+convolution, pooling, normalization, cross-entropies).
 """
 
 from gpulayers.ops.core import *  # noqa: F401,F403
 from gpulayers.ops.core import __all__ as _core_all
+from gpulayers.ops.math import *  # noqa: F401,F403
+from gpulayers.ops.math import __all__ as _math_all
+from gpulayers.ops.nn import *  # noqa: F401,F403
+from gpulayers.ops.nn import __all__ as _nn_all
 from gpulayers.ops.numpy import *  # noqa: F401,F403
 from gpulayers.ops.numpy import __all__ as _numpy_all
 
-__all__ = sorted(set(_core_all) | set(_numpy_all))
+__all__ = sorted(set(_core_all) | set(_numpy_all) | set(_math_all) | set(_nn_all))
 
 import sys as _sys  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Tests for gpulayers.losses: Keras 3 values, reductions, exact gradients, fusion, lookup, errors."""
+"""Tests for gpulayers.losses: Keras 3 values, reductions, gradients through the tape, fusion, lookup, errors."""
 
 import math
 import warnings
@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpulayers import config
+from gpulayers import activations, autodiff, config, ops
 from gpulayers import losses as L
-from helpers import numeric_grad_of
+from gpulayers.autodiff import Tensor
+from helpers import numeric_grad_of, to_np
 
 EPS = 1e-7  # Keras's default epsilon
 
@@ -111,6 +112,40 @@ def one_hot(labels, c):
     return np.eye(c)[np.asarray(labels).ravel()].reshape(np.shape(labels) + (c,))
 
 
+def value_and_grad(loss, y_true, y_pred, sample_weight=None):
+    """(the loss as numpy, d loss / d y_pred through the tape, summed when the loss is not reduced)."""
+    p = ops.convert_to_tensor(y_pred)
+    p.watched = True
+    value = loss(y_true, p, sample_weight)
+    (grad,) = autodiff.gradient(value, [p])
+    return to_np(value), np.zeros(np.shape(y_pred), np.asarray(y_pred).dtype) if grad is None else to_np(grad)
+
+
+def through(activation, loss, y_true, z, sample_weight=None, fuse=True):
+    """(loss value, d loss / d z) for ``y_pred = activation(z)``: fused by the loss, or (``fuse=False``)
+    differentiated through the activation (``* 1.0`` hides the activation's node from the loss)."""
+    logits = ops.convert_to_tensor(z)
+    logits.watched = True
+    probs = getattr(activations, activation)(logits)
+    value = loss(y_true, probs if fuse else probs * 1.0, sample_weight)
+    (grad,) = autodiff.gradient(value, [logits])
+    return to_np(value), to_np(grad)
+
+
+def reaches(tensor, op):
+    """Whether the backward pass from ``tensor`` runs through a node named ``op``."""
+    stack, seen = [tensor.node], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op == op:
+            return True
+        stack.extend(t.node for t, need in zip(node.inputs, node.needs) if need)
+    return False
+
+
 # ---------------------------------------------------------------------------
 # Values against the references and Keras's documented numbers
 # ---------------------------------------------------------------------------
@@ -192,7 +227,7 @@ def test_reductions_match_keras(reduction, weighted):
     got = L.MeanSquaredError(reduction=reduction)(t, p, sample_weight=w)
     np.testing.assert_allclose(got, ref_reduce(ref_regression("mse", t, p), w, reduction), rtol=1e-12)
     if reduction not in (None, "none"):
-        assert isinstance(got, np.ndarray) and got.shape == ()
+        assert isinstance(got, Tensor) and got.shape == ()
 
 
 def test_sample_weight_shapes_and_zero_weights():
@@ -264,7 +299,7 @@ def test_sparse_bad_labels_are_named(bad, shown):
     with pytest.raises(ValueError, match=rf"label.*{shown}"):
         L.SparseCategoricalCrossentropy()(bad, p)
     with pytest.raises(ValueError, match=rf"label.*{shown}"):
-        L.SparseCategoricalCrossentropy().value_and_grad(bad, p)
+        value_and_grad(L.SparseCategoricalCrossentropy(), bad, p)
 
 
 def test_sparse_shape_mismatch():
@@ -283,7 +318,7 @@ def test_sparse_ignore_class(from_logits, reduction):
     np.testing.assert_allclose(L.sparse_categorical_crossentropy(labels, p, from_logits, ignore_class=255), per, rtol=1e-12)
     expected = per.sum() if reduction == "sum" else per.sum() / valid.sum()
     assert float(loss(labels, p)) == pytest.approx(expected, rel=1e-12)
-    value, grad = loss.value_and_grad(labels, p)
+    value, grad = value_and_grad(loss, labels, p)
     assert np.all(grad[~valid] == 0)
     num = numeric_grad_of(lambda x: loss(labels, x), p)
     np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-8)
@@ -297,9 +332,9 @@ def weights_for(kind, n):
 
 
 def check_grad(loss, t, p, w, rtol=1e-5, atol=1e-8):
-    value, grad = loss.value_and_grad(t, p, sample_weight=w)
+    value, grad = value_and_grad(loss, t, p, sample_weight=w)
     assert grad.shape == p.shape and grad.dtype == p.dtype
-    np.testing.assert_array_equal(np.asarray(value), np.asarray(loss(t, p, sample_weight=w)))
+    np.testing.assert_array_equal(value, to_np(loss(t, p, sample_weight=w)))
     num = numeric_grad_of(lambda x: loss(t, x, sample_weight=w), p)
     np.testing.assert_allclose(grad, num, rtol=rtol, atol=atol)
 
@@ -371,17 +406,13 @@ def test_regression_gradient_with_column_targets():
     t = RNG.normal(size=(5,))
     p = RNG.normal(size=(5, 1))
     check_grad(L.MeanSquaredError(), t, p, None)
-    value, grad = L.MeanSquaredError().value_and_grad(t, p)
+    value, grad = value_and_grad(L.MeanSquaredError(), t, p)
     np.testing.assert_allclose(grad[:, 0], 2 * (p[:, 0] - t) / 5)
 
 
 # ---------------------------------------------------------------------------
 # Fused softmax / sigmoid gradients
 # ---------------------------------------------------------------------------
-def softmax_vjp(p, g, axis=-1):
-    return p * (g - np.sum(g * p, axis=axis, keepdims=True))
-
-
 @pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", None])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_fused_categorical_equals_composed(reduction, smoothing):
@@ -390,13 +421,12 @@ def test_fused_categorical_equals_composed(reduction, smoothing):
     t = one_hot(RNG.integers(0, 4, 5), 4)
     w = RNG.uniform(0.5, 2.0, 5)
     loss = L.CategoricalCrossentropy(label_smoothing=smoothing, reduction=reduction)
-    assert loss.fuses_with == "softmax"
-    value, dz = loss.fused_softmax_grad(t, p, w)
-    v2, dp = loss.value_and_grad(t, p, w)
-    np.testing.assert_array_equal(np.asarray(value), np.asarray(v2))
-    np.testing.assert_allclose(dz, softmax_vjp(p, dp), rtol=1e-9, atol=1e-14)
+    value, dz = through("softmax", loss, t, z, w)
+    v2, dz_chain = through("softmax", loss, t, z, w, fuse=False)
+    np.testing.assert_allclose(value, v2, rtol=1e-12)
+    np.testing.assert_allclose(dz, dz_chain, rtol=1e-9, atol=1e-14)
     logits = L.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing, reduction=reduction)
-    np.testing.assert_allclose(dz, logits.value_and_grad(t, z, w)[1], rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(dz, value_and_grad(logits, t, z, w)[1], rtol=1e-9, atol=1e-14)
     np.testing.assert_allclose(dz, numeric_grad_of(lambda x: loss(t, softmax(x), w), z), rtol=1e-5, atol=1e-9)
     if reduction == "sum_over_batch_size" and not smoothing:
         np.testing.assert_allclose(dz, (p - t) * w[:, None] / 5, rtol=1e-12)
@@ -409,10 +439,9 @@ def test_fused_sparse_equals_composed(column):
     labels = RNG.integers(0, 3, 6)
     y = labels[:, None] if column else labels
     loss = L.SparseCategoricalCrossentropy()
-    assert loss.fuses_with == "softmax"
-    value, dz = loss.fused_softmax_grad(y, p)
-    _, dp = loss.value_and_grad(y, p)
-    np.testing.assert_allclose(dz, softmax_vjp(p, dp), rtol=1e-9, atol=1e-14)
+    value, dz = through("softmax", loss, y, z)
+    _, dz_chain = through("softmax", loss, y, z, fuse=False)
+    np.testing.assert_allclose(dz, dz_chain, rtol=1e-9, atol=1e-14)
     np.testing.assert_allclose(dz, (p - one_hot(labels, 3)) / 6, rtol=1e-12, atol=1e-15)
     assert float(value) == pytest.approx(float(loss(y, p)))
 
@@ -424,31 +453,42 @@ def test_fused_binary_equals_composed(reduction):
     t = RNG.integers(0, 2, (4, 3)).astype(float)
     w = RNG.uniform(0.5, 2.0, 4)
     loss = L.BinaryCrossentropy(reduction=reduction)
-    assert loss.fuses_with == "sigmoid"
-    value, dz = loss.fused_softmax_grad(t, p, w)
-    _, dp = loss.value_and_grad(t, p, w)
-    np.testing.assert_allclose(dz, p * (1 - p) * dp, rtol=1e-9, atol=1e-14)
-    np.testing.assert_allclose(dz, L.BinaryCrossentropy(from_logits=True, reduction=reduction).value_and_grad(t, z, w)[1],
-                               rtol=1e-9, atol=1e-14)
+    value, dz = through("sigmoid", loss, t, z, w)
+    _, dz_chain = through("sigmoid", loss, t, z, w, fuse=False)
+    np.testing.assert_allclose(dz, dz_chain, rtol=1e-9, atol=1e-14)
+    logits = L.BinaryCrossentropy(from_logits=True, reduction=reduction)
+    np.testing.assert_allclose(dz, value_and_grad(logits, t, z, w)[1], rtol=1e-9, atol=1e-14)
     if reduction == "sum_over_batch_size":
         np.testing.assert_allclose(dz, (p - t) * w[:, None] / (4 * 3), rtol=1e-12)
 
 
 def test_fused_gradient_has_no_division_at_saturation():
     t = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    p = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])  # a saturated softmax: hopeless and perfect
-    _, dz = L.CategoricalCrossentropy().fused_softmax_grad(t, p)
-    np.testing.assert_allclose(dz, (p - t) / 2)
-    _, dz = L.BinaryCrossentropy().fused_softmax_grad(np.array([[1.0], [0.0]]), np.array([[0.0], [0.0]]))
+    z = np.array([[-800.0, 800.0, -800.0], [-800.0, 800.0, -800.0]])  # a saturated softmax: hopeless and perfect
+    _, dz = through("softmax", L.CategoricalCrossentropy(), t, z)
+    np.testing.assert_allclose(dz, (softmax(z) - t) / 2)
+    _, dz = through("sigmoid", L.BinaryCrossentropy(), np.array([[1.0], [0.0]]), np.array([[-800.0], [-800.0]]))
     np.testing.assert_allclose(dz, [[-0.5], [0.0]])
 
 
 def test_fusion_only_where_it_applies():
-    for loss in (L.CategoricalCrossentropy(from_logits=True), L.SparseCategoricalCrossentropy(from_logits=True),
-                 L.BinaryCrossentropy(from_logits=True), L.MeanSquaredError(), L.MeanAbsoluteError(), L.Huber(),
-                 L.CategoricalCrossentropy(axis=1)):
-        assert loss.fuses_with is None
-        assert loss.fused_softmax_grad(np.ones((2, 3)) / 3, np.ones((2, 3)) / 3) is None
+    z = RNG.normal(size=(2, 3, 4))
+    p = ops.convert_to_tensor(z)
+    p.watched = True
+    probs = activations.softmax(p)
+    t = one_hot(RNG.integers(0, 4, (2, 3)), 4)
+    assert not reaches(L.CategoricalCrossentropy()(t, probs), "softmax")  # fused: straight to the logits
+    assert not reaches(L.SparseCategoricalCrossentropy()(np.argmax(t, -1), probs), "softmax")
+    unfused = [L.CategoricalCrossentropy(from_logits=True), L.SparseCategoricalCrossentropy(from_logits=True),
+               L.MeanSquaredError(), L.MeanAbsoluteError(), L.Huber()]
+    for loss in unfused:
+        y = np.argmax(t, -1) if isinstance(loss, L.SparseCategoricalCrossentropy) else t
+        assert reaches(loss(y, probs), "softmax"), loss
+    # The class axis is not the softmax's: no fusion.
+    assert reaches(L.CategoricalCrossentropy(axis=1)(np.ones((2, 3, 4)) / 3, probs), "softmax")
+    sig = activations.sigmoid(p)
+    assert not reaches(L.BinaryCrossentropy()(np.ones((2, 3, 4)), sig), "sigmoid")
+    assert reaches(L.BinaryCrossentropy(from_logits=True)(np.ones((2, 3, 4)), sig), "sigmoid")
 
 
 # ---------------------------------------------------------------------------
@@ -459,21 +499,21 @@ def test_clipping_at_zero_and_one():
     # Probability 0 for the true class: the loss saturates at -log(eps), gradient 0.
     t = np.array([[1.0, 0.0, 0.0]])
     p = np.array([[0.0, 0.7, 0.3]])
-    value, grad = L.CategoricalCrossentropy().value_and_grad(t, p)
+    value, grad = value_and_grad(L.CategoricalCrossentropy(), t, p)
     assert float(value) == pytest.approx(big, rel=1e-12)
     np.testing.assert_array_equal(grad, 0.0)
     # Probability ~1 for the true class: clipped to 1 - eps, gradient 0.
     p = np.array([[1.0 - 1e-9, 1e-9, 0.0]])
-    value, grad = L.CategoricalCrossentropy().value_and_grad(t, p)
+    value, grad = value_and_grad(L.CategoricalCrossentropy(), t, p)
     assert float(value) == pytest.approx(-math.log(1 - EPS), rel=1e-6)
     np.testing.assert_array_equal(grad, 0.0)
-    value, grad = L.SparseCategoricalCrossentropy().value_and_grad(np.array([1]), np.array([[1.0, 0.0]]))
+    value, grad = value_and_grad(L.SparseCategoricalCrossentropy(), np.array([1]), np.array([[1.0, 0.0]]))
     assert float(value) == pytest.approx(big, rel=1e-12)
     np.testing.assert_array_equal(grad, 0.0)
     # Binary: p=0 with t=1 and p=1 with t=0 cost -log(eps); p exactly right costs -log(1-eps).
     bt = np.array([[1.0, 0.0, 1.0, 0.0, 1.0]])
     bp = np.array([[0.0, 1.0, 1.0, 0.0, 0.5]])
-    value, grad = L.BinaryCrossentropy(reduction=None).value_and_grad(bt, bp)
+    value, grad = value_and_grad(L.BinaryCrossentropy(reduction=None), bt, bp)
     hi = 1 - EPS
     expected = (big - math.log(1 - hi) - 2 * math.log(hi) + math.log(2)) / 5
     assert float(value[0]) == pytest.approx(expected, rel=1e-12)
@@ -486,7 +526,7 @@ def test_clipping_at_zero_and_one():
 def test_clipping_in_float32():
     t = np.array([[1.0, 0.0]], dtype=np.float32)
     p = np.array([[0.0, 1.0]], dtype=np.float32)
-    value, grad = L.CategoricalCrossentropy().value_and_grad(t, p)
+    value, grad = value_and_grad(L.CategoricalCrossentropy(), t, p)
     assert value.dtype == np.float32 and grad.dtype == np.float32
     assert float(value) == pytest.approx(-math.log(np.float32(EPS)), rel=1e-6)
     np.testing.assert_array_equal(grad, 0.0)
@@ -518,8 +558,8 @@ def test_dtypes_follow_y_pred(dtype):
     p = RNG.uniform(0.1, 1.0, (4, 3)).astype(dtype)
     for loss, y in ((L.SparseCategoricalCrossentropy(), t), (L.CategoricalCrossentropy(), one_hot(t, 3).astype(int)),
                     (L.MeanSquaredError(), one_hot(t, 3).astype(np.int32)), (L.BinaryCrossentropy(), one_hot(t, 3))):
-        value, grad = loss.value_and_grad(y, p)
-        assert isinstance(value, np.ndarray) and value.shape == ()
+        value, grad = value_and_grad(loss, y, p)
+        assert value.shape == ()
         assert grad.dtype == dtype and grad.shape == p.shape
         assert value.dtype == (np.float32 if dtype == np.float16 else dtype)
     assert L.MeanSquaredError(dtype="float64")(np.ones((2, 2)), np.ones((2, 2), np.float32)).dtype == np.float64
@@ -534,7 +574,7 @@ def test_shape_mismatch_names_both_shapes(loss):
     with pytest.raises(ValueError, match=r"y_true\.shape=\(4, 3\).*y_pred\.shape=\(4, 2\)"):
         loss(np.zeros((4, 3)), np.ones((4, 2)) / 2)
     with pytest.raises(ValueError, match=r"\(4, 3\).*\(4, 2\)"):
-        loss.value_and_grad(np.zeros((4, 3)), np.ones((4, 2)) / 2)
+        value_and_grad(loss, np.zeros((4, 3)), np.ones((4, 2)) / 2)
 
 
 def test_argument_errors():
@@ -611,37 +651,29 @@ def test_get_errors():
         L.get({"class_name": "MeanSquaredError", "config": {"from_logits": True}})
 
 
-def test_plain_callable_has_no_gradient():
+def test_a_plain_callable_trains_through_the_tape():
     def my_loss(y_true, y_pred):
-        return np.mean(np.abs(y_true - y_pred) ** 3, axis=-1)
+        return np.mean(np.abs(y_true - y_pred) ** 3, axis=-1)  # NumPy on tensors: recorded as the ops
 
     loss = L.get(my_loss)
     t, p = np.zeros((2, 2)), np.ones((2, 2))
     assert loss.name == "my_loss" and float(loss(t, p)) == 1.0
     assert float(L.get(my_loss)(t, p, sample_weight=np.array([1.0, 0.0]))) == 0.5
-    assert loss.fuses_with is None and loss.fused_softmax_grad(t, p) is None
-    with pytest.raises(TypeError, match="no autodiff.*value_and_grad"):
-        loss.value_and_grad(t, p)
+    t, p, w = RNG.normal(size=(3, 2)), RNG.normal(size=(3, 2)), RNG.uniform(size=3)
+    _, grad = value_and_grad(loss, t, p, w)  # computed in floatx (float32), as Keras casts a loss's inputs
+    expected = 3 * (p - t) * np.abs(p - t) / 2 * w[:, None] / 3
+    np.testing.assert_allclose(grad, expected, rtol=1e-5)
     assert L.serialize(loss)["config"] == "my_loss"
 
 
-def test_custom_subclass_with_backward():
+def test_a_loss_subclass_needs_only_call():
     class Cubic(L.Loss):
         def call(self, y_true, y_pred):
-            return np.sum((y_pred - y_true) ** 3, axis=-1)
-
-        def backward(self, y_true, y_pred, dvalues):
-            return 3 * (y_pred - y_true) ** 2 * dvalues[..., None]
-
-    class NoGrad(L.Loss):
-        def call(self, y_true, y_pred):
-            return np.sum(y_pred, axis=-1)
+            return ops.sum((y_pred - y_true) ** 3, axis=-1)
 
     t, p = RNG.normal(size=(3, 2)), RNG.normal(size=(3, 2))
-    check_grad(Cubic(reduction="sum"), t, p, RNG.uniform(size=3))
+    check_grad(Cubic(reduction="sum", dtype="float64"), t, p, RNG.uniform(size=3))
     assert Cubic().name.startswith("cubic")
-    with pytest.raises(TypeError, match="autodiff"):
-        NoGrad().value_and_grad(t, p)
 
 
 @settings(max_examples=25, deadline=None)
@@ -655,16 +687,16 @@ def test_reduction_identities(n, k, seed):
     assert total == pytest.approx(float(np.sum(per)))
     assert float(L.MeanSquaredError()(t, p, w)) == pytest.approx(total / n)
     assert float(L.MeanSquaredError(reduction="mean_with_sample_weight")(t, p, w)) == pytest.approx(total / w.sum())
-    _, g_sum = L.MeanSquaredError(reduction="sum").value_and_grad(t, p, w)
-    _, g_mean = L.MeanSquaredError().value_and_grad(t, p, w)
+    _, g_sum = value_and_grad(L.MeanSquaredError(reduction="sum"), t, p, w)
+    _, g_mean = value_and_grad(L.MeanSquaredError(), t, p, w)
     np.testing.assert_allclose(g_sum, g_mean * n, rtol=1e-12, atol=1e-15)
 
 
 def test_no_warnings_in_normal_use():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        L.CategoricalCrossentropy().value_and_grad(one_hot([0, 1], 3), softmax(RNG.normal(size=(2, 3))))
-        L.BinaryCrossentropy().value_and_grad(np.array([[1.0], [0.0]]), np.array([[0.0], [1.0]]))
+        value_and_grad(L.CategoricalCrossentropy(), one_hot([0, 1], 3), softmax(RNG.normal(size=(2, 3))))
+        value_and_grad(L.BinaryCrossentropy(), np.array([[1.0], [0.0]]), np.array([[0.0], [1.0]]))
 
 
 def test_label_check_can_be_skipped_after_upfront_validation():

@@ -478,7 +478,6 @@ UNBUILDABLE_COMPILE_CONFIGS = {  # refused when compiling (after the layers are 
     "learning rate a string": _optimizer_config(learning_rate="fast"),
     "unknown optimizer argument": _optimizer_config(evil=1),
     "steps_per_execution": _compile(steps_per_execution=32),
-    "loss missing": lambda config: config["compile_config"].pop("loss"),
     "metrics not a list": _compile(metrics={"dense": "mae"}),
 }
 
@@ -495,6 +494,13 @@ def test_hostile_compile_config_refused_before_anything_is_built(trained_file, t
     assert built == []
     monkeypatch.undo()
     assert not load_model(path, compile=False)._compiled  # compile=False never reads it
+
+
+def test_a_compile_config_without_a_loss_compiles_without_one(trained_file, tmp_path):
+    # Keras's compile(loss=None): the model's own losses (add_loss) are what it trains on.
+    path = rewrite(trained_file["keras"], tmp_path / "n.keras", config_edit=lambda config: config["compile_config"].pop("loss"))
+    model = load_model(path)
+    assert model._compiled and model._loss_obj is None
 
 
 @pytest.mark.parametrize("case", sorted(UNBUILDABLE_COMPILE_CONFIGS))

@@ -8,7 +8,7 @@ import pytest
 
 from gpulayers import config, regularizers
 from gpulayers.layers import Activation, Dense, Input, InputLayer, KerasTensor
-from helpers import check_layer_gradients, to_np
+from helpers import forward, check_layer_gradients, to_np
 
 # ---------------------------------------------------------------- references
 
@@ -181,10 +181,12 @@ def test_dense_losses_values():
     y = to_np(layer(x))
     kernel, bias = layer.get_weights()
     losses = [float(to_np(v)) for v in layer.losses]
-    # Keras's order: the activity loss of the last call, then the weights' terms.
-    np.testing.assert_allclose(losses, [0.05 * np.abs(y).sum(), 0.1 * (kernel**2).sum(), 0.2 * np.abs(bias).sum()], rtol=1e-12)
+    # Keras's order: the activity loss of the last call (per sample: divided by the batch size, as Keras
+    # 3.14+), then the weights' terms.
+    np.testing.assert_allclose(losses, [0.05 * np.abs(y).sum() / 3, 0.1 * (kernel**2).sum(), 0.2 * np.abs(bias).sum()],
+                               rtol=1e-12)
     layer.trainable = False
-    assert [float(to_np(v)) for v in layer.losses] == pytest.approx([0.05 * np.abs(y).sum()])
+    assert [float(to_np(v)) for v in layer.losses] == pytest.approx([0.05 * np.abs(y).sum() / 3])
 
 
 def test_dense_trainable_false():
@@ -196,8 +198,9 @@ def test_dense_trainable_false():
     assert layer.trainable_weights == []
     assert [v.name for v in layer.non_trainable_weights] == ["kernel", "bias"]
     dx, grads = check_layer_gradients(layer, x)
-    assert grads == {} and layer.kernel.grad is None and layer.bias.grad is None
-    np.testing.assert_allclose(to_np(layer.backward(np.ones((3, 2)))), np.ones((3, 2)) @ layer.get_weights()[0].T)
+    assert grads == {} and not layer.kernel.trainable and not layer.bias.trainable
+    _, backward = forward(layer, x)
+    np.testing.assert_allclose(to_np(backward(np.ones((3, 2)))), np.ones((3, 2)) @ layer.get_weights()[0].T)
 
 
 @pytest.mark.parametrize(
@@ -308,13 +311,13 @@ def test_dense_bad_inputs_leave_weights_unchanged():
 @pytest.mark.parametrize("shape", [(3, 0), (2, 3, 0)])
 def test_dense_zero_size_feature_axis_backward(shape):
     layer = Dense(2, dtype="float64", bias_initializer="ones")
-    y = to_np(layer(np.ones(shape)))
+    y, backward = forward(layer, np.ones(shape))
     assert y.shape == shape[:-1] + (2,)
     np.testing.assert_array_equal(y, np.ones(y.shape))  # only the bias
-    dx = to_np(layer.backward(np.ones(y.shape)))
+    dx = to_np(backward(np.ones(y.shape)))
     assert dx.shape == shape
-    assert layer.kernel.grad.shape == (0, 2)
-    np.testing.assert_array_equal(to_np(layer.bias.grad), np.full(2, float(np.prod(shape[:-1]))))
+    assert backward.grads["kernel"].shape == (0, 2)
+    np.testing.assert_array_equal(backward.grads["bias"], np.full(2, float(np.prod(shape[:-1]))))
 
 
 # ---------------------------------------------------------------- Activation
@@ -352,10 +355,15 @@ def test_activation_layer_gradients(name, shape):
 
 def test_activation_layer_accepts_callables_and_has_no_weights():
     layer = Activation(lambda x: 2 * x)
-    np.testing.assert_array_equal(to_np(layer(np.ones((1, 2), np.float32))), [[2.0, 2.0]])
+    y, backward = forward(layer, np.ones((1, 2), np.float32))
+    np.testing.assert_array_equal(y, [[2.0, 2.0]])
+    np.testing.assert_array_equal(to_np(backward(np.ones((1, 2), np.float32))), [[2.0, 2.0]])  # no derivative by hand
     assert layer.weights == [] and layer.get_weights() == []
-    with pytest.raises(TypeError, match=r"backward"):
-        layer.backward(np.ones((1, 2), np.float32))
+    # A callable that leaves the tensors for plain arrays cannot be trained: refused while recording.
+    opaque = Activation(lambda x: np.where(np.asarray(x) > 0, np.asarray(x), 0.0).astype(np.float32))
+    with pytest.raises(TypeError, match=r"no gradient can flow"):
+        forward(opaque, np.ones((1, 2), np.float32))
+    np.testing.assert_array_equal(to_np(opaque(np.array([[-1.0, 2.0]], np.float32))), [[0.0, 2.0]])
     with pytest.raises(ValueError, match=r"activation.*'sigmoidd'"):
         Activation("sigmoidd")
     with pytest.raises(TypeError, match=r"activation"):
@@ -390,8 +398,9 @@ def test_input_layer_passes_inputs_through_and_checks_them():
     assert layer.built and layer.weights == []
     assert layer.output_shape == (None, 2, 3)
     x = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
-    np.testing.assert_array_equal(to_np(layer(x)), x)
-    np.testing.assert_array_equal(to_np(layer.backward(np.ones_like(x))), np.ones_like(x))
+    y, backward = forward(layer, x)
+    np.testing.assert_array_equal(y, x)
+    np.testing.assert_array_equal(to_np(backward(np.ones_like(x))), np.ones_like(x))
     with pytest.raises(ValueError, match=r"inputs\.shape=\(2, 3, 2\)"):
         layer(np.zeros((2, 3, 2), np.float32))
     with pytest.raises(ValueError, match=r"inputs\.shape=\(2, 6\)"):
