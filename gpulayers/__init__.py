@@ -20,7 +20,9 @@ from gpulayers import (
     models,
     ops,
     optimizers,
+    random,
     regularizers,
+    saving,
     utils,
 )
 from gpulayers.autodiff import GradientTape, Tensor, no_backward
@@ -51,7 +53,9 @@ __all__ = [
     "no_backward",
     "ops",
     "optimizers",
+    "random",
     "regularizers",
+    "saving",
     "set_backend",
     "set_random_seed",
     "utils",

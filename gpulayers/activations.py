@@ -13,6 +13,7 @@ Lookup and (de)serialization follow Keras 3: ``get("relu")``, ``get(None)``
 (the identity ``linear``), ``serialize(relu) == "relu"``.
 """
 
+from gpulayers import object_registration
 from gpulayers.autodiff import record
 from gpulayers.ops import nn as _nn
 from gpulayers.ops import numpy as _numpy_ops
@@ -285,7 +286,8 @@ def _from_dict(config, argument):
 
 
 def deserialize(config, argument="activation"):
-    """Return the built-in activation named by ``config``.
+    """Return the activation named by ``config``: a built-in, or a user's function the program made known
+    (``custom_objects``, ``register_keras_serializable``).
 
     Args:
         config: a name such as ``"relu"``, or Keras's dict form
@@ -297,18 +299,22 @@ def deserialize(config, argument="activation"):
         >>> deserialize("swish") is silu
         True
     """
+    if not isinstance(config, (str, dict)):
+        raise _REGISTRY.config_type_error(config, argument)
+    custom = object_registration.deserialize_custom(config)  # the user's activations come first, as in Keras
+    if custom is not None:
+        return custom
     if isinstance(config, str):
         return _REGISTRY.lookup(config, argument)
-    if isinstance(config, dict):
-        return _from_dict(config, argument)
-    raise _REGISTRY.config_type_error(config, argument)
+    return _from_dict(config, argument)
 
 
 def serialize(fn):
     """Keras 3's serialized form of an activation.
 
     A built-in gives its name (``"relu"``); any other callable gives Keras's
-    dict for a custom function, which :func:`deserialize` refuses to load.
+    dict for a custom function, which :func:`deserialize` loads only when
+    the program makes it known.
 
     Example:
         >>> serialize(swish)
@@ -325,7 +331,7 @@ def serialize(fn):
         "module": getattr(fn, "__module__", None),
         "class_name": "function" if config is name else type(fn).__name__,
         "config": config,
-        "registered_name": name,
+        "registered_name": object_registration.get_registered_name(fn if config is name else type(fn)),
     }
 
 

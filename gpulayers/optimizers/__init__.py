@@ -1,7 +1,7 @@
 """Optimizers with Keras 3's classes, update rules, defaults and configs.
 
 ``SGD``, ``Adam``, ``AdamW``, ``RMSprop`` and ``Adagrad`` update
-:class:`~gpulayers.layers.base.Variable` objects in place of their
+:class:`~gpulayers.variables.Variable` objects by replacing their
 ``value``, on whichever array module (NumPy or CuPy) holds each variable;
 ``schedules`` holds the learning-rate schedules. See
 :mod:`gpulayers.optimizers.base` for the order of one step (clipping,
@@ -10,7 +10,9 @@ weight decay, update, ``iterations += 1``, constraints).
 Example:
     >>> from gpulayers import optimizers
     >>> opt = optimizers.get("adam")                 # Adam(learning_rate=0.001)
-    >>> opt.apply([w.grad for w in weights], weights)
+    >>> with gpulayers.GradientTape() as tape:
+    ...     loss = ...
+    >>> opt.apply(tape.gradient(loss, weights), weights)
     >>> optimizers.serialize(opt)["class_name"]
     'Adam'
 """
