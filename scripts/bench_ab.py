@@ -11,6 +11,7 @@ the ratio. Both workers get the same thread settings (``--threads``).
 
     python scripts/bench_ab.py fd7bfb9            # this checkout against fd7bfb9
     python scripts/bench_ab.py HEAD~3 --blocks 30
+    python scripts/bench_ab.py fd7bfb9 --env GPULAYERS_MALLOC_TUNING=0   # an environment for this side only
 
 Check ``uptime`` first: on a busy machine the figures mean nothing.
 """
@@ -51,8 +52,9 @@ for line in sys.stdin:
 """
 
 
-def worker_env(threads):
+def worker_env(threads, extra=()):
     env = dict(os.environ)
+    env.update(extra)
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "GPULAYERS_CPU_THREADS"):
         env[name] = str(threads)
     env["GPULAYERS_BACKEND"] = "numpy"
@@ -60,10 +62,10 @@ def worker_env(threads):
     return env
 
 
-def start(root, args):
+def start(root, args, extra=()):
     proc = subprocess.Popen(
         [sys.executable, "-c", WORKER, root, str(args.batch), str(args.warmup)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env(args.threads), cwd=root,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env(args.threads, extra), cwd=root,
     )
     if proc.stdout.readline().strip() != "ready":
         raise RuntimeError(f"the worker for {root} did not start")
@@ -85,7 +87,10 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=10, help="timed steps per block (default 10)")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps per side first (default 10)")
     p.add_argument("--gap", type=float, default=0.3, help="seconds of sleep before each block (default 0.3)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for this checkout's worker only (repeatable)")
     args = p.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.env)
     tmp = tempfile.mkdtemp(prefix="gpulayers-ab-")
     base = os.path.join(tmp, "tree")
     subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", base, args.ref], check=True,
@@ -93,7 +98,8 @@ def main(argv=None):
     try:
         commit = subprocess.run(["git", "-C", base, "rev-parse", "--short", "HEAD"], check=True,
                                 capture_output=True, text=True).stdout.strip()
-        sides = {"this checkout": start(ROOT, args), f"{args.ref} ({commit})": start(base, args)}
+        label = "this checkout" + "".join(f" {k}={v}" for k, v in extra.items())
+        sides = {label: start(ROOT, args, extra), f"{args.ref} ({commit})": start(base, args)}
         times = {name: [] for name in sides}
         names = list(sides)
         for block in range(args.blocks):
@@ -112,7 +118,7 @@ def main(argv=None):
     print(f"training step of the benchmark CNN, batch {args.batch}, {args.threads} threads, "
           f"{args.blocks} alternating blocks of {args.reps} steps per side (median ms per step):")
     for name in names:
-        print(f"  {name:30s} {medians[name]:8.2f} ms")
+        print(f"  {name:40s} {medians[name]:8.2f} ms")
     print(f"  ratio this/ref: {new / old:.3f}")
 
 
