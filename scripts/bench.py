@@ -517,8 +517,9 @@ def main(argv=None):
         try:
             with open(args.write) as f:
                 old = f.read()
-            if NOTES in old:
-                notes = "\n" + old[old.index(NOTES) :]
+            heading = "\n" + NOTES + "\n"  # the heading at the start of a line (the header names it too)
+            if heading in old:
+                notes = old[old.index(heading) :]
         except OSError:
             pass
         os.makedirs(os.path.dirname(os.path.abspath(args.write)), exist_ok=True)
