@@ -262,7 +262,8 @@ def tune_malloc():
         if os.environ.get("GPULAYERS_MALLOC_TUNING", "1") != "0" and sys.platform.startswith("linux"):
             try:
                 libc = ctypes.CDLL(None)
-                mallopt, version = libc.mallopt, libc.gnu_get_libc_version  # glibc only (musl has neither)
+                libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl has none, and other mallopt semantics)
+                mallopt = libc.mallopt
             except (OSError, AttributeError):
                 return False
             mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int

@@ -50,6 +50,7 @@ from backends import array_namespace
 from gpulayers import config, object_registration, ops
 from gpulayers.autodiff import record, unwrap
 from gpulayers.ops.core import unbroadcast as _unbroadcast
+from gpulayers.ops.nn import check_sparse_labels, sparse_crossentropy
 from gpulayers.utils import to_snake_case, unique_name
 
 __all__ = [
@@ -244,12 +245,12 @@ def _sparse(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1, dtype
             f"y_pred.shape={tuple(p.shape)}"
         )
     if check_labels:
-        _check_labels(array_namespace(labels), labels, p.shape[-1], ignore_class)
+        check_sparse_labels(labels, p.shape[-1], ignore_class, "y_true", "y_pred's last axis (its classes)")
     if ignore_class is None:
-        return ops.sparse_categorical_crossentropy(labels, p, from_logits=from_logits), None
+        return sparse_crossentropy(labels, p, from_logits=from_logits, check_labels=False), None
     mask = labels != ignore_class
     labels = array_namespace(labels).where(mask, labels, 0)
-    values = ops.sparse_categorical_crossentropy(labels, p, from_logits=from_logits)
+    values = sparse_crossentropy(labels, p, from_logits=from_logits, check_labels=False)
     return ops.where(mask, values, 0.0), mask
 
 
@@ -274,35 +275,6 @@ def _regression(fn, kind, y_true, y_pred, delta=1.0, dtype=None):
         return ops.mean(ops.absolute(error), axis=-1)
     abs_error = ops.absolute(error)
     return ops.mean(ops.where(abs_error <= delta, 0.5 * ops.square(error), delta * abs_error - 0.5 * delta * delta), axis=-1)
-
-
-def _check_labels(xp, labels, num_classes, ignore_class):
-    """One device->host sync: any label that is not an integer in [0, num_classes)?"""
-    if labels.dtype.kind == "b":
-        labels = labels.astype(xp.int64)
-    if labels.dtype.kind in "iu":
-        bad = (labels < 0) | (labels >= num_classes)
-    elif labels.dtype.kind == "f":
-        bad = (labels != xp.floor(labels)) | (labels < 0) | (labels >= num_classes)  # NaN is bad too
-    else:
-        raise ValueError(
-            "Invalid value for `y_true`: sparse labels must be an int or float array. "
-            f"Received: y_true.dtype={labels.dtype}"
-        )
-    if ignore_class is not None:
-        bad = bad & (labels != ignore_class)
-    if bool(xp.any(bad)):
-        flat_bad = np.asarray(bad.get() if hasattr(bad, "get") else bad).reshape(-1)
-        host = np.asarray(labels.get() if hasattr(labels, "get") else labels).reshape(-1)
-        i = int(np.argmax(flat_bad))
-        value = host[i].item()
-        raise ValueError(
-            f"Invalid label in `y_true`: {value!r} at flat index {i}. Sparse labels must be integers in "
-            f"[0, {num_classes}), where {num_classes} is y_pred's number of classes (last axis)"
-            + (f", or ignore_class={ignore_class}" if ignore_class is not None else "")
-            + f". Received: label={value!r}"
-        )
-
 
 
 # ---------------------------------------------------------------------------

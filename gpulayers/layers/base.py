@@ -25,7 +25,7 @@ import numpy as np
 
 from backends import get_ops
 from gpulayers import activations, autodiff, config, constraints, initializers, regularizers, utils
-from gpulayers.autodiff import Tensor, no_backward, unwrap
+from gpulayers.autodiff import Tensor, no_backward
 from gpulayers.layers.arguments import standardize_int
 from gpulayers.variables import Variable
 

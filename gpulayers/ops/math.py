@@ -19,7 +19,7 @@ import numpy as np
 from gpulayers.autodiff import Tensor, record
 from gpulayers.ops import numpy as numpy_ops
 from gpulayers.ops.core import convert_to_tensor, normalize_axes, xp
-from gpulayers.ops.numpy import _float, _keep, _scatter_add, _unary
+from gpulayers.ops.numpy import _float, _keep, _scatter, _scatter_add, _unary
 
 __all__ = [
     "erf",
@@ -259,16 +259,6 @@ def segment_sum(data, segment_ids, num_segments=None, sorted=False):  # noqa: A0
     return record("segment_sum", out, (x,), backward)
 
 
-def _scatter_max(target, index, values):
-    if isinstance(target, np.ndarray):
-        np.maximum.at(target, index, values)
-    else:
-        import cupyx
-
-        cupyx.scatter_max(target, index, values)
-    return target
-
-
 def segment_max(data, segment_ids, num_segments=None, sorted=False):  # noqa: A002 (Keras's name)
     """Maxima of the rows of ``data`` sharing a segment id (as :func:`segment_sum`).
 
@@ -285,7 +275,7 @@ def segment_max(data, segment_ids, num_segments=None, sorted=False):  # noqa: A0
     else:
         lowest = np.iinfo(a.dtype).min
     out = np_.full((ns,) + a.shape[1:], lowest, dtype=a.dtype)
-    _scatter_max(out, ids[valid], a[valid])
+    _scatter("max", out, ids[valid], a[valid])
     mask = _row_mask(valid, a.ndim)
 
     def backward(g, needs):

@@ -463,13 +463,7 @@ def categorical_crossentropy(target, output, from_logits=False, axis=-1):
     from this loss. float16 computes in float32; the result has
     ``output``'s dtype. ``target`` gets the gradient ``-log(q)``.
     """
-    output = convert_to_tensor(output)
-    target = convert_to_tensor(target)
-    if target.shape != output.shape:
-        raise ValueError(
-            "Arguments `target` and `output` must have the same shape. "
-            f"Received: target.shape={target.shape}, output.shape={output.shape}"
-        )
+    target, output = _same_shapes(target, output)
     if output.ndim < 1:
         raise ValueError(
             "Arguments `target` and `output` must be at least rank 1. "
@@ -519,8 +513,21 @@ def categorical_crossentropy(target, output, from_logits=False, axis=-1):
     return record("categorical_crossentropy", values, (output, _target_input(target)), backward)
 
 
-def _check_labels(labels, num_classes):
-    """One device->host sync: a label that is not an integer in [0, num_classes) is refused."""
+def _same_shapes(target, output):
+    """Both as tensors, refusing different shapes (Keras's message)."""
+    output = convert_to_tensor(output)
+    target = convert_to_tensor(target)
+    if target.shape != output.shape:
+        raise ValueError(
+            "Arguments `target` and `output` must have the same shape. "
+            f"Received: target.shape={target.shape}, output.shape={output.shape}"
+        )
+    return target, output
+
+
+def check_sparse_labels(labels, num_classes, ignore_class=None, argument="target", classes="output's class axis"):
+    """Refuse (ValueError naming the first one) a label that is not an integer in ``[0, num_classes)``
+    (``ignore_class`` aside): one device-to-host sync. Returns the labels, bools as ints."""
     np_ = xp()
     if labels.dtype.kind == "b":
         labels = labels.astype(np.int64)
@@ -529,14 +536,22 @@ def _check_labels(labels, num_classes):
     elif labels.dtype.kind == "f":
         bad = (labels != np_.floor(labels)) | (labels < 0) | (labels >= num_classes)  # NaN is bad too
     else:
-        raise TypeError(f"Invalid dtype for `target`: sparse labels must be integers or floats. Received: target.dtype={labels.dtype}")
+        raise TypeError(
+            f"Invalid dtype for `{argument}`: sparse labels must be integers or floats. "
+            f"Received: {argument}.dtype={labels.dtype}"
+        )
+    if ignore_class is not None:
+        bad = bad & (labels != ignore_class)
     if bool(np_.any(bad)):
         flat = np.asarray(get_ops().to_numpy(bad)).reshape(-1)
         host = np.asarray(get_ops().to_numpy(labels)).reshape(-1)
         i = int(np.argmax(flat))
+        value = host[i].item()
         raise ValueError(
-            f"Invalid value in `target`: {host[i].item()!r} at flat index {i}. Sparse labels must be integers in "
-            f"[0, {num_classes}), where {num_classes} is the size of output's class axis. Received: label={host[i].item()!r}"
+            f"Invalid value in `{argument}`: {value!r} at flat index {i}. Sparse labels must be integers in "
+            f"[0, {num_classes}), where {num_classes} is the size of {classes}"
+            + (f", or ignore_class={ignore_class}" if ignore_class is not None else "")
+            + f". Received: label={value!r}"
         )
     return labels
 
@@ -549,6 +564,12 @@ def sparse_categorical_crossentropy(target, output, from_logits=False, axis=-1):
     :func:`softmax` (gradient ``(p - onehot) * g`` on the logits) and dtypes as
     :func:`categorical_crossentropy`. Labels outside ``[0, classes)`` are refused.
     """
+    return sparse_crossentropy(target, output, from_logits, axis, check_labels=True)
+
+
+def sparse_crossentropy(target, output, from_logits=False, axis=-1, check_labels=True):
+    """:func:`sparse_categorical_crossentropy`; ``check_labels=False`` skips the label check (and its
+    host sync) for a caller that checked the labels already (``losses``, once per ``fit``)."""
     output = convert_to_tensor(output)
     labels = convert_to_tensor(target).data
     if output.ndim < 1:
@@ -563,7 +584,10 @@ def sparse_categorical_crossentropy(target, output, from_logits=False, axis=-1):
             f"target.shape={convert_to_tensor(target).shape}, output.shape={output.shape}"
         )
     classes = output.shape[ax]
-    labels = _check_labels(labels, classes)
+    if check_labels:
+        labels = check_sparse_labels(labels, classes)
+    elif labels.dtype.kind == "b":
+        labels = labels.astype(np.int64)
     cdtype, rdtype = _ce_dtypes(output)
     np_ = xp()
     p = output.data.astype(cdtype, copy=False)
@@ -606,13 +630,7 @@ def binary_crossentropy(target, output, from_logits=False):
     its logits with the fused gradient ``(p - t) * g`` (see
     :func:`categorical_crossentropy`). Dtypes as there.
     """
-    output = convert_to_tensor(output)
-    target = convert_to_tensor(target)
-    if target.shape != output.shape:
-        raise ValueError(
-            "Arguments `target` and `output` must have the same shape. "
-            f"Received: target.shape={target.shape}, output.shape={output.shape}"
-        )
+    target, output = _same_shapes(target, output)
     cdtype, rdtype = _ce_dtypes(output)
     np_ = xp()
     p = output.data.astype(cdtype, copy=False)

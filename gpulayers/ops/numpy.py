@@ -874,15 +874,20 @@ def tile(x, repeats):
     return record("tile", y, (x,), backward)
 
 
-def _scatter_add(target, index, values):
-    """``target[index] += values`` with repeated indices accumulating (in place)."""
+def _scatter(how, target, index, values):
+    """``target[index] += values`` (``how="add"``) or ``= maximum(target[index], values)`` (``"max"``), with
+    repeated indices accumulating, in place."""
     if isinstance(target, np.ndarray):
-        np.add.at(target, index, values)
+        (np.add if how == "add" else np.maximum).at(target, index, values)
     else:
         import cupyx
 
-        cupyx.scatter_add(target, index, values)
+        (cupyx.scatter_add if how == "add" else cupyx.scatter_max)(target, index, values)
     return target
+
+
+def _scatter_add(target, index, values):
+    return _scatter("add", target, index, values)
 
 
 def repeat(x, repeats, axis=None):
@@ -930,13 +935,16 @@ def pad(x, pad_width, mode="constant", constant_values=None):
     return record("pad", y, (x,), backward)
 
 
+def _index_array(indices):
+    """Indices as a raw integer array (floats holding whole numbers are accepted, as Keras's take)."""
+    idx = data(convert_to_tensor(indices))
+    return idx if idx.dtype.kind in "iu" else idx.astype(np.int64)
+
+
 def take(x, indices, axis=None):
     """Entries of ``x`` at ``indices`` along ``axis`` (None: of the flattened ``x``)."""
     x = convert_to_tensor(x)
-    a = x.data
-    idx = data(convert_to_tensor(indices))
-    if idx.dtype.kind not in "iu":
-        idx = idx.astype(np.int64)
+    a, idx = x.data, _index_array(indices)
     if axis is None:
         flat = a.reshape(-1)
         y = xp().take(flat, idx)
@@ -963,10 +971,7 @@ def take(x, indices, axis=None):
 def take_along_axis(x, indices, axis=None):
     """NumPy's ``take_along_axis`` (None: along the flattened ``x``)."""
     x = convert_to_tensor(x)
-    a = x.data
-    idx = data(convert_to_tensor(indices))
-    if idx.dtype.kind not in "iu":
-        idx = idx.astype(np.int64)
+    a, idx = x.data, _index_array(indices)
     source = a.reshape(-1) if axis is None else a
     ax = 0 if axis is None else normalize_axes(axis, a.ndim)[0]
     y = xp().take_along_axis(source, idx, axis=ax)

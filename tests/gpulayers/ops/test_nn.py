@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import check_op_gradients
 
-from gpulayers import autodiff, config, losses, ops
+from gpulayers import autodiff, config, ops
 from gpulayers.autodiff import Tensor
 from gpulayers.ops import nn as N
 
