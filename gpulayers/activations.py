@@ -19,7 +19,7 @@ from gpulayers.ops import nn as _nn
 from gpulayers.ops import numpy as _numpy_ops
 from gpulayers.ops.core import convert_to_tensor, xp
 from gpulayers.ops.math import erf  # noqa: F401 (kept here for compatibility; it lives in ops.math)
-from gpulayers.ops.numpy import _float
+from gpulayers.ops.elementwise import _float
 from gpulayers.registry import Registry
 
 __all__ = [

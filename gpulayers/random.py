@@ -25,7 +25,7 @@ from gpulayers import config, utils
 from gpulayers.autodiff import Tensor, record
 from gpulayers.ops import numpy as numpy_ops
 from gpulayers.ops.core import convert_to_tensor, standardize_dtype
-from gpulayers.ops.numpy import _float
+from gpulayers.ops.elementwise import _float
 
 __all__ = [
     "SeedGenerator",

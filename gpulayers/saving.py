@@ -120,18 +120,7 @@ from gpulayers.object_registration import (  # noqa: F401 (Keras's names: gpulay
     register_keras_serializable,
 )
 
-__all__ = [
-    "CustomObjectScope",
-    "custom_object_scope",
-    "get_custom_objects",
-    "get_registered_name",
-    "get_registered_object",
-    "load_model",
-    "load_weights",
-    "register_keras_serializable",
-    "save_model",
-    "save_weights",
-]
+__all__ = sorted(object_registration.__all__ + ["load_model", "load_weights", "save_model", "save_weights"])
 
 # The Keras release written to metadata.json (Keras does not check it; the
 # layout written here is that of the files Keras 3.15 writes).

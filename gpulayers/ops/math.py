@@ -19,7 +19,9 @@ import numpy as np
 from gpulayers.autodiff import Tensor, record
 from gpulayers.ops import numpy as numpy_ops
 from gpulayers.ops.core import convert_to_tensor, normalize_axes, xp
-from gpulayers.ops.numpy import _float, _keep, _scatter, _scatter_add, _unary
+from gpulayers.ops.elementwise import _float, _unary
+from gpulayers.ops.reductions import _keep
+from gpulayers.ops.shapes import _scatter, _scatter_add
 
 __all__ = [
     "erf",

@@ -30,7 +30,7 @@ from gpulayers.autodiff import Tensor, record
 from gpulayers.ops import numpy as numpy_ops
 from gpulayers.ops.core import cast, convert_to_tensor, normalize_axes, standardize_dtype, xp
 from gpulayers.ops.math import _vector_norm, erf_array
-from gpulayers.ops.numpy import _float, _unary
+from gpulayers.ops.elementwise import _float, _unary
 
 __all__ = [
     "average_pool", "batch_normalization", "binary_crossentropy", "categorical_crossentropy", "celu", "conv",
