@@ -81,7 +81,8 @@ def relu(x):
     a = x.data
     ops = get_ops()
     y = ops.relu(a)
-    return record("relu", y, (x,), lambda g, needs: (ops.relu_backward(a, xp().ascontiguousarray(g)),))
+    # asarray, not ascontiguousarray: that one makes a 0-d gradient 1-d
+    return record("relu", y, (x,), lambda g, needs: (ops.relu_backward(a, xp().asarray(g, order="C")),))
 
 
 def relu6(x):

@@ -112,6 +112,15 @@ def test_activation_values_and_gradients(name):
     check_op_gradients(lambda t: fn(t, **kwargs) * t, x, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", sorted(REFS))
+def test_activation_gradients_of_a_scalar(name):
+    # a 0-d input keeps a 0-d gradient (numpy's ascontiguousarray would make it 1-d)
+    fn = getattr(N, name)
+    ref, kwargs = REFS[name]
+    x = np.array(away_from(KINKS.get(name, []), 1, seed=4, low=0.5, high=2.0)[0])
+    check_op_gradients(lambda t: fn(t, **kwargs), x, atol=1e-7)
+
+
 def test_glu_gradient_and_odd_axis():
     x = np.random.default_rng(2).normal(size=(3, 4))
     check_op_gradients(N.glu, x)
