@@ -16,6 +16,7 @@ Lookup and (de)serialization follow Keras 3: ``get("relu")``, ``get(None)``
 from gpulayers import object_registration
 from gpulayers.autodiff import record
 from gpulayers.ops import nn as _nn
+from gpulayers.ops.activations import _sigmoid_array
 from gpulayers.ops import numpy as _numpy_ops
 from gpulayers.ops.core import convert_to_tensor, xp
 from gpulayers.ops.math import erf  # noqa: F401 (kept here for compatibility; it lives in ops.math)
@@ -50,9 +51,6 @@ __all__ = [
     "tanh",
 ]
 
-# SELU constants (Klambauer et al. 2017), as in Keras.
-SELU_ALPHA = _nn.SELU_ALPHA
-SELU_SCALE = _nn.SELU_SCALE
 
 
 def _relu_with_options(x, negative_slope, max_value, threshold):
@@ -237,7 +235,7 @@ def mish(x):
     t = np_.tanh(softplus_array(a))
 
     def backward(g, needs):
-        return (g * (t + a * (1.0 - t * t) * _nn._sigmoid_array(a)),)
+        return (g * (t + a * (1.0 - t * t) * _sigmoid_array(a)),)
 
     return record("mish", a * t, (x,), backward)
 

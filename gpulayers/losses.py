@@ -50,7 +50,7 @@ from backends import array_namespace
 from gpulayers import config, object_registration, ops
 from gpulayers.autodiff import record, unwrap
 from gpulayers.ops.core import unbroadcast as _unbroadcast
-from gpulayers.ops.nn import check_sparse_labels, sparse_crossentropy
+from gpulayers.ops.crossentropy import check_sparse_labels, sparse_crossentropy
 from gpulayers.utils import to_snake_case, unique_name
 
 __all__ = [

@@ -1,6 +1,7 @@
 """The layers of gpulayers, with Keras 3's names and arguments."""
 
-from gpulayers.layers.base import InputSpec, Layer, Variable
+from gpulayers.layers.base import Layer, Variable
+from gpulayers.layers.input_spec import InputSpec
 from gpulayers.layers.convolutional import Conv2D, Convolution2D
 from gpulayers.layers.core import Activation, Dense, Input, InputLayer, KerasTensor
 from gpulayers.layers.normalization import BatchNormalization

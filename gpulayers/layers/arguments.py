@@ -6,14 +6,20 @@ it received, so a bad constructor argument is refused before anything is built.
 
 import numbers
 
+import numpy as np
+
 from gpulayers import config
 
 __all__ = [
+    "MAX_DIM",
     "conv_output_length",
     "same_pads",
+    "serialize_dtype",
     "standardize_bool",
+    "standardize_dtype",
     "standardize_int",
     "standardize_padding",
+    "standardize_shape",
     "standardize_tuple",
     "window_pads",
 ]
@@ -106,3 +112,54 @@ def window_pads(spatial, kernel, strides, dilation, padding):
     top, bottom = same_pads(spatial[0], kernel[0], strides[0], dilation[0])
     left, right = same_pads(spatial[1], kernel[1], strides[1], dilation[1])
     return (top, bottom, left, right)
+
+
+_FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+def standardize_dtype(dtype, name="dtype"):
+    """A layer dtype as a string: None -> floatx(); Keras's DTypePolicy config accepted."""
+    if dtype is None:
+        return config.floatx()
+    if isinstance(dtype, dict):  # Keras 3 serializes a layer's dtype as a DTypePolicy
+        policy = dtype.get("config")
+        if isinstance(policy, dict) and isinstance(policy.get("name"), str):
+            dtype = policy["name"]
+    elif hasattr(dtype, "name") and not isinstance(dtype, (str, np.dtype)):
+        dtype = dtype.name  # a DTypePolicy-like object
+    text = None
+    if not isinstance(dtype, dict):  # NumPy reads a dict as a structured dtype
+        try:
+            text = np.dtype(dtype).name
+        except (TypeError, ValueError):
+            pass
+    if text not in _FLOAT_DTYPES:
+        raise ValueError(
+            f"Invalid value for `{name}`: expected one of {_FLOAT_DTYPES} "
+            f"(mixed-precision policies are not supported). Received: {name}={dtype!r}"
+        )
+    return text
+
+
+def serialize_dtype(dtype):
+    """Keras 3's config form of a layer dtype."""
+    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype}, "registered_name": None}
+
+
+MAX_DIM = int(np.iinfo(np.intp).max)
+
+
+def standardize_shape(value, name):
+    """A shape tuple of positive ints or None entries."""
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"Invalid type for `{name}`: expected a tuple of ints. Received: {name}={value!r}") from None
+    for v in items:
+        # No array can have an axis longer than the largest index (2**63 - 1).
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= MAX_DIM):
+            raise ValueError(
+                f"Invalid value for `{name}`: expected a tuple of non-negative ints (at most {MAX_DIM}) or None. "
+                f"Received: {name}={value!r}"
+            )
+    return tuple(None if v is None else int(v) for v in items)

@@ -1,4 +1,4 @@
-"""The Layer base class and the input checks (InputSpec).
+"""The Layer base class.
 
 A layer's life, as in Keras 3: ``__init__`` standardizes the arguments,
 ``build(input_shape)`` creates the weights (``add_weight``), ``call(inputs)``
@@ -26,100 +26,26 @@ import numpy as np
 from backends import get_ops
 from gpulayers import activations, autodiff, config, constraints, initializers, regularizers, utils
 from gpulayers.autodiff import Tensor, no_backward
-from gpulayers.layers.arguments import standardize_int
+from gpulayers.layers.arguments import MAX_DIM, serialize_dtype, standardize_dtype, standardize_int, standardize_shape
+from gpulayers.layers.arrays import (
+    LayerOutOfMemoryError,
+    check_finite,
+    check_weight_list,
+    compute_array,
+    numpy_dtype,
+    ops_to_numpy,
+    out_of_memory,
+    to_backend,
+)
+from gpulayers.tree import flatten, is_structure, map_shapes, map_structure, shape_structure
 from gpulayers.variables import Variable
 
-__all__ = ["InputSpec", "Layer", "Variable", "no_backward"]
+__all__ = ["Layer", "Variable", "no_backward"]
 
 _state = threading.local()  # the call context of the outermost layer call, and shape tracing
 
 
-# ---------------------------------------------------------------- dtypes
-
-_FLOAT_DTYPES = ("float16", "float32", "float64")
-
-
-def standardize_dtype(dtype, name="dtype"):
-    """A layer dtype as a string: None -> floatx(); Keras's DTypePolicy config accepted."""
-    if dtype is None:
-        return config.floatx()
-    if isinstance(dtype, dict):  # Keras 3 serializes a layer's dtype as a DTypePolicy
-        policy = dtype.get("config")
-        if isinstance(policy, dict) and isinstance(policy.get("name"), str):
-            dtype = policy["name"]
-    elif hasattr(dtype, "name") and not isinstance(dtype, (str, np.dtype)):
-        dtype = dtype.name  # a DTypePolicy-like object
-    text = None
-    if not isinstance(dtype, dict):  # NumPy reads a dict as a structured dtype
-        try:
-            text = np.dtype(dtype).name
-        except (TypeError, ValueError):
-            pass
-    if text not in _FLOAT_DTYPES:
-        raise ValueError(
-            f"Invalid value for `{name}`: expected one of {_FLOAT_DTYPES} "
-            f"(mixed-precision policies are not supported). Received: {name}={dtype!r}"
-        )
-    return text
-
-
-def serialize_dtype(dtype):
-    """Keras 3's config form of a layer dtype."""
-    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype}, "registered_name": None}
-
-
-# ---------------------------------------------------------------- InputSpec
-
-
-class InputSpec:
-    """What a layer accepts: a rank (``ndim`` or ``min_ndim``) and fixed sizes on some axes."""
-
-    def __init__(self, ndim=None, min_ndim=None, axes=None):
-        self.ndim = ndim
-        self.min_ndim = min_ndim
-        self.axes = dict(axes or {})
-
-    def check(self, layer_name, shape):
-        shape = tuple(shape)
-        prefix = f"Input of layer '{layer_name}' is incompatible with the layer:"
-        if self.ndim is not None and len(shape) != self.ndim:
-            raise ValueError(
-                f"{prefix} expected ndim={self.ndim}, found ndim={len(shape)}. "
-                f"Full shape received: inputs.shape={shape}"
-            )
-        if self.min_ndim is not None and len(shape) < self.min_ndim:
-            raise ValueError(
-                f"{prefix} expected min_ndim={self.min_ndim}, found ndim={len(shape)}. "
-                f"Full shape received: inputs.shape={shape}"
-            )
-        for axis, size in self.axes.items():
-            if size is not None and shape[axis] is not None and shape[axis] != size:
-                raise ValueError(
-                    f"{prefix} expected axis {axis} of the input shape to have value {size}, "
-                    f"but received input with shape inputs.shape={shape}"
-                )
-
-
 # ---------------------------------------------------------------- Layer
-
-
-MAX_DIM = int(np.iinfo(np.intp).max)
-
-
-def _standardize_shape(value, name):
-    """A shape tuple of positive ints or None entries."""
-    try:
-        items = tuple(value)
-    except TypeError:
-        raise TypeError(f"Invalid type for `{name}`: expected a tuple of ints. Received: {name}={value!r}") from None
-    for v in items:
-        # No array can have an axis longer than the largest index (2**63 - 1).
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= MAX_DIM):
-            raise ValueError(
-                f"Invalid value for `{name}`: expected a tuple of non-negative ints (at most {MAX_DIM}) or None. "
-                f"Received: {name}={value!r}"
-            )
-    return tuple(None if v is None else int(v) for v in items)
 
 
 # Attributes the base class manages itself: never tracked as sublayers or weights.
@@ -151,38 +77,6 @@ class _CallContext:
 
 def _tracing():
     return getattr(_state, "tracing", False)
-
-
-def is_structure(x):
-    """A list, tuple or dict holding tensors or arrays (not a nested list of numbers, which is one array)."""
-    if isinstance(x, dict):
-        return True
-    if not isinstance(x, (list, tuple)):
-        return False
-    return any(is_structure(v) or hasattr(v, "shape") for v in x)
-
-
-def map_structure(fn, x):
-    """``fn`` applied to every leaf of a list/tuple/dict structure (the structure kept)."""
-    if isinstance(x, dict):
-        return {k: map_structure(fn, v) for k, v in x.items()}
-    if is_structure(x):
-        return type(x)(map_structure(fn, v) for v in x) if not hasattr(x, "_fields") else type(x)(*(map_structure(fn, v) for v in x))
-    return fn(x)
-
-
-def flatten(x):
-    """The leaves of a structure, in order."""
-    if isinstance(x, dict):
-        return [leaf for v in x.values() for leaf in flatten(v)]
-    if is_structure(x):
-        return [leaf for v in x for leaf in flatten(v)]
-    return [x]
-
-
-def shape_structure(x):
-    """The shapes of a structure's tensors, in the structure (a tuple for one tensor)."""
-    return map_structure(lambda t: tuple(t.shape), x)
 
 
 class Layer:
@@ -257,13 +151,13 @@ class Layer:
         # The shape of a batch, when the user gave one (used by Sequential).
         self._batch_input_shape = None
         if batch_input_shape is not None:
-            self._batch_input_shape = _standardize_shape(batch_input_shape, "batch_input_shape")
+            self._batch_input_shape = standardize_shape(batch_input_shape, "batch_input_shape")
         elif input_shape is not None or input_dim is not None:
             if input_shape is None:
                 input_shape = (standardize_int(input_dim, "input_dim", maximum=MAX_DIM),)
             if batch_size is not None:
                 batch_size = standardize_int(batch_size, "batch_size", maximum=MAX_DIM)
-            self._batch_input_shape = (batch_size,) + _standardize_shape(input_shape, "input_shape")
+            self._batch_input_shape = (batch_size,) + standardize_shape(input_shape, "input_shape")
         self.__dict__.setdefault("built", False)
         self.__dict__.setdefault("input_spec", None)
         self._build_input_shape = None
@@ -475,7 +369,7 @@ class Layer:
                     raise ValueError(f"`{key}` was passed both positionally and as a keyword argument.")
                 given[key] = value
             shape, initializer, dtype = given["shape"], given["initializer"], given["dtype"]
-        shape = () if shape is None else _standardize_shape(shape, "shape")
+        shape = () if shape is None else standardize_shape(shape, "shape")
         if None in shape:
             raise ValueError(
                 f"Shapes used to initialize variables must be fully-defined (no `None` dimensions). "
@@ -561,7 +455,7 @@ class Layer:
             def leaf(shape):
                 return Tensor(ops.xp.zeros(tuple(size if d is None else int(d) for d in shape), dtype=self._dtype))
 
-            return _map_shapes(leaf, input_shape)
+            return map_shapes(leaf, input_shape)
 
         previous = (_tracing(), getattr(_state, "context", None))
         _state.tracing, _state.context = True, _CallContext()
@@ -730,7 +624,7 @@ class Layer:
         raw arrays (non-float inputs cast to the layer's dtype, C order). The backward pass names the layer
         when it runs out of memory or (with ``config.check_numerics()``) meets NaN or Inf."""
         tensors = tuple(None if x is None else autodiff.as_tensor(x) for x in inputs)
-        arrays = tuple(None if t is None else _compute_array(t.data, self._dtype) for t in tensors)
+        arrays = tuple(None if t is None else compute_array(t.data, self._dtype) for t in tensors)
         y, backward = forward(*arrays)
 
         def guarded(dy, needs):
@@ -824,24 +718,6 @@ def _plain(value):
     return False
 
 
-def _compute_array(a, dtype):
-    """A built-in layer's raw input: float, C-contiguous (the summation order must not depend on layout)."""
-    if a.dtype.kind != "f":
-        a = a.astype(dtype)
-    if a.ndim and not a.flags.c_contiguous:
-        a = get_ops().xp.ascontiguousarray(a)
-    return a
-
-
-def _map_shapes(fn, shapes):
-    """``fn`` on every shape tuple of a structure of shapes."""
-    if isinstance(shapes, dict):
-        return {k: _map_shapes(fn, v) for k, v in shapes.items()}
-    if isinstance(shapes, (list, tuple)) and shapes and isinstance(shapes[0], (list, tuple, dict)):
-        return type(shapes)(_map_shapes(fn, s) for s in shapes)
-    return fn(shapes)
-
-
 def _merge_structures(fn, a, b):
     if isinstance(a, dict):
         return {k: _merge_structures(fn, a[k], b[k]) for k in a}
@@ -861,97 +737,4 @@ def _is_metric(value):
         _metric_class = Metric
     return isinstance(value, _metric_class)
 
-# ---------------------------------------------------------------- helpers
 
-
-class LayerOutOfMemoryError(MemoryError):
-    """Out of memory inside a layer; the message names the layer, the pass and the shapes."""
-
-
-def out_of_memory(layer, where, shape, exc):
-    return LayerOutOfMemoryError(
-        f"Out of memory in the {where} pass of layer '{layer.name}' ({type(layer).__name__}) on an input "
-        f"of shape {tuple(shape)}: {exc}. Try a smaller batch_size."
-    )
-
-
-def check_finite(layer, where, value, source):
-    """Raise FloatingPointError naming ``layer`` if ``value`` holds NaN or Inf."""
-    xp = get_ops().xp
-    if bool(xp.isfinite(value).all()):
-        return
-    what = f"Layer '{layer.name}' ({type(layer).__name__})"
-    if not bool(xp.isfinite(source).all()):
-        bad = int((~xp.isfinite(source)).sum())
-        raise FloatingPointError(
-            f"{what} received {bad} non-finite value(s) (NaN or Inf) in its {where} pass: "
-            f"they came from outside the layers (the data or the loss). Received shape {tuple(source.shape)}."
-        )
-    bad = int((~xp.isfinite(value)).sum())
-    raise FloatingPointError(
-        f"{what} produced {bad} non-finite value(s) in its {where} pass from finite values: "
-        f"received shape {tuple(source.shape)}, produced shape {tuple(value.shape)}."
-    )
-
-
-def numpy_dtype(dtype):
-    """``dtype`` as a NumPy dtype, or an object dtype when NumPy cannot read it."""
-    try:
-        return np.dtype(dtype)
-    except TypeError:
-        return np.dtype(object)
-
-
-def ops_to_numpy(value):
-    if isinstance(value, np.ndarray):
-        return value
-    return value.get() if hasattr(value, "get") else np.asarray(value)
-
-
-_ALLOWED_KINDS = "biuf"  # bool, int, uint, float
-
-
-def to_backend(inputs, ops, dtype):
-    """Convert array-likes (numpy, cupy, __array__, __dlpack__) to the backend at ``dtype``."""
-    kind = getattr(getattr(inputs, "dtype", None), "kind", None)
-    if kind is None:
-        if isinstance(inputs, (str, bytes)) or inputs is None or isinstance(inputs, dict):
-            raise TypeError(f"Invalid type for `inputs`: expected an array. Received: inputs={inputs!r:.80}")
-        if not (hasattr(inputs, "__array__") or hasattr(inputs, "__dlpack__") or isinstance(inputs, (list, tuple, int, float))):
-            raise TypeError(f"Invalid type for `inputs`: expected an array. Received: inputs={inputs!r:.80}")
-        try:
-            arr = ops.asarray(inputs)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"Invalid value for `inputs`: it cannot be converted to an array ({exc})") from None
-        kind = arr.dtype.kind
-    else:
-        arr = inputs
-    if kind not in _ALLOWED_KINDS:
-        raise TypeError(
-            f"Invalid dtype for `inputs`: expected a numeric (bool, int or float) array. "
-            f"Received: inputs.dtype={arr.dtype}"
-        )
-    out = ops.asarray(arr, dtype=dtype)
-    # C order always: the summation order (BLAS, reductions) and so the last
-    # bits of a result must not depend on how the caller's array is laid out.
-    if out.ndim and not out.flags.c_contiguous:
-        out = ops.xp.ascontiguousarray(out)
-    return out
-
-
-def check_weight_list(weights, params, owner):
-    """Validate a list of arrays against the variables it should replace (count and shapes)."""
-    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
-        raise TypeError(f"Invalid type for `weights` of {owner}: expected a list of arrays. Received: {weights!r:.80}")
-    if len(weights) != len(params):
-        raise ValueError(
-            f"Invalid `weights` for {owner}: expected a list of {len(params)} arrays "
-            f"(shapes {[p.shape for p in params]}). Received a list of {len(weights)}."
-        )
-    for i, (w, p) in enumerate(zip(weights, params)):
-        shape = tuple(np.shape(w))
-        if shape != p.shape:
-            raise ValueError(
-                f"Invalid `weights` for {owner}: weights[{i}] ('{p.name}') should have shape "
-                f"{p.shape}. Received: shape={shape}"
-            )

@@ -11,7 +11,8 @@ from gpulayers.layers.arguments import (
     standardize_tuple,
     window_pads,
 )
-from gpulayers.layers.base import InputSpec, Layer
+from gpulayers.layers.base import Layer
+from gpulayers.layers.input_spec import InputSpec
 from gpulayers.layers.core import check_no_lora
 
 __all__ = ["Conv2D", "Convolution2D"]

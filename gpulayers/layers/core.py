@@ -6,7 +6,9 @@ import numbers
 from backends import get_ops
 from gpulayers import activations, constraints, initializers, regularizers
 from gpulayers.layers.arguments import standardize_bool, standardize_int
-from gpulayers.layers.base import MAX_DIM, InputSpec, Layer, _standardize_shape
+from gpulayers.layers.arguments import MAX_DIM, standardize_shape
+from gpulayers.layers.base import Layer
+from gpulayers.layers.input_spec import InputSpec
 
 __all__ = ["Activation", "Dense", "Input", "InputLayer", "KerasTensor"]
 
@@ -247,9 +249,9 @@ class InputLayer(Layer):
                 raise ValueError("You must pass a `shape` argument (or `batch_shape`) to InputLayer.")
             if batch_size is not None:
                 batch_size = standardize_int(batch_size, "batch_size", maximum=MAX_DIM)
-            batch_shape = (batch_size,) + _standardize_shape(shape, "shape")
+            batch_shape = (batch_size,) + standardize_shape(shape, "shape")
         else:
-            batch_shape = _standardize_shape(batch_shape, "batch_shape")
+            batch_shape = standardize_shape(batch_shape, "batch_shape")
             if not batch_shape:
                 raise ValueError(f"Invalid value for `batch_shape`: it needs a batch axis. Received: batch_shape={batch_shape!r}")
         super().__init__(name=name, dtype=dtype, **kwargs)

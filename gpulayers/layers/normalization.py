@@ -6,7 +6,8 @@ import numbers
 from backends import get_ops
 from gpulayers import constraints, initializers, regularizers
 from gpulayers.layers.arguments import standardize_bool
-from gpulayers.layers.base import InputSpec, Layer
+from gpulayers.layers.base import Layer
+from gpulayers.layers.input_spec import InputSpec
 from gpulayers.utils import finite_real
 
 __all__ = ["BatchNormalization"]

@@ -9,7 +9,8 @@ from gpulayers.layers.arguments import (
     standardize_tuple,
     window_pads,
 )
-from gpulayers.layers.base import InputSpec, Layer
+from gpulayers.layers.base import Layer
+from gpulayers.layers.input_spec import InputSpec
 from gpulayers.layers.convolutional import check_rank4, spatial_axes, windowed_output_shape
 
 __all__ = [

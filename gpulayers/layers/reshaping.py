@@ -4,7 +4,8 @@ import math
 
 from gpulayers import ops
 from gpulayers.layers.arguments import standardize_data_format
-from gpulayers.layers.base import InputSpec, Layer
+from gpulayers.layers.base import Layer
+from gpulayers.layers.input_spec import InputSpec
 
 __all__ = ["Flatten"]
 

@@ -22,7 +22,7 @@ from backends import get_ops
 from gpulayers import autodiff, losses as losses_module, metrics as metrics_module, optimizers, utils
 from gpulayers.autodiff import no_backward, unwrap
 from gpulayers.callbacks import CallbackList
-from gpulayers.layers.base import to_backend
+from gpulayers.layers.arrays import to_backend
 
 __all__ = ["COMPILE_KEYS", "Trainer"]
 

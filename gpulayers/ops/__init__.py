@@ -4,7 +4,9 @@ The functions have Keras's names, arguments and broadcasting and run on the
 active backend (numpy or cupy). Families, as in Keras: ``core``
 (conversion, casting, shapes), ``numpy`` (the NumPy-like API), ``math``
 (erf, logsumexp, top_k, norms, segment reductions) and ``nn`` (activations,
-convolution, pooling, normalization, cross-entropies).
+convolution, pooling, normalization, cross-entropies). ``numpy`` and ``nn``
+are namespaces over modules by kind (``elementwise``, ``reductions``,
+``products``, ``shapes``; ``activations``, ``crossentropy``, ``convolution``).
 """
 
 from gpulayers.ops.core import *  # noqa: F401,F403

@@ -112,6 +112,27 @@ def normalize_axes(axis, ndim):
     return tuple(sorted(out))
 
 
+def is_int(value):
+    """An int or NumPy integer, not a bool."""
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_real(value, name):
+    """A real number (not a bool) as a float; TypeError naming ``name`` otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)):
+        raise TypeError(f"Invalid type for `{name}`: expected a number. Received: {name}={value!r}")
+    return float(value)
+
+
+def normalize_axis(axis, ndim, name="axis"):
+    """One axis as a non-negative int."""
+    if not is_int(axis):
+        raise ValueError(f"Invalid value for `{name}`: expected an int. Received: {name}={axis!r}")
+    if not -ndim <= axis < builtins.max(ndim, 1):
+        raise ValueError(f"Invalid value for `{name}`: axis {axis} is out of range for a tensor of rank {ndim}.")
+    return int(axis) % builtins.max(ndim, 1)
+
+
 # ---------------------------------------------------------------- public core ops
 
 

@@ -98,7 +98,7 @@ def test_check_numerics_is_off_by_default_and_validated():
 
 def test_out_of_memory_names_the_layer_and_undoes_the_step(monkeypatch):
     from gpulayers.layers import BatchNormalization
-    from gpulayers.layers.base import LayerOutOfMemoryError
+    from gpulayers.layers.arrays import LayerOutOfMemoryError
 
     gpulayers.set_random_seed(0)
     model = Sequential([Input((4,)), Dense(8, name="d1"), BatchNormalization(name="bn"), Dense(2, activation="softmax", name="d2")])

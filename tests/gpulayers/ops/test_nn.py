@@ -14,6 +14,7 @@ from gpulayers.autodiff import Tensor
 from gpulayers.ops import nn as N
 
 EPS = 1e-7  # config.epsilon()
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946  # Klambauer et al.
 
 
 def grad_of(fn, *xs, upstream=None):
@@ -86,7 +87,7 @@ REFS = {
     "hard_sigmoid": (lambda v: min(max(v / 6 + 0.5, 0.0), 1.0), {}),
     "hard_silu": (lambda v: v * min(max(v / 6 + 0.5, 0.0), 1.0), {}),
     "elu": (lambda v: v if v >= 0 else 0.7 * math.expm1(v), {"alpha": 0.7}),
-    "selu": (lambda v: N.SELU_SCALE * (v if v >= 0 else N.SELU_ALPHA * math.expm1(v)), {}),
+    "selu": (lambda v: SELU_SCALE * (v if v >= 0 else SELU_ALPHA * math.expm1(v)), {}),
     "gelu": (lambda v: 0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3))), {}),
     "celu": (lambda v: max(v, 0.0) + 1.5 * math.expm1(min(v, 0.0) / 1.5), {"alpha": 1.5}),
 }
