@@ -876,7 +876,7 @@ def check_views_match(layer, x, training, data):
 def _weights_too_big(layer, shape):
     """A request for weights too large to allocate here (MemoryError there is the machine's limit, not a bug)."""
     if isinstance(layer, Dense) and len(shape) >= 1:
-        return shape[-1] * layer.units > MAX_WEIGHT_ELEMENTS
+        return (shape[-1] + 1) * layer.units > MAX_WEIGHT_ELEMENTS  # the kernel and the bias (input dim 0 too)
     if isinstance(layer, Conv2D) and len(shape) == 4:
         channels = shape[3] if layer.data_format == "channels_last" else shape[1]
         return math.prod(layer.kernel_size) * max(channels, 1) * layer.filters > MAX_WEIGHT_ELEMENTS
