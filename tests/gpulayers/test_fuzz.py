@@ -726,9 +726,13 @@ def _finite_weights(layer, limit=100.0):
     return all(np.isfinite(v.numpy()).all() and (np.abs(v.numpy()) <= limit).all() for v in layer.weights)
 
 
-def expect_finite(layer, x, training):
-    """Whether a finite output is owed for this (finite, |x| < 10) input."""
+def expect_finite(layer, x, training, gradient=False):
+    """Whether a finite output is owed for this (finite, |x| < 10) input; with ``gradient``, a finite
+    input gradient too for |dy| <= 3. That comes back in the input's dtype, so a float16 input of a
+    float32 layer bounds it by float16's range."""
     info = np.finfo(np.dtype(layer.dtype))
+    if gradient and x.dtype.kind == "f" and np.finfo(x.dtype).max < info.max:
+        info = np.finfo(x.dtype)
     if not _finite_weights(layer):
         return False
     if isinstance(layer, (Dense, Conv2D)):
@@ -736,9 +740,12 @@ def expect_finite(layer, x, training):
         wmax = float(np.abs(layer.kernel.numpy()).max(initial=0))
         bmax = float(np.abs(layer.bias.numpy()).max(initial=0)) if layer.bias is not None else 0.0
         bound = 10 * fan_in * wmax + bmax
+        spread = 1.0  # |dx| <= |dy| * (what one input entry feeds) * wmax * (the activation's slope)
+        if gradient:
+            spread = 3 * math.prod(layer.kernel.shape[:-2]) * layer.kernel.shape[-1] * max(wmax, 1.0)
         if layer.activation is activations.exponential:
-            return bound < math.log(float(info.max)) - 1
-        return bound < float(info.max) / 100
+            return bound + math.log(spread) < math.log(float(info.max)) - 1
+        return bound < float(info.max) / 100 and spread < float(info.max) / 100
     if isinstance(layer, BatchNormalization):
         if layer.epsilon < 1e-7:  # smaller ones vanish in float32 (Keras's realistic range starts there)
             return False
@@ -919,7 +926,7 @@ def exercise(layer, data, ranks, calls=2):
             hint = layer._build_input_shape  # later inputs mostly fit the built layer (any batch size)
         if y is None:
             continue
-        finite = expect_finite(layer, as_array(x), training) if not isinstance(layer, Sequential) else False
+        finite = expect_finite(layer, as_array(x), training, gradient=True) if not isinstance(layer, Sequential) else False
         check_backward(layer, x, training, data, finite)
         check_views_match(layer, x, training, data)
 
