@@ -134,6 +134,19 @@ def check_op_gradients(fn, *arrays, rtol=1e-6, atol=1e-8, eps=1e-6, seed=0):
     return analytic
 
 
+
+def grad_of(fn, *xs, upstream=None):
+    """(fn(*xs), [d sum(upstream * fn) / d x for x in xs]) through a GradientTape."""
+    from gpulayers import autodiff, ops
+
+    ts = [ops.convert_to_tensor(x) for x in xs]
+    with autodiff.GradientTape() as tape:
+        tape.watch(ts)
+        y = fn(*ts)
+        total = ops.sum(y if upstream is None else y * upstream)
+    return y, tape.gradient(total, ts)
+
+
 def forward(layer, x, training=False, **kwargs):
     """Call ``layer`` on ``x`` on the tape, for tests of its backward pass.
 

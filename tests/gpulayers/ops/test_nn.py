@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import check_op_gradients
+from helpers import check_op_gradients, grad_of
 
 from gpulayers import autodiff, config, ops
 from gpulayers.autodiff import Tensor
@@ -16,15 +16,6 @@ from gpulayers.ops import nn as N
 EPS = 1e-7  # config.epsilon()
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946  # Klambauer et al.
 
-
-def grad_of(fn, *xs, upstream=None):
-    """(fn(*xs), [d sum(upstream * fn) / d x for x in xs]) on the tape."""
-    ts = [ops.convert_to_tensor(x) for x in xs]
-    with autodiff.GradientTape() as tape:
-        tape.watch(ts)
-        y = fn(*ts)
-        total = ops.sum(y if upstream is None else y * upstream)
-    return y, tape.gradient(total, ts)
 
 
 def watched(x):
