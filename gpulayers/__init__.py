@@ -26,14 +26,22 @@ from gpulayers import (
     utils,
 )
 from gpulayers.autodiff import GradientTape, Tensor, no_backward
-from gpulayers.models import Sequential
+from gpulayers.layers import Input, InputLayer, Layer
+from gpulayers.models import Functional, Model, Sequential
+from gpulayers.symbolic import KerasTensor
 from gpulayers.variables import Variable
 from gpulayers.utils import clear_session, set_random_seed
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Functional",
     "GradientTape",
+    "Input",
+    "InputLayer",
+    "KerasTensor",
+    "Layer",
+    "Model",
     "Sequential",
     "Tensor",
     "Variable",

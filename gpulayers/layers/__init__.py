@@ -3,7 +3,8 @@
 from gpulayers.layers.base import Layer, Variable
 from gpulayers.layers.input_spec import InputSpec
 from gpulayers.layers.convolutional import Conv2D, Convolution2D
-from gpulayers.layers.core import Activation, Dense, Input, InputLayer, KerasTensor
+from gpulayers.layers.core import Activation, Dense
+from gpulayers.layers.input_layer import Input, InputLayer
 from gpulayers.layers.normalization import BatchNormalization
 from gpulayers.layers.pooling import (
     AveragePooling2D,
@@ -36,7 +37,6 @@ __all__ = [
     "Input",
     "InputLayer",
     "InputSpec",
-    "KerasTensor",
     "Layer",
     "MaxPool2D",
     "MaxPooling2D",

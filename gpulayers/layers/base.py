@@ -37,6 +37,7 @@ from gpulayers.layers.arrays import (
     out_of_memory,
     to_backend,
 )
+from gpulayers.symbolic import any_symbolic
 from gpulayers.tree import flatten, is_structure, map_shapes, map_structure, shape_structure
 from gpulayers.variables import Variable
 
@@ -328,6 +329,31 @@ class Layer:
             raise AttributeError(f"The layer '{self.name}' has no defined input shape yet.")
         return self._build_input_shape
 
+    # ------------------------------------------------------------ graph connectivity
+
+    def _node_attribute(self, attribute, what):
+        nodes = self.__dict__.get("_inbound_nodes", [])
+        if not nodes:
+            raise AttributeError(
+                f"The layer {self.name} has never been called and thus has no defined {what}."
+            )
+        node = nodes[0]
+        if attribute == "input":
+            values = node.input_tensors
+        else:
+            values = node.output_tensors
+        return values[0] if len(values) == 1 else values
+
+    @property
+    def input(self):
+        """The symbolic input of the layer's first call on KerasTensors (a list for several)."""
+        return self._node_attribute("input", "input")
+
+    @property
+    def output(self):
+        """The symbolic output of the layer's first call on KerasTensors (a list for several)."""
+        return self._node_attribute("output", "output")
+
     # ------------------------------------------------------------ weights
 
     def add_weight(
@@ -446,33 +472,74 @@ class Layer:
         return self._traced_output_shape(input_shape)
 
     def _traced_output_shape(self, input_shape):
+        return map_structure(lambda t: t.shape, self._traced_spec((input_shape,), {}, shapes=True))
+
+    def _traced_spec(self, args, kwargs, shapes=False):
+        """The output KerasTensors of ``call`` on zeros for each KerasTensor (or, with ``shapes``, each shape
+        of ``args[0]``), run twice in inference mode with every unknown size set to 2 and then 3."""
+        from gpulayers.symbolic import KerasTensor
+
         ops = get_ops()
         if not self.built:
-            self.build_from_shape(input_shape)
+            self.build_from_shape(args[0] if shapes else shape_structure(args[0]))
         variables = [(v, v.data) for layer in self._flatten_layers() for v in layer.weights]
 
-        def zeros(size):
-            def leaf(shape):
-                return Tensor(ops.xp.zeros(tuple(size if d is None else int(d) for d in shape), dtype=self._dtype))
+        def concrete(size):
+            def zeros(shape, dtype):
+                return Tensor(ops.xp.zeros(tuple(size if d is None else int(d) for d in shape), dtype=dtype))
 
-            return map_shapes(leaf, input_shape)
+            if shapes:
+                return (map_shapes(lambda s: zeros(s, self._dtype), args[0]),) + tuple(args[1:]), kwargs
+
+            def leaf(x):
+                return zeros(x.shape, x.dtype) if isinstance(x, KerasTensor) else x
+
+            return tuple(map_structure(leaf, a) for a in args), {k: map_structure(leaf, v) for k, v in kwargs.items()}
 
         previous = (_tracing(), getattr(_state, "context", None))
         _state.tracing, _state.context = True, _CallContext()
         accepts_training, _ = _call_info(type(self))
         try:
             with no_backward():
-                kwargs = {"training": False} if accepts_training else {}
-                outs = [self.call(zeros(n), **kwargs) for n in (2, 3)]
+                outs = []
+                for n in (2, 3):
+                    call_args, call_kwargs = concrete(n)
+                    if accepts_training:
+                        call_kwargs["training"] = False
+                    outs.append(self.call(*call_args, **call_kwargs))
         finally:
             _state.tracing, _state.context = previous
             for v, value in variables:
                 v.data = value
 
         def merge(a, b):
-            return tuple(p if p == q else None for p, q in zip(a.shape, b.shape))
+            shape = tuple(p if p == q else None for p, q in zip(a.shape, b.shape))
+            return KerasTensor(shape, a.data.dtype)
 
         return _merge_structures(merge, outs[0], outs[1])
+
+    def compute_output_spec(self, *args, **kwargs):
+        """The output KerasTensor(s) of a call on KerasTensors ``args`` (builds the layer first).
+
+        From :meth:`compute_output_shape` when the layer defines it (the
+        dtype: the layer's own for the inputs it casts, else the input's),
+        otherwise by tracing ``call`` on zeros.
+        """
+        from gpulayers.symbolic import KerasTensor, any_symbolic
+
+        inputs = args[0]
+        shape = shape_structure(inputs)
+        if not self.built:
+            self.build_from_shape(shape)
+        elif isinstance(inputs, KerasTensor) and self.input_spec is not None:
+            self.input_spec.check(self.name, shape)
+        if self._overrides("compute_output_shape") and not any_symbolic(args[1:], kwargs):
+            out_shapes = self.compute_output_shape(shape)
+            first = flatten(inputs)[0] if flatten(inputs) else None
+            kinds = {"float": "f", "all": "biuf", None: ""}[self.input_cast] if self.autocast else ""
+            dtype = first.dtype if first is not None and np.dtype(first.dtype).kind not in kinds else self._dtype
+            return map_shapes(lambda s: KerasTensor(s, dtype), out_shapes)
+        return self._traced_spec(args, kwargs)
 
     def build_from_shape(self, input_shape):
         """Validate ``input_shape`` (batch axis first, may be None) and build once."""
@@ -524,6 +591,8 @@ class Layer:
             if "inputs" not in kwargs:
                 raise TypeError(f"Layer '{self.name}' was called without inputs.")
             args = (kwargs.pop("inputs"),)
+        if any_symbolic(args, kwargs):
+            return self._symbolic_call(args, kwargs)
         training = kwargs.pop("training", None)
         ops = get_ops()
         inputs = self._convert_inputs(args[0], ops)
@@ -549,13 +618,7 @@ class Layer:
             kwargs["training"] = training
         single = isinstance(inputs, Tensor)
         if not single and (self.single_input or self.input_spec is not None):
-            if isinstance(inputs, dict):
-                raise TypeError(
-                    f"Invalid type for `inputs` of layer '{self.name}': expected one tensor. Received: a dict "
-                    f"with keys {sorted(map(str, inputs))}"
-                )
-            count = len(flatten(inputs))
-            raise ValueError(f"Layer '{self.name}' expects 1 input(s), but it received {count} input tensors.")
+            self._refuse_structure(inputs)
         shape = shape_structure(inputs)
         unbuild = None
         if not self.built:
@@ -588,6 +651,40 @@ class Layer:
                 self.add_loss(loss)
         self.built = True
         return outputs
+
+    def _symbolic_call(self, args, kwargs):
+        """A call on KerasTensors: build, find the output spec, record a Node; nothing is computed."""
+        from gpulayers.symbolic import KerasTensor, Node
+
+        inputs = args[0]
+        if not isinstance(inputs, KerasTensor) and (self.single_input or self.input_spec is not None):
+            self._refuse_structure(inputs)
+        for leaf in flatten(inputs):
+            if not isinstance(leaf, KerasTensor):
+                raise ValueError(
+                    f"Layer '{self.name}' was called on a mix of symbolic KerasTensors and arrays. In a functional "
+                    f"model every input of a layer must come from `Input(...)` or another layer. Received: {leaf!r:.80}"
+                )
+        spec_kwargs = {k: v for k, v in kwargs.items() if k != "training"}
+        unbuild = None if self.built else self._snapshot()
+        try:
+            outputs = self.compute_output_spec(*args, **spec_kwargs)
+        except BaseException:
+            if unbuild is not None:
+                unbuild()  # a refused first call leaves the layer unbuilt
+            raise
+        self.built = True
+        Node(self, args, kwargs, outputs)
+        return outputs
+
+    def _refuse_structure(self, inputs):
+        if isinstance(inputs, dict):
+            raise TypeError(
+                f"Invalid type for `inputs` of layer '{self.name}': expected one tensor. Received: a dict "
+                f"with keys {sorted(map(str, inputs))}"
+            )
+        count = len(flatten(inputs))
+        raise ValueError(f"Layer '{self.name}' expects 1 input(s), but it received {count} input tensors.")
 
     def _convert_inputs(self, inputs, ops):
         """Tensors for the array leaves of ``inputs``; float ones cast to the layer's dtype (autocast)."""

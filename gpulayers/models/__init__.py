@@ -1,8 +1,10 @@
-"""Models: the Sequential container, and loading a saved model."""
+"""Models: ``Model`` (functional and subclassed), ``Sequential``, and loading a saved model."""
 
+from gpulayers.models.model import Model
+from gpulayers.models.functional import Functional
 from gpulayers.models.sequential import Sequential
 
-__all__ = ["Sequential", "load_model"]
+__all__ = ["Functional", "Model", "Sequential", "load_model"]
 
 
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):

@@ -1,16 +1,15 @@
 """The Sequential model: a plain stack of layers (``keras.Sequential``)."""
 
-import numpy as np
-
 from gpulayers import layers as layers_module
 from gpulayers.layers.base import Layer
-from gpulayers.layers.core import InputLayer, KerasTensor
-from gpulayers.models.training import Trainer
+from gpulayers.layers.input_layer import InputLayer
+from gpulayers.symbolic import KerasTensor
+from gpulayers.models.model import Model
 
 __all__ = ["Sequential"]
 
 
-class Sequential(Trainer, Layer):
+class Sequential(Model):
     """A linear stack of layers, each feeding the next.
 
     Args:
@@ -32,13 +31,14 @@ class Sequential(Trainer, Layer):
     def __init__(self, layers=None, trainable=True, name=None, **kwargs):
         super().__init__(trainable=trainable, name=name, **kwargs)
         self._layers = []  # the InputLayer (when known) first, then the added layers: the sublayers
+        self._functional = None  # the graph of the stack, once its input is known (as Keras 3's Sequential)
         if layers is not None:
             if isinstance(layers, (Layer, KerasTensor)) or not hasattr(layers, "__iter__"):
                 raise TypeError(f"Invalid type for `layers`: expected a list of layers. Received: layers={layers!r:.80}")
             for layer in layers:
                 self.add(layer)
 
-    input_cast = None  # a model leaves its inputs' dtype alone (as Keras's): each layer casts its own
+    _untracked_attributes = Model._untracked_attributes | {"_functional"}
 
     def _track(self, value):
         # The stack is the model's only sublayers: a layer kept as an attribute is not added to it.
@@ -55,7 +55,7 @@ class Sequential(Trainer, Layer):
         model unchanged.
         """
         if isinstance(layer, KerasTensor):
-            layer = layer._input_layer
+            layer = layer._keras_history[0]
         if not isinstance(layer, Layer):
             raise TypeError(
                 "Only instances of `gpulayers.layers.Layer` can be added to a Sequential model. "
@@ -95,25 +95,59 @@ class Sequential(Trainer, Layer):
         if isinstance(self._layers[0], InputLayer):
             self.built = True
             self._build_input_shape = (None,) + tuple(self._layers[0].batch_shape[1:])
+            self._rebuild_graph()
+        elif self.built:
+            self._rebuild_graph()
+
+    def _rebuild_graph(self):
+        """The stack as a functional graph from its InputLayer (Keras 3 does the same at each change): it gives
+        ``model.inputs``, ``model.outputs`` and every layer's ``input`` / ``output``."""
+        from gpulayers.models.functional import Functional
+
+        self._functional = None
+        if not self.layers or not isinstance(self._layers[0], InputLayer):
+            return
+        x = inputs = self._layers[0].output
+        for layer in self._layers[1:]:
+            x = layer(x)
+        self._functional = Functional(inputs, x)
+
+    @property
+    def inputs(self):
+        if self._functional is None:
+            raise AttributeError(f"Sequential model '{self.name}' has no defined inputs yet: it is not built.")
+        return self._functional.inputs
+
+    @property
+    def outputs(self):
+        if self._functional is None:
+            raise AttributeError(f"Sequential model '{self.name}' has no defined outputs yet: it is not built.")
+        return self._functional.outputs
+
+    @property
+    def input(self):
+        return self.inputs[0] if self._functional is not None else super().input
+
+    @property
+    def output(self):
+        return self.outputs[0] if self._functional is not None else super().output
+
+    @property
+    def output_names(self):
+        return [self.layers[-1].name] if self.layers else []
 
     def pop(self):
         """Remove the last added layer."""
         if not self.layers:
             raise IndexError("There are no layers in the model to pop.")
-        return self._layers.pop()
+        layer = self._layers.pop()
+        self._rebuild_graph()
+        return layer
 
     @property
     def layers(self):
         """The added layers, without the InputLayer (as Keras)."""
         return [l for l in self._layers if not isinstance(l, InputLayer)]
-
-    def get_layer(self, name=None, index=None):
-        if index is not None:
-            return self.layers[index]
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise ValueError(f"No such layer: {name!r}. Existing layers are: {[l.name for l in self.layers]}.")
 
     def _output_shape_or_none(self):
         if not self._layers:
@@ -162,6 +196,9 @@ class Sequential(Trainer, Layer):
             raise
         self.built = True
         self._build_input_shape = (None,) + input_shape[1:]
+        if not isinstance(self._layers[0], InputLayer):  # as Keras: the stack gets the InputLayer it was built for
+            self._layers.insert(0, InputLayer(batch_shape=self._build_input_shape, dtype=self._layers[0].dtype))
+        self._rebuild_graph()
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
@@ -223,41 +260,6 @@ class Sequential(Trainer, Layer):
                 f"Input of model '{self.name}' needs a batch axis (rank >= 1). Received: inputs.shape={tuple(shape)}"
             )
 
-    # ------------------------------------------------------------ description
-
-    def summary(self, line_length=None, print_fn=None):
-        """Print a Keras-style table: layer (type), output shape, param count, then totals."""
-        print_fn = print_fn or print
-        rows = []
-        for layer in self.layers:
-            try:
-                shape = str(layer.output_shape)
-            except AttributeError:
-                shape = "?"
-            params = layer.count_params() if layer.built else 0
-            rows.append((f"{layer.name} ({type(layer).__name__})", shape, f"{params:,}" if layer.built else "0 (unbuilt)"))
-        widths = [max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2, 0, 0]
-        widths[1] = max(len("Output Shape"), *(len(r[1]) for r in rows)) + 2 if rows else 14
-        widths[2] = max(len("Param #"), *(len(r[2]) for r in rows)) + 2 if rows else 9
-        total = sum(widths)
-        if line_length is not None:
-            total = max(total, int(line_length))
-        lines = [f'Model: "{self.name}"', "_" * total]
-        lines.append("Layer (type)".ljust(widths[0]) + "Output Shape".ljust(widths[1]) + "Param #".rjust(widths[2]))
-        lines.append("=" * total)
-        for i, (a, b, c) in enumerate(rows):
-            lines.append(a.ljust(widths[0]) + b.ljust(widths[1]) + c.rjust(widths[2]))
-            lines.append(("_" if i < len(rows) - 1 else "=") * total)
-        if not rows:
-            lines.append("=" * total)
-        trainable = sum(int(np.prod(w.shape)) for w in self.trainable_weights)
-        every = sum(int(np.prod(w.shape)) for w in self.weights)
-        for label, count in (("Total", every), ("Trainable", trainable), ("Non-trainable", every - trainable)):
-            lines.append(f" {label} params: {count:,} ({_size(count, self._layers[0].dtype if self._layers else 'float32')})")
-        lines.append("_" * total)
-        for line in lines:
-            print_fn(line)
-
     # ------------------------------------------------------------ config
 
     def get_config(self):
@@ -289,10 +291,3 @@ class Sequential(Trainer, Layer):
             model.build(build_shape)
         return model
 
-
-def _size(count, dtype):
-    nbytes = count * np.dtype(dtype).itemsize
-    for unit in ("B", "KB", "MB", "GB"):
-        if nbytes < 1024 or unit == "GB":
-            return f"{nbytes:.2f} {unit}"
-        nbytes /= 1024

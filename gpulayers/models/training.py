@@ -10,7 +10,6 @@ gradients. Only the logged scalars come back to the host.
 """
 
 import contextlib
-import copy
 import math
 import numbers
 import signal
@@ -22,7 +21,10 @@ from backends import get_ops
 from gpulayers import autodiff, losses as losses_module, metrics as metrics_module, optimizers, utils
 from gpulayers.autodiff import no_backward, unwrap
 from gpulayers.callbacks import CallbackList
-from gpulayers.layers.arrays import to_backend
+from gpulayers.models import array_data
+from gpulayers.models.array_data import num_samples, rows, take
+from gpulayers.models.compile_utils import CompileLoss, CompileMetrics, flatten_like_outputs, is_per_output
+from gpulayers.tree import flatten, map_structure
 
 __all__ = ["COMPILE_KEYS", "Trainer"]
 
@@ -41,25 +43,6 @@ def _check_batch_size(batch_size, name="batch_size"):
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"Invalid value for `{name}`: expected a positive int. Received: {name}={batch_size!r}")
     return int(batch_size)
-
-
-def _host_or_backend(data, name):
-    """Keep numpy and backend arrays as they are (indexed per batch); turn the rest into numpy."""
-    if data is None:
-        return None
-    module = type(data).__module__.split(".", 1)[0]
-    if isinstance(data, np.ndarray) or module == "cupy":
-        arr = data
-    else:
-        try:
-            arr = np.asarray(data)
-        except Exception as exc:  # ragged lists, objects...
-            raise TypeError(f"Invalid value for `{name}`: it cannot be converted to an array ({exc}).") from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"Invalid dtype for `{name}`: expected numbers. Received: {name}.dtype={arr.dtype}")
-    if arr.ndim < 1:
-        raise ValueError(f"Invalid value for `{name}`: it needs a batch axis. Received: {name}.shape={tuple(arr.shape)}")
-    return arr
 
 
 @contextlib.contextmanager
@@ -126,22 +109,38 @@ def _serialize_compile_entry(value, serialize):
     return serialize(value)
 
 
-def _serialize_metric_list(metrics):
-    if metrics is None:
-        return None
-    return [_serialize_compile_entry(m, metrics_module.serialize) for m in metrics]
+def _entries_ok(value, numbers_only=False, depth=0):
+    """A compile_config entry: None, a name or serialized object (a number for loss weights), or lists and
+    dicts of them, two levels deep at most."""
+    if value is None:
+        return True
+    if numbers_only and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    if not numbers_only and (isinstance(value, str) or (isinstance(value, dict) and "class_name" in value)):
+        return True
+    if depth < 2 and isinstance(value, list):
+        return all(_entries_ok(v, numbers_only, depth + 1) for v in value)
+    if depth < 2 and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return all(_entries_ok(v, numbers_only, depth + 1) for v in value.values())
+    return False
 
 
-def _rows(data, lo, hi):
-    """``data[lo:hi]``, or None for absent data."""
-    return None if data is None else data[lo:hi]
+def _serialize_nested(value, serialize):
+    """A compile argument (one entry, a list, a list of lists, a dict) with its objects serialized."""
+    if isinstance(value, dict) and "class_name" not in value:
+        return {k: _serialize_nested(v, serialize) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_serialize_nested(v, serialize) for v in value]
+    return _serialize_compile_entry(value, serialize)
 
 
-def _batch_size(x):
-    """The number of samples in a batch (the first array of a structure)."""
-    while isinstance(x, (list, tuple, dict)):
-        x = next(iter(x.values())) if isinstance(x, dict) else x[0]
-    return int(x.shape[0])
+def _function_names(value):
+    """:func:`_function_name` through lists and dicts of entries (Keras's multi-output forms)."""
+    if isinstance(value, dict) and "class_name" not in value:
+        return {k: _function_names(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_function_names(v) for v in value]
+    return _function_name(value)
 
 
 def _to_python(value):
@@ -162,13 +161,6 @@ def _python_logs(logs):
     return {k: _to_python(v) for k, v in logs.items()}
 
 
-def _take(data, idx):
-    """Rows ``idx`` (a numpy index array) of a numpy or backend array."""
-    if data is None:
-        return None
-    return data[idx] if isinstance(data, np.ndarray) else data[get_ops().asarray(idx)]
-
-
 class Trainer:
     """The Keras training API; expects ``__call__``, ``backward``, ``trainable_weights``, ``losses``."""
 
@@ -180,7 +172,7 @@ class Trainer:
     # compile()'s own objects: not metrics or layers the model holds (Layer's attribute tracking skips them).
     _untracked_attributes = frozenset(
         {"_layers", "_trainable_variables", "_non_trainable_variables", "_losses", "_metrics", "_variables",
-         "_loss_tracker", "_compiled_metrics", "_loss_obj", "loss", "optimizer"}
+         "_loss_tracker", "_compile_loss", "_compile_metrics", "loss", "optimizer"}
     )
 
     # ------------------------------------------------------------ compile
@@ -202,35 +194,34 @@ class Trainer:
         ``metrics`` ignore sample weights; ``weighted_metrics`` use them (Keras's rule).
         ``run_eagerly`` (a bool), ``jit_compile`` (a bool or ``"auto"``) and
         ``auto_scale_loss`` are accepted for compatibility (gpulayers always
-        runs eagerly) and kept in :meth:`get_compile_config`. ``loss_weights``
-        must be None and ``steps_per_execution`` 1 (one output, one step at a time).
+        runs eagerly) and kept in :meth:`get_compile_config`. With several
+        outputs, ``loss``, ``loss_weights``, ``metrics`` and
+        ``weighted_metrics`` take Keras's lists (one entry per output) or
+        dicts keyed by output name; one loss applies to every output.
+        ``steps_per_execution`` must be 1.
         """
         run_eagerly = _check_compile_bool(run_eagerly, "run_eagerly")
         if jit_compile != "auto":
             jit_compile = _check_compile_bool(jit_compile, "jit_compile")
-        if loss_weights is not None:
-            raise ValueError(f"Invalid value for `loss_weights`: a Sequential has one output. Received: loss_weights={loss_weights!r}")
         if steps_per_execution != 1:
             raise ValueError(
                 f"Invalid value for `steps_per_execution`: only 1 is supported. Received: steps_per_execution={steps_per_execution!r}"
             )
+        keys = self._output_keys()
         opt = optimizers.get(optimizer)
-        loss_obj = losses_module.get(loss)  # None: the model's own losses (add_loss) are the loss
-        if hasattr(loss_obj, "check_labels"):
-            # fit/evaluate check every label once up front; skip the per-batch
-            # device-to-host check (on a copy: the user's object stays as it was).
-            loss_obj = copy.copy(loss_obj)
-            loss_obj.check_labels = False
-        metric_objs = [(m, False) for m in self._resolve_metrics(metrics, loss, "metrics")]
-        metric_objs += [(m, True) for m in self._resolve_metrics(weighted_metrics, loss, "weighted_metrics")]
-        names = ["loss"] + [m.name for m, _ in metric_objs]
+        # A loss of None: the model's own losses (add_loss) are the loss.
+        compile_loss = CompileLoss(loss, loss_weights, keys)
+        per_output_loss = flatten_like_outputs(loss, keys, "loss") if is_per_output(loss) else loss
+        compile_metrics = CompileMetrics(metrics, weighted_metrics, keys, per_output_loss, self._flat_output_shapes())
+        names = ["loss"] + [t.name for t in compile_loss.trackers.values()] + [e[3] for e in compile_metrics.entries]
         if len(set(names)) != len(names):
             raise ValueError(f"Invalid value for `metrics`: metric names must be unique. Received names: {names}")
-        self.optimizer, self.loss, self._loss_obj = opt, loss, loss_obj
-        self._compiled_metrics = metric_objs
+        self.optimizer, self.loss = opt, loss
+        self._compile_loss, self._compile_metrics = compile_loss, compile_metrics
         self._loss_tracker = metrics_module.Mean(name="loss")
         self._compile_args = {
             "loss": loss,
+            "loss_weights": loss_weights,
             "metrics": metrics,
             "weighted_metrics": weighted_metrics,
             "run_eagerly": run_eagerly,
@@ -240,13 +231,43 @@ class Trainer:
         self._compiled = True
         self.stop_training = False
 
+    @property
+    def _loss_obj(self):
+        """The compiled loss object of a one-output model (None without a loss or with several outputs)."""
+        if not self._compiled or len(self._compile_loss.losses) != 1:
+            return None
+        return self._compile_loss.losses[0]
+
+    def _needs_targets(self):
+        return self._compiled and self._compile_loss.active
+
+    def _output_keys(self):
+        """The outputs' keys: a dict output's keys, else the output layers' names (one output: one key)."""
+        struct = getattr(self, "_outputs_struct", None)
+        if isinstance(struct, dict):
+            return list(struct)
+        try:
+            names = self.output_names
+        except AttributeError:
+            names = None
+        return list(names) if names else ["output"]
+
+    def _flat_output_shapes(self):
+        outputs = getattr(self, "_outputs", None)
+        if outputs is not None:
+            return [t.shape for t in outputs]
+        try:
+            return [self.output_shape]
+        except (AttributeError, ValueError, TypeError):
+            return [None]
+
     def get_compile_config(self):
         """The arguments of :meth:`compile` as Keras 3 serializes them (``{}`` when not compiled).
 
         The keys are Keras's: ``optimizer`` (always the serialized optimizer,
         even when compiled with a name), ``loss``, ``metrics`` and
-        ``weighted_metrics`` (names as given, objects serialized),
-        ``loss_weights`` (None), ``run_eagerly``, ``steps_per_execution`` (1)
+        ``weighted_metrics`` (names as given, objects serialized, in their
+        lists or dicts), ``loss_weights``, ``run_eagerly``, ``steps_per_execution`` (1)
         and ``jit_compile``. Saving a model writes this dict as
         ``compile_config``.
         """
@@ -255,10 +276,10 @@ class Trainer:
         args = self._compile_args
         return {
             "optimizer": None if self.optimizer is None else optimizers.serialize(self.optimizer),
-            "loss": _serialize_compile_entry(args["loss"], losses_module.serialize),
-            "loss_weights": None,
-            "metrics": _serialize_metric_list(args["metrics"]),
-            "weighted_metrics": _serialize_metric_list(args["weighted_metrics"]),
+            "loss": _serialize_nested(args["loss"], losses_module.serialize),
+            "loss_weights": args["loss_weights"],
+            "metrics": _serialize_nested(args["metrics"], metrics_module.serialize),
+            "weighted_metrics": _serialize_nested(args["weighted_metrics"], metrics_module.serialize),
             "run_eagerly": args["run_eagerly"],
             "steps_per_execution": 1,
             "jit_compile": args["jit_compile"],
@@ -289,43 +310,26 @@ class Trainer:
                 f"Received: {optimizer!r:.200}"
             )
         kwargs["optimizer"] = optimizers.get(optimizer, argument="optimizer")
-        if kwargs.get("loss") is not None and not isinstance(kwargs.get("loss"), (str, dict)):
-            raise ValueError(
-                f"Invalid value for `config['loss']`: expected a name or a serialized loss. Received: {kwargs.get('loss')!r:.200}"
-            )
-        kwargs["loss"] = _function_name(kwargs.get("loss"))
-        for key in ("metrics", "weighted_metrics"):
-            entries = kwargs.get(key)
-            if entries is None:
-                continue
-            if not isinstance(entries, list) or not all(isinstance(e, (str, dict)) for e in entries):
+        for key in ("loss", "metrics", "weighted_metrics", "loss_weights"):
+            if not _entries_ok(kwargs.get(key), numbers_only=key == "loss_weights"):
                 raise ValueError(
-                    f"Invalid value for `config['{key}']`: expected null or a list of names and serialized "
-                    f"metrics (one output). Received: {entries!r:.200}"
+                    f"Invalid value for `config['{key}']`: expected null, a name or serialized object, or a list "
+                    f"or dict of them (one per output). Received: {kwargs.get(key)!r:.200}"
                 )
-            kwargs[key] = [_function_name(e) for e in entries]
+        for key in ("loss", "metrics", "weighted_metrics"):
+            kwargs[key] = _function_names(kwargs.get(key))
         self.compile(**kwargs)
-
-    def _resolve_metrics(self, metrics, loss, argument):
-        if metrics is None:
-            return []
-        if isinstance(metrics, (str, dict)) or not hasattr(metrics, "__iter__"):
-            raise TypeError(f"Invalid type for `{argument}`: expected a list. Received: {argument}={metrics!r}")
-        shape = None
-        try:
-            shape = self.output_shape
-        except (AttributeError, ValueError):
-            pass
-        return [metrics_module.get(m, loss=loss, y_pred_shape=shape) for m in metrics]
 
     @property
     def metrics(self):
-        """The metrics ``fit`` reports and resets each epoch, as Keras: the loss tracker, the compiled
-        metrics, then the metrics the model (or a layer inside it) holds as attributes."""
+        """The metrics ``fit`` reports and resets each epoch, as Keras: the loss tracker, each output's loss
+        tracker (several outputs with a loss), the compiled metrics, then the metrics the model (or a layer
+        inside it) holds as attributes."""
         out = []
         if self._compiled:
             out.append(self._loss_tracker)
-            out.extend(m for m, _ in self._compiled_metrics)
+            out.extend(self._compile_loss.trackers.values())
+            out.extend(self._compile_metrics.metrics)
         for layer in self._flatten_layers():
             out.extend(layer._metrics)
         unique, seen = [], set()
@@ -337,7 +341,8 @@ class Trainer:
 
     @property
     def metrics_names(self):
-        return [m.name for m in self.metrics]
+        names = self._compile_metrics.log_names() if self._compiled else {}
+        return [names.get(id(m), m.name) for m in self.metrics]
 
     def reset_metrics(self):
         for m in self.metrics:
@@ -350,36 +355,25 @@ class Trainer:
     # ------------------------------------------------------------ data checks
 
     def _check_data(self, x, y, sample_weight, name_x="x", name_y="y"):
-        """Validate x, y and sample weights before anything changes; return arrays."""
-        x = _host_or_backend(x, name_x)
-        if x is None:
-            raise ValueError(f"Invalid value for `{name_x}`: no input data. Received: {name_x}=None")
-        if x.shape[0] == 0:
-            raise ValueError(f"Invalid value for `{name_x}`: the dataset is empty (0 samples).")
+        """Validate x, y and sample weights (arrays, or lists/dicts of them) before anything changes."""
+        x, y, sample_weight = array_data.check_arrays(x, y, sample_weight, name_x, name_y)
+        shape = map_structure(lambda a: (None,) + tuple(a.shape[1:]), x)
         if not self.built:
-            self.build_from_shape((None,) + tuple(x.shape[1:]))
-        out_shape = self.compute_output_shape((None,) + tuple(x.shape[1:]))  # raises for a wrong input shape
-        if y is not None:
-            y = _host_or_backend(y, name_y)
-            if y.shape[0] != x.shape[0]:
-                raise ValueError(
-                    f"Data cardinality is ambiguous: `{name_x}` has {x.shape[0]} samples and `{name_y}` has "
-                    f"{y.shape[0]}. Make sure all arrays contain the same number of samples."
-                )
-            self._loss_obj_check_targets(y, out_shape, name_y)
-        if sample_weight is not None:
-            sample_weight = _host_or_backend(sample_weight, "sample_weight")
-            if sample_weight.shape[0] != x.shape[0] or sample_weight.ndim != 1:
-                raise ValueError(
-                    f"Invalid `sample_weight`: expected shape ({x.shape[0]},) to match `{name_x}`. "
-                    f"Received: sample_weight.shape={tuple(sample_weight.shape)}"
-                )
+            self.build_from_shape(shape)
+        out_shape = self.compute_output_shape(shape)  # raises for a wrong input shape
+        if y is not None and self._compiled:
+            keys = self._output_keys()
+            out_shapes = [out_shape] if len(keys) == 1 else flatten_like_outputs(out_shape, keys, "outputs")
+            targets = flatten_like_outputs(y, keys, name_y, allow_missing=True)
+            for i, (loss, target) in enumerate(zip(self._compile_loss.losses, targets)):
+                if loss is not None and target is not None and hasattr(target, "shape"):
+                    label = name_y if len(keys) == 1 else f"{name_y}[{keys[i]!r}]"
+                    self._check_targets(loss, target, out_shapes[i], label)
         return x, y, sample_weight
 
-    def _loss_obj_check_targets(self, y, out_shape, name_y):
+    def _check_targets(self, loss, y, out_shape, name_y):
         """Targets must fit the model's output (and sparse labels the class count), for the built-in losses."""
-        loss = self._loss_obj
-        if not losses_module.is_builtin(loss):
+        if not losses_module.is_builtin(loss) or not isinstance(out_shape, tuple):
             return  # a user's loss decides what its targets look like
         if isinstance(loss, losses_module.SparseCategoricalCrossentropy):
             classes = out_shape[-1]
@@ -408,15 +402,23 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
 
+    def _batch_dtypes(self, x):
+        """The dtype float inputs go to the backend in (None: each Input's, done by the graph), and the
+        dtype of float targets and of sample weights."""
+        inputs = getattr(self, "_inputs", None)
+        if inputs is not None:
+            floats = [t.dtype for t in self._outputs if np.dtype(t.dtype).kind == "f"]
+            target = floats[0] if floats else self.dtype
+            return (inputs[0].dtype if len(inputs) == 1 and hasattr(x, "shape") else None), target
+        layers = getattr(self, "_layers", None)
+        dtype = layers[0].dtype if layers else self.dtype  # a Sequential's input dtype
+        return dtype, dtype
+
     def _to_batch(self, ops, x, y, sw):
-        dtype = self._layers[0].dtype if getattr(self, "_layers", None) else self.dtype  # the input's dtype
-        xb = to_backend(x, ops, None)
-        if xb.dtype.kind == "f" and xb.dtype != np.dtype(dtype):
-            xb = xb.astype(dtype)
-        yb = None
-        if y is not None:
-            yb = ops.asarray(y) if y.dtype.kind in "biu" else ops.asarray(y, dtype=dtype)
-        swb = None if sw is None else ops.asarray(sw, dtype=dtype)
+        input_dtype, dtype = self._batch_dtypes(x)
+        xb = array_data.to_backend_batch(ops, x, input_dtype)
+        yb = array_data.to_backend_batch(ops, y, dtype)
+        swb = array_data.to_backend_batch(ops, sw, dtype, cast_ints=True)
         return xb, yb, swb
 
     @staticmethod
@@ -426,15 +428,28 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
 
+    def _flat_targets(self, y, y_pred, sample_weight):
+        keys = self._output_keys()
+        if len(keys) == 1:
+            return [y], [y_pred], [sample_weight]
+        preds = flatten(y_pred) if not isinstance(y_pred, dict) else [y_pred[k] for k in keys]
+        targets = [None] * len(keys) if y is None else flatten_like_outputs(y, keys, "y", allow_missing=True)
+        if sample_weight is None or not isinstance(sample_weight, (list, tuple, dict)):
+            weights = [sample_weight] * len(keys)  # one weight per sample, for every output
+        else:
+            weights = flatten_like_outputs(sample_weight, keys, "sample_weight", allow_missing=True)
+        return targets, preds, weights
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The compiled loss plus every loss of ``self.losses`` (``add_loss``, regularizers), as a scalar tensor.
+        """The compiled loss (each output's, weighted by ``loss_weights``, summed) plus every loss of
+        ``self.losses`` (``add_loss``, regularizers), as a scalar tensor.
 
         Override it (as in Keras) to train on another loss; ``train_step`` and
         ``test_step`` call it.
         """
         terms = []
-        if self._loss_obj is not None:
-            terms.append(self._loss_obj(y, y_pred, sample_weight))
+        if self._compiled and self._compile_loss.active:
+            terms.append(self._compile_loss(*self._flat_targets(y, y_pred, sample_weight)))
         for loss in self.losses:
             if loss.data.dtype.kind != "f":
                 loss = loss.astype(self.dtype)
@@ -449,21 +464,27 @@ class Trainer:
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Update the compiled metrics with this batch and return every metric's result (a dict)."""
         with no_backward():
-            y_pred = unwrap(y_pred)
-            for metric, weighted in self._compiled_metrics:
-                metric.update_state(unwrap(y), y_pred, unwrap(sample_weight) if weighted else None)
+            targets, preds, weights = self._flat_targets(y, y_pred, sample_weight)
+            for i, metric, weighted, _ in self._compile_metrics.entries:
+                metric.update_state(unwrap(targets[i]), unwrap(preds[i]), unwrap(weights[i]) if weighted else None)
         return self.get_metrics_result()
 
     def get_metrics_result(self):
         """``{name: result}`` for every metric of :attr:`metrics` (results as Python floats or lists)."""
         logs = {}
+        names = self._compile_metrics.log_names() if self._compiled else {}
         for metric in self.metrics:
             result = metric.result()
             if isinstance(result, dict):
                 logs.update({k: _to_python(v) for k, v in result.items()})
             else:
-                logs[metric.name] = _to_python(result)
+                logs[names.get(id(metric), metric.name)] = _to_python(result)
         return logs
+
+    def _track_loss(self, loss, x):
+        batch = num_samples(x)
+        self._loss_tracker.update_state(loss.data, sample_weight=batch)
+        self._compile_loss.update_trackers(batch)
 
     def train_step(self, data):
         """One training step on a batch ``(x, y)`` or ``(x, y, sample_weight)``; returns the logs.
@@ -488,7 +509,7 @@ class Trainer:
             raise
         if weights:
             self.optimizer.apply(grads, weights)
-        self._loss_tracker.update_state(loss.data, sample_weight=_batch_size(x))
+        self._track_loss(loss, x)
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
@@ -497,7 +518,7 @@ class Trainer:
         with no_backward():
             y_pred = self(x, training=False)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
-        self._loss_tracker.update_state(loss.data, sample_weight=_batch_size(x))
+        self._track_loss(loss, x)
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def predict_step(self, data):
@@ -550,7 +571,7 @@ class Trainer:
             raise ValueError(
                 f"Invalid value for `validation_split`: expected a float in [0, 1). Received: validation_split={validation_split!r}"
             )
-        if y is None and self._loss_obj is not None:
+        if y is None and self._needs_targets():
             raise ValueError("Invalid value for `y`: fit() needs targets for the compiled loss. Received: y=None")
         if validation_steps is not None:
             validation_steps = _check_batch_size(validation_steps, "validation_steps")
@@ -561,18 +582,19 @@ class Trainer:
         if validation_data is not None:
             val = self._unpack_validation(validation_data)
         elif validation_split:
-            split = int(math.ceil(x.shape[0] * (1.0 - validation_split)))
-            if split == 0 or split == x.shape[0]:
+            total = num_samples(x)
+            split = int(math.ceil(total * (1.0 - validation_split)))
+            if split == 0 or split == total:
                 raise ValueError(
-                    f"Invalid value for `validation_split`: {validation_split} of {x.shape[0]} samples leaves "
+                    f"Invalid value for `validation_split`: {validation_split} of {total} samples leaves "
                     "the training or the validation set empty."
                 )
-            val = (x[split:], _rows(y, split, None), _rows(sample_weight, split, None))
-            x, y, sample_weight = x[:split], _rows(y, 0, split), _rows(sample_weight, 0, split)
+            val = (rows(x, split, None), rows(y, split, None), rows(sample_weight, split, None))
+            x, y, sample_weight = rows(x, 0, split), rows(y, 0, split), rows(sample_weight, 0, split)
         val_batch_size = _check_batch_size(validation_batch_size or batch_size, "validation_batch_size")
 
         ops = get_ops()
-        n = x.shape[0]
+        n = num_samples(x)
         steps = -(-n // batch_size)
         if steps_per_epoch is not None:
             steps = min(steps, steps_per_epoch)
@@ -596,7 +618,7 @@ class Trainer:
         self, ops, cbs, check_interrupt, x, y, sample_weight, val, batch_size, val_batch_size,
         steps, initial_epoch, epochs, shuffle, validation_freq, validation_steps,
     ):
-        n = x.shape[0]
+        n = num_samples(x)
         logs = {}
         for epoch in range(initial_epoch, epochs):
             self.reset_metrics()
@@ -605,7 +627,7 @@ class Trainer:
             for step in range(steps):
                 cbs.on_train_batch_begin(step)
                 idx = order[step * batch_size : (step + 1) * batch_size]
-                xb, yb, swb = self._to_batch(ops, _take(x, idx), _take(y, idx), _take(sample_weight, idx))
+                xb, yb, swb = self._to_batch(ops, take(x, idx), take(y, idx), take(sample_weight, idx))
                 logs = self._train_batch(ops, xb, yb, swb)
                 check_interrupt()
                 cbs.on_train_batch_end(step, logs)
@@ -625,6 +647,13 @@ class Trainer:
     def _class_weights(self, y, class_weight, sample_weight):
         if not isinstance(class_weight, dict):
             raise TypeError(f"Invalid type for `class_weight`: expected a dict. Received: class_weight={class_weight!r}")
+        if len(flatten(y)) > 1:
+            raise ValueError(
+                "`class_weight` is only supported for Models with a single output. Give `sample_weight` per output instead."
+            )
+        y = flatten(y)[0]
+        if sample_weight is not None and len(flatten(sample_weight)) == 1:
+            sample_weight = flatten(sample_weight)[0]
         host = y if isinstance(y, np.ndarray) else get_ops().to_numpy(y)
         if host.ndim > 1 and host.shape[-1] > 1:
             labels = host.argmax(axis=-1).reshape(host.shape[0])
@@ -652,7 +681,7 @@ class Trainer:
 
     def _evaluate_arrays(self, ops, x, y, sw, batch_size, callbacks, verbose, steps=None):
         self.reset_metrics()
-        n = x.shape[0]
+        n = num_samples(x)
         steps = -(-n // batch_size) if steps is None else min(steps, -(-n // batch_size))
         cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1, steps=steps)
         cbs.on_test_begin()
@@ -660,7 +689,7 @@ class Trainer:
         for step in range(steps):
             cbs.on_test_batch_begin(step)
             lo, hi = step * batch_size, (step + 1) * batch_size
-            xb, yb, swb = self._to_batch(ops, x[lo:hi], _rows(y, lo, hi), _rows(sw, lo, hi))
+            xb, yb, swb = self._to_batch(ops, rows(x, lo, hi), rows(y, lo, hi), rows(sw, lo, hi))
             logs = self._test_batch(ops, xb, yb, swb)
             cbs.on_test_batch_end(step, logs)
         cbs.on_test_end(logs)
@@ -671,13 +700,13 @@ class Trainer:
         self._require_compiled("evaluate")
         verbose = _check_verbose(verbose)
         batch_size = _check_batch_size(batch_size)
-        if y is None and self._loss_obj is not None:
+        if y is None and self._needs_targets():
             raise ValueError("Invalid value for `y`: evaluate() needs targets for the compiled loss. Received: y=None")
         x, y, sample_weight = self._check_data(x, y, sample_weight)
         if steps is not None:
             steps = _check_batch_size(steps, "steps")
-            limit = min(x.shape[0], steps * batch_size)
-            x, y, sample_weight = x[:limit], _rows(y, 0, limit), _rows(sample_weight, 0, limit)
+            limit = min(num_samples(x), steps * batch_size)
+            x, y, sample_weight = rows(x, 0, limit), rows(y, 0, limit), rows(sample_weight, 0, limit)
         logs = self._evaluate_arrays(get_ops(), x, y, sample_weight, batch_size, callbacks, verbose)
         return self._format_logs(logs, return_dict)
 
@@ -689,14 +718,15 @@ class Trainer:
         return values[0] if len(values) == 1 else values
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """Outputs for ``x`` as a numpy array, computed in batches (inference mode)."""
+        """Outputs for ``x`` as numpy arrays (a list or dict of them for several outputs), computed in batches
+        (inference mode)."""
         verbose = _check_verbose(verbose)
         batch_size = _check_batch_size(batch_size)
-        if not self.layers:
+        if getattr(self, "_layers", None) is not None and not self.layers and type(self).call is _sequential_call():
             raise ValueError(f"Sequential model '{self.name}' has no layers to predict with.")
         ops = get_ops()
-        data = _host_or_backend(x, "x")
-        n = data.shape[0]
+        data = array_data.convert(x, "x")
+        n = num_samples(data)
         if steps is not None:
             n = min(n, _check_batch_size(steps, "steps") * batch_size)
         total_steps = max(-(-n // batch_size), 1)
@@ -706,11 +736,11 @@ class Trainer:
         with no_backward():
             for step in range(total_steps):
                 cbs.on_predict_batch_begin(step)
-                xb, _, _ = self._to_batch(ops, data[step * batch_size : min((step + 1) * batch_size, n)], None, None)
-                outputs.append(ops.to_numpy(unwrap(self.predict_step((xb,)))))
+                xb, _, _ = self._to_batch(ops, rows(data, step * batch_size, min((step + 1) * batch_size, n)), None, None)
+                outputs.append(map_structure(lambda t: ops.to_numpy(unwrap(t)), self.predict_step((xb,))))
                 cbs.on_predict_batch_end(step, {"outputs": outputs[-1]})
         cbs.on_predict_end()
-        return np.concatenate(outputs, axis=0)
+        return array_data.concatenate(outputs)
 
     # ------------------------------------------------------------ single batches
 
@@ -718,7 +748,7 @@ class Trainer:
         """One training step on one batch; returns that batch's loss (and metrics), as Keras 3
         (the metrics are reset first, as in every Keras backend's trainer)."""
         self._require_compiled("train_on_batch")
-        if y is None and self._loss_obj is not None:
+        if y is None and self._needs_targets():
             raise ValueError("Invalid value for `y`: train_on_batch() needs targets. Received: y=None")
         x, y, sample_weight = self._check_data(x, y, sample_weight)
         if class_weight is not None:
@@ -730,7 +760,7 @@ class Trainer:
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """Loss (and metrics) on one batch, without training."""
         self._require_compiled("test_on_batch")
-        if y is None and self._loss_obj is not None:
+        if y is None and self._needs_targets():
             raise ValueError("Invalid value for `y`: test_on_batch() needs targets. Received: y=None")
         x, y, sample_weight = self._check_data(x, y, sample_weight)
         self.reset_metrics()
@@ -741,7 +771,7 @@ class Trainer:
         """Outputs for one batch as a numpy array."""
         ops = get_ops()
         with no_backward():
-            return ops.to_numpy(unwrap(self(x, training=False)))
+            return map_structure(lambda t: ops.to_numpy(unwrap(t)), self(x, training=False))
 
     # ------------------------------------------------------------ files
 
@@ -769,3 +799,9 @@ class Trainer:
         from gpulayers import saving
 
         saving.load_weights(self, filepath)
+
+
+def _sequential_call():
+    from gpulayers.models.sequential import Sequential
+
+    return Sequential.call

@@ -448,12 +448,15 @@ def test_layers_deserialize_builds_a_sequential():
     assert isinstance(again.layers[1], Sequential) and again.layers[1].name == "inner"
     again.set_weights(model.get_weights())
     np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
-    # A model built by a call: no build_input_shape, only the entry's build_config (as Keras writes it).
+    # A model built by a call gets an InputLayer and a build_input_shape, as in Keras 3.15.
     called = Sequential([Dense(3), Dense(2)], name="called")
     called(x)
-    entry = {"class_name": "Sequential", "config": json.loads(json.dumps(called.get_config())),
-             "build_config": {"input_shape": [None, 4]}}
-    assert "build_input_shape" not in entry["config"]
+    config = json.loads(json.dumps(called.get_config()))
+    assert config["build_input_shape"] == [None, 4] and config["layers"][0]["class_name"] == "InputLayer"
+    # A config with only the entry's build_config (as older Keras files have) is built from it.
+    config.pop("build_input_shape")
+    config["layers"].pop(0)
+    entry = {"class_name": "Sequential", "config": config, "build_config": {"input_shape": [None, 4]}}
     rebuilt = layers_module.deserialize(entry)
     assert rebuilt.built and [w.shape for w in rebuilt.weights] == [w.shape for w in called.weights]
     entry.pop("build_config")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from gpulayers import config, regularizers
-from gpulayers.layers import Activation, Dense, Input, InputLayer, KerasTensor
+from gpulayers.layers import Activation, Dense, Input, InputLayer
+from gpulayers.symbolic import KerasTensor
 from helpers import forward, check_layer_gradients, to_np
 
 # ---------------------------------------------------------------- references

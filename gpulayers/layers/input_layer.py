@@ -1,0 +1,114 @@
+"""The entry point of a functional model: ``InputLayer`` and ``Input`` (Keras's ``keras.Input``)."""
+
+from gpulayers.layers.arguments import MAX_DIM, standardize_int, standardize_shape
+from gpulayers.layers.base import Layer
+from gpulayers.symbolic import KerasTensor, Node
+
+__all__ = ["Input", "InputLayer"]
+
+
+class InputLayer(Layer):
+    """The entry point of a model: fixes the shape of one batch.
+
+    Args:
+        shape: Shape of one sample, without the batch axis.
+        batch_size: Optional fixed batch size.
+        dtype: Input dtype (default ``floatx()``).
+        batch_shape: Full shape with the batch axis; instead of shape/batch_size.
+        sparse, ragged, optional: Keras 3's flags; must be None or False
+            (gpulayers has no sparse, ragged or optional inputs).
+        input_tensor: Must be None.
+        name: Layer name.
+    """
+
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
+
+    def __init__(
+        self,
+        shape=None,
+        batch_size=None,
+        dtype=None,
+        sparse=None,
+        ragged=None,
+        batch_shape=None,
+        input_tensor=None,
+        optional=False,
+        name=None,
+        **kwargs,
+    ):
+        for legacy in ("input_shape", "batch_input_shape"):
+            if legacy in kwargs:  # Keras 2 spelling, still found in old configs
+                value = kwargs.pop(legacy)
+                if legacy == "input_shape" and shape is None:
+                    shape = value
+                elif batch_shape is None:
+                    batch_shape = value
+        for arg, value in (("sparse", sparse), ("ragged", ragged), ("optional", optional)):
+            if value:
+                raise ValueError(f"Invalid value for `{arg}`: {arg} inputs are not supported. Received: {arg}={value!r}")
+        if input_tensor is not None:
+            raise ValueError("Invalid value for `input_tensor`: gpulayers builds its inputs from a shape only.")
+        if shape is not None and batch_shape is not None:
+            raise ValueError("You cannot pass both `shape` and `batch_shape` at the same time.")
+        if batch_shape is None:
+            if shape is None:
+                raise ValueError("You must pass a `shape` argument (or `batch_shape`) to InputLayer.")
+            if batch_size is not None:
+                batch_size = standardize_int(batch_size, "batch_size", maximum=MAX_DIM)
+            batch_shape = (batch_size,) + standardize_shape(shape, "shape")
+        else:
+            batch_shape = standardize_shape(batch_shape, "batch_shape")
+            if not batch_shape:
+                raise ValueError(f"Invalid value for `batch_shape`: it needs a batch axis. Received: batch_shape={batch_shape!r}")
+        super().__init__(name=name, dtype=dtype, **kwargs)
+        self.batch_shape = batch_shape
+        self.built = True
+        self._build_input_shape = (None,) + batch_shape[1:]
+        # The layer's one node has no inputs: its output is the symbolic tensor Input() returns.
+        Node(self, (), {}, KerasTensor(batch_shape, self.dtype, name=self.name))
+
+    def call(self, inputs):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != len(self.batch_shape):
+            raise ValueError(
+                f"Input of layer '{self.name}' is incompatible with the layer: expected shape "
+                f"{self.batch_shape}. Received: inputs.shape={tuple(input_shape)}"
+            )
+        for got, want in zip(input_shape, self.batch_shape):
+            if want is not None and got is not None and got != want:
+                raise ValueError(
+                    f"Input of layer '{self.name}' is incompatible with the layer: expected shape "
+                    f"{self.batch_shape}. Received: inputs.shape={tuple(input_shape)}"
+                )
+        return tuple(input_shape)
+
+    @property
+    def output_shape(self):
+        return (None,) + self.batch_shape[1:]
+
+    def get_config(self):
+        return {
+            "batch_shape": self.batch_shape,
+            "dtype": self.dtype,
+            "sparse": False,
+            "ragged": False,
+            "name": self.name,
+            "optional": False,
+        }
+
+
+def Input(shape=None, batch_size=None, dtype=None, sparse=None, ragged=None, batch_shape=None, name=None, optional=False,
+          **kwargs):
+    """A model's symbolic input, as ``keras.Input``: ``x = Input((28, 28, 1)); y = Dense(10)(Flatten()(x))``.
+
+    Returns the :class:`~gpulayers.symbolic.KerasTensor` of a new
+    :class:`InputLayer` (shape with the batch axis, dtype, name).
+    """
+    layer = InputLayer(
+        shape=shape, batch_size=batch_size, dtype=dtype, sparse=sparse, ragged=ragged, batch_shape=batch_shape,
+        name=name, optional=optional, **kwargs,
+    )
+    return layer.output
