@@ -5,9 +5,13 @@ import re
 
 import numpy as np
 
+from gpulayers.file_utils import get_file
+from gpulayers.numerical_utils import normalize, to_categorical
+from gpulayers.progbar import Progbar
+
 __all__ = [
-    "clear_session", "derive_seed", "finite_real", "host_rng", "set_random_seed", "to_snake_case", "unique_name",
-    "unpack_x_y_sample_weight",
+    "Progbar", "clear_session", "derive_seed", "finite_real", "get_file", "host_rng", "normalize", "set_random_seed",
+    "to_categorical", "to_snake_case", "unique_name", "unpack_x_y_sample_weight",
 ]
 
 _rng = np.random.default_rng()

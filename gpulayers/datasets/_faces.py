@@ -1,4 +1,4 @@
-"""Datasets that ship inside Python packages, so they load with no network."""
+"""``faces()``: a dataset that ships inside a Python package (scikit-image), so it loads with no network."""
 
 import numpy as np
 
