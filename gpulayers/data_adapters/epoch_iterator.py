@@ -32,6 +32,9 @@ class EpochIterator:
       whose pass ended exactly at an epoch's end); a generator is
       :attr:`exhausted`.
 
+    :meth:`peek` shows the batch the next epoch begins with (to build and
+    check the model before the first step) without taking it.
+
     A one-shot source (generator, iterator) that has ended can give no more
     epochs: :meth:`out_of_data` says so (with the warning, once, if it was
     not issued when the data ended) so the trainer stops training.
@@ -64,6 +67,8 @@ class EpochIterator:
         self._warning_owed = False  # a one-shot source ended at the end of a full pass, unwarned
         self._epoch = None  # weak reference to the running epoch's generator
         self._closing = False
+        self._peeked = None  # a batch taken by peek(), the next epoch's first
+        self._pass_ready = False  # peek() started the pass the next epoch uses
 
     @property
     def num_batches(self):
@@ -89,6 +94,37 @@ class EpochIterator:
             self._warning_owed = False
             _warn_ran_out()
         return self._exhausted
+
+    def peek(self):
+        """The batch the next epoch begins with, ``(x, y, sample_weight)``, without taking it; None if the data has ended.
+
+        For building and checking the model before training: the batch is
+        still the next epoch's step 0. Worker threads are stopped again
+        before it returns; the adapter's epoch hooks are not called.
+        """
+        if self._peeked is not None:
+            return self._peeked
+        if self._exhausted:
+            return None
+        if self._starts_new_pass():
+            self._new_pass()
+            self._pass_ready = True
+        try:
+            self._peeked = next(self._iterator)
+        except StopIteration:
+            self._end_of_pass(self.data_adapter)
+            return None
+        except BaseException:
+            self._close_pass()
+            raise
+        self._pause()
+        return self._peeked
+
+    def _starts_new_pass(self):
+        """Whether an epoch begins with a new pass rather than the one in progress."""
+        if self._pass_ready:
+            return False
+        return self._iterator is None or (self.steps_per_epoch is None and not self.data_adapter.one_shot)
 
     def enumerate_epoch(self):
         """A generator of ``(step, (x, y, sample_weight))`` for the next epoch (see the class)."""
@@ -120,20 +156,24 @@ class EpochIterator:
         adapter.on_epoch_end()
 
     def _steps(self, adapter):
-        if self._iterator is None or (self.steps_per_epoch is None and not adapter.one_shot):
+        if self._starts_new_pass():
             self._new_pass()
+        self._pass_ready = False
         limit = self.steps_per_epoch
         step = 0
         while limit is None or step < limit:
-            try:
-                batch = next(self._iterator)
-            except StopIteration:
-                self._end_of_pass(adapter)
-                if limit is not None:
-                    _warn_ran_out()
-                elif adapter.one_shot:
-                    self._warning_owed = True
-                return
+            if self._peeked is not None:
+                batch, self._peeked = self._peeked, None
+            else:
+                try:
+                    batch = next(self._iterator)
+                except StopIteration:
+                    self._end_of_pass(adapter)
+                    if limit is not None:
+                        _warn_ran_out()
+                    elif adapter.one_shot:
+                        self._warning_owed = True
+                    return
             self._steps_seen += 1
             yield step, batch
             step += 1
@@ -162,6 +202,9 @@ class EpochIterator:
 
     def _close_pass(self):
         iterator, self._iterator = self._iterator, None
+        self._pass_ready = False
+        if not self.data_adapter.one_shot:
+            self._peeked = None  # it belonged to that pass; a one-shot stream's next batch it stays
         close = getattr(iterator, "close", None)
         if close is not None:
             close()

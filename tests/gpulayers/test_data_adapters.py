@@ -181,6 +181,33 @@ def test_an_epoch_started_on_exhausted_data_warns_and_yields_nothing():
     assert it.exhausted
 
 
+def test_peek_shows_the_next_epochs_first_batch_without_taking_it():
+    it = EpochIterator(numbered(3))
+    x, y, sw = it.peek()
+    assert int(x[0, 0]) == 0 and it.peek()[0] is x and sw is None
+    assert epochs(it, 1) == [[0, 1, 2]]
+    assert it.peek() is None  # the generator has ended
+
+    start = threading.active_count()
+    gpulayers.set_random_seed(3)
+    shuffled = EpochIterator(Numbered(8, workers=3), shuffle=True)
+    first = int(shuffled.peek()[0][0, 0])
+    assert threading.active_count() == start  # peeking leaves no worker running
+    assert shuffled.data_adapter.py_dataset.events == []  # nor calls the epoch hooks
+    seen = epochs(shuffled, 2)
+    assert seen[0][0] == first and sorted(seen[0]) == sorted(seen[1]) == list(range(8))
+
+    stepped = EpochIterator(Numbered(5), steps_per_epoch=2)
+    for epoch in range(3):
+        expected = [[0, 1], [2, 3], [4]][epoch]
+        assert int(stepped.peek()[0][0, 0]) == expected[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert [int(x[0, 0]) for _, (x, _, _) in stepped.enumerate_epoch()] == expected
+    assert int(stepped.peek()[0][0, 0]) == 0  # a new pass
+    stepped.close()
+
+
 def test_steps_per_epoch_is_validated():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="steps_per_epoch"):
@@ -480,6 +507,10 @@ def test_torch_to_cupy_takes_cuda_tensors_through_dlpack(monkeypatch):
     assert da.torch_to_cupy(torch.ones(2, dtype=torch.bfloat16)) == "cupy-from-dlpack"
     assert da.to_device_leaf(torch.ones(2)) == "cupy-from-dlpack"
     assert calls == [("asarray", np.float32), ("dlpack", torch.float32), ("dlpack", torch.float32)]
+    # EpochIterator(device_arrays=True) takes the adapter's device iterator; structures are kept
+    it = EpochIterator(iter([({"a": torch.ones(2, 1)}, np.zeros(2))]), device_arrays=True)
+    (_, (x, y, _)), = list(it.enumerate_epoch())
+    assert x == {"a": "cupy-from-dlpack"} and isinstance(y, np.ndarray)
     with pytest.raises(TypeError, match="torch.Tensor"):
         da.torch_to_cupy(np.ones(2))
 
