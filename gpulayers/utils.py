@@ -92,3 +92,12 @@ def unpack_x_y_sample_weight(data):
         "Data is expected to be in format `x`, `(x,)`, `(x, y)`, or `(x, y, sample_weight)`, found: "
         f"a tuple of {len(data)} items"
     )
+
+
+def __getattr__(name):
+    # keras.utils.PyDataset (and its old name Sequence), imported on first use: data_adapters imports this module.
+    if name in ("PyDataset", "Sequence"):
+        from gpulayers.data_adapters import py_dataset
+
+        return getattr(py_dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
