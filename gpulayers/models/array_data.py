@@ -138,3 +138,54 @@ def concatenate(batches):
     if isinstance(first, (list, tuple)):
         return type(first)(concatenate([b[i] for b in batches]) for i in range(len(first)))
     return np.concatenate(batches, axis=0)
+
+
+class ArrayBatches:
+    """In-memory data cut into batches epoch by epoch: the arrays' counterpart of
+    :class:`gpulayers.data_adapters.EpochIterator` (the same ``num_batches``, ``enumerate_epoch``,
+    ``out_of_data`` and context manager), so ``fit`` runs one loop for both.
+
+    Args:
+        x, y, sample_weight: Checked data (:func:`check_arrays`).
+        batch_size: Rows per batch (the last one may be smaller).
+        steps: At most this many batches per epoch (None: all).
+        shuffle: A new order of the rows each epoch (drawn from the global seed).
+        at_least_one: One (empty) batch even for no rows.
+    """
+
+    def __init__(self, x, y, sample_weight, batch_size, steps=None, shuffle=False, at_least_one=False):
+        from gpulayers import utils
+
+        self._data = (x, y, sample_weight)
+        self._n = num_samples(x)
+        self._batch_size = batch_size
+        self.num_batches = -(-self._n // batch_size)
+        if steps is not None:
+            self.num_batches = min(self.num_batches, steps)
+        if at_least_one:  # predict on 0 samples gives 0 rows of the right shape
+            self.num_batches = max(self.num_batches, 1)
+        self._shuffle = shuffle
+        self._rng = utils.host_rng
+
+    def enumerate_epoch(self):
+        x, y, sw = self._data
+        order = self._rng().permutation(self._n) if self._shuffle else None
+        for step in range(self.num_batches):
+            lo, hi = step * self._batch_size, (step + 1) * self._batch_size
+            if order is None:
+                yield step, (rows(x, lo, hi), rows(y, lo, hi), rows(sw, lo, hi))
+            else:
+                idx = order[lo:hi]
+                yield step, (take(x, idx), take(y, idx), take(sw, idx))
+
+    def out_of_data(self):
+        return False
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -22,7 +22,9 @@ from gpulayers import autodiff, losses as losses_module, metrics as metrics_modu
 from gpulayers.autodiff import no_backward, unwrap
 from gpulayers.callbacks import CallbackList
 from gpulayers.models import array_data
-from gpulayers.models.array_data import num_samples, rows, take
+from gpulayers.models.array_data import ArrayBatches, num_samples, rows
+from gpulayers.data_adapters import is_array_like
+from gpulayers import data_adapters
 from gpulayers.models.compile_utils import CompileLoss, CompileMetrics, flatten_like_outputs, is_per_output
 from gpulayers.tree import flatten, map_structure
 
@@ -571,73 +573,108 @@ class Trainer:
             raise ValueError(
                 f"Invalid value for `validation_split`: expected a float in [0, 1). Received: validation_split={validation_split!r}"
             )
-        if y is None and self._needs_targets():
+        if y is None and self._needs_targets() and is_array_like(x):
             raise ValueError("Invalid value for `y`: fit() needs targets for the compiled loss. Received: y=None")
         if validation_steps is not None:
             validation_steps = _check_batch_size(validation_steps, "validation_steps")
-        x, y, sample_weight = self._check_data(x, y, sample_weight)
-        if class_weight is not None:
-            sample_weight = self._class_weights(y, class_weight, sample_weight)
-        val = None
-        if validation_data is not None:
-            val = self._unpack_validation(validation_data)
-        elif validation_split:
-            total = num_samples(x)
-            split = int(math.ceil(total * (1.0 - validation_split)))
-            if split == 0 or split == total:
-                raise ValueError(
-                    f"Invalid value for `validation_split`: {validation_split} of {total} samples leaves "
-                    "the training or the validation set empty."
-                )
-            val = (rows(x, split, None), rows(y, split, None), rows(sample_weight, split, None))
-            x, y, sample_weight = rows(x, 0, split), rows(y, 0, split), rows(sample_weight, 0, split)
-        val_batch_size = _check_batch_size(validation_batch_size or batch_size, "validation_batch_size")
-
         ops = get_ops()
-        n = num_samples(x)
-        steps = -(-n // batch_size)
-        if steps_per_epoch is not None:
-            steps = min(steps, steps_per_epoch)
-        cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=epochs, steps=steps)
+        given_batch_size = batch_size
+        batch_size = _check_batch_size(batch_size)
+        if is_array_like(x):
+            x, y, sample_weight = self._check_data(x, y, sample_weight)
+            if class_weight is not None:
+                sample_weight = self._class_weights(y, class_weight, sample_weight)
+            val = None
+            if validation_data is not None:
+                val = self._validation_source(validation_data, validation_batch_size or batch_size, validation_steps)
+            elif validation_split:
+                total = num_samples(x)
+                split = int(math.ceil(total * (1.0 - validation_split)))
+                if split == 0 or split == total:
+                    raise ValueError(
+                        f"Invalid value for `validation_split`: {validation_split} of {total} samples leaves "
+                        "the training or the validation set empty."
+                    )
+                val_batch_size = _check_batch_size(validation_batch_size or batch_size, "validation_batch_size")
+                val = ArrayBatches(rows(x, split, None), rows(y, split, None), rows(sample_weight, split, None),
+                                   val_batch_size, validation_steps)
+                x, y, sample_weight = rows(x, 0, split), rows(y, 0, split), rows(sample_weight, 0, split)
+            train = ArrayBatches(x, y, sample_weight, batch_size, steps_per_epoch, shuffle)
+        else:
+            # A generator, iterator, PyDataset or torch DataLoader: its own batches (Keras's rules and errors).
+            data_adapters.check_validation_split(x, validation_split)
+            train = self._data_source(x, y, sample_weight, given_batch_size, steps_per_epoch, shuffle, class_weight)
+            val = None
+            try:
+                first = train.peek()  # builds and checks the model before any weight changes
+                if first is not None:
+                    self._check_data(*first)
+                if validation_data is not None:
+                    val = self._validation_source(validation_data, validation_batch_size or given_batch_size,
+                                                  validation_steps)
+            except BaseException:
+                train.close()
+                raise
+        cbs = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self, verbose=verbose,
+                           epochs=epochs, steps=train.num_batches)
         self.stop_training = False
         cbs.on_train_begin()
         logs = {}
         try:
-            with _interrupts_between_steps() as check_interrupt:
-                logs = self._fit_epochs(
-                    ops, cbs, check_interrupt, x, y, sample_weight, val, batch_size, val_batch_size,
-                    steps, initial_epoch, epochs, shuffle, validation_freq, validation_steps,
-                )
+            with train, _interrupts_between_steps() as check_interrupt:
+                logs = self._fit_epochs(ops, cbs, check_interrupt, train, val, initial_epoch, epochs, validation_freq)
         except KeyboardInterrupt as exc:
             exc.history = self.history  # the epochs completed so far
             raise
+        finally:
+            if val is not None:
+                val.close()
         cbs.on_train_end(logs)
         return self.history
 
-    def _fit_epochs(
-        self, ops, cbs, check_interrupt, x, y, sample_weight, val, batch_size, val_batch_size,
-        steps, initial_epoch, epochs, shuffle, validation_freq, validation_steps,
-    ):
-        n = num_samples(x)
+    def _data_source(self, x, y, sample_weight, batch_size, steps, shuffle=False, class_weight=None):
+        return data_adapters.EpochIterator(
+            x, y, sample_weight, batch_size=batch_size, steps_per_epoch=steps, shuffle=shuffle,
+            class_weight=class_weight, device_arrays=get_ops().name == "cupy",
+        )
+
+    def _validation_source(self, validation_data, batch_size, steps):
+        """The validation batches: arrays in a tuple ``(x, y[, sample_weight])`` (checked now), or a
+        generator, iterator, PyDataset or DataLoader of its own batches."""
+        if isinstance(validation_data, (tuple, list)):
+            if len(validation_data) not in (2, 3):
+                raise ValueError(
+                    "Invalid value for `validation_data`: expected a tuple (x_val, y_val) or (x_val, y_val, "
+                    f"val_sample_weight). Received: a {type(validation_data).__name__} of {len(validation_data)} items"
+                )
+            xv, yv = validation_data[0], validation_data[1]
+            swv = validation_data[2] if len(validation_data) == 3 else None
+            xv, yv, swv = self._check_data(xv, yv, swv, "validation_data[0]", "validation_data[1]")
+            return ArrayBatches(xv, yv, swv, _check_batch_size(batch_size, "validation_batch_size"), steps)
+        if is_array_like(validation_data):
+            raise ValueError(
+                "Invalid value for `validation_data`: expected a tuple (x_val, y_val) or (x_val, y_val, "
+                f"val_sample_weight), or a generator or dataset. Received: {type(validation_data).__name__}"
+            )
+        return self._data_source(validation_data, None, None, None, steps)
+
+    def _fit_epochs(self, ops, cbs, check_interrupt, train, val, initial_epoch, epochs, validation_freq):
         logs = {}
         for epoch in range(initial_epoch, epochs):
+            if epoch > initial_epoch and train.out_of_data():
+                break  # a generator that has ended gives no more epochs (Keras warns and stops)
             self.reset_metrics()
             cbs.on_epoch_begin(epoch)
-            order = utils.host_rng().permutation(n) if shuffle else np.arange(n)
-            for step in range(steps):
+            for step, (xb, yb, swb) in train.enumerate_epoch():
                 cbs.on_train_batch_begin(step)
-                idx = order[step * batch_size : (step + 1) * batch_size]
-                xb, yb, swb = self._to_batch(ops, take(x, idx), take(y, idx), take(sample_weight, idx))
-                logs = self._train_batch(ops, xb, yb, swb)
+                logs = self._train_batch(ops, *self._to_batch(ops, xb, yb, swb))
                 check_interrupt()
                 cbs.on_train_batch_end(step, logs)
                 if self.stop_training:
                     break
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
-                val_logs = self._evaluate_arrays(
-                    ops, *val, batch_size=val_batch_size, callbacks=None, verbose=0, steps=validation_steps
-                )
+                val_logs = self._evaluate_source(ops, val, callbacks=None, verbose=0)
                 epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
@@ -667,47 +704,38 @@ class Trainer:
             weights = weights * sw
         return weights
 
-    def _unpack_validation(self, validation_data):
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-            raise ValueError(
-                "Invalid value for `validation_data`: expected a tuple (x_val, y_val) or (x_val, y_val, "
-                f"val_sample_weight). Received: {type(validation_data).__name__}"
-            )
-        xv, yv = validation_data[0], validation_data[1]
-        swv = validation_data[2] if len(validation_data) == 3 else None
-        return self._check_data(xv, yv, swv, "validation_data[0]", "validation_data[1]")
-
     # ------------------------------------------------------------ evaluate / predict
 
-    def _evaluate_arrays(self, ops, x, y, sw, batch_size, callbacks, verbose, steps=None):
+    def _evaluate_source(self, ops, source, callbacks, verbose):
         self.reset_metrics()
-        n = num_samples(x)
-        steps = -(-n // batch_size) if steps is None else min(steps, -(-n // batch_size))
-        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1, steps=steps)
+        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
+                           steps=source.num_batches)
         cbs.on_test_begin()
         logs = {}
-        for step in range(steps):
+        for step, (xb, yb, swb) in source.enumerate_epoch():
             cbs.on_test_batch_begin(step)
-            lo, hi = step * batch_size, (step + 1) * batch_size
-            xb, yb, swb = self._to_batch(ops, rows(x, lo, hi), rows(y, lo, hi), rows(sw, lo, hi))
-            logs = self._test_batch(ops, xb, yb, swb)
+            logs = self._test_batch(ops, *self._to_batch(ops, xb, yb, swb))
             cbs.on_test_batch_end(step, logs)
         cbs.on_test_end(logs)
         return logs
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None, callbacks=None, return_dict=False):
-        """Loss (and metrics) on ``x``, ``y``: a scalar without metrics, else ``[loss, *metrics]``."""
+        """Loss (and metrics) on ``x``, ``y`` (arrays, or a generator, iterator, PyDataset or DataLoader of
+        batches): a scalar without metrics, else ``[loss, *metrics]``."""
         self._require_compiled("evaluate")
         verbose = _check_verbose(verbose)
-        batch_size = _check_batch_size(batch_size)
-        if y is None and self._needs_targets():
-            raise ValueError("Invalid value for `y`: evaluate() needs targets for the compiled loss. Received: y=None")
-        x, y, sample_weight = self._check_data(x, y, sample_weight)
         if steps is not None:
             steps = _check_batch_size(steps, "steps")
-            limit = min(num_samples(x), steps * batch_size)
-            x, y, sample_weight = rows(x, 0, limit), rows(y, 0, limit), rows(sample_weight, 0, limit)
-        logs = self._evaluate_arrays(get_ops(), x, y, sample_weight, batch_size, callbacks, verbose)
+        if is_array_like(x):
+            batch_size = _check_batch_size(batch_size)
+            if y is None and self._needs_targets():
+                raise ValueError("Invalid value for `y`: evaluate() needs targets for the compiled loss. Received: y=None")
+            x, y, sample_weight = self._check_data(x, y, sample_weight)
+            source = ArrayBatches(x, y, sample_weight, batch_size, steps)
+        else:
+            source = self._data_source(x, y, sample_weight, batch_size, steps)
+        with source:
+            logs = self._evaluate_source(get_ops(), source, callbacks, verbose)
         return self._format_logs(logs, return_dict)
 
     def _format_logs(self, logs, return_dict):
@@ -725,21 +753,26 @@ class Trainer:
         if getattr(self, "_layers", None) is not None and not self.layers and type(self).call is _sequential_call():
             raise ValueError(f"Sequential model '{self.name}' has no layers to predict with.")
         ops = get_ops()
-        data = array_data.convert(x, "x")
-        n = num_samples(data)
         if steps is not None:
-            n = min(n, _check_batch_size(steps, "steps") * batch_size)
-        total_steps = max(-(-n // batch_size), 1)
-        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1, steps=total_steps)
+            steps = _check_batch_size(steps, "steps")
+        if is_array_like(x):
+            data = array_data.convert(x, "x")
+            source = ArrayBatches(data, None, None, batch_size, steps, at_least_one=True)
+        else:
+            source = self._data_source(x, None, None, None, steps)
+        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
+                           steps=source.num_batches)
         cbs.on_predict_begin()
         outputs = []
-        with no_backward():
-            for step in range(total_steps):
+        with source, no_backward():
+            for step, (xb, _, _) in source.enumerate_epoch():
                 cbs.on_predict_batch_begin(step)
-                xb, _, _ = self._to_batch(ops, rows(data, step * batch_size, min((step + 1) * batch_size, n)), None, None)
+                xb, _, _ = self._to_batch(ops, xb, None, None)
                 outputs.append(map_structure(lambda t: ops.to_numpy(unwrap(t)), self.predict_step((xb,))))
                 cbs.on_predict_batch_end(step, {"outputs": outputs[-1]})
         cbs.on_predict_end()
+        if not outputs:
+            raise ValueError("predict() got no batches: the data is empty.")
         return array_data.concatenate(outputs)
 
     # ------------------------------------------------------------ single batches
