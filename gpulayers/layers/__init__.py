@@ -2,7 +2,7 @@
 
 from gpulayers.layers.base import Layer, Variable
 from gpulayers.layers.input_spec import InputSpec
-from gpulayers.layers.convolutional import Conv2D, Convolution2D
+from gpulayers.layers.convolutional import Conv2D, Conv2DTranspose, Convolution2D, Convolution2DTranspose
 from gpulayers.layers.core import Activation, Dense, Input, InputLayer, KerasTensor
 from gpulayers.layers.normalization import BatchNormalization
 from gpulayers.layers.pooling import (
@@ -25,7 +25,9 @@ __all__ = [
     "AvgPool2D",
     "BatchNormalization",
     "Conv2D",
+    "Conv2DTranspose",
     "Convolution2D",
+    "Convolution2DTranspose",
     "Dense",
     "Dropout",
     "Flatten",
@@ -52,6 +54,7 @@ LAYER_CLASSES = {
         AveragePooling2D,
         BatchNormalization,
         Conv2D,
+        Conv2DTranspose,
         Dense,
         Dropout,
         Flatten,
@@ -68,6 +71,7 @@ LAYER_CLASSES.update(
     GlobalAvgPool2D=GlobalAveragePooling2D,
     GlobalMaxPool2D=GlobalMaxPooling2D,
     Convolution2D=Conv2D,
+    Convolution2DTranspose=Conv2DTranspose,
 )
 
 
