@@ -4,6 +4,24 @@ from gpulayers.layers.base import Layer, Variable
 from gpulayers.layers.input_spec import InputSpec
 from gpulayers.layers.convolutional import Conv2D, Conv2DTranspose, Convolution2D, Convolution2DTranspose
 from gpulayers.layers.core import Activation, Dense, Input, InputLayer, KerasTensor
+from gpulayers.layers.merging import (
+    Add,
+    Average,
+    Concatenate,
+    Dot,
+    Maximum,
+    Minimum,
+    Multiply,
+    Subtract,
+    add,
+    average,
+    concatenate,
+    dot,
+    maximum,
+    minimum,
+    multiply,
+    subtract,
+)
 from gpulayers.layers.normalization import BatchNormalization
 from gpulayers.layers.pooling import (
     AveragePooling2D,
@@ -21,14 +39,18 @@ from gpulayers.layers.reshaping import Flatten
 
 __all__ = [
     "Activation",
+    "Add",
+    "Average",
     "AveragePooling2D",
     "AvgPool2D",
     "BatchNormalization",
+    "Concatenate",
     "Conv2D",
     "Conv2DTranspose",
     "Convolution2D",
     "Convolution2DTranspose",
     "Dense",
+    "Dot",
     "Dropout",
     "Flatten",
     "GlobalAveragePooling2D",
@@ -42,8 +64,20 @@ __all__ = [
     "Layer",
     "MaxPool2D",
     "MaxPooling2D",
+    "Maximum",
+    "Minimum",
+    "Multiply",
     "StochasticPooling2D",
+    "Subtract",
     "Variable",
+    "add",
+    "average",
+    "concatenate",
+    "dot",
+    "maximum",
+    "minimum",
+    "multiply",
+    "subtract",
 ]
 
 # The classes gpulayers knows by name: the only ones a config may instantiate.
@@ -51,18 +85,26 @@ LAYER_CLASSES = {
     cls.__name__: cls
     for cls in (
         Activation,
+        Add,
+        Average,
         AveragePooling2D,
         BatchNormalization,
+        Concatenate,
         Conv2D,
         Conv2DTranspose,
         Dense,
+        Dot,
         Dropout,
         Flatten,
         GlobalAveragePooling2D,
         GlobalMaxPooling2D,
         InputLayer,
+        Maximum,
         MaxPooling2D,
+        Minimum,
+        Multiply,
         StochasticPooling2D,
+        Subtract,
     )
 }
 LAYER_CLASSES.update(
