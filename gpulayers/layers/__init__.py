@@ -35,7 +35,15 @@ from gpulayers.layers.pooling import (
     StochasticPooling2D,
 )
 from gpulayers.layers.regularization import Dropout
-from gpulayers.layers.reshaping import Flatten
+from gpulayers.layers.reshaping import (
+    Cropping2D,
+    Flatten,
+    Permute,
+    RepeatVector,
+    Reshape,
+    UpSampling2D,
+    ZeroPadding2D,
+)
 
 __all__ = [
     "Activation",
@@ -49,6 +57,7 @@ __all__ = [
     "Conv2DTranspose",
     "Convolution2D",
     "Convolution2DTranspose",
+    "Cropping2D",
     "Dense",
     "Dot",
     "Dropout",
@@ -67,9 +76,14 @@ __all__ = [
     "Maximum",
     "Minimum",
     "Multiply",
+    "Permute",
+    "RepeatVector",
+    "Reshape",
     "StochasticPooling2D",
     "Subtract",
+    "UpSampling2D",
     "Variable",
+    "ZeroPadding2D",
     "add",
     "average",
     "concatenate",
@@ -92,6 +106,7 @@ LAYER_CLASSES = {
         Concatenate,
         Conv2D,
         Conv2DTranspose,
+        Cropping2D,
         Dense,
         Dot,
         Dropout,
@@ -103,8 +118,13 @@ LAYER_CLASSES = {
         MaxPooling2D,
         Minimum,
         Multiply,
+        Permute,
+        RepeatVector,
+        Reshape,
         StochasticPooling2D,
         Subtract,
+        UpSampling2D,
+        ZeroPadding2D,
     )
 }
 LAYER_CLASSES.update(
