@@ -4,6 +4,7 @@ from gpulayers.layers.base import Layer, Variable
 from gpulayers.layers.input_spec import InputSpec
 from gpulayers.layers.convolutional import Conv2D, Conv2DTranspose, Convolution2D, Convolution2DTranspose
 from gpulayers.layers.core import Activation, Dense, Input, InputLayer, KerasTensor
+from gpulayers.layers.lambda_layer import Lambda
 from gpulayers.layers.merging import (
     Add,
     Average,
@@ -70,6 +71,7 @@ __all__ = [
     "InputLayer",
     "InputSpec",
     "KerasTensor",
+    "Lambda",
     "Layer",
     "MaxPool2D",
     "MaxPooling2D",
@@ -114,6 +116,7 @@ LAYER_CLASSES = {
         GlobalAveragePooling2D,
         GlobalMaxPooling2D,
         InputLayer,
+        Lambda,
         Maximum,
         MaxPooling2D,
         Minimum,
