@@ -23,12 +23,15 @@ __all__ = [
     "get_custom_objects",
     "get_registered_name",
     "get_registered_object",
+    "in_safe_mode",
     "register_keras_serializable",
+    "safe_mode_scope",
 ]
 
 _GLOBAL_CUSTOM_OBJECTS = {}  # "package>Name" -> class or function
 _GLOBAL_CUSTOM_NAMES = {}  # class or function -> "package>Name"
 _scopes = threading.local()
+_safe_mode = threading.local()  # the stack of safe_mode_scope values in force in this thread
 
 
 def register_keras_serializable(package="Custom", name=None):
@@ -91,6 +94,39 @@ class CustomObjectScope:
 
 
 custom_object_scope = CustomObjectScope
+
+
+class safe_mode_scope:  # noqa: N801 (a context manager used like a function, as Keras's SafeModeScope)
+    """``with safe_mode_scope(False):`` marks the loads inside the block as trusted (``safe_mode=False``).
+
+    What a load in safe mode refuses that a trusted one allows is up to the
+    object loaded (a Lambda layer's function by reference). Nothing, in
+    either mode, runs Python code from a file. Scopes nest; each thread has
+    its own. ``safe_mode=None`` keeps the mode in force.
+    """
+
+    def __init__(self, safe_mode=True):
+        if safe_mode is not None and not isinstance(safe_mode, bool):
+            raise TypeError(f"Invalid type for `safe_mode`: expected a bool or None. Received: safe_mode={safe_mode!r}")
+        self.safe_mode = safe_mode
+
+    def __enter__(self):
+        stack = getattr(_safe_mode, "stack", None)
+        if stack is None:
+            stack = _safe_mode.stack = []
+        stack.append(in_safe_mode() if self.safe_mode is None else self.safe_mode)
+        return self
+
+    def __exit__(self, *exc):
+        _safe_mode.stack.pop()
+        return False
+
+
+def in_safe_mode():
+    """Whether loads in this thread are in safe mode: the innermost :class:`safe_mode_scope`'s value,
+    True outside any."""
+    stack = getattr(_safe_mode, "stack", None)
+    return stack[-1] if stack else True
 
 
 def check_custom_objects(custom_objects):

@@ -38,7 +38,7 @@ def numeric_grad_of(f, x, eps=1e-6):
 
     ``x`` itself is not changed (the differences are taken on a float64 copy).
     """
-    x = np.array(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64, order="C")  # C order: the differences perturb a flat view
     return numeric_grad(lambda: float(np.sum(to_np(f(x)))), x, eps)
 
 
@@ -55,7 +55,7 @@ def check_layer_gradients(layer, x, training=False, rtol=1e-5, atol=1e-7, seed=0
 
     ops = get_ops()
     rng = np.random.default_rng(seed)
-    x = np.array(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64, order="C")  # C order: the differences perturb a flat view
     reset_randomness(layer)
     y = to_np(layer(x, training=training))
     r = rng.standard_normal(y.shape)

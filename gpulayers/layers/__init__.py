@@ -2,9 +2,28 @@
 
 from gpulayers.layers.base import Layer, Variable
 from gpulayers.layers.input_spec import InputSpec
-from gpulayers.layers.convolutional import Conv2D, Convolution2D
+from gpulayers.layers.convolutional import Conv2D, Conv2DTranspose, Convolution2D, Convolution2DTranspose
 from gpulayers.layers.core import Activation, Dense
 from gpulayers.layers.input_layer import Input, InputLayer
+from gpulayers.layers.lambda_layer import Lambda
+from gpulayers.layers.merging import (
+    Add,
+    Average,
+    Concatenate,
+    Dot,
+    Maximum,
+    Minimum,
+    Multiply,
+    Subtract,
+    add,
+    average,
+    concatenate,
+    dot,
+    maximum,
+    minimum,
+    multiply,
+    subtract,
+)
 from gpulayers.layers.normalization import BatchNormalization
 from gpulayers.layers.pooling import (
     AveragePooling2D,
@@ -18,16 +37,31 @@ from gpulayers.layers.pooling import (
     StochasticPooling2D,
 )
 from gpulayers.layers.regularization import Dropout
-from gpulayers.layers.reshaping import Flatten
+from gpulayers.layers.reshaping import (
+    Cropping2D,
+    Flatten,
+    Permute,
+    RepeatVector,
+    Reshape,
+    UpSampling2D,
+    ZeroPadding2D,
+)
 
 __all__ = [
     "Activation",
+    "Add",
+    "Average",
     "AveragePooling2D",
     "AvgPool2D",
     "BatchNormalization",
+    "Concatenate",
     "Conv2D",
+    "Conv2DTranspose",
     "Convolution2D",
+    "Convolution2DTranspose",
+    "Cropping2D",
     "Dense",
+    "Dot",
     "Dropout",
     "Flatten",
     "GlobalAveragePooling2D",
@@ -37,11 +71,29 @@ __all__ = [
     "Input",
     "InputLayer",
     "InputSpec",
+    "Lambda",
     "Layer",
     "MaxPool2D",
     "MaxPooling2D",
+    "Maximum",
+    "Minimum",
+    "Multiply",
+    "Permute",
+    "RepeatVector",
+    "Reshape",
     "StochasticPooling2D",
+    "Subtract",
+    "UpSampling2D",
     "Variable",
+    "ZeroPadding2D",
+    "add",
+    "average",
+    "concatenate",
+    "dot",
+    "maximum",
+    "minimum",
+    "multiply",
+    "subtract",
 ]
 
 # The classes gpulayers knows by name: the only ones a config may instantiate.
@@ -49,17 +101,33 @@ LAYER_CLASSES = {
     cls.__name__: cls
     for cls in (
         Activation,
+        Add,
+        Average,
         AveragePooling2D,
         BatchNormalization,
+        Concatenate,
         Conv2D,
+        Conv2DTranspose,
+        Cropping2D,
         Dense,
+        Dot,
         Dropout,
         Flatten,
         GlobalAveragePooling2D,
         GlobalMaxPooling2D,
         InputLayer,
+        Lambda,
+        Maximum,
         MaxPooling2D,
+        Minimum,
+        Multiply,
+        Permute,
+        RepeatVector,
+        Reshape,
         StochasticPooling2D,
+        Subtract,
+        UpSampling2D,
+        ZeroPadding2D,
     )
 }
 LAYER_CLASSES.update(
@@ -68,6 +136,7 @@ LAYER_CLASSES.update(
     GlobalAvgPool2D=GlobalAveragePooling2D,
     GlobalMaxPool2D=GlobalMaxPooling2D,
     Convolution2D=Conv2D,
+    Convolution2DTranspose=Conv2DTranspose,
 )
 
 

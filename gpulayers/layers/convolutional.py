@@ -1,4 +1,4 @@
-"""2-D convolution (Conv2D), as Keras 3's ``keras.layers.Conv2D``."""
+"""2-D convolution (Conv2D) and transposed convolution (Conv2DTranspose), as Keras 3's layers."""
 
 from backends import get_ops
 from gpulayers import activations, constraints, initializers, regularizers
@@ -14,8 +14,9 @@ from gpulayers.layers.arguments import (
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_spec import InputSpec
 from gpulayers.layers.core import check_no_lora
+from gpulayers.ops.convolution import conv_transpose_arrays, conv_transpose_output_length
 
-__all__ = ["Conv2D", "Convolution2D"]
+__all__ = ["Conv2D", "Conv2DTranspose", "Convolution2D", "Convolution2DTranspose"]
 
 
 def spatial_axes(data_format):
@@ -220,3 +221,185 @@ class Conv2D(Layer):
 
 
 Convolution2D = Conv2D
+
+
+class Conv2DTranspose(Layer):
+    """Transposed 2-D convolution layer (Keras 3's ``keras.layers.Conv2DTranspose``).
+
+    The gradient of a Conv2D with respect to its input, used to upsample: each
+    input pixel adds the kernel, scaled by its value, into the output, the
+    pixels ``strides`` apart.
+
+    Args:
+        filters: Positive int, the number of output channels.
+        kernel_size: Int or tuple of 2 ints.
+        strides: Int or tuple of 2 ints (default 1). Strides > 1 cannot be
+            combined with dilation_rate > 1.
+        padding: ``'valid'`` or ``'same'`` (case-insensitive).
+        output_padding: None, or an int or tuple of 2 ints (each >= 0 and
+            below the stride): extra rows/columns at the bottom/right.
+        data_format: ``'channels_last'`` or ``'channels_first'``; default
+            ``gpulayers.config.image_data_format()``.
+        dilation_rate: Int or tuple of 2 ints (default 1).
+        activation, use_bias, kernel_initializer, bias_initializer,
+        kernel_regularizer, bias_regularizer, activity_regularizer,
+        kernel_constraint, bias_constraint: As in :class:`Conv2D`.
+
+    Output size along each spatial axis (``span = (k - 1) * dilation + 1``),
+    Keras's: ``'valid'``: ``(n - 1) * stride + max(span, stride)`` or, with
+    output_padding, ``(n - 1) * stride + span + output_padding``; ``'same'``:
+    ``n * stride`` or, with output_padding, ``(n - 1) * stride + span % 2 +
+    output_padding``. The kernel has Keras's layout ``(kernel_h, kernel_w,
+    filters, in_channels)``.
+
+    Example:
+        >>> Conv2DTranspose(8, 3, strides=2, padding="same")(np.zeros((2, 16, 16, 3))).shape
+        (2, 32, 32, 8)
+    """
+
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=(1, 1),
+        padding="valid",
+        output_padding=None,
+        data_format=None,
+        dilation_rate=(1, 1),
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        filters = standardize_int(filters, "filters")
+        kernel_size = standardize_tuple(kernel_size, 2, "kernel_size")
+        strides = standardize_tuple(strides, 2, "strides")
+        dilation_rate = standardize_tuple(dilation_rate, 2, "dilation_rate")
+        if output_padding is not None:
+            output_padding = standardize_tuple(output_padding, 2, "output_padding", allow_zero=True)
+            for i, (extra, stride) in enumerate(zip(output_padding, strides)):
+                if extra >= stride:
+                    raise ValueError(
+                        "`output_padding` must be strictly less than `strides` for all dimensions. At dimension "
+                        f"{i}, `output_padding` is {extra} but `strides` is {stride}. Received: "
+                        f"output_padding={output_padding}, strides={strides}"
+                    )
+        if max(strides) > 1 and max(dilation_rate) > 1:
+            raise ValueError(
+                "`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
+                f"Received: strides={strides} and dilation_rate={dilation_rate}"
+            )
+        self.padding = standardize_padding(padding)
+        self.data_format = standardize_data_format(data_format)
+        self.activation = activations.get(activation, argument="activation")
+        self.use_bias = standardize_bool(use_bias, "use_bias")
+        self.kernel_initializer = initializers.get(kernel_initializer, argument="kernel_initializer")
+        self.bias_initializer = initializers.get(bias_initializer, argument="bias_initializer")
+        self.kernel_regularizer = regularizers.get(kernel_regularizer, argument="kernel_regularizer")
+        self.bias_regularizer = regularizers.get(bias_regularizer, argument="bias_regularizer")
+        self.kernel_constraint = constraints.get(kernel_constraint, argument="kernel_constraint")
+        self.bias_constraint = constraints.get(bias_constraint, argument="bias_constraint")
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.output_padding = output_padding
+        self.dilation_rate = dilation_rate
+        self.input_spec = InputSpec(ndim=4)
+        self.kernel = self.bias = None
+
+    @property
+    def _channel_axis(self):
+        return spatial_axes(self.data_format)[2]
+
+    def build(self, input_shape):
+        channels = input_shape[self._channel_axis]
+        if channels is None:
+            raise ValueError(
+                f"The channel axis of the input of layer '{self.name}' must be known. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        self.kernel = self.add_weight(
+            shape=self.kernel_size + (self.filters, channels),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            name="kernel",
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                name="bias",
+            )
+        self.input_spec = InputSpec(ndim=4, axes={self._channel_axis: channels})
+        self.built = True
+
+    def _output_padding(self):
+        return (None, None) if self.output_padding is None else self.output_padding
+
+    def compute_output_shape(self, input_shape):
+        check_rank4(self, input_shape)
+        h_axis, w_axis, c_axis = spatial_axes(self.data_format)
+        out = list(input_shape)
+        for i, axis in enumerate((h_axis, w_axis)):
+            out[axis] = conv_transpose_output_length(
+                input_shape[axis], self.kernel_size[i], self.strides[i], self.dilation_rate[i], self.padding,
+                self._output_padding()[i],
+            )
+        out[c_axis] = self.filters
+        return tuple(out)
+
+    def call(self, inputs):
+        return self._activate(self._record("conv2d_transpose", self._conv_transpose, inputs, self.kernel, self.bias))
+
+    def _conv_transpose(self, x, kernel, bias):
+        ops = get_ops()
+        axis = self._channel_axis
+        z, conv_backward = conv_transpose_arrays(
+            x, kernel, self.strides, self.padding, self._output_padding(), self.dilation_rate, self.data_format
+        )
+        if bias is not None:
+            ops.bias_add(z, bias, axis)
+
+        def backward(dz, needs):
+            dx, dk = conv_backward(dz, needs[:2])
+            db = ops.channel_sum(dz, axis) if needs[2] else None
+            return dx, dk, db
+
+        return z, backward
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "output_padding": self.output_padding,
+            "data_format": self.data_format,
+            "dilation_rate": self.dilation_rate,
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
+        }
+
+
+Convolution2DTranspose = Conv2DTranspose

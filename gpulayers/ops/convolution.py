@@ -1,8 +1,9 @@
 """Convolution and pooling of the nn family, through the backend's hot paths (RawKernels, NumPy fast paths).
 
 They take 1-D inputs ``(N, L, C)`` and 2-D inputs ``(N, H, W, C)`` (or
-channels first), with kernels in Keras's layout ``(kh, kw, in, out)``; 1-D
-runs through the 2-D backend path with a unit axis.
+channels first), with kernels in Keras's layout ``(kh, kw, in, out)``
+(``(kh, kw, out, in)`` for ``conv_transpose``); 1-D runs through the 2-D
+backend path with a unit axis.
 """
 
 import builtins
@@ -17,7 +18,7 @@ from gpulayers.ops.core import cast, convert_to_tensor, xp
 from gpulayers.ops.elementwise import _float
 
 __all__ = [
-    "average_pool", "conv", "depthwise_conv", "max_pool",
+    "average_pool", "conv", "conv_transpose", "depthwise_conv", "max_pool",
 ]
 
 
@@ -149,6 +150,126 @@ def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_
             ki = numpy_ops.get_item(k, (Ellipsis, builtins.slice(i * step, (i + 1) * step)))
             parts.append(_conv2d(xi, ki, strides, padding, dilation, data_format))
         y = numpy_ops.concatenate(parts, axis=c_ax)
+    return _drop(y, data_format) if n == 1 else y
+
+
+def transpose_geometry(n, kernel, stride, dilation, padding, output_padding):
+    """One axis of Keras's transposed convolution: ``(pad_before, pad_after, out)``.
+
+    Keras (as JAX) spreads the input ``stride`` apart, pads it by ``(lo, hi)``
+    and correlates it with the flipped kernel; ``out`` is that result's
+    length. The same numbers read the other way: the transposed convolution
+    is the input gradient of a convolution of an ``out``-long input, padded by
+    ``(span - 1 - lo, span - 1 - hi)``, which gives ``n`` outputs. The pad
+    before is never negative; the pad after is negative when the output
+    padding reaches past the last position any input touches (those
+    trailing positions are zero).
+    """
+    span = (kernel - 1) * dilation + 1
+    if padding == "valid":
+        extra = max(span, stride) - span if output_padding is None else output_padding
+        lo, hi = span - 1, span - 1 + extra
+    else:
+        total = stride + span - 2 if output_padding is None else span + span % 2 - 2 + output_padding
+        lo = min(total // 2 + total % 2, span - 1)
+        hi = total - lo
+    return span - 1 - lo, span - 1 - hi, (n - 1) * stride + lo + hi - span + 2
+
+
+def conv_transpose_output_length(n, kernel, stride, dilation, padding, output_padding):
+    """Keras's output length of a transposed convolution along one axis (None stays None)."""
+    if n is None:
+        return None
+    return transpose_geometry(n, kernel, stride, dilation, padding, output_padding)[2]
+
+
+def conv_transpose_arrays(a, k, strides, padding, output_padding, dilation, data_format):
+    """The 2-D transposed convolution on raw C-order arrays: ``(y, backward)``, where
+    ``backward(g, needs) -> (dx, dk)`` (None where ``needs`` says so).
+
+    ``a``: (N, H, W, C) or (N, C, H, W); ``k``: (kh, kw, filters, C);
+    ``strides``, ``dilation``: pairs; ``output_padding``: a pair of ints or
+    Nones. Shared by :func:`conv_transpose` and the Conv2DTranspose layer.
+    """
+    np_ = xp()
+    h_ax, w_ax = (1, 2) if data_format == "channels_last" else (2, 3)
+    c_ax = 3 if data_format == "channels_last" else 1
+    geometry = [
+        transpose_geometry(a.shape[ax], k.shape[i], strides[i], dilation[i], padding, output_padding[i])
+        for i, ax in enumerate((h_ax, w_ax))
+    ]
+    full = [a.shape[0], 0, 0, 0]
+    full[c_ax] = k.shape[2]
+    full[h_ax], full[w_ax] = geometry[0][2], geometry[1][2]
+    full = tuple(full)
+    if min(full) == 0 or min(a.shape) == 0:
+        # An empty input or output ('same' with output_padding can give a 0-long axis, as in Keras).
+        def empty(g, needs):
+            return (np_.zeros(a.shape, dtype=g.dtype) if needs[0] else None,
+                    np_.zeros(k.shape, dtype=g.dtype) if needs[1] else None)
+
+        return np_.zeros(full, dtype=a.dtype), empty
+    # Trailing positions no input reaches (a negative pad after) are zeros, computed outside the conv.
+    pads = (geometry[0][0], max(geometry[0][1], 0), geometry[1][0], max(geometry[1][1], 0))
+    tails = (max(-geometry[0][1], 0), max(-geometry[1][1], 0))
+    reached = list(full)
+    reached[h_ax] -= tails[0]
+    reached[w_ax] -= tails[1]
+    reached = tuple(reached)
+    ops = get_ops()
+    y = ops.conv2d_backward_input(a, k, reached, strides, pads, dilation, data_format)
+    if any(tails):
+        grown = np_.zeros(full, dtype=y.dtype)
+        grown[tuple(builtins.slice(0, n) for n in reached)] = y
+        y = grown
+
+    def backward(g, needs):
+        if any(tails):
+            g = g[tuple(builtins.slice(0, n) for n in reached)]
+        g = np_.ascontiguousarray(g)
+        dx = ops.conv2d_forward(g, k, strides, pads, dilation, data_format) if needs[0] else None
+        dk = ops.conv2d_backward_kernel(g, a, tuple(k.shape), strides, pads, dilation, data_format) if needs[1] else None
+        return dx, dk
+
+    return y, backward
+
+
+def _conv_transpose2d(x, kernel, strides, padding, output_padding, dilation, data_format):
+    a = xp().ascontiguousarray(x.data)
+    k = xp().ascontiguousarray(kernel.data)
+    y, backward = conv_transpose_arrays(a, k, strides, padding, output_padding, dilation, data_format)
+    return record("conv_transpose", y, (x, kernel), backward)
+
+
+def conv_transpose(inputs, kernel, strides=1, padding="valid", output_padding=None, data_format=None, dilation_rate=1):
+    """1-D or 2-D transposed convolution (Keras's ``ops.conv_transpose``), without bias.
+
+    ``kernel``: ``(k, out, in)`` or ``(kh, kw, out, in)``, ``in`` matching the
+    input's channels. The output length along each axis is Keras's:
+    ``'valid'``: ``(n - 1) * stride + span + output_padding`` (output_padding
+    defaulting to ``max(span, stride) - span``); ``'same'``: ``n * stride``,
+    or ``(n - 1) * stride + span % 2 + output_padding`` when output_padding
+    is given, where ``span = (k - 1) * dilation + 1``. It runs on the
+    backend's convolution hot paths: the forward pass is a convolution's
+    input gradient, the input gradient a convolution, the kernel gradient a
+    convolution's kernel gradient.
+    """
+    n, x, k, strides, padding, dilation, data_format = _conv_setup(
+        "conv_transpose", inputs, kernel, strides, padding, data_format, dilation_rate
+    )
+    channels = x.shape[3 if data_format == "channels_last" else 1]
+    if k.shape[3] != channels:
+        raise ValueError(
+            "The number of input channels must match the kernel's input channels. Received: input "
+            f"channels={channels}, kernel input channels={k.shape[3]}, data_format='{data_format}'."
+        )
+    if output_padding is None:
+        extra = (None,) * n
+    else:
+        extra = _arguments().standardize_tuple(output_padding, n, "output_padding", allow_zero=True)
+    if n == 1:
+        extra = (None,) + extra  # the unit axis (kernel 1, stride 1) stays 1 long
+    y = _conv_transpose2d(x, k, strides, padding, extra, dilation, data_format)
     return _drop(y, data_format) if n == 1 else y
 
 

@@ -140,6 +140,43 @@ def test_conv2d_through_cupy_ops(ops, case, dtype, cf):
         assert {"col2im<float>", "col2im<double>"} & set(ops.launches.names)
 
 
+CONV_TRANSPOSE = [
+    # x NHWC shape, kernel (kh, kw, filters, in), strides, padding, output_padding, dilation
+    ((2, 4, 5, 3), (3, 3, 4, 3), (2, 2), "same", None, (1, 1)),
+    ((1, 3, 3, 2), (2, 3, 3, 2), (3, 2), "valid", (2, 1), (1, 1)),
+    ((2, 5, 4, 2), (3, 2, 2, 2), (1, 1), "same", None, (2, 1)),
+    ((1, 3, 2, 2), (2, 3, 2, 2), (2, 1), "valid", (3, 2), (1, 1)),  # output_padding past the stride
+]
+
+
+@pytest.mark.parametrize("cf", [False, True], ids=["nhwc", "nchw"])
+@pytest.mark.parametrize("case", range(len(CONV_TRANSPOSE)))
+def test_conv_transpose_through_cupy_ops(ops, case, cf, monkeypatch):
+    # ops.conv_transpose runs on the conv kernels with the transposed geometry (its pads after need not
+    # be a convolution's usual ones): the emulated CupyOps must give NumpyOps' values.
+    from gpulayers.ops import convolution
+
+    shape, kshape, strides, padding, output_padding, dil = CONV_TRANSPOSE[case]
+    rng = np.random.default_rng(30 + case)
+    x = rng.standard_normal(shape).astype(np.float32)
+    if cf:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    kernel = rng.standard_normal(kshape).astype(np.float32)
+    extra = (None, None) if output_padding is None else output_padding
+    args = (strides, padding, extra, dil, _df(cf))
+    monkeypatch.setattr(convolution, "get_ops", lambda: REF)
+    want_y, want_back = convolution.conv_transpose_arrays(x, kernel, *args)
+    g = rng.standard_normal(want_y.shape).astype(np.float32)
+    want_dx, want_dk = want_back(g, (True, True))
+    monkeypatch.setattr(convolution, "get_ops", lambda: ops)
+    y, back = convolution.conv_transpose_arrays(x, kernel, *args)
+    _close(y, want_y, np.float32, "conv_transpose y")
+    dx, dk = back(g, (True, True))
+    _close(dx, want_dx, np.float32, "conv_transpose dx")
+    _close(dk, want_dk, np.float32, "conv_transpose dk")
+    assert {"col2im<float>", "im2col<float>"} <= set(ops.launches.names)
+
+
 POOL = [
     ((2, 7, 9, 3), (2, 2), (2, 2), (0, 0, 0, 0)),
     ((2, 8, 6, 5), (3, 3), (2, 2), same_pads(8, 3, 2) + same_pads(6, 3, 2)),

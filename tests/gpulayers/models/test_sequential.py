@@ -213,8 +213,12 @@ def test_config_round_trip_rebuilds_the_same_model():
 
 
 def test_from_config_refuses_unknown_classes():
+    config = {"name": "m", "layers": [{"class_name": "NoSuchLayer", "config": {}}]}
+    with pytest.raises(ValueError, match="Unknown layer class 'NoSuchLayer'"):
+        Sequential.from_config(config)
+    # Lambda is known, but a function named in a config is only looked up among the program's objects.
     config = {"name": "m", "layers": [{"class_name": "Lambda", "config": {"function": "os.system"}}]}
-    with pytest.raises(ValueError, match="Unknown layer class 'Lambda'"):
+    with pytest.raises(ValueError, match="Could not locate function 'os.system'.*No module named in a config"):
         Sequential.from_config(config)
 
 

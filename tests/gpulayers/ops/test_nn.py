@@ -2,6 +2,7 @@
 against finite differences, and the cross-entropies' fusion with softmax/sigmoid."""
 
 import functools
+import os
 import math
 import warnings
 
@@ -712,3 +713,180 @@ def test_nn_ops_are_in_the_public_namespace():
     for name in N.__all__:
         assert getattr(ops, name) is getattr(N, name)
     assert config.epsilon() == EPS
+
+
+# ----------------------------------------------------------------- conv_transpose
+
+
+def keras_transpose_pads(k, s, d, padding, output_padding):
+    """Keras's (JAX's) padding (lo, hi) of the stride-dilated input, for one axis (negative: cropped)."""
+    span = (k - 1) * d + 1
+    if padding == "valid":
+        extra = max(span, s) - span if output_padding is None else output_padding
+        return span - 1, span - 1 + extra
+    total = s + span - 2 if output_padding is None else span + span % 2 - 2 + output_padding
+    lo = min(total // 2 + total % 2, span - 1)
+    return lo, total - lo
+
+
+def ref_conv_transpose2d(x, k, strides, padding, output_padding, dilation):
+    """Float64 NHWC transposed convolution as JAX defines it: spread the input `strides` apart, pad it,
+    correlate it with the spatially flipped kernel (kh, kw, out, in)."""
+    n, h, w, c = x.shape
+    kh, kw, f, cin = k.shape
+    assert cin == c
+    (sh, sw), (dh, dw) = strides, dilation
+    ops_ = (None, None) if output_padding is None else output_padding
+    z = np.zeros((n, (h - 1) * sh + 1, (w - 1) * sw + 1, c))
+    z[:, ::sh, ::sw] = x
+    for axis, (kk, s, d, op) in ((1, (kh, sh, dh, ops_[0])), (2, (kw, sw, dw, ops_[1]))):
+        lo, hi = keras_transpose_pads(kk, s, d, padding, op)
+        width = [(0, 0)] * 4
+        width[axis] = (max(lo, 0), max(hi, 0))
+        z = np.pad(z, width)
+        index = [slice(None)] * 4
+        index[axis] = slice(max(-lo, 0), z.shape[axis] - max(-hi, 0))
+        z = z[tuple(index)]
+    flipped = k[::-1, ::-1]
+    oh = z.shape[1] - (kh - 1) * dh
+    ow = z.shape[2] - (kw - 1) * dw
+    out = np.zeros((n, max(oh, 0), max(ow, 0), f))
+    for i in range(max(oh, 0)):
+        for j in range(max(ow, 0)):
+            patch = z[:, i + np.arange(kh) * dh][:, :, j + np.arange(kw) * dw]  # (n, kh, kw, c)
+            out[:, i, j] = np.einsum("nabc,abfc->nf", patch, flipped)
+    return out
+
+
+CONV_TRANSPOSE_CASES = [
+    # kernel, strides, padding, output_padding, dilation, (h, w)
+    ((3, 3), (1, 1), "valid", None, (1, 1), (4, 5)),
+    ((3, 2), (2, 2), "valid", None, (1, 1), (3, 4)),
+    ((2, 3), (3, 2), "valid", (1, 0), (1, 1), (3, 3)),
+    ((3, 3), (2, 2), "same", None, (1, 1), (5, 4)),
+    ((4, 3), (2, 3), "same", (1, 2), (1, 1), (3, 2)),
+    ((3, 3), (1, 1), "same", None, (2, 1), (5, 6)),
+    ((2, 2), (1, 1), "valid", None, (2, 3), (4, 3)),
+    ((1, 1), (3, 2), "valid", None, (1, 1), (2, 3)),  # stride beyond the kernel: zero rows and columns
+    ((5, 4), (1, 2), "same", (0, 1), (1, 1), (1, 3)),
+]
+
+
+@pytest.mark.parametrize("kernel,strides,padding,output_padding,dilation,hw", CONV_TRANSPOSE_CASES)
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_conv_transpose_matches_reference(kernel, strides, padding, output_padding, dilation, hw, data_format):
+    rng = np.random.default_rng(30)
+    x = rng.normal(size=(2, *hw, 3))
+    k = rng.normal(size=(*kernel, 4, 3))
+    expected = ref_conv_transpose2d(x, k, strides, padding, output_padding, dilation)
+    xin = x if data_format == "channels_last" else x.transpose(0, 3, 1, 2)
+    got = N.conv_transpose(xin, k, strides, padding, output_padding, data_format, dilation).numpy()
+    if data_format == "channels_first":
+        got = got.transpose(0, 2, 3, 1)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel,strides,padding,output_padding,dilation,hw", CONV_TRANSPOSE_CASES[1::2])
+def test_conv_transpose_gradients(kernel, strides, padding, output_padding, dilation, hw):
+    rng = np.random.default_rng(31)
+    x = rng.normal(size=(1, *hw, 2))
+    k = rng.normal(size=(*kernel, 3, 2))
+    check_op_gradients(lambda a, b: N.conv_transpose(a, b, strides, padding, output_padding, None, dilation), x, k)
+    xt = x.transpose(0, 3, 1, 2)
+    check_op_gradients(
+        lambda a, b: N.conv_transpose(a, b, strides, padding, output_padding, "channels_first", dilation), xt, k
+    )
+
+
+def test_conv_transpose_output_padding_past_the_stride_gives_zero_rows():
+    # The op (as Keras's) takes output_padding >= strides: the extra rows/columns no input reaches are 0.
+    rng = np.random.default_rng(32)
+    x = rng.normal(size=(1, 3, 2, 2))
+    k = rng.normal(size=(2, 3, 2, 2))
+    y = N.conv_transpose(x, k, strides=(2, 1), output_padding=(3, 2)).numpy()
+    expected = ref_conv_transpose2d(x, k, (2, 1), "valid", (3, 2), (1, 1))
+    assert y.shape == (1, 4 + 2 + 3, 1 + 3 + 2, 2)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    assert not y[:, -3:].any() and not y[:, :, -2:].any()
+    check_op_gradients(lambda a, b: N.conv_transpose(a, b, strides=(2, 1), output_padding=(3, 2)), x, k)
+
+
+def test_conv_transpose_empty_axis_and_empty_batch():
+    # 'same' with output_padding: (n - 1) * stride + span % 2 + output_padding can be 0, as in Keras.
+    x = np.ones((2, 1, 3, 1))
+    y, (dx, dk) = grad_of(lambda a, b: N.conv_transpose(a, b, 2, "same", (0, 1)), x, np.ones((2, 2, 3, 1)))
+    assert y.shape == (2, 0, 5, 3)
+    assert dx.shape == x.shape and not np.any(dx) and dk.shape == (2, 2, 3, 1) and not np.any(dk)
+    assert N.conv_transpose(np.ones((0, 3, 3, 2)), np.ones((2, 2, 4, 2)), 2).shape == (0, 6, 6, 4)
+
+
+def test_conv_transpose_1d_matches_the_2d_reference():
+    rng = np.random.default_rng(33)
+    x = rng.normal(size=(2, 7, 3))
+    k = rng.normal(size=(3, 2, 3))
+    for strides, padding, output_padding, dilation in [(1, "valid", None, 1), (2, "same", None, 1),
+                                                       (3, "valid", 1, 1), (1, "same", 0, 2)]:
+        expected = ref_conv_transpose2d(x[:, None], k[None], (1, strides), padding,
+                                        None if output_padding is None else (0, output_padding), (1, dilation))[:, 0]
+        got = N.conv_transpose(x, k, strides, padding, output_padding, dilation_rate=dilation)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+        got_cf = N.conv_transpose(x.transpose(0, 2, 1), k, strides, padding, output_padding, "channels_first", dilation)
+        np.testing.assert_allclose(got_cf.numpy().transpose(0, 2, 1), expected, rtol=1e-12, atol=1e-12)
+    check_op_gradients(lambda a, b: N.conv_transpose(a, b, 2, "same"), x[:1, :4], k)
+
+
+def test_conv_transpose_is_the_adjoint_of_conv():
+    # <conv(u, k), v> == <u, conv_transpose(v, k)>: the transposed convolution is the convolution's transpose.
+    rng = np.random.default_rng(34)
+    k = rng.normal(size=(3, 2, 4, 5))  # conv: 4 -> 5 channels; conv_transpose: 5 -> 4
+    for strides, padding, dilation in [((2, 3), "valid", (1, 1)), ((1, 1), "same", (2, 1)), ((2, 2), "same", (1, 1))]:
+        u = rng.normal(size=(2, 8, 9, 4))
+        v_shape = N.conv(u, k, strides, padding, dilation_rate=dilation).shape
+        v = rng.normal(size=v_shape)
+        uv = float(np.sum(N.conv(u, k, strides, padding, dilation_rate=dilation).numpy() * v))
+        # The output_padding that gives back u's size: the transposed convolution is then conv's adjoint.
+        spans = [(k.shape[i] - 1) * dilation[i] + 1 for i in range(2)]
+        extra = tuple(u.shape[1 + i] - (v_shape[1 + i] - 1) * strides[i] - (spans[i] if padding == "valid" else spans[i] % 2)
+                      for i in range(2))
+        ut = N.conv_transpose(v, k, strides, padding, extra, dilation_rate=dilation).numpy()
+        assert ut.shape == u.shape
+        np.testing.assert_allclose(float(np.sum(u * ut)), uv, rtol=1e-10)
+
+
+def test_conv_transpose_errors_and_dtypes():
+    with pytest.raises(ValueError, match=r"input channels=3, kernel input channels=2"):
+        N.conv_transpose(np.ones((1, 4, 4, 3)), np.ones((2, 2, 5, 2)))
+    with pytest.raises(ValueError, match="kernel of rank 4"):
+        N.conv_transpose(np.ones((1, 4, 4, 2)), np.ones((2, 5, 2)))
+    with pytest.raises(ValueError, match="only 1-D and 2-D"):
+        N.conv_transpose(np.ones((1, 4, 4, 4, 2)), np.ones((2, 2, 2, 2, 2)))
+    with pytest.raises(ValueError, match="padding.*'full'"):
+        N.conv_transpose(np.ones((1, 4, 4, 1)), np.ones((3, 3, 1, 1)), padding="full")
+    with pytest.raises(ValueError, match=r"output_padding.*-1"):
+        N.conv_transpose(np.ones((1, 4, 4, 1)), np.ones((3, 3, 1, 1)), 2, output_padding=(0, -1))
+    with pytest.raises(ValueError, match="strides"):
+        N.conv_transpose(np.ones((1, 4, 4, 1)), np.ones((3, 3, 1, 1)), strides=(1, 0))
+    y = N.conv_transpose(np.ones((1, 4, 4, 2), np.float32), np.ones((3, 3, 5, 2), np.float32), 2, "same")
+    assert y.dtype == np.float32 and y.shape == (1, 8, 8, 5)
+    assert ops.conv_transpose is N.conv_transpose and "conv_transpose" in ops.__all__
+
+
+def _keras():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    return pytest.importorskip("keras")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras's torch backend converting to NumPy
+def test_conv_transpose_matches_keras():
+    keras = _keras()
+    rng = np.random.default_rng(35)
+    for kernel, strides, padding, output_padding, dilation, hw in CONV_TRANSPOSE_CASES:
+        for data_format in ("channels_last", "channels_first"):
+            x = rng.normal(size=(2, *hw, 3)).astype(np.float32)
+            if data_format == "channels_first":
+                x = x.transpose(0, 3, 1, 2).copy()
+            k = rng.normal(size=(*kernel, 4, 3)).astype(np.float32)
+            args = (strides, padding, output_padding, data_format, dilation)
+            theirs = keras.ops.convert_to_numpy(keras.ops.conv_transpose(x, k, *args))
+            np.testing.assert_allclose(N.conv_transpose(x, k, *args).numpy(), theirs, rtol=1e-5, atol=1e-5)
