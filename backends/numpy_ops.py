@@ -357,10 +357,12 @@ class NumpyOps(Ops):
             st = state(min(step, hi - lo)) if state is not None else None
             for a in range(lo, hi, step):
                 step_fn(a, min(a + step, hi), st)
-            states.append(st)
+            states.append((lo, st))
 
         self._split(rows, rows * row_len, part)
-        return states
+        # In row order, not in the order the threads finished: sums over the states are then the same
+        # from run to run.
+        return [st for _, st in sorted(states, key=lambda item: item[0])]
 
     # ------------------------------------------------------------- threading
     @property

@@ -556,6 +556,23 @@ class Layer:
             self._build_undoably(input_shape)
         self._build_input_shape = (None,) + input_shape[1:] if input_shape else ()
 
+    def get_build_config(self):
+        """Keras's ``build_config``: ``{"input_shape": ...}`` of the shape the layer was built for (or None)."""
+        if self.built and self._build_input_shape is not None:
+            return {"input_shape": list(self._build_input_shape)}
+        return None
+
+    def build_from_config(self, config):
+        """Build from a :meth:`get_build_config` dict (as a file holds it), when it gives a shape."""
+        shape = config.get("input_shape") if isinstance(config, dict) else None
+        if shape is not None and not self.built:
+            def as_tuple(s):
+                if isinstance(s, (list, tuple)) and s and isinstance(s[0], (list, tuple)):
+                    return [as_tuple(v) for v in s]
+                return tuple(s)
+
+            self.build_from_shape(as_tuple(shape) if not isinstance(shape, dict) else {k: tuple(v) for k, v in shape.items()})
+
     def _build_undoably(self, input_shape):
         restore = self._snapshot()
         try:

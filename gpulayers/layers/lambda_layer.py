@@ -36,6 +36,19 @@ _SAFE_MODE_MESSAGE = (
 )
 
 
+def bytecode_refusal(safe_mode, argument="function"):
+    """Why a Lambda saved as Python bytecode is not loaded: Keras's safe-mode message in safe mode, else
+    that gpulayers never runs bytecode from a file."""
+    if safe_mode:
+        return _SAFE_MODE_MESSAGE
+    return (
+        f"The `{argument}` of this Lambda layer is a Python lambda saved as bytecode: gpulayers never "
+        "unmarshals or runs bytecode from a file or config, even with safe_mode=False. Define the function "
+        "with a name and make it known to the loader, in `custom_objects` or with "
+        "`register_keras_serializable()`, and save the model again (or rebuild the layer in code)."
+    )
+
+
 def _is_shape(value):
     return isinstance(value, (list, tuple)) and all(
         d is None or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0) for d in value
@@ -229,14 +242,7 @@ class Lambda(Layer):
         if callable(entry):
             return entry
         if isinstance(entry, dict) and entry.get("class_name") == "__lambda__":
-            if safe_mode:
-                raise ValueError(_SAFE_MODE_MESSAGE)
-            raise ValueError(
-                f"The `{argument}` of this Lambda layer is a Python lambda saved as bytecode: gpulayers never "
-                "unmarshals or runs bytecode from a file or config, even with safe_mode=False. Define the function "
-                "with a name and make it known to the loader, in `custom_objects` or with "
-                "`register_keras_serializable()`, and save the model again (or rebuild the layer in code)."
-            )
+            raise ValueError(bytecode_refusal(safe_mode, argument))
         if isinstance(entry, str):
             name = entry
         elif isinstance(entry, dict) and entry.get("class_name") == "function" and isinstance(entry.get("config"), str):

@@ -1,10 +1,14 @@
 """Models: ``Model`` (functional and subclassed), ``Sequential``, and loading a saved model."""
 
+from gpulayers import serialization
 from gpulayers.models.model import Model
 from gpulayers.models.functional import Functional
 from gpulayers.models.sequential import Sequential
 
 __all__ = ["Functional", "Model", "Sequential", "load_model"]
+
+serialization.register_builtin("Sequential", Sequential, module="keras")
+serialization.register_builtin("Functional", Functional, module="keras.src.models.functional", registered_name="Functional")
 
 
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):

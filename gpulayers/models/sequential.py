@@ -200,6 +200,10 @@ class Sequential(Model):
             self._layers.insert(0, InputLayer(batch_shape=self._build_input_shape, dtype=self._layers[0].dtype))
         self._rebuild_graph()
 
+    def build_from_config(self, config):
+        if self.layers:  # an empty stack has nothing to build
+            super().build_from_config(config)
+
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
         self._check_batch_axis(shape)

@@ -19,8 +19,7 @@ import h5py
 import numpy as np
 import pytest
 
-from gpulayers import layers as layers_module
-from gpulayers import losses, metrics, optimizers
+from gpulayers import losses, metrics, optimizers, serialization
 from gpulayers.layers import BatchNormalization, Conv2D, Dense, Flatten, Input
 from gpulayers.models import Sequential, load_model
 from gpulayers.optimizers import schedules
@@ -486,8 +485,8 @@ UNBUILDABLE_COMPILE_CONFIGS = {  # refused when compiling (after the layers are 
 def test_hostile_compile_config_refused_before_anything_is_built(trained_file, tmp_path, monkeypatch, case):
     path = rewrite(trained_file["keras"], tmp_path / "h.keras", config_edit=HOSTILE_COMPILE_CONFIGS[case])
     built = []
-    real = layers_module.deserialize
-    monkeypatch.setattr(layers_module, "deserialize", lambda entry: built.append(entry) or real(entry))
+    real = serialization.deserialize
+    monkeypatch.setattr(serialization, "deserialize", lambda entry, custom_objects=None: built.append(entry) or real(entry))
     with pytest.raises(ValueError) as info:
         load_model(path)
     assert str(path) in str(info.value) and "compile_config" in str(info.value)
