@@ -68,6 +68,9 @@ def _check_object(obj, path, where, functions=False):
         )
     if not isinstance(class_name, str) or not class_name:
         raise _bad(path, where, f"'class_name' should be a non-empty string. Received: {class_name!r:.80}")
+    if class_name == "__keras_tensor__" and not functions:  # a symbolic tensor in a functional model's node
+        _check_keras_tensor(obj, path, where)
+        return
     if class_name == "__lambda__":
         from gpulayers.layers.lambda_layer import bytecode_refusal
 
@@ -84,6 +87,20 @@ def _check_object(obj, path, where, functions=False):
             raise _bad(path, where, f"'registered_name' should be a string or null. Received: {registered!r:.80}")
         if ">" in registered and registered != f"{_GPULAYERS_PACKAGE}>{class_name}":
             raise _bad(path, where, f"custom object {registered!r} is not one of gpulayers' classes.")
+
+
+def _check_keras_tensor(obj, path, where):
+    config = obj.get("config")
+    if set(obj) - {"class_name", "config"} or not isinstance(config, dict):
+        raise _bad(path, where, "a __keras_tensor__ entry holds only its 'config'.")
+    history, shape = config.get("keras_history"), config.get("shape")
+    if not (isinstance(history, list) and len(history) == 3 and isinstance(history[0], str)
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in history[1:])):
+        raise _bad(path, where, f"keras_history should be [layer name, node index, tensor index]. Received: {history!r:.80}")
+    if shape is not None:
+        _check_shape(shape, path, f"{where}.shape")
+    if not isinstance(config.get("dtype", "float32"), str):
+        raise _bad(path, where, "dtype should be a string.")
 
 
 def _check_tree(value, path, where, functions=False):
@@ -194,8 +211,17 @@ def _check_build_config(entry, path, where):
         return
     if not isinstance(build, dict):
         raise _bad(path, f"{where}.build_config", "expected a JSON object.")
-    if build.get("input_shape") is not None:
-        _check_shape(build["input_shape"], path, f"{where}.build_config.input_shape")
+    shape = build.get("input_shape")
+    if shape is not None:
+        # One shape, or a list or dict of them (a layer called on several tensors, such as Add).
+        if isinstance(shape, dict):
+            for key, value in shape.items():
+                _check_shape(value, path, f"{where}.build_config.input_shape.{key}")
+        elif isinstance(shape, list) and shape and all(isinstance(s, list) for s in shape):
+            for i, value in enumerate(shape):
+                _check_shape(value, path, f"{where}.build_config.input_shape[{i}]")
+        else:
+            _check_shape(shape, path, f"{where}.build_config.input_shape")
 
 
 def _check_shape(shape, path, where):

@@ -77,7 +77,10 @@ def weights_to_h5_bytes(model):
     h5py = _h5py()
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
-        _write_container(h5, "", model, set())
+        if _is_container(model):
+            _write_container(h5, "", model, set())
+        else:  # a subclassed model: its own vars, then its layers by attribute, as any layer holding layers
+            _write_layer(h5, "", model, set())
         if _compiled_optimizer(model) is not None:
             _write_optimizer(h5, model)
     return buffer.getvalue()
@@ -232,7 +235,10 @@ def read_weights(source, model, label):
     """
     h5py = _h5py()
     containers, leaves = {}, {}
-    _plan(model, "", set(), containers, leaves)
+    if _is_container(model):
+        _plan(model, "", set(), containers, leaves)
+    else:
+        _plan_layer(model, "", set(), containers, leaves)
     try:
         h5 = h5py.File(source, "r")
     except (OSError, ValueError) as exc:
@@ -283,6 +289,10 @@ def _read_checked(h5, model, containers, leaves, label, h5py):
         )
     if "_layer_checkpoint_dependencies" in h5:
         raise ValueError(f"Invalid weights file {label}: it has the Keras 2.13 layout; gpulayers reads the Keras 3 layout only.")
+    if not _is_container(model):  # a subclassed model: the top is its own layer group
+        values = {}
+        _read_layer(h5, "", leaves, values, label, h5py, model)
+        return values
     # The top: 'layers', the model's own (empty) 'vars', and a compiled Keras model's 'optimizer' (ignored).
     extra = sorted(set(h5.keys()) - {"layers", "vars", "optimizer"})
     if extra:
@@ -324,8 +334,8 @@ def _read_checked(h5, model, containers, leaves, label, h5py):
 def _read_layer(h5, path, leaves, values, label, h5py, model):
     """A layer's group: exactly its ``vars`` and its sublayers' groups; its own weights, then each sublayer's."""
     layer, entries = leaves[path]
-    group = _member(h5, path, "group", label, path, h5py)
-    extra = sorted(set(group.keys()) - set(entries))
+    group = _member(h5, path, "group", label, path, h5py) if path else h5
+    extra = sorted(set(group.keys()) - set(entries) - ({"optimizer"} if not path else set()))
     if extra:
         raise ValueError(f"Invalid weights file {label}: unexpected entries {extra} in '{path}'.")
     _read_leaf(h5, _join(path, "vars"), layer, values, label, h5py, model)
