@@ -616,7 +616,13 @@ class Huber(Loss):
 
 
 class _FunctionLoss(Loss):
-    """A plain callable ``(y_true, y_pred) -> per-sample values``, reduced like any loss."""
+    """A plain callable ``(y_true, y_pred) -> per-sample values``, reduced like any loss.
+
+    As Keras's ``LossFunctionWrapper``, the function gets ``y_true`` and
+    ``y_pred`` of the same rank (:func:`squeeze_or_expand_to_same_rank`):
+    labels of shape ``(N,)`` for an output of shape ``(N, 1)`` arrive as
+    ``(N, 1)``, not broadcast against it into ``(N, N)``.
+    """
 
     def __init__(self, fn, reduction="sum_over_batch_size", name=None):
         self.fn = fn
@@ -624,6 +630,7 @@ class _FunctionLoss(Loss):
                          reduction=reduction)
 
     def call(self, y_true, y_pred):
+        y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
         return self.fn(y_true, y_pred)
 
     def get_config(self):

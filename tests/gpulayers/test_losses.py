@@ -666,6 +666,24 @@ def test_a_plain_callable_trains_through_the_tape():
     assert L.serialize(loss)["config"] == "my_loss"
 
 
+def test_a_plain_callable_gets_targets_of_the_predictions_rank():
+    # Keras's LossFunctionWrapper: labels (N,) for an output (N, 1) arrive as (N, 1), so the user's
+    # function does not broadcast them into (N, N); a trailing axis of 1 on the labels is dropped likewise.
+    seen = []
+
+    def squared(y_true, y_pred):
+        seen.append((tuple(y_true.shape), tuple(y_pred.shape)))
+        return ops.mean(ops.square(y_true - y_pred), axis=-1)
+
+    loss = L.get(squared)
+    t, p = np.array([1.0, 0.0, 1.0]), np.array([[0.2], [0.4], [0.9]])
+    want = np.mean((t - p[:, 0]) ** 2)
+    assert float(loss(t, p)) == pytest.approx(want, rel=1e-6) and seen[-1] == ((3, 1), (3, 1))
+    assert float(loss(t[:, None], p)) == pytest.approx(want, rel=1e-6)
+    assert float(loss(t[:, None], p[:, 0])) == pytest.approx(want, rel=1e-6) and seen[-1] == ((3, 1), (3, 1))
+    assert float(loss(np.ones((2, 3)), np.zeros((2, 3)))) == 1.0 and seen[-1] == ((2, 3), (2, 3))
+
+
 def test_a_loss_subclass_needs_only_call():
     class Cubic(L.Loss):
         def call(self, y_true, y_pred):
