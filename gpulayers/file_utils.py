@@ -311,7 +311,7 @@ def _download(origin, target, file_hash, algorithm, extraction_dir):
         except FileNotFoundError:
             pass
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
 def _fetch(origin, out, hasher, hint):
@@ -344,7 +344,7 @@ def _fetch(origin, out, hasher, hint):
             bar.update(received, finalize=True)
 
 
-def _fsync_directory(directory):
+def fsync_directory(directory):
     """Make a rename in ``directory`` durable (best effort: not every platform can open a directory)."""
     try:
         fd = os.open(directory, os.O_RDONLY)

@@ -50,7 +50,99 @@ def windowed_output_shape(layer, input_shape, channels, kernel, strides, dilatio
     return tuple(out)
 
 
-class Conv2D(Layer):
+class _Conv2DBase(Layer):
+    """What Conv2D and Conv2DTranspose share: the argument checks, the kernel and bias, the config."""
+
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
+
+    def _standardize(self, filters, kernel_size, strides, padding, data_format, dilation_rate, activation, use_bias,
+                     kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer, kernel_constraint,
+                     bias_constraint):
+        """Check and keep the shared arguments (before ``Layer.__init__``: nothing is set if one is refused)."""
+        filters = standardize_int(filters, "filters")
+        kernel_size = standardize_tuple(kernel_size, 2, "kernel_size")
+        strides = standardize_tuple(strides, 2, "strides")
+        dilation_rate = standardize_tuple(dilation_rate, 2, "dilation_rate")
+        if max(strides) > 1 and max(dilation_rate) > 1:
+            raise ValueError(
+                "`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
+                f"Received: strides={strides} and dilation_rate={dilation_rate}"
+            )
+        return {
+            "filters": filters, "kernel_size": kernel_size, "strides": strides, "dilation_rate": dilation_rate,
+            "padding": standardize_padding(padding),
+            "data_format": standardize_data_format(data_format),
+            "activation": activations.get(activation, argument="activation"),
+            "use_bias": standardize_bool(use_bias, "use_bias"),
+            "kernel_initializer": initializers.get(kernel_initializer, argument="kernel_initializer"),
+            "bias_initializer": initializers.get(bias_initializer, argument="bias_initializer"),
+            "kernel_regularizer": regularizers.get(kernel_regularizer, argument="kernel_regularizer"),
+            "bias_regularizer": regularizers.get(bias_regularizer, argument="bias_regularizer"),
+            "kernel_constraint": constraints.get(kernel_constraint, argument="kernel_constraint"),
+            "bias_constraint": constraints.get(bias_constraint, argument="bias_constraint"),
+        }
+
+    def _keep(self, arguments):
+        for name, value in arguments.items():
+            setattr(self, name, value)
+        self.input_spec = InputSpec(ndim=4)
+        self.kernel = self.bias = None
+
+    @property
+    def _channel_axis(self):
+        return spatial_axes(self.data_format)[2]
+
+    def _kernel_shape(self, channels):
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        channels = input_shape[self._channel_axis]
+        if channels is None:
+            raise ValueError(
+                f"The channel axis of the input of layer '{self.name}' must be known. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        self.kernel = self.add_weight(
+            shape=self._kernel_shape(channels),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            name="kernel",
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                name="bias",
+            )
+        self.input_spec = InputSpec(ndim=4, axes={self._channel_axis: channels})
+        self.built = True
+
+    def _conv_config(self, **own):
+        """Keras's config keys, in Keras's order, with the class's own keys (``own``) after ``padding``."""
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            **own,
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),  # always, as Keras's
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
+        }
+
+
+class Conv2D(_Conv2DBase):
     """2-D convolution layer (spatial convolution over images).
 
     Args:
@@ -80,9 +172,6 @@ class Conv2D(Layer):
         (2, 32, 32, 8)
     """
 
-    single_input = True
-    input_cast = "all"  # numeric inputs are computed in the layer's dtype
-
     def __init__(
         self,
         filters,
@@ -105,15 +194,11 @@ class Conv2D(Layer):
         lora_alpha=None,
         **kwargs,
     ):
-        filters = standardize_int(filters, "filters")
-        kernel_size = standardize_tuple(kernel_size, 2, "kernel_size")
-        strides = standardize_tuple(strides, 2, "strides")
-        dilation_rate = standardize_tuple(dilation_rate, 2, "dilation_rate")
-        if max(strides) > 1 and max(dilation_rate) > 1:
-            raise ValueError(
-                "`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
-                f"Received: strides={strides} and dilation_rate={dilation_rate}"
-            )
+        arguments = self._standardize(
+            filters, kernel_size, strides, padding, data_format, dilation_rate, activation, use_bias,
+            kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer, kernel_constraint,
+            bias_constraint,
+        )
         groups = standardize_int(groups, "groups")
         if groups != 1:
             raise ValueError(
@@ -121,56 +206,15 @@ class Conv2D(Layer):
                 f"Received: groups={groups}"
             )
         check_no_lora(lora_rank, lora_alpha)
-        self.padding = standardize_padding(padding)
-        self.data_format = standardize_data_format(data_format)
-        self.activation = activations.get(activation, argument="activation")
-        self.use_bias = standardize_bool(use_bias, "use_bias")
-        self.kernel_initializer = initializers.get(kernel_initializer, argument="kernel_initializer")
-        self.bias_initializer = initializers.get(bias_initializer, argument="bias_initializer")
-        self.kernel_regularizer = regularizers.get(kernel_regularizer, argument="kernel_regularizer")
-        self.bias_regularizer = regularizers.get(bias_regularizer, argument="bias_regularizer")
-        self.kernel_constraint = constraints.get(kernel_constraint, argument="kernel_constraint")
-        self.bias_constraint = constraints.get(bias_constraint, argument="bias_constraint")
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.strides = strides
-        self.dilation_rate = dilation_rate
+        self._keep(arguments)
         self.groups = groups
         self.lora_rank = None
         self.lora_alpha = lora_alpha
         self.lora_enabled = False
-        self.input_spec = InputSpec(ndim=4)
-        self.kernel = self.bias = None
 
-    @property
-    def _channel_axis(self):
-        return spatial_axes(self.data_format)[2]
-
-    def build(self, input_shape):
-        channels = input_shape[self._channel_axis]
-        if channels is None:
-            raise ValueError(
-                f"The channel axis of the input of layer '{self.name}' must be known. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        self.kernel = self.add_weight(
-            shape=self.kernel_size + (channels, self.filters),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            name="kernel",
-        )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                name="bias",
-            )
-        self.input_spec = InputSpec(ndim=4, axes={self._channel_axis: channels})
-        self.built = True
+    def _kernel_shape(self, channels):
+        return self.kernel_size + (channels, self.filters)
 
     def compute_output_shape(self, input_shape):
         return windowed_output_shape(self, input_shape, self.filters, self.kernel_size, self.strides, self.dilation_rate)
@@ -199,31 +243,13 @@ class Conv2D(Layer):
         return z, backward
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "data_format": self.data_format,
-            "dilation_rate": self.dilation_rate,
-            "groups": self.groups,
-            "activation": activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": initializers.serialize(self.kernel_initializer),
-            "bias_initializer": initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-            "activity_regularizer": regularizers.serialize(self.activity_regularizer),  # always, as Keras's Conv2D
-            "kernel_constraint": constraints.serialize(self.kernel_constraint),
-            "bias_constraint": constraints.serialize(self.bias_constraint),
-        }
+        return self._conv_config(data_format=self.data_format, dilation_rate=self.dilation_rate, groups=self.groups)
 
 
 Convolution2D = Conv2D
 
 
-class Conv2DTranspose(Layer):
+class Conv2DTranspose(_Conv2DBase):
     """Transposed 2-D convolution layer (Keras 3's ``keras.layers.Conv2DTranspose``).
 
     The gradient of a Conv2D with respect to its input, used to upsample: each
@@ -257,9 +283,6 @@ class Conv2DTranspose(Layer):
         (2, 32, 32, 8)
     """
 
-    single_input = True
-    input_cast = "all"  # numeric inputs are computed in the layer's dtype
-
     def __init__(
         self,
         filters,
@@ -280,71 +303,26 @@ class Conv2DTranspose(Layer):
         bias_constraint=None,
         **kwargs,
     ):
-        filters = standardize_int(filters, "filters")
-        kernel_size = standardize_tuple(kernel_size, 2, "kernel_size")
-        strides = standardize_tuple(strides, 2, "strides")
-        dilation_rate = standardize_tuple(dilation_rate, 2, "dilation_rate")
+        arguments = self._standardize(
+            filters, kernel_size, strides, padding, data_format, dilation_rate, activation, use_bias,
+            kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer, kernel_constraint,
+            bias_constraint,
+        )
         if output_padding is not None:
             output_padding = standardize_tuple(output_padding, 2, "output_padding", allow_zero=True)
-            for i, (extra, stride) in enumerate(zip(output_padding, strides)):
+            for i, (extra, stride) in enumerate(zip(output_padding, arguments["strides"])):
                 if extra >= stride:
                     raise ValueError(
                         "`output_padding` must be strictly less than `strides` for all dimensions. At dimension "
                         f"{i}, `output_padding` is {extra} but `strides` is {stride}. Received: "
-                        f"output_padding={output_padding}, strides={strides}"
+                        f"output_padding={output_padding}, strides={arguments['strides']}"
                     )
-        if max(strides) > 1 and max(dilation_rate) > 1:
-            raise ValueError(
-                "`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
-                f"Received: strides={strides} and dilation_rate={dilation_rate}"
-            )
-        self.padding = standardize_padding(padding)
-        self.data_format = standardize_data_format(data_format)
-        self.activation = activations.get(activation, argument="activation")
-        self.use_bias = standardize_bool(use_bias, "use_bias")
-        self.kernel_initializer = initializers.get(kernel_initializer, argument="kernel_initializer")
-        self.bias_initializer = initializers.get(bias_initializer, argument="bias_initializer")
-        self.kernel_regularizer = regularizers.get(kernel_regularizer, argument="kernel_regularizer")
-        self.bias_regularizer = regularizers.get(bias_regularizer, argument="bias_regularizer")
-        self.kernel_constraint = constraints.get(kernel_constraint, argument="kernel_constraint")
-        self.bias_constraint = constraints.get(bias_constraint, argument="bias_constraint")
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.strides = strides
+        self._keep(arguments)
         self.output_padding = output_padding
-        self.dilation_rate = dilation_rate
-        self.input_spec = InputSpec(ndim=4)
-        self.kernel = self.bias = None
 
-    @property
-    def _channel_axis(self):
-        return spatial_axes(self.data_format)[2]
-
-    def build(self, input_shape):
-        channels = input_shape[self._channel_axis]
-        if channels is None:
-            raise ValueError(
-                f"The channel axis of the input of layer '{self.name}' must be known. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        self.kernel = self.add_weight(
-            shape=self.kernel_size + (self.filters, channels),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            name="kernel",
-        )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                name="bias",
-            )
-        self.input_spec = InputSpec(ndim=4, axes={self._channel_axis: channels})
-        self.built = True
+    def _kernel_shape(self, channels):
+        return self.kernel_size + (self.filters, channels)  # Keras's layout for a transposed kernel
 
     def _output_padding(self):
         return (None, None) if self.output_padding is None else self.output_padding
@@ -381,25 +359,9 @@ class Conv2DTranspose(Layer):
         return z, backward
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "output_padding": self.output_padding,
-            "data_format": self.data_format,
-            "dilation_rate": self.dilation_rate,
-            "activation": activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": initializers.serialize(self.kernel_initializer),
-            "bias_initializer": initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
-            "kernel_constraint": constraints.serialize(self.kernel_constraint),
-            "bias_constraint": constraints.serialize(self.bias_constraint),
-        }
+        return self._conv_config(
+            output_padding=self.output_padding, data_format=self.data_format, dilation_rate=self.dilation_rate
+        )
 
 
 Convolution2DTranspose = Conv2DTranspose

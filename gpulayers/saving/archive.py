@@ -14,6 +14,8 @@ import stat
 import tempfile
 import zipfile
 
+from gpulayers.file_utils import fsync_directory
+
 __all__ = [
     "CONFIG", "KERAS_VERSION", "MAX_JSON_BYTES", "METADATA", "WEIGHTS", "atomic_write", "check_metadata",
     "open_archive", "parse_json", "read_member", "zip_info",
@@ -68,27 +70,13 @@ def atomic_write(path, write):
         except FileNotFoundError:
             pass
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
 def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _fsync_directory(directory):
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class _Archive:
