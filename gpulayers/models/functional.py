@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from gpulayers import autodiff
-from gpulayers.layers.base import _call_info
+from gpulayers.layers.base import Layer, _call_info
 from gpulayers.models.model import Model
 from gpulayers.symbolic import KerasTensor
 from gpulayers.tree import flatten, map_shapes, map_structure
@@ -183,8 +183,9 @@ class Functional(Model):
 
     @property
     def layers(self):
-        """The layers of the graph in Keras's order, InputLayers included."""
-        return list(self._operations)
+        """The layers of the graph in Keras's order, InputLayers included (not the ``ops`` called on
+        symbolic tensors, which have no weights: as Keras's ``model.layers``)."""
+        return [op for op in self._operations if isinstance(op, Layer)]
 
     @layers.setter
     def layers(self, _):
