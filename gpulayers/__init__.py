@@ -26,25 +26,45 @@ from gpulayers import (
     utils,
 )
 from gpulayers.autodiff import GradientTape, Tensor, no_backward
-from gpulayers.layers import Input, InputLayer, Layer
+from gpulayers.initializers import Initializer
+from gpulayers.layers import Input, InputLayer, InputSpec, Layer
+from gpulayers.losses import Loss
+from gpulayers.metrics import Metric
 from gpulayers.models import Functional, Model, Sequential
+from gpulayers.ops.operation import Operation
+from gpulayers.optimizers import Optimizer
+from gpulayers.regularizers import Regularizer
 from gpulayers.symbolic import KerasTensor
 from gpulayers.variables import Variable
 from gpulayers.utils import clear_session, set_random_seed
 
 __version__ = "0.1.0"
 
+
+def version():
+    """gpulayers' version string (``keras.version()`` gives Keras's)."""
+    return __version__
+
+
 __all__ = [
     "Functional",
     "GradientTape",
+    "Initializer",
     "Input",
     "InputLayer",
+    "InputSpec",
     "KerasTensor",
     "Layer",
+    "Loss",
+    "Metric",
     "Model",
+    "Operation",
+    "Optimizer",
+    "Regularizer",
     "Sequential",
     "Tensor",
     "Variable",
+    "__version__",
     "activations",
     "autodiff",
     "callbacks",
@@ -67,4 +87,5 @@ __all__ = [
     "set_backend",
     "set_random_seed",
     "utils",
+    "version",
 ]

@@ -32,7 +32,9 @@ Differences from Keras 3, all deliberate:
   aggregates; it stays silent for validation only while a ``fit`` runs;
 - ``LearningRateScheduler`` also accepts an int (or a 0-d array) from ``schedule``;
 - ``LambdaCallback`` refuses keyword arguments that are not hook names;
-- ``TerminateOnNaN`` also names the invalid value.
+- ``TerminateOnNaN`` also names the invalid value;
+- ``TensorBoard`` writes its event files itself (no TensorFlow): scalars and
+  weight histograms; no graph, images, embeddings or profiles.
 """
 
 import csv
@@ -42,6 +44,7 @@ import numbers
 import os
 import string
 import sys
+import time
 import warnings
 
 from gpulayers.progbar import Progbar
@@ -57,6 +60,7 @@ __all__ = [
     "ModelCheckpoint",
     "ProgbarLogger",
     "ReduceLROnPlateau",
+    "TensorBoard",
     "TerminateOnNaN",
 ]
 
@@ -996,6 +1000,183 @@ class LearningRateScheduler(Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = _get_lr(self.model, "LearningRateScheduler")
+
+
+class TensorBoard(Callback):
+    """Logs the training curves for TensorBoard, as Keras 3's ``keras.callbacks.TensorBoard``.
+
+    Writes event files under ``<log_dir>/train`` and ``<log_dir>/validation``
+    (made on first use), with Keras's tags: at each epoch's end
+    ``epoch_<metric>`` for every training log (and ``epoch_learning_rate``)
+    in ``train`` and for every ``val_*`` log (without the prefix) in
+    ``validation``, the epoch as the step; after each evaluation or
+    validation pass ``evaluation_<metric>_vs_iterations`` in ``validation``,
+    the optimizer's update count as the step; with an int ``update_freq``
+    every ``update_freq`` batches ``batch_<metric>`` in ``train``. The files
+    are written by :mod:`gpulayers.event_writer`, without TensorFlow.
+
+    Args:
+        log_dir: Directory of the logs (default ``"logs"``).
+        histogram_freq: Every how many epochs to log a histogram of each
+            weight (``<weight name>/histogram``); 0 (default) for never.
+        write_graph, write_images: Accepted; gpulayers writes no graph or images.
+        write_steps_per_second: Also log ``epoch_steps_per_second`` (and
+            ``batch_steps_per_second`` with an int ``update_freq``).
+        update_freq: ``"epoch"`` (default), ``"batch"`` (every batch) or an int.
+        profile_batch: Must be 0 (no profiler, as Keras on torch).
+        embeddings_freq, embeddings_metadata: Must be 0 and None (embedding
+            projections need TensorFlow's projector).
+    """
+
+    def __init__(
+        self,
+        log_dir="logs",
+        histogram_freq=0,
+        write_graph=True,
+        write_images=False,
+        write_steps_per_second=False,
+        update_freq="epoch",
+        profile_batch=0,
+        embeddings_freq=0,
+        embeddings_metadata=None,
+    ):
+        super().__init__()
+        self.log_dir = str(os.fspath(log_dir))
+        self.histogram_freq = _check_int(histogram_freq, "histogram_freq")
+        self.write_graph = bool(write_graph)
+        self.write_images = bool(write_images)
+        self.write_steps_per_second = bool(write_steps_per_second)
+        if update_freq == "batch":
+            update_freq = 1
+        elif update_freq != "epoch":
+            update_freq = _check_int(update_freq, "update_freq", low=1)
+        self.update_freq = update_freq
+        if profile_batch:
+            raise ValueError(
+                "Profiling is not available in gpulayers. Received: "
+                f"profile_batch={profile_batch} (must be 0)"
+            )
+        self.embeddings_freq = _check_int(embeddings_freq, "embeddings_freq")
+        if self.embeddings_freq or embeddings_metadata is not None:
+            raise ValueError(
+                "Embedding projections are not supported by gpulayers' TensorBoard (they need TensorFlow's "
+                f"projector). Received: embeddings_freq={embeddings_freq!r}, embeddings_metadata={embeddings_metadata!r}"
+            )
+        self.embeddings_metadata = None
+        self._global_train_batch = 0
+        self._global_test_batch = 0
+        self._batch_start_time = 0.0
+        self._epoch_start_time = 0.0
+        self._previous_epoch_iterations = 0
+        self._writers = {}
+        self._train_dir = os.path.join(self.log_dir, "train")
+        self._val_dir = os.path.join(self.log_dir, "validation")
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._close_writers()
+
+    def _writer(self, kind):
+        from gpulayers.event_writer import EventFileWriter
+
+        if kind not in self._writers:
+            self._writers[kind] = EventFileWriter(self._train_dir if kind == "train" else self._val_dir)
+        return self._writers[kind]
+
+    def _close_writers(self):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+    def _iterations(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        return getattr(optimizer, "iterations", None)
+
+    @staticmethod
+    def _scalars(logs):
+        out = {}
+        for name, value in (logs or {}).items():
+            value = _to_float(value)
+            if _is_real(value):
+                out[name] = float(value)
+        return out
+
+    def on_train_begin(self, logs=None):
+        self._global_train_batch = 0
+        self._previous_epoch_iterations = 0
+
+    def on_train_end(self, logs=None):
+        self._close_writers()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._global_train_batch += 1
+        if self.write_steps_per_second:
+            self._batch_start_time = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.update_freq == "epoch" or self._global_train_batch % self.update_freq:
+            return
+        writer, step = self._writer("train"), self._global_train_batch
+        if self.write_steps_per_second:
+            elapsed = time.time() - self._batch_start_time
+            if elapsed > 0:
+                writer.scalar("batch_steps_per_second", 1.0 / elapsed, step)
+        for name, value in self._scalars(logs).items():
+            writer.scalar(f"batch_{name}", value, step)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._global_test_batch += 1
+
+    def on_test_end(self, logs=None):
+        step = self._iterations()
+        if step is None:
+            return
+        writer = self._writer("val")
+        for name, value in self._scalars(logs).items():
+            writer.scalar(f"evaluation_{name}_vs_iterations", value, step)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.write_steps_per_second:
+            self._previous_epoch_iterations = self._iterations() or 0
+            self._epoch_start_time = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._log_epoch_metrics(epoch, logs)
+        if self.histogram_freq and epoch % self.histogram_freq == 0:
+            self._log_weights(epoch)
+
+    def _log_epoch_metrics(self, epoch, logs):
+        values = self._scalars(logs)
+        if not values:
+            return
+        train = {k: v for k, v in values.items() if not k.startswith("val_")}
+        val = {k[4:]: v for k, v in values.items() if k.startswith("val_")}
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and hasattr(optimizer, "learning_rate"):
+            try:
+                train["learning_rate"] = float(optimizer.learning_rate)
+            except (TypeError, ValueError):
+                pass
+        if self.write_steps_per_second:
+            elapsed = time.time() - self._epoch_start_time
+            done = (self._iterations() or 0) - self._previous_epoch_iterations
+            if elapsed > 0:
+                train["steps_per_second"] = done / elapsed
+        if train:
+            writer = self._writer("train")
+            for name, value in train.items():
+                writer.scalar(f"epoch_{name}", value, epoch)
+        if val:
+            writer = self._writer("val")
+            for name, value in val.items():
+                writer.scalar(f"epoch_{name}", value, epoch)
+
+    def _log_weights(self, epoch):
+        writer = self._writer("train")
+        for layer in self.model.layers:
+            for weight in getattr(layer, "weights", []):
+                name = str(getattr(weight, "name", "weight")).replace(":", "_")
+                writer.histogram(f"{name}/histogram", weight.numpy(), epoch)
 
 
 class TerminateOnNaN(Callback):

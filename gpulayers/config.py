@@ -12,9 +12,13 @@ import os
 import warnings
 
 __all__ = [
+    "backend",
+    "disable_traceback_filtering",
+    "enable_traceback_filtering",
     "epsilon",
     "floatx",
     "image_data_format",
+    "is_traceback_filtering_enabled",
     "keras_config_path",
     "set_epsilon",
     "set_floatx",
@@ -32,6 +36,7 @@ _image_data_format = "channels_last"
 _floatx = "float32"
 _epsilon = 1e-7
 _check_numerics = False
+_traceback_filtering = True
 
 
 def keras_config_path():
@@ -118,6 +123,30 @@ def set_check_numerics(enabled):
     if not isinstance(enabled, bool):
         raise TypeError(f"Invalid type for `enabled`: expected a bool. Received: enabled={enabled!r}")
     _check_numerics = enabled
+
+
+def backend():
+    """The array backend in use: ``'numpy'`` or ``'cupy'`` (where Keras names its own, e.g. ``'torch'``)."""
+    from backends import get_backend
+
+    return get_backend()
+
+
+def enable_traceback_filtering():
+    """Keras's switch for trimming its frames from tracebacks; gpulayers trims none, so only the flag changes."""
+    global _traceback_filtering
+    _traceback_filtering = True
+
+
+def disable_traceback_filtering():
+    """Keras's switch for showing full tracebacks; gpulayers always shows them, so only the flag changes."""
+    global _traceback_filtering
+    _traceback_filtering = False
+
+
+def is_traceback_filtering_enabled():
+    """The flag :func:`enable_traceback_filtering` and :func:`disable_traceback_filtering` set (True at start)."""
+    return _traceback_filtering
 
 
 def standardize_data_format(data_format):

@@ -477,7 +477,8 @@ class Orthogonal(RandomInitializer):
         q = q * np.sign(np.diag(r))
         if rows < cols:
             q = q.T
-        return (self.gain * q.reshape(shape)).astype(dt)
+        # C order (the transpose above is not): the layers' hot paths and the saved files read it as laid out.
+        return np.ascontiguousarray((self.gain * q.reshape(shape)).astype(dt))
 
     def get_config(self):
         return {**super().get_config(), "gain": self.gain}

@@ -59,7 +59,9 @@ __all__ = [
     "Huber",
     "Loss",
     "MeanAbsoluteError",
+    "MeanAbsolutePercentageError",
     "MeanSquaredError",
+    "MeanSquaredLogarithmicError",
     "SparseCategoricalCrossentropy",
     "binary_crossentropy",
     "categorical_crossentropy",
@@ -68,9 +70,13 @@ __all__ = [
     "huber",
     "is_builtin",
     "mae",
+    "mape",
     "mean_absolute_error",
+    "mean_absolute_percentage_error",
     "mean_squared_error",
+    "mean_squared_logarithmic_error",
     "mse",
+    "msle",
     "serialize",
     "sparse_categorical_crossentropy",
     "squeeze_or_expand_to_same_rank",
@@ -273,6 +279,14 @@ def _regression(fn, kind, y_true, y_pred, delta=1.0, dtype=None):
         return ops.mean(ops.square(error), axis=-1)
     if kind == "mae":
         return ops.mean(ops.absolute(error), axis=-1)
+    if kind == "mape":  # Keras's: 100 * mean(|(t - p) / max(|t|, epsilon)|)
+        epsilon = ops.cast(config.epsilon(), p.dtype)
+        return 100.0 * ops.mean(ops.absolute((t - p) / ops.maximum(ops.absolute(t), epsilon)), axis=-1)
+    if kind == "msle":  # Keras's: mean((log(max(p, eps) + 1) - log(max(t, eps) + 1))**2)
+        epsilon = ops.cast(config.epsilon(), p.dtype)
+        first = ops.log(ops.maximum(p, epsilon) + 1.0)
+        second = ops.log(ops.maximum(t, epsilon) + 1.0)
+        return ops.mean(ops.square(first - second), axis=-1)
     abs_error = ops.absolute(error)
     return ops.mean(ops.where(abs_error <= delta, 0.5 * ops.square(error), delta * abs_error - 0.5 * delta * delta), axis=-1)
 
@@ -314,6 +328,16 @@ def mean_absolute_error(y_true, y_pred):
     return _regression("mean_absolute_error", "mae", y_true, y_pred)
 
 
+def mean_absolute_percentage_error(y_true, y_pred):
+    """``100 * mean(|(y_true - y_pred) / max(|y_true|, epsilon)|, axis=-1)``."""
+    return _regression("mean_absolute_percentage_error", "mape", y_true, y_pred)
+
+
+def mean_squared_logarithmic_error(y_true, y_pred):
+    """``mean((log(max(y_pred, eps) + 1) - log(max(y_true, eps) + 1))**2, axis=-1)``."""
+    return _regression("mean_squared_logarithmic_error", "msle", y_true, y_pred)
+
+
 def huber(y_true, y_pred, delta=1.0):
     """Huber loss averaged over the last axis."""
     return _regression("huber", "huber", y_true, y_pred, delta=_check_delta(delta))
@@ -321,6 +345,8 @@ def huber(y_true, y_pred, delta=1.0):
 
 mse = mean_squared_error
 mae = mean_absolute_error
+mape = mean_absolute_percentage_error
+msle = mean_squared_logarithmic_error
 
 
 def _check_delta(delta):
@@ -594,6 +620,32 @@ class MeanAbsoluteError(Loss):
         return self.call(y_true, y_pred), None
 
 
+class MeanAbsolutePercentageError(Loss):
+    """``100 * mean(|(y_true - y_pred) / max(|y_true|, epsilon)|, axis=-1)`` per sample."""
+
+    def __init__(self, reduction="sum_over_batch_size", name="mean_absolute_percentage_error", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return _regression("mean_absolute_percentage_error", "mape", y_true, y_pred, dtype=self.dtype)
+
+    def _values(self, y_true, y_pred):
+        return self.call(y_true, y_pred), None
+
+
+class MeanSquaredLogarithmicError(Loss):
+    """``mean((log(max(y_pred, eps) + 1) - log(max(y_true, eps) + 1))**2, axis=-1)`` per sample."""
+
+    def __init__(self, reduction="sum_over_batch_size", name="mean_squared_logarithmic_error", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return _regression("mean_squared_logarithmic_error", "msle", y_true, y_pred, dtype=self.dtype)
+
+    def _values(self, y_true, y_pred):
+        return self.call(y_true, y_pred), None
+
+
 class Huber(Loss):
     """Huber loss with threshold ``delta`` (default 1.0), averaged over the last axis.
 
@@ -641,7 +693,7 @@ class _FunctionLoss(Loss):
 # Lookup and (de)serialization
 # ---------------------------------------------------------------------------
 _CLASSES = (CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy,
-            MeanSquaredError, MeanAbsoluteError, Huber)
+            MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredLogarithmicError, Huber)
 _BY_CLASS_NAME = {cls.__name__: cls for cls in _CLASSES}
 _FUNCTIONS = {
     categorical_crossentropy: CategoricalCrossentropy,
@@ -649,6 +701,8 @@ _FUNCTIONS = {
     binary_crossentropy: BinaryCrossentropy,
     mean_squared_error: MeanSquaredError,
     mean_absolute_error: MeanAbsoluteError,
+    mean_absolute_percentage_error: MeanAbsolutePercentageError,
+    mean_squared_logarithmic_error: MeanSquaredLogarithmicError,
     huber: Huber,
 }
 # Function names and Keras 3's aliases: the loss is the class with default
@@ -658,6 +712,8 @@ _BY_FUNCTION_NAME.update({
     "bce": BinaryCrossentropy, "BCE": BinaryCrossentropy,
     "mse": MeanSquaredError, "MSE": MeanSquaredError,
     "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError,
+    "mape": MeanAbsolutePercentageError, "MAPE": MeanAbsolutePercentageError,
+    "msle": MeanSquaredLogarithmicError, "MSLE": MeanSquaredLogarithmicError,
 })
 _ALL_NAMES = sorted(set(_BY_CLASS_NAME) | set(_BY_FUNCTION_NAME))
 

@@ -40,8 +40,10 @@ __all__ = [
     "CategoricalAccuracy",
     "Mean",
     "MeanAbsoluteError",
+    "MeanAbsolutePercentageError",
     "MeanMetricWrapper",
     "MeanSquaredError",
+    "MeanSquaredLogarithmicError",
     "Metric",
     "Precision",
     "Recall",
@@ -337,6 +339,8 @@ _METRIC_FUNCTIONS = {
     "sparse_categorical_accuracy": sparse_categorical_accuracy,
     "mean_squared_error": losses.mean_squared_error,
     "mean_absolute_error": losses.mean_absolute_error,
+    "mean_absolute_percentage_error": losses.mean_absolute_percentage_error,
+    "mean_squared_logarithmic_error": losses.mean_squared_logarithmic_error,
     "categorical_crossentropy": losses.categorical_crossentropy,
     "sparse_categorical_crossentropy": losses.sparse_categorical_crossentropy,
     "binary_crossentropy": losses.binary_crossentropy,
@@ -462,6 +466,26 @@ class MeanAbsoluteError(MeanMetricWrapper):
 
     def __init__(self, name="mean_absolute_error", dtype=None):
         super().__init__(losses.mean_absolute_error, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+class MeanAbsolutePercentageError(MeanMetricWrapper):
+    """The mean of ``100 * mean(|(y_true - y_pred) / max(|y_true|, epsilon)|, axis=-1)``."""
+
+    def __init__(self, name="mean_absolute_percentage_error", dtype=None):
+        super().__init__(losses.mean_absolute_percentage_error, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+class MeanSquaredLogarithmicError(MeanMetricWrapper):
+    """The mean of ``mean((log(max(y_pred, eps) + 1) - log(max(y_true, eps) + 1))**2, axis=-1)``."""
+
+    def __init__(self, name="mean_squared_logarithmic_error", dtype=None):
+        super().__init__(losses.mean_squared_logarithmic_error, name=name, dtype=dtype)
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype}
@@ -624,10 +648,13 @@ class Recall(_ConfusionMetric):
 # Lookup and (de)serialization
 # ---------------------------------------------------------------------------
 _CLASSES = (Mean, Sum, MeanMetricWrapper, Accuracy, BinaryAccuracy, CategoricalAccuracy,
-            SparseCategoricalAccuracy, MeanSquaredError, MeanAbsoluteError, Precision, Recall)
+            SparseCategoricalAccuracy, MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError,
+            MeanSquaredLogarithmicError, Precision, Recall)
 _BY_NAME = {cls.__name__: cls for cls in _CLASSES}
 _BY_NAME.update({to_snake_case(cls.__name__): cls for cls in _CLASSES})
-_BY_NAME.update({"mse": MeanSquaredError, "MSE": MeanSquaredError, "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError})
+_BY_NAME.update({"mse": MeanSquaredError, "MSE": MeanSquaredError, "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError,
+                 "mape": MeanAbsolutePercentageError, "MAPE": MeanAbsolutePercentageError,
+                 "msle": MeanSquaredLogarithmicError, "MSLE": MeanSquaredLogarithmicError})
 _ALL_NAMES = sorted(set(_BY_NAME) | {"acc"})
 
 

@@ -1,4 +1,11 @@
-"""Process-wide helpers: the random seed and the layer-name counters."""
+"""Process-wide helpers (the random seed, the layer-name counters) and Keras's ``keras.utils`` namespace.
+
+Besides the seed and the names: ``to_categorical``, ``normalize``,
+``Progbar``, ``get_file``, ``PyDataset``, ``plot_model`` / ``model_to_dot``
+(:mod:`gpulayers.model_visualization`), the packing of ``(x, y,
+sample_weight)`` batches, ``is_keras_tensor`` and the registration of custom
+objects (``register_keras_serializable``, ``custom_object_scope``...).
+"""
 
 import numbers
 import re
@@ -6,12 +13,25 @@ import re
 import numpy as np
 
 from gpulayers.file_utils import get_file
+from gpulayers.model_visualization import model_to_dot, plot_model
 from gpulayers.numerical_utils import normalize, to_categorical
+from gpulayers.object_registration import (
+    CustomObjectScope,
+    custom_object_scope,
+    get_custom_objects,
+    get_registered_name,
+    get_registered_object,
+    register_keras_serializable,
+)
 from gpulayers.progbar import Progbar
+from gpulayers.symbolic import is_keras_tensor
 
 __all__ = [
-    "Progbar", "clear_session", "derive_seed", "finite_real", "get_file", "host_rng", "normalize", "set_random_seed",
-    "to_categorical", "to_snake_case", "unique_name", "unpack_x_y_sample_weight",
+    "CustomObjectScope", "Progbar", "clear_session", "custom_object_scope", "derive_seed",
+    "finite_real", "get_custom_objects", "get_file", "get_registered_name", "get_registered_object", "host_rng",
+    "is_keras_tensor", "model_to_dot", "normalize", "pack_x_y_sample_weight", "plot_model",
+    "register_keras_serializable", "set_random_seed", "to_categorical", "to_snake_case", "unique_name",
+    "unpack_x_y_sample_weight",
 ]
 
 _rng = np.random.default_rng()
@@ -92,6 +112,21 @@ def unpack_x_y_sample_weight(data):
         "Data is expected to be in format `x`, `(x,)`, `(x, y)`, or `(x, y, sample_weight)`, found: "
         f"a tuple of {len(data)} items"
     )
+
+
+def pack_x_y_sample_weight(x, y=None, sample_weight=None):
+    """The batch tuple Keras's ``train_step`` unpacks: ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``.
+
+    As Keras's: ``x`` alone comes back as it is unless it is a list or
+    tuple, which is wrapped as ``(x,)`` so that it is not read as ``(x, y)``.
+    """
+    if y is None:
+        if not isinstance(x, (list, tuple)):
+            return x
+        return (x,)
+    if sample_weight is None:
+        return (x, y)
+    return (x, y, sample_weight)
 
 
 def __getattr__(name):

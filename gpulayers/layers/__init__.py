@@ -5,8 +5,15 @@ from gpulayers.serialization import deserialize, serialize
 
 from gpulayers.layers.base import Layer, Variable
 from gpulayers.layers.input_spec import InputSpec
-from gpulayers.layers.convolutional import Conv2D, Conv2DTranspose, Convolution2D, Convolution2DTranspose
-from gpulayers.layers.core import Activation, Dense
+from gpulayers.layers.convolutional import (
+    Conv1D,
+    Conv2D,
+    Conv2DTranspose,
+    Convolution1D,
+    Convolution2D,
+    Convolution2DTranspose,
+)
+from gpulayers.layers.core import Activation, Dense, Embedding
 from gpulayers.layers.input_layer import Input, InputLayer
 from gpulayers.layers.lambda_layer import Lambda
 from gpulayers.layers.merging import (
@@ -29,17 +36,26 @@ from gpulayers.layers.merging import (
 )
 from gpulayers.layers.normalization import BatchNormalization
 from gpulayers.layers.pooling import (
+    AveragePooling1D,
     AveragePooling2D,
+    AvgPool1D,
     AvgPool2D,
+    GlobalAveragePooling1D,
     GlobalAveragePooling2D,
+    GlobalAvgPool1D,
     GlobalAvgPool2D,
+    GlobalMaxPool1D,
     GlobalMaxPool2D,
+    GlobalMaxPooling1D,
     GlobalMaxPooling2D,
+    MaxPool1D,
     MaxPool2D,
+    MaxPooling1D,
     MaxPooling2D,
     StochasticPooling2D,
 )
 from gpulayers.layers.regularization import Dropout
+from gpulayers.layers.rnn import LSTM, LSTMCell
 from gpulayers.layers.reshaping import (
     Cropping2D,
     Flatten,
@@ -56,29 +72,42 @@ __all__ = [
     "Activation",
     "Add",
     "Average",
+    "AveragePooling1D",
     "AveragePooling2D",
+    "AvgPool1D",
     "AvgPool2D",
     "BatchNormalization",
     "Concatenate",
+    "Conv1D",
     "Conv2D",
     "Conv2DTranspose",
+    "Convolution1D",
     "Convolution2D",
     "Convolution2DTranspose",
     "Cropping2D",
     "Dense",
     "Dot",
     "Dropout",
+    "Embedding",
     "Flatten",
+    "GlobalAveragePooling1D",
     "GlobalAveragePooling2D",
+    "GlobalAvgPool1D",
     "GlobalAvgPool2D",
+    "GlobalMaxPool1D",
     "GlobalMaxPool2D",
+    "GlobalMaxPooling1D",
     "GlobalMaxPooling2D",
     "Input",
     "InputLayer",
     "InputSpec",
+    "LSTM",
+    "LSTMCell",
     "Lambda",
     "Layer",
+    "MaxPool1D",
     "MaxPool2D",
+    "MaxPooling1D",
     "MaxPooling2D",
     "Maximum",
     "Minimum",
@@ -108,21 +137,29 @@ LAYER_CLASSES = {
         Activation,
         Add,
         Average,
+        AveragePooling1D,
         AveragePooling2D,
         BatchNormalization,
         Concatenate,
+        Conv1D,
         Conv2D,
         Conv2DTranspose,
         Cropping2D,
         Dense,
         Dot,
         Dropout,
+        Embedding,
         Flatten,
+        GlobalAveragePooling1D,
         GlobalAveragePooling2D,
+        GlobalMaxPooling1D,
         GlobalMaxPooling2D,
         InputLayer,
+        LSTM,
+        LSTMCell,
         Lambda,
         Maximum,
+        MaxPooling1D,
         MaxPooling2D,
         Minimum,
         Multiply,
@@ -136,6 +173,11 @@ LAYER_CLASSES = {
     )
 }
 LAYER_CLASSES.update(
+    MaxPool1D=MaxPooling1D,
+    AvgPool1D=AveragePooling1D,
+    GlobalAvgPool1D=GlobalAveragePooling1D,
+    GlobalMaxPool1D=GlobalMaxPooling1D,
+    Convolution1D=Conv1D,
     MaxPool2D=MaxPooling2D,
     AvgPool2D=AveragePooling2D,
     GlobalAvgPool2D=GlobalAveragePooling2D,

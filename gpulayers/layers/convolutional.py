@@ -1,9 +1,10 @@
-"""2-D convolution (Conv2D) and transposed convolution (Conv2DTranspose), as Keras 3's layers."""
+"""1-D and 2-D convolution (Conv1D, Conv2D) and transposed convolution (Conv2DTranspose), as Keras 3's layers."""
 
 from backends import get_ops
 from gpulayers import activations, constraints, initializers, regularizers
 from gpulayers.layers.arguments import (
     conv_output_length,
+    same_pads,
     standardize_bool,
     standardize_data_format,
     standardize_int,
@@ -16,7 +17,7 @@ from gpulayers.layers.input_spec import InputSpec
 from gpulayers.layers.core import check_no_lora
 from gpulayers.ops.convolution import conv_transpose_arrays, conv_transpose_output_length
 
-__all__ = ["Conv2D", "Conv2DTranspose", "Convolution2D", "Convolution2DTranspose"]
+__all__ = ["Conv1D", "Conv2D", "Conv2DTranspose", "Convolution1D", "Convolution2D", "Convolution2DTranspose"]
 
 
 def spatial_axes(data_format):
@@ -365,3 +366,213 @@ class Conv2DTranspose(_Conv2DBase):
 
 
 Convolution2DTranspose = Conv2DTranspose
+
+
+def lift_1d(shape, data_format):
+    """The 4-D shape a 1-D ``(N, L, C)`` (or ``(N, C, L)``) array has with a unit height axis."""
+    if data_format == "channels_last":
+        return (shape[0], 1, shape[1], shape[2])
+    return (shape[0], shape[1], 1, shape[2])
+
+
+class Conv1D(Layer):
+    """1-D convolution layer (temporal convolution), as Keras 3's ``keras.layers.Conv1D``.
+
+    Args:
+        filters: Positive int, the number of output channels.
+        kernel_size: Int or tuple of 1 int, the window's length.
+        strides: Int or tuple of 1 int (default 1). Strides > 1 cannot be
+            combined with dilation_rate > 1.
+        padding: ``'valid'``, ``'same'`` (output length ``ceil(n / stride)``,
+            the extra pad step at the end) or ``'causal'`` (all the padding at
+            the start, so output ``t`` sees no input after ``t``).
+        data_format: ``'channels_last'`` (N, steps, C) or ``'channels_first'``
+            (N, C, steps); default ``gpulayers.config.image_data_format()``.
+        dilation_rate: Int or tuple of 1 int (default 1).
+        groups: Must be 1 (grouped convolution is not supported yet).
+        activation, use_bias, kernel_initializer, bias_initializer,
+        kernel_regularizer, bias_regularizer, activity_regularizer,
+        kernel_constraint, bias_constraint: As in :class:`Conv2D`.
+
+    The kernel has Keras's layout ``(kernel_size, in_channels, filters)``; the
+    layer runs on the 2-D convolution hot paths with a unit height axis.
+
+    Example:
+        >>> Conv1D(8, 3, padding="causal")(np.zeros((2, 10, 4))).shape
+        (2, 10, 8)
+    """
+
+    single_input = True
+    input_cast = "all"  # numeric inputs are computed in the layer's dtype
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        groups=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        filters = standardize_int(filters, "filters")
+        kernel_size = standardize_tuple(kernel_size, 1, "kernel_size")
+        strides = standardize_tuple(strides, 1, "strides")
+        dilation_rate = standardize_tuple(dilation_rate, 1, "dilation_rate")
+        if strides[0] > 1 and dilation_rate[0] > 1:
+            raise ValueError(
+                "`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
+                f"Received: strides={strides} and dilation_rate={dilation_rate}"
+            )
+        groups = standardize_int(groups, "groups")
+        if groups != 1:
+            raise ValueError(
+                f"Invalid value for `groups`: grouped convolution is not supported yet, only groups=1. "
+                f"Received: groups={groups}"
+            )
+        if isinstance(padding, str) and padding.lower() == "causal":
+            self.padding = "causal"
+        else:
+            try:
+                self.padding = standardize_padding(padding)
+            except ValueError:
+                raise ValueError(
+                    f"Invalid value for `padding`: expected 'valid', 'same' or 'causal'. Received: padding={padding!r}"
+                ) from None
+        self.data_format = standardize_data_format(data_format)
+        self.activation = activations.get(activation, argument="activation")
+        self.use_bias = standardize_bool(use_bias, "use_bias")
+        self.kernel_initializer = initializers.get(kernel_initializer, argument="kernel_initializer")
+        self.bias_initializer = initializers.get(bias_initializer, argument="bias_initializer")
+        self.kernel_regularizer = regularizers.get(kernel_regularizer, argument="kernel_regularizer")
+        self.bias_regularizer = regularizers.get(bias_regularizer, argument="bias_regularizer")
+        self.kernel_constraint = constraints.get(kernel_constraint, argument="kernel_constraint")
+        self.bias_constraint = constraints.get(bias_constraint, argument="bias_constraint")
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.dilation_rate = dilation_rate
+        self.groups = groups
+        self.input_spec = InputSpec(ndim=3)
+        self.kernel = self.bias = None
+
+    @property
+    def _channel_axis(self):
+        return 2 if self.data_format == "channels_last" else 1
+
+    def build(self, input_shape):
+        channels = input_shape[self._channel_axis]
+        if channels is None:
+            raise ValueError(
+                f"The channel axis of the input of layer '{self.name}' must be known. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        self.kernel = self.add_weight(
+            shape=self.kernel_size + (channels, self.filters),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            name="kernel",
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                name="bias",
+            )
+        self.input_spec = InputSpec(ndim=3, axes={self._channel_axis: channels})
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"Input of layer '{self.name}' is incompatible with the layer: expected ndim=3, "
+                f"found ndim={len(input_shape)}. Full shape received: inputs.shape={tuple(input_shape)}"
+            )
+        steps_axis = 1 if self.data_format == "channels_last" else 2
+        padding = "same" if self.padding == "causal" else self.padding  # causal: ceil(n / stride), as same
+        n = conv_output_length(input_shape[steps_axis], self.kernel_size[0], self.strides[0], self.dilation_rate[0],
+                               padding)
+        if n is not None and n <= 0:
+            raise ValueError(
+                f"Computed output size would be zero or negative for layer '{self.name}': the input "
+                f"is smaller than the window. Received: inputs.shape={tuple(input_shape)}, "
+                f"kernel_size={self.kernel_size}, strides={self.strides}, dilation_rate={self.dilation_rate}, "
+                f"padding='{self.padding}'"
+            )
+        out = list(input_shape)
+        out[steps_axis] = n
+        out[self._channel_axis] = self.filters
+        return tuple(out)
+
+    def _pads(self, steps):
+        k, s, d = self.kernel_size[0], self.strides[0], self.dilation_rate[0]
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "causal":
+            return (0, 0, (k - 1) * d, 0)
+        return (0, 0) + same_pads(steps, k, s, d)
+
+    def call(self, inputs):
+        return self._activate(self._record("conv1d", self._conv, inputs, self.kernel, self.bias))
+
+    def _conv(self, x, kernel, bias):
+        ops = get_ops()
+        x4 = x.reshape(lift_1d(x.shape, self.data_format))
+        k4 = kernel.reshape((1,) + kernel.shape)
+        steps = x.shape[1 if self.data_format == "channels_last" else 2]
+        axis4 = 3 if self.data_format == "channels_last" else 1
+        geometry = ((1, self.strides[0]), self._pads(steps), (1, self.dilation_rate[0]), self.data_format)
+        z4 = ops.conv2d_forward(x4, k4, *geometry)
+        if bias is not None:
+            ops.bias_add(z4, bias, axis4)
+        if self.data_format == "channels_last":
+            z = z4.reshape((z4.shape[0], z4.shape[2], z4.shape[3]))
+        else:
+            z = z4.reshape((z4.shape[0], z4.shape[1], z4.shape[3]))
+
+        def backward(dz, needs):
+            dz4 = dz.reshape(z4.shape)
+            dk = ops.conv2d_backward_kernel(x4, dz4, k4.shape, *geometry).reshape(kernel.shape) if needs[1] else None
+            db = ops.channel_sum(dz4, axis4) if needs[2] else None
+            dx = ops.conv2d_backward_input(dz4, k4, tuple(x4.shape), *geometry).reshape(x.shape) if needs[0] else None
+            return dx, dk, db
+
+        return z, backward
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "data_format": self.data_format,
+            "dilation_rate": self.dilation_rate,
+            "groups": self.groups,
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
+        }
+
+
+Convolution1D = Conv1D

@@ -1,7 +1,9 @@
-"""Core layers: Dense and Activation."""
+"""Core layers: Dense, Embedding and Activation."""
 
 import math
 import numbers
+
+import numpy as np
 
 from backends import get_ops
 from gpulayers import activations, constraints, initializers, regularizers
@@ -9,7 +11,7 @@ from gpulayers.layers.arguments import standardize_bool, standardize_int
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_spec import InputSpec
 
-__all__ = ["Activation", "Dense"]
+__all__ = ["Activation", "Dense", "Embedding"]
 
 
 class Dense(Layer):
@@ -167,6 +169,147 @@ def check_no_lora(lora_rank, lora_alpha):
         raise TypeError(
             f"Invalid type for `lora_alpha`: expected None or a number. Received: lora_alpha={lora_alpha!r}"
         )
+
+
+class Embedding(Layer):
+    """Turns non-negative integer indices into dense vectors: row ``i`` of the ``embeddings`` matrix.
+
+    Args:
+        input_dim: Positive int, the vocabulary size (largest index + 1).
+        output_dim: Positive int, the size of each vector.
+        embeddings_initializer: Initializer of the matrix (default
+            ``'uniform'``: RandomUniform(-0.05, 0.05), as Keras).
+        embeddings_regularizer, activity_regularizer: Regularizers.
+        embeddings_constraint: Constraint applied after updates.
+        mask_zero: Must be False: masks are not supported by gpulayers yet, so
+            a layer that would emit one is refused rather than silently unmasked.
+        weights: Optional initial matrix of shape ``(input_dim, output_dim)``.
+        lora_rank, lora_alpha, quantization_config: As in :class:`Dense`
+            (only None is supported).
+
+    Input shape: ``(batch_size, ...)`` of indices (floats are cast to int32,
+    as Keras does). Output shape: ``(batch_size, ..., output_dim)`` in the
+    layer's dtype. The gradient adds each output row's gradient into the row
+    it was read from.
+
+    Example:
+        >>> Embedding(1000, 8)(np.array([[4, 20, 7]])).shape
+        (1, 3, 8)
+    """
+
+    input_cast = None  # indices stay integers
+
+    def __init__(
+        self,
+        input_dim,
+        output_dim,
+        embeddings_initializer="uniform",
+        embeddings_regularizer=None,
+        embeddings_constraint=None,
+        mask_zero=False,
+        weights=None,
+        lora_rank=None,
+        lora_alpha=None,
+        quantization_config=None,
+        **kwargs,
+    ):
+        input_dim = standardize_int(input_dim, "input_dim")
+        output_dim = standardize_int(output_dim, "output_dim")
+        check_no_lora(lora_rank, lora_alpha)
+        if quantization_config is not None:
+            raise ValueError(
+                "Invalid value for `quantization_config`: quantization_config is not supported by gpulayers "
+                f"(quantized kernels); pass None. Received: quantization_config={quantization_config!r:.200}"
+            )
+        if standardize_bool(mask_zero, "mask_zero"):
+            raise NotImplementedError(
+                "Embedding(mask_zero=True) is not supported: gpulayers has no masking yet, and the layers after "
+                "it would ignore the mask. Pad with an index the model may learn instead, or pass mask_zero=False."
+            )
+        self.embeddings_initializer = initializers.get(embeddings_initializer, argument="embeddings_initializer")
+        self.embeddings_regularizer = regularizers.get(embeddings_regularizer, argument="embeddings_regularizer")
+        self.embeddings_constraint = constraints.get(embeddings_constraint, argument="embeddings_constraint")
+        super().__init__(**kwargs)
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.mask_zero = False
+        self.lora_rank = None
+        self.lora_alpha = lora_alpha
+        self.lora_enabled = False
+        self.quantization_config = None
+        self.embeddings = None
+        if weights is not None:
+            self.build()
+            if not isinstance(weights, (list, tuple)):
+                weights = [weights]
+            self.set_weights(weights)
+
+    def build(self, input_shape=None):
+        if self.embeddings is not None:
+            return
+        self.embeddings = self.add_weight(
+            shape=(self.input_dim, self.output_dim),
+            initializer=self.embeddings_initializer,
+            regularizer=self.embeddings_regularizer,
+            constraint=self.embeddings_constraint,
+            name="embeddings",
+        )
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.output_dim,)
+
+    def compute_output_spec(self, *args, **kwargs):
+        from gpulayers.symbolic import KerasTensor
+
+        if not self.built:
+            self.build_from_shape(tuple(args[0].shape))
+        return KerasTensor(self.compute_output_shape(args[0].shape), self.dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def call(self, inputs):
+        indices = inputs.data
+        if indices.dtype.kind not in "iu":
+            indices = indices.astype(np.int32)  # Keras casts float indices to int32
+        elif indices.dtype.kind == "u":
+            indices = indices.astype(np.int64)
+        if indices.size:
+            low, high = int(indices.min()), int(indices.max())
+            if low < 0 or high >= self.input_dim:
+                raise IndexError(
+                    f"Layer '{self.name}' received index {low if low < 0 else high}, outside [0, {self.input_dim}) "
+                    f"(input_dim={self.input_dim})."
+                )
+        return self._record("embedding", lambda table: self._lookup(indices, table), self.embeddings)
+
+    def _lookup(self, indices, table):
+        xp = get_ops().xp
+        y = xp.take(table, indices, axis=0)
+
+        def backward(dy, needs):
+            from gpulayers.ops.shapes import _scatter_add
+
+            grad = xp.zeros(table.shape, dtype=dy.dtype)
+            return (_scatter_add(grad, indices.reshape(-1), dy.reshape(-1, self.output_dim)),)
+
+        return y, backward
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.pop("activity_regularizer", None)
+        return {
+            **cfg,
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
+            "embeddings_regularizer": regularizers.serialize(self.embeddings_regularizer),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+            "embeddings_constraint": constraints.serialize(self.embeddings_constraint),
+            "mask_zero": self.mask_zero,
+            "quantization_config": None,
+        }
 
 
 class Activation(Layer):

@@ -1,6 +1,8 @@
 """The entry point of a functional model: ``InputLayer`` and ``Input`` (Keras's ``keras.Input``)."""
 
-from gpulayers.layers.arguments import MAX_DIM, standardize_int, standardize_shape
+import numpy as np
+
+from gpulayers.layers.arguments import MAX_DIM, standardize_dtype, standardize_int, standardize_shape
 from gpulayers.layers.base import Layer
 from gpulayers.symbolic import KerasTensor, Node
 
@@ -13,7 +15,8 @@ class InputLayer(Layer):
     Args:
         shape: Shape of one sample, without the batch axis.
         batch_size: Optional fixed batch size.
-        dtype: Input dtype (default ``floatx()``).
+        dtype: Input dtype (default ``floatx()``): a float, integer or bool
+            dtype (``"int32"`` for indices, as Keras); inputs are cast to it.
         batch_shape: Full shape with the batch axis; instead of shape/batch_size.
         sparse, ragged, optional: Keras 3's flags; must be None or False
             (gpulayers has no sparse, ragged or optional inputs).
@@ -61,7 +64,9 @@ class InputLayer(Layer):
             batch_shape = standardize_shape(batch_shape, "batch_shape")
             if not batch_shape:
                 raise ValueError(f"Invalid value for `batch_shape`: it needs a batch axis. Received: batch_shape={batch_shape!r}")
-        super().__init__(name=name, dtype=dtype, **kwargs)
+        input_dtype = _input_dtype(dtype)
+        super().__init__(name=name, dtype=input_dtype if np.dtype(input_dtype).kind == "f" else None, **kwargs)
+        self._dtype = input_dtype
         self.batch_shape = batch_shape
         self.built = True
         self._build_input_shape = (None,) + batch_shape[1:]
@@ -98,6 +103,18 @@ class InputLayer(Layer):
             "name": self.name,
             "optional": False,
         }
+
+
+def _input_dtype(dtype):
+    """An Input's dtype name: the float dtypes a layer takes, or an integer or bool dtype."""
+    if isinstance(dtype, str) or isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+        if name is not None and np.dtype(name).kind in "biu":
+            return name
+    return standardize_dtype(dtype)
 
 
 def Input(shape=None, batch_size=None, dtype=None, sparse=None, ragged=None, batch_shape=None, name=None, optional=False,

@@ -1,4 +1,4 @@
-"""Pooling layers: max, average and stochastic windows, and global pooling."""
+"""Pooling layers: max, average and stochastic windows, and global pooling (1-D and 2-D)."""
 
 from backends import get_ops
 from gpulayers import utils
@@ -6,21 +6,31 @@ from gpulayers.layers.arguments import (
     standardize_bool,
     standardize_data_format,
     standardize_padding,
+    conv_output_length,
+    same_pads,
     standardize_tuple,
     window_pads,
 )
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_spec import InputSpec
-from gpulayers.layers.convolutional import check_rank4, spatial_axes, windowed_output_shape
+from gpulayers.layers.convolutional import check_rank4, lift_1d, spatial_axes, windowed_output_shape
 
 __all__ = [
+    "AveragePooling1D",
     "AveragePooling2D",
+    "AvgPool1D",
     "AvgPool2D",
+    "GlobalAveragePooling1D",
     "GlobalAveragePooling2D",
+    "GlobalAvgPool1D",
     "GlobalAvgPool2D",
+    "GlobalMaxPool1D",
     "GlobalMaxPool2D",
+    "GlobalMaxPooling1D",
     "GlobalMaxPooling2D",
+    "MaxPool1D",
     "MaxPool2D",
+    "MaxPooling1D",
     "MaxPooling2D",
     "StochasticPooling2D",
 ]
@@ -254,6 +264,212 @@ class GlobalMaxPooling2D(GlobalPooling2D):
         return y, lambda dy, needs: (ops.global_max_pool2d_backward(dy, argmax, shape, *layout),)
 
 
+def _check_rank3(layer, input_shape):
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"Input of layer '{layer.name}' is incompatible with the layer: expected ndim=3, "
+            f"found ndim={len(input_shape)}. Full shape received: inputs.shape={tuple(input_shape)}"
+        )
+
+
+class Pooling1D(Layer):
+    """Shared arguments of the windowed 1-D pooling layers (run on the 2-D paths with a unit height axis)."""
+
+    single_input = True
+    input_cast = "all"
+
+    def __init__(self, pool_size, strides=None, padding="valid", data_format=None, **kwargs):
+        pool_size = standardize_tuple(pool_size, 1, "pool_size")
+        strides = pool_size if strides is None else standardize_tuple(strides, 1, "strides")
+        self.padding = standardize_padding(padding)
+        self.data_format = standardize_data_format(data_format)
+        super().__init__(**kwargs)
+        self.pool_size = pool_size
+        self.strides = strides
+        self.input_spec = InputSpec(ndim=3)
+
+    def compute_output_shape(self, input_shape):
+        _check_rank3(self, input_shape)
+        steps_axis = 1 if self.data_format == "channels_last" else 2
+        n = conv_output_length(input_shape[steps_axis], self.pool_size[0], self.strides[0], 1, self.padding)
+        if n is not None and n <= 0:
+            raise ValueError(
+                f"Computed output size would be zero or negative for layer '{self.name}': the input "
+                f"is smaller than the window. Received: inputs.shape={tuple(input_shape)}, "
+                f"pool_size={self.pool_size}, strides={self.strides}, padding='{self.padding}'"
+            )
+        out = list(input_shape)
+        out[steps_axis] = n
+        return tuple(out)
+
+    def _window(self, x_shape):
+        steps = x_shape[1 if self.data_format == "channels_last" else 2]
+        pads = (0, 0, 0, 0) if self.padding == "valid" else (0, 0) + same_pads(steps, self.pool_size[0],
+                                                                              self.strides[0], 1)
+        return (1, self.pool_size[0]), (1, self.strides[0]), pads, self.data_format
+
+    def _squeeze(self, y4):
+        if self.data_format == "channels_last":
+            return y4.reshape((y4.shape[0], y4.shape[2], y4.shape[3]))
+        return y4.reshape((y4.shape[0], y4.shape[1], y4.shape[3]))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "pool_size": self.pool_size,
+            "padding": self.padding,
+            "strides": self.strides,
+            "data_format": self.data_format,
+        }
+
+
+class MaxPooling1D(Pooling1D):
+    """Max pooling over 1-D windows, as Keras 3's ``keras.layers.MaxPooling1D``.
+
+    Args:
+        pool_size: Int (default 2), the window length.
+        strides: Int or None (default: pool_size).
+        padding: ``'valid'`` or ``'same'``.
+        data_format: ``'channels_last'`` (N, steps, C) or ``'channels_first'`` (N, C, steps).
+    """
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+    def call(self, inputs):
+        return self._record("max_pool1d", self._pool, inputs)
+
+    def _pool(self, x):
+        ops, window = get_ops(), self._window(x.shape)
+        x4 = x.reshape(lift_1d(x.shape, self.data_format))
+        y4, argmax = ops.max_pool2d_forward(x4, *window)
+
+        def backward(dy, needs):
+            return (ops.max_pool2d_backward(dy.reshape(y4.shape), argmax, tuple(x4.shape), *window).reshape(x.shape),)
+
+        return self._squeeze(y4), backward
+
+
+class AveragePooling1D(Pooling1D):
+    """Average pooling over 1-D windows, as Keras 3's ``keras.layers.AveragePooling1D``.
+
+    Args:
+        pool_size: Int (required, as in Keras).
+        strides: Int or None (default: pool_size).
+        padding: ``'valid'`` or ``'same'`` (each window divided by its number of real steps).
+        data_format: ``'channels_last'`` or ``'channels_first'``.
+    """
+
+    def __init__(self, pool_size, strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+    def call(self, inputs):
+        return self._record("average_pool1d", self._pool, inputs)
+
+    def _pool(self, x):
+        ops, window = get_ops(), self._window(x.shape)
+        x4 = x.reshape(lift_1d(x.shape, self.data_format))
+        y4 = ops.avg_pool2d_forward(x4, *window)
+
+        def backward(dy, needs):
+            return (ops.avg_pool2d_backward(dy.reshape(y4.shape), tuple(x4.shape), *window).reshape(x.shape),)
+
+        return self._squeeze(y4), backward
+
+
+class GlobalPooling1D(Layer):
+    """Shared arguments of 1-D global pooling: data_format and keepdims."""
+
+    single_input = True
+    input_cast = "all"
+
+    def __init__(self, data_format=None, keepdims=False, **kwargs):
+        self.data_format = standardize_data_format(data_format)
+        self.keepdims = standardize_bool(keepdims, "keepdims")
+        super().__init__(**kwargs)
+        self.input_spec = InputSpec(ndim=3)
+
+    def compute_output_shape(self, input_shape):
+        _check_rank3(self, input_shape)
+        steps_axis, c_axis = (1, 2) if self.data_format == "channels_last" else (2, 1)
+        if input_shape[steps_axis] == 0:
+            raise ValueError(
+                f"Input of layer '{self.name}' has no steps, so there is nothing to pool. "
+                f"Received: inputs.shape={tuple(input_shape)} (data_format={self.data_format!r})"
+            )
+        n, channels = input_shape[0], input_shape[c_axis]
+        if not self.keepdims:
+            return (n, channels)
+        return (n, 1, channels) if self.data_format == "channels_last" else (n, channels, 1)
+
+    def _check_mask(self, mask):
+        if mask is not None:
+            raise NotImplementedError(
+                f"Layer '{self.name}' was given a mask: masking is not supported by gpulayers yet."
+            )
+
+    def _out_shape(self, x_shape):
+        return self.compute_output_shape(tuple(x_shape))
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format, "keepdims": self.keepdims}
+
+
+class GlobalAveragePooling1D(GlobalPooling1D):
+    """Mean over the steps axis, as Keras 3's ``keras.layers.GlobalAveragePooling1D``.
+
+    Args:
+        data_format: ``'channels_last'`` (N, steps, C) or ``'channels_first'`` (N, C, steps).
+        keepdims: Keep the steps axis with size 1.
+
+    Output shape: ``(batch, channels)``, or with keepdims ``(batch, 1, channels)`` / ``(batch, channels, 1)``.
+    """
+
+    def call(self, inputs, mask=None):
+        self._check_mask(mask)
+        return self._record("global_average_pool1d", self._pool, inputs)
+
+    def _pool(self, x):
+        ops = get_ops()
+        x4_shape = lift_1d(x.shape, self.data_format)
+        y = ops.global_avg_pool2d_forward(x.reshape(x4_shape), self.data_format, False)
+        out_shape = self._out_shape(x.shape)
+
+        def backward(dy, needs):
+            dy2 = dy.reshape(y.shape)
+            return (ops.global_avg_pool2d_backward(dy2, x4_shape, self.data_format, False).reshape(x.shape),)
+
+        return y.reshape(out_shape), backward
+
+
+class GlobalMaxPooling1D(GlobalPooling1D):
+    """Maximum over the steps axis (the first maximum receives the gradient), as Keras 3's layer.
+
+    Args:
+        data_format: ``'channels_last'`` or ``'channels_first'``.
+        keepdims: Keep the steps axis with size 1.
+    """
+
+    def call(self, inputs):
+        return self._record("global_max_pool1d", self._pool, inputs)
+
+    def _pool(self, x):
+        ops = get_ops()
+        x4_shape = lift_1d(x.shape, self.data_format)
+        y, argmax = ops.global_max_pool2d_forward(x.reshape(x4_shape), self.data_format, False)
+        out_shape = self._out_shape(x.shape)
+
+        def backward(dy, needs):
+            dy2 = dy.reshape(y.shape)
+            return (ops.global_max_pool2d_backward(dy2, argmax, x4_shape, self.data_format, False).reshape(x.shape),)
+
+        return y.reshape(out_shape), backward
+
+
+MaxPool1D = MaxPooling1D
+AvgPool1D = AveragePooling1D
+GlobalAvgPool1D = GlobalAveragePooling1D
+GlobalMaxPool1D = GlobalMaxPooling1D
 MaxPool2D = MaxPooling2D
 AvgPool2D = AveragePooling2D
 GlobalAvgPool2D = GlobalAveragePooling2D

@@ -20,6 +20,47 @@ from gpulayers.ops.numpy import __all__ as _numpy_all
 
 __all__ = sorted(set(_core_all) | set(_numpy_all) | set(_math_all) | set(_nn_all))
 
+# On KerasTensors (a functional model being defined) each op adds an Operation to the graph (Keras 3's
+# symbolic ops); on tensors and arrays it runs as it is. shape, dtype and the conversions to host and
+# type checks answer for a KerasTensor directly.
+from gpulayers.ops import operation as _operation  # noqa: E402
+from gpulayers.symbolic import KerasTensor as _KerasTensor  # noqa: E402
+
+from gpulayers.ops import core as _core_module, math as _math_module, nn as _nn_module  # noqa: E402
+from gpulayers.ops import numpy as _numpy_module  # noqa: E402
+
+_DIRECT = {"convert_to_numpy", "is_tensor", "shape", "dtype"}
+_WRAPPED = {}  # id of a function -> its dispatching version (aliases such as swish/silu stay one object)
+for _name in __all__:
+    if _name not in _DIRECT:
+        _plain = globals()[_name]
+        _wrapped = _WRAPPED.get(id(_plain))
+        if _wrapped is None:
+            _wrapped = _WRAPPED[id(_plain)] = _operation.symbolic_dispatch(_name, _plain)
+        globals()[_name] = _wrapped
+        for _namespace in (_core_module, _numpy_module, _math_module, _nn_module):  # keras.ops.nn.relu too
+            if getattr(_namespace, _name, None) is _plain:
+                setattr(_namespace, _name, _wrapped)
+_core_shape, _core_dtype, _core_is_tensor = shape, dtype, is_tensor  # noqa: F405
+
+
+def shape(x):  # noqa: F811
+    """The shape of ``x`` as a tuple (None for an unknown size of a KerasTensor)."""
+    return tuple(x.shape) if isinstance(x, _KerasTensor) else _core_shape(x)
+
+
+def dtype(x):  # noqa: F811
+    """The dtype name of ``x`` (``'float32'``...)."""
+    return x.dtype if isinstance(x, _KerasTensor) else _core_dtype(x)
+
+
+def is_tensor(x):  # noqa: F811
+    """Whether ``x`` is a backend tensor (a symbolic KerasTensor is not, as in Keras)."""
+    return False if isinstance(x, _KerasTensor) else _core_is_tensor(x)
+
+
+Operation = _operation.Operation
+
 import sys as _sys  # noqa: E402
 
 from gpulayers import autodiff as _autodiff  # noqa: E402

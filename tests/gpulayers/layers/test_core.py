@@ -423,7 +423,7 @@ def test_input_layer_passes_inputs_through_and_checks_them():
         (dict(shape=3), TypeError, r"shape.*3"),
         (dict(shape=(3,), batch_size=0), ValueError, r"batch_size.*0"),
         (dict(batch_shape=()), ValueError, r"batch_shape"),
-        (dict(shape=(3,), dtype="int32"), ValueError, r"dtype.*int32"),
+        (dict(shape=(3,), dtype="complex64"), ValueError, r"dtype.*complex64"),  # int and bool dtypes are accepted
         (dict(shape=(3,), unknown_arg=1), TypeError, r"unknown_arg"),
     ],
 )
@@ -432,6 +432,16 @@ def test_input_bad_arguments(kwargs, error, pattern):
         InputLayer(**kwargs)
     with pytest.raises(error, match=pattern):
         Input(**kwargs)
+
+
+def test_input_integer_and_bool_dtypes():
+    # As keras.Input: indices for an Embedding come in as int32, masks as bool; data is cast to the dtype.
+    for dtype in ("int32", "int64", "uint8", "bool"):
+        x = Input(shape=(3,), dtype=dtype)
+        assert x.dtype == dtype
+        assert x._keras_history[0].get_config()["dtype"] == dtype
+    layer = InputLayer(shape=(3,), dtype="int32")
+    assert layer(np.array([[1.0, 2.0, 3.0]])).dtype == "int32"
 
 
 def test_input_layer_legacy_keras2_arguments():

@@ -1,0 +1,35 @@
+"""What the program tests share: synthetic stand-ins for the datasets, and Keras 3 for parity checks.
+
+The data sets the programs download are replaced by small arrays of the same
+shapes and dtypes whose labels can be learned (so a falling loss means
+something): an MNIST-like digit is a dark image with a bright square whose
+position is its class.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+
+def digits(n, seed=0):
+    """``(images uint8 (n, 28, 28), labels uint8 (n,))``: class k has a bright 6x6 square at spot k."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        r, c = divmod(int(k), 5)
+        images[i, 4 + 12 * r:10 + 12 * r, 1 + 5 * c:7 + 5 * c] = 250
+    return images, labels
+
+
+def keras_or_skip():
+    """Keras 3 on a backend that trains (torch by default), or skip the test."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    try:
+        import keras
+    except Exception as exc:  # not installed, or its backend is missing
+        pytest.skip(f"Keras 3 is not importable here ({type(exc).__name__}: {exc})")
+    if keras.backend.backend() == "numpy":
+        pytest.skip("Keras's numpy backend cannot train")
+    return keras
