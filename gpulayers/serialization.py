@@ -29,10 +29,10 @@ KERAS_LAYER_NAMES = frozenset(
     Cropping2D Cropping3D Dense DepthwiseConv1D DepthwiseConv2D Dot Dropout ELU
     Embedding Flatten GaussianDropout GaussianNoise GlobalAveragePooling1D
     GlobalAveragePooling2D GlobalAveragePooling3D GlobalMaxPooling1D
-    GlobalMaxPooling2D GlobalMaxPooling3D GroupNormalization InputLayer Lambda
-    LayerNormalization LeakyReLU MaxPooling1D MaxPooling2D MaxPooling3D Maximum
+    GlobalMaxPooling2D GlobalMaxPooling3D GroupNormalization GRU GRUCell InputLayer Lambda
+    LayerNormalization LeakyReLU LSTM LSTMCell MaxPooling1D MaxPooling2D MaxPooling3D Maximum
     Minimum Multiply Permute PReLU ReLU RepeatVector Rescaling Reshape
-    SeparableConv1D SeparableConv2D Softmax SpatialDropout1D SpatialDropout2D
+    SeparableConv1D SeparableConv2D SimpleRNN SimpleRNNCell Softmax SpatialDropout1D SpatialDropout2D
     SpatialDropout3D Subtract UpSampling1D UpSampling2D UpSampling3D
     UnitNormalization ZeroPadding1D ZeroPadding2D ZeroPadding3D
     """.split()
@@ -64,6 +64,24 @@ def register_builtin(name, cls, module=None, registered_name=None):
             else:
                 module, registered_name = GPULAYERS_MODULE, f"{GPULAYERS_PACKAGE}>{cls.__name__}"
         _WRITTEN[cls] = (module, registered_name)
+
+
+_OPERATIONS = {}  # "Add" -> the op class of ops.add (named apart from the Add layer by its module)
+
+
+def register_operation(cls):
+    """Make an op of ``gpulayers.ops`` (an Operation class, with ``keras_module``) buildable from configs."""
+    _OPERATIONS[cls.__name__] = cls
+    _WRITTEN[cls] = (cls.keras_module, None)
+
+
+def _is_op_module(module):
+    return isinstance(module, str) and module.startswith(("keras.src.ops.", "keras.ops", "gpulayers.ops"))
+
+
+def is_operation_entry(config):
+    """Whether a serialized entry names an op of ``gpulayers.ops`` (not a layer)."""
+    return _is_op_module(config.get("module")) and config.get("class_name") in _OPERATIONS
 
 
 def builtin_classes():
@@ -103,6 +121,8 @@ def _class_for(config, custom_objects, base):
         if not (isinstance(custom, type) and issubclass(custom, base)):
             raise ValueError(f"The custom object for {name!r} is not a Layer subclass. Received: {custom!r:.80}")
         return custom
+    if _is_op_module(module) and name in _OPERATIONS:
+        return _OPERATIONS[name]
     if _ours(module) and isinstance(name, str) and name in _BUILTIN:
         return _BUILTIN[name]
     raise ValueError(
@@ -132,6 +152,6 @@ def deserialize(config, custom_objects=None):
     with object_registration.custom_object_scope(object_registration.check_custom_objects(custom_objects)):
         layer = cls.from_config(dict(inner))
     build_config = config.get("build_config")
-    if not layer.built and isinstance(build_config, dict) and hasattr(layer, "build_from_config"):
+    if not getattr(layer, "built", True) and isinstance(build_config, dict) and hasattr(layer, "build_from_config"):
         layer.build_from_config(build_config)
     return layer

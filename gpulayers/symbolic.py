@@ -50,6 +50,83 @@ class KerasTensor:
     def __repr__(self):
         return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, sparse=False, ragged=False, name={self.name}>"
 
+    # Operators build the graph as Keras's do: each calls the matching ``gpulayers.ops`` function, which on
+    # a KerasTensor adds an Operation node (``x += residual`` is ``ops.add(x, residual)``). ``==`` stays
+    # identity, so KerasTensors can be dict keys and set members.
+    def _op(self, name, *args):
+        from gpulayers import ops
+
+        return getattr(ops, name)(*args)
+
+    def __add__(self, other):
+        return self._op("add", self, other)
+
+    def __radd__(self, other):
+        return self._op("add", other, self)
+
+    def __sub__(self, other):
+        return self._op("subtract", self, other)
+
+    def __rsub__(self, other):
+        return self._op("subtract", other, self)
+
+    def __mul__(self, other):
+        return self._op("multiply", self, other)
+
+    def __rmul__(self, other):
+        return self._op("multiply", other, self)
+
+    def __truediv__(self, other):
+        return self._op("true_divide", self, other)
+
+    def __rtruediv__(self, other):
+        return self._op("true_divide", other, self)
+
+    def __floordiv__(self, other):
+        return self._op("floor_divide", self, other)
+
+    def __rfloordiv__(self, other):
+        return self._op("floor_divide", other, self)
+
+    def __mod__(self, other):
+        return self._op("mod", self, other)
+
+    def __pow__(self, other):
+        return self._op("power", self, other)
+
+    def __rpow__(self, other):
+        return self._op("power", other, self)
+
+    def __matmul__(self, other):
+        return self._op("matmul", self, other)
+
+    def __rmatmul__(self, other):
+        return self._op("matmul", other, self)
+
+    def __neg__(self):
+        return self._op("negative", self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return self._op("absolute", self)
+
+    def __lt__(self, other):
+        return self._op("less", self, other)
+
+    def __le__(self, other):
+        return self._op("less_equal", self, other)
+
+    def __gt__(self, other):
+        return self._op("greater", self, other)
+
+    def __ge__(self, other):
+        return self._op("greater_equal", self, other)
+
+    def __getitem__(self, key):
+        return self._op("get_item", self, key)
+
     def __bool__(self):
         raise TypeError("A symbolic KerasTensor has no value: it cannot be used as a Python bool.")
 

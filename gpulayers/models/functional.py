@@ -101,7 +101,7 @@ def map_graph(inputs, outputs, output_paths=None):
 
 
 def _check_tensors(structure, argument, given, given_outputs):
-    leaves = [] if isinstance(structure, (list, tuple, dict)) and not structure else flatten(structure)
+    leaves = _flat(structure)
     if not leaves:
         raise ValueError(
             f"`{argument}` argument cannot be empty. Received:\ninputs={given}\noutputs={given_outputs}"
@@ -120,6 +120,15 @@ def _standardize_structure(x):
     if isinstance(x, tuple) and not hasattr(x, "_fields"):
         return list(x)
     return x
+
+
+def _flat(structure):
+    """The leaves in Keras's order: a dict's values sorted by key (as ``keras.tree.flatten``)."""
+    if isinstance(structure, dict):
+        return [leaf for k in sorted(structure) for leaf in _flat(structure[k])]
+    if isinstance(structure, (list, tuple)):
+        return [leaf for v in structure for leaf in _flat(v)]
+    return [structure]
 
 
 class Functional(Model):
@@ -248,7 +257,7 @@ class Functional(Model):
                 raise ValueError(
                     f"Missing data for input(s) {missing} of model '{self.name}'. Received: keys {sorted(map(str, inputs))}"
                 )
-            return flatten({k: inputs[k] for k in struct})
+            return _flat({k: inputs[k] for k in struct})
         flat = flatten(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if len(flat) != len(self._inputs):
             raise ValueError(
@@ -336,7 +345,7 @@ class Functional(Model):
 def _paths(structure, prefix=""):
     """Keras's paths of a structure's leaves: ``""`` for one tensor, ``"0"``, ``"1"``... or the dict keys."""
     if isinstance(structure, dict):
-        return [p for k, v in structure.items() for p in _paths(v, f"{prefix}.{k}" if prefix else str(k))]
+        return [p for k in sorted(structure) for p in _paths(structure[k], f"{prefix}.{k}" if prefix else str(k))]
     if isinstance(structure, (list, tuple)):
         return [p for i, v in enumerate(structure) for p in _paths(v, f"{prefix}.{i}" if prefix else str(i))]
     return [prefix]

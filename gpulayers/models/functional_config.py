@@ -43,7 +43,11 @@ def functional_config(model):
         }
 
     def argument(value):
-        return tensor_config(value) if isinstance(value, KerasTensor) else _plain(value)
+        if isinstance(value, KerasTensor):
+            return tensor_config(value)
+        if isinstance(value, tuple):
+            return {"class_name": "__tuple__", "config": {"value": [argument(v) for v in value]}}
+        return _plain(value)
 
     layer_entries = []
     for layer in model._operations:
@@ -56,7 +60,9 @@ def functional_config(model):
                     "kwargs": {k: map_structure(argument, v) for k, v in kwargs.items()},
                 })
         entry = serialization.serialize(layer)
-        build = layer.get_build_config() if not isinstance(layer, _input_layer_class()) else None
+        build = None
+        if hasattr(layer, "get_build_config") and not isinstance(layer, _input_layer_class()):
+            build = layer.get_build_config()
         if build is not None and not _is_functional(layer):
             entry["build_config"] = build
         entry["name"] = layer.name
@@ -94,7 +100,11 @@ def _plain(value):
     """A non-tensor call argument as JSON-like data (what Keras writes for ``training=True`` and the like)."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, slice):  # Keras's forms of a slice and a tuple (an index such as x[:, :2])
+        return {"class_name": "__slice__", "config": {"start": value.start, "stop": value.stop, "step": value.step}}
+    if isinstance(value, tuple):
+        return {"class_name": "__tuple__", "config": {"value": [_plain(v) for v in value]}}
+    if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -168,6 +178,11 @@ def functional_from_config(cls, config, custom_objects=None):
             if not _is_endpoint(history):
                 raise _bad(f"{where}: a tensor needs a keras_history [layer, node, tensor]. Received: {history!r:.80}")
             return tensor(*history, where)
+        if isinstance(value, dict) and value.get("class_name") == "__slice__":
+            config = value.get("config", {})
+            return slice(config.get("start"), config.get("stop"), config.get("step"))
+        if isinstance(value, dict) and value.get("class_name") == "__tuple__":
+            return tuple(fill(v, where) for v in value.get("config", {}).get("value", []))
         if isinstance(value, dict):
             return {k: fill(v, where) for k, v in value.items()}
         if isinstance(value, list):

@@ -51,7 +51,8 @@ def print_summary(model, line_length=None, print_fn=None, show_trainable=False):
     print_fn = print_fn or print
     graph = getattr(model, "_node_ids", None) is not None
     rows = []
-    for layer in model.layers:
+    # A graph lists its ops too (x + y, ops.mean...), as Keras's summary does.
+    for layer in (model._operations if graph else model.layers):
         params = f"{layer.count_params():,}" if layer.built else "0 (unbuilt)"
         row = [f"{layer.name} ({type(layer).__name__})", _shape_text(layer), params]
         if graph:

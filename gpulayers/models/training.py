@@ -247,7 +247,7 @@ class Trainer:
         """The outputs' keys: a dict output's keys, else the output layers' names (one output: one key)."""
         struct = getattr(self, "_outputs_struct", None)
         if isinstance(struct, dict):
-            return list(struct)
+            return sorted(struct)  # Keras's order of a dict's outputs
         try:
             names = self.output_names
         except AttributeError:

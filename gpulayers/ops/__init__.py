@@ -23,6 +23,7 @@ __all__ = sorted(set(_core_all) | set(_numpy_all) | set(_math_all) | set(_nn_all
 # On KerasTensors (a functional model being defined) each op adds an Operation to the graph (Keras 3's
 # symbolic ops); on tensors and arrays it runs as it is. shape, dtype and the conversions to host and
 # type checks answer for a KerasTensor directly.
+from gpulayers import serialization as _serialization  # noqa: E402
 from gpulayers.ops import operation as _operation  # noqa: E402
 from gpulayers.symbolic import KerasTensor as _KerasTensor  # noqa: E402
 
@@ -38,9 +39,13 @@ for _name in __all__:
         if _wrapped is None:
             _wrapped = _WRAPPED[id(_plain)] = _operation.symbolic_dispatch(_name, _plain)
         globals()[_name] = _wrapped
-        for _namespace in (_core_module, _numpy_module, _math_module, _nn_module):  # keras.ops.nn.relu too
+        for _family, _namespace in (("core", _core_module), ("numpy", _numpy_module), ("math", _math_module),
+                                    ("nn", _nn_module)):  # keras.ops.nn.relu too
             if getattr(_namespace, _name, None) is _plain:
                 setattr(_namespace, _name, _wrapped)
+                if _wrapped.operation_class.keras_module is None:  # what a config names: Keras's op module
+                    _wrapped.operation_class.keras_module = f"keras.src.ops.{_family}"
+                    _serialization.register_operation(_wrapped.operation_class)
 _core_shape, _core_dtype, _core_is_tensor = shape, dtype, is_tensor  # noqa: F405
 
 

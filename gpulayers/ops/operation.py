@@ -37,6 +37,7 @@ class Operation:
 
     _fn = None
     _op_name = None
+    keras_module = None  # Keras's module of the op ("keras.src.ops.numpy"...), written in configs
 
     def __init__(self, name=None):
         self.name = name if name is not None else utils.unique_name(utils.to_snake_case(type(self).__name__))
@@ -102,7 +103,17 @@ class Operation:
         return self._node_attribute("output")
 
     def get_config(self):
+        """Keras's config of an op: its name (the call's other arguments are in its node, in the file too)."""
         return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        if not isinstance(config, dict) or set(config) - {"name"}:
+            raise ValueError(
+                f"Invalid config for the op {cls.__name__}: gpulayers reads {{'name': ...}} and takes the op's "
+                f"other arguments from its call in the graph. Received: {config!r:.200}"
+            )
+        return cls(name=config.get("name"))
 
     def __repr__(self):
         return f"<Operation name={self.name}>"

@@ -71,6 +71,10 @@ def _check_object(obj, path, where, functions=False):
     if class_name == "__keras_tensor__" and not functions:  # a symbolic tensor in a functional model's node
         _check_keras_tensor(obj, path, where)
         return
+    if class_name in ("__slice__", "__tuple__") and not functions:  # a call argument such as x[:, :2]
+        if set(obj) - {"class_name", "config"} or not isinstance(obj.get("config"), dict):
+            raise _bad(path, where, f"a {class_name} entry holds only its 'config'.")
+        return
     if class_name == "__lambda__":
         from gpulayers.layers.lambda_layer import bytecode_refusal
 
@@ -185,6 +189,8 @@ def _check_container(entry, path, where):
             raise _bad(path, f"{here}.inbound_nodes", "expected a list of calls.")
         if name in _MODEL_CLASSES:
             _check_container(layer, path, here)
+            continue
+        if serialization.is_operation_entry(layer):  # an op called on symbolic tensors (x + y, ops.mean)
             continue
         if name not in builtin and object_registration.resolve(layer) is None:
             raise _bad(

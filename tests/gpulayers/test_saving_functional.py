@@ -216,3 +216,37 @@ def test_a_keras_built_functional_file_with_shared_and_nested_layers_loads(tmp_p
     assert sorted(got) == ["out", "side"]
     for key in got:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
+
+
+def test_ops_on_symbolic_tensors_are_saved_as_keras_ops(tmp_path):
+    x = gpulayers.Input((8,), name="x")
+    h = layers.Dense(4, name="d1")(x)
+    r = h
+    h = layers.Dense(4, name="d2")(h)
+    h += r
+    y = gpulayers.ops.mean((2.0 * h - 1.0)[:, :2], axis=-1)
+    model = Model(x, [h, y])
+    entries = model.get_config()["layers"]
+    assert [(e["module"], e["class_name"], e["config"]) for e in entries][3] == ("keras.src.ops.numpy", "Add", {"name": "add"})
+    model.save(tmp_path / "ops.keras")
+    loaded = saving.load_model(tmp_path / "ops.keras")
+    data = np.random.default_rng(0).standard_normal((3, 8)).astype("float32")
+    for p, q in zip(model.predict(data, verbose=0), loaded.predict(data, verbose=0)):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_binary_ops_on_symbolic_tensors_move_both_ways_with_keras(tmp_path):
+    keras = _keras()
+    x = gpulayers.Input((8,))
+    h = layers.Dense(4)(x)
+    model = Model(x, (layers.Dense(4)(h) + h) * 2.0)
+    model.save(tmp_path / "ours.keras")
+    data = np.ones((2, 8), "float32")
+    theirs = keras.saving.load_model(tmp_path / "ours.keras")
+    np.testing.assert_allclose(theirs.predict(data, verbose=0), model.predict(data, verbose=0), rtol=1e-6)
+    kx = keras.Input((8,))
+    ka = keras.layers.Dense(3)(kx)
+    kmodel = keras.Model(kx, keras.ops.subtract(keras.ops.add(ka, ka) * 3.0, ka))
+    kmodel.save(tmp_path / "theirs.keras")
+    back = saving.load_model(tmp_path / "theirs.keras")
+    np.testing.assert_allclose(back.predict(data, verbose=0), kmodel.predict(data, verbose=0), rtol=1e-6)

@@ -292,3 +292,26 @@ def test_summary_of_a_graph_has_the_connected_to_column():
     text = "\n".join(lines)
     assert "Connected to" in text and "x[0][0]" in text and "mix[0][0]" in text
     assert "shared (Dense)" in text
+
+
+def test_operators_on_keras_tensors_build_ops_of_the_graph():
+    x = gpulayers.Input((3,))
+    h = layers.Dense(3)(x)
+    out = -(abs(h * 2.0 - 1.0) / 4.0) + h ** 2 + h[:, :1]
+    model = Model(x, out)
+    assert len(model.layers) == 2  # ops are graph nodes, not layers (Keras's model.layers)
+    data = np.random.default_rng(0).standard_normal((4, 3)).astype("float32")
+    k, b = model.layers[1].get_weights()
+    hh = data @ k + b
+    want = -(np.abs(hh * 2 - 1) / 4) + hh ** 2 + hh[:, :1]
+    np.testing.assert_allclose(model.predict(data, verbose=0), want, rtol=1e-5, atol=1e-6)
+    residual = h
+    h += residual  # Keras's `x += residual`
+    assert isinstance(h, KerasTensor) and h is not residual
+
+
+def test_dict_outputs_flatten_in_keras_order():
+    x = gpulayers.Input((2,))
+    model = Model(x, {"zeta": layers.Dense(1, name="z")(x), "alpha": layers.Dense(2, name="a")(x)})
+    assert model.output_names == ["a", "z"]  # sorted by key, as keras.tree flattens a dict
+    assert [t.shape for t in model.outputs] == [(None, 2), (None, 1)]
