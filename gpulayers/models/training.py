@@ -174,7 +174,7 @@ class Trainer:
     # compile()'s own objects: not metrics or layers the model holds (Layer's attribute tracking skips them).
     _untracked_attributes = frozenset(
         {"_layers", "_trainable_variables", "_non_trainable_variables", "_losses", "_metrics", "_variables",
-         "_loss_tracker", "_compile_loss", "_compile_metrics", "loss", "optimizer"}
+         "_loss_tracker", "_compile_loss", "_compile_metrics", "_compile_args", "loss", "optimizer"}
     )
 
     # ------------------------------------------------------------ compile
