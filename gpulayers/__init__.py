@@ -9,6 +9,7 @@ from backends import get_backend, set_backend
 from gpulayers import (
     activations,
     autodiff,
+    backend,
     callbacks,
     config,
     constraints,
@@ -67,6 +68,7 @@ __all__ = [
     "__version__",
     "activations",
     "autodiff",
+    "backend",
     "callbacks",
     "clear_session",
     "config",

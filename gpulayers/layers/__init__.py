@@ -3,6 +3,7 @@
 from gpulayers import serialization
 from gpulayers.serialization import deserialize, serialize
 
+from gpulayers.layers.activations import ELU, LeakyReLU, ReLU, Softmax
 from gpulayers.layers.base import Layer, Variable
 from gpulayers.layers.input_spec import InputSpec
 from gpulayers.layers.convolutional import (
@@ -67,6 +68,10 @@ from gpulayers.layers.reshaping import (
 )
 
 __all__ = [
+    "ELU",
+    "LeakyReLU",
+    "ReLU",
+    "Softmax",
     "deserialize",
     "serialize",
     "Activation",
@@ -134,6 +139,10 @@ __all__ = [
 LAYER_CLASSES = {
     cls.__name__: cls
     for cls in (
+        ELU,
+        LeakyReLU,
+        ReLU,
+        Softmax,
         Activation,
         Add,
         Average,
