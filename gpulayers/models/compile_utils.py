@@ -171,10 +171,8 @@ class CompileMetrics:
             return [list(given)]
         if isinstance(given, dict):
             groups = flatten_like_outputs(given, self.keys, argument, allow_missing=True)
-        elif isinstance(given, (list, tuple)) and len(given) == n and all(
-            g is None or isinstance(g, (list, tuple)) for g in given
-        ):
-            groups = list(given)
+        elif isinstance(given, (list, tuple)) and len(given) == n:
+            groups = list(given)  # one entry per output: a metric, a list of them, or None (Keras 3.15)
         else:
             raise ValueError(
                 f"Invalid `{argument}`. `{argument}` should contain metrics objects and either be a dict or a list "

@@ -32,13 +32,16 @@ class Sequential(Model):
         super().__init__(trainable=trainable, name=name, **kwargs)
         self._layers = []  # the InputLayer (when known) first, then the added layers: the sublayers
         self._functional = None  # the graph of the stack, once its input is known (as Keras 3's Sequential)
+        self._auto_input = None  # the InputLayer a deferred build inserted (it checks only the rank)
         if layers is not None:
             if isinstance(layers, (Layer, KerasTensor)) or not hasattr(layers, "__iter__"):
                 raise TypeError(f"Invalid type for `layers`: expected a list of layers. Received: layers={layers!r:.80}")
             for layer in layers:
-                self.add(layer)
+                self.add(layer, rebuild=False)
+            if self.built:
+                self._rebuild_graph()  # once for the whole list, as Keras's constructor
 
-    _untracked_attributes = Model._untracked_attributes | {"_functional"}
+    _untracked_attributes = Model._untracked_attributes | {"_functional", "_auto_input"}
 
     def _track(self, value):
         # The stack is the model's only sublayers: a layer kept as an attribute is not added to it.
@@ -47,7 +50,7 @@ class Sequential(Model):
 
     # ------------------------------------------------------------ structure
 
-    def add(self, layer):
+    def add(self, layer, rebuild=True):
         """Append a layer; builds it at once when the model's input shape is known.
 
         Refuses non-layers (TypeError), a second input, duplicate names and
@@ -95,8 +98,9 @@ class Sequential(Model):
         if isinstance(self._layers[0], InputLayer):
             self.built = True
             self._build_input_shape = (None,) + tuple(self._layers[0].batch_shape[1:])
-            self._rebuild_graph()
-        elif self.built:
+            if rebuild:
+                self._rebuild_graph()
+        elif self.built and rebuild:
             self._rebuild_graph()
 
     def _rebuild_graph(self):
@@ -197,7 +201,8 @@ class Sequential(Model):
         self.built = True
         self._build_input_shape = (None,) + input_shape[1:]
         if not isinstance(self._layers[0], InputLayer):  # as Keras: the stack gets the InputLayer it was built for
-            self._layers.insert(0, InputLayer(batch_shape=self._build_input_shape, dtype=self._layers[0].dtype))
+            self._auto_input = InputLayer(batch_shape=self._build_input_shape, dtype=self._layers[0].dtype)
+            self._layers.insert(0, self._auto_input)
         self._rebuild_graph()
 
     def build_from_config(self, config):
@@ -207,14 +212,15 @@ class Sequential(Model):
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
         self._check_batch_axis(shape)
-        if self._layers and not isinstance(self._layers[0], InputLayer) and self._build_input_shape is not None \
-                and len(shape) != len(self._build_input_shape):
+        inferred = self._layers and (not isinstance(self._layers[0], InputLayer) or self._layers[0] is self._auto_input)
+        if inferred and self._build_input_shape is not None and len(shape) != len(self._build_input_shape):
             raise ValueError(
                 f"Input of model '{self.name}' is incompatible: expected shape {self._build_input_shape}. "
                 f"Received: inputs.shape={shape}"
             )
         for layer in self._layers:
-            shape = layer.compute_output_shape(shape)
+            if layer is not self._auto_input:  # an input the model inferred checks only the rank (as Keras's)
+                shape = layer.compute_output_shape(shape)
         return shape
 
     @property
@@ -255,7 +261,8 @@ class Sequential(Model):
     def call(self, inputs, training=None):
         x = inputs
         for layer in self._layers:
-            x = layer(x, training=training)
+            if layer is not self._auto_input:
+                x = layer(x, training=training)
         return x
 
     def _check_batch_axis(self, shape):

@@ -215,7 +215,8 @@ class Trainer:
         compile_loss = CompileLoss(loss, loss_weights, keys)
         per_output_loss = flatten_like_outputs(loss, keys, "loss") if is_per_output(loss) else loss
         compile_metrics = CompileMetrics(metrics, weighted_metrics, keys, per_output_loss, self._flat_output_shapes())
-        names = ["loss"] + [t.name for t in compile_loss.trackers.values()] + [e[3] for e in compile_metrics.entries]
+        # Two outputs of one shared layer have one name: their loss logs share it, as in Keras.
+        names = ["loss"] + [e[3] for e in compile_metrics.entries]
         if len(set(names)) != len(names):
             raise ValueError(f"Invalid value for `metrics`: metric names must be unique. Received names: {names}")
         self.optimizer, self.loss = opt, loss
@@ -741,7 +742,13 @@ class Trainer:
     def _format_logs(self, logs, return_dict):
         if return_dict:
             return dict(logs)
-        names = [n for n in self.metrics_names if n in logs] + [n for n in logs if n not in self.metrics_names]
+        # Keras's order: the loss, each output's loss, the metrics logged under their own name (in the
+        # model's order), then every other log (per-output metrics...) sorted by name.
+        first = []
+        if self._compiled:
+            first = ["loss"] + [t.name for t in self._compile_loss.trackers.values()]
+        first += [m.name for m in self.metrics if m.name in logs and m.name not in first]
+        names = [n for n in first if n in logs] + sorted(n for n in logs if n not in first)
         values = [logs[name] for name in names]
         return values[0] if len(values) == 1 else values
 

@@ -286,12 +286,17 @@ def test_two_outputs_with_lists_and_dicts():
                         "class_output": keras.losses.CategoricalCrossentropy()},
                   metrics={"score_output": [keras.metrics.MeanAbsolutePercentageError(),
                                             keras.metrics.MeanAbsoluteError()],
-                           "class_output": [keras.metrics.CategoricalAccuracy()]},
-                  loss_weights={"score_output": 2.0, "class_output": 1.0})
+                           "class_output": [keras.metrics.CategoricalAccuracy()]})
     as_dicts = model.fit({"img_input": img, "ts_input": ts}, {"score_output": score, "class_output": classes},
                          batch_size=32, epochs=1, shuffle=False, verbose=0).history
     for key in ("score_output_loss", "class_output_loss", "score_output_mean_absolute_error"):
         np.testing.assert_allclose(as_dicts[key], as_lists[key], rtol=1e-5)
+    # Loss weights weigh each output's loss in the total (checked without training: a different weighting
+    # trains differently).
+    model.compile(optimizer=keras.optimizers.RMSprop(1e-3),
+                  loss={"score_output": keras.losses.MeanSquaredError(),
+                        "class_output": keras.losses.CategoricalCrossentropy()},
+                  loss_weights={"score_output": 2.0, "class_output": 1.0})
     scores = model.evaluate([img, ts], [score, classes], batch_size=64, verbose=0, return_dict=True)
     np.testing.assert_allclose(scores["loss"], 2 * scores["score_output_loss"] + scores["class_output_loss"], rtol=1e-5)
 

@@ -315,3 +315,14 @@ def test_dict_outputs_flatten_in_keras_order():
     model = Model(x, {"zeta": layers.Dense(1, name="z")(x), "alpha": layers.Dense(2, name="a")(x)})
     assert model.output_names == ["a", "z"]  # sorted by key, as keras.tree flattens a dict
     assert [t.shape for t in model.outputs] == [(None, 2), (None, 1)]
+
+
+def test_a_sequential_built_by_fit_takes_other_sizes_and_a_list_builds_one_graph():
+    model = Sequential([layers.Conv2D(2, 3), layers.GlobalAveragePooling2D(), layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32"), np.ones((4, 1)), verbose=0)
+    assert model.predict(np.zeros((2, 12, 12, 1), "float32"), verbose=0).shape == (2, 1)  # fully convolutional
+    with pytest.raises(ValueError, match="incompatible"):
+        model.predict(np.zeros((2, 12, 12), "float32"), verbose=0)  # the rank is still checked
+    stack = Sequential([gpulayers.Input((4,)), layers.Dense(3), layers.Dense(2), layers.Dense(1)])
+    assert [len(l._inbound_nodes) for l in stack.layers] == [1, 1, 1]

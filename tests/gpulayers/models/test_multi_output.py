@@ -141,3 +141,24 @@ def test_compile_config_round_trips_lists_and_dicts():
     assert other.metrics_names == model.metrics_names
     x, y1, y2 = data()
     assert to_np(np.asarray(other.evaluate(x, [y1, y2], verbose=0))).shape == (6,)
+
+
+def test_evaluate_lists_values_in_keras_order():
+    # Keras 3.15 gives [loss, zz_loss, aa_loss, aa_mae, zz_mae] here: the per-output metrics sorted by name.
+    x = gpulayers.Input((3,))
+    model = Model(x, [layers.Dense(1, name="zz", kernel_initializer="ones")(x),
+                      layers.Dense(1, name="aa", kernel_initializer="zeros")(x)])
+    model.compile("sgd", "mse", metrics=[["mae"], ["mae"]])
+    values = model.evaluate(np.ones((4, 3)), [np.zeros((4, 1)), np.ones((4, 1))], verbose=0)
+    assert values == pytest.approx([10.0, 9.0, 1.0, 1.0, 3.0])
+
+
+def test_a_flat_list_gives_one_metric_per_output_and_shared_outputs_compile():
+    x = gpulayers.Input((3,))
+    model = Model(x, [layers.Dense(1, name="a")(x), layers.Dense(1, name="b")(x)])
+    model.compile("sgd", "mse", metrics=["mae", "mse"])
+    assert model.metrics_names[-2:] == ["a_mae", "b_mse"]
+    shared = layers.Dense(2, name="d")
+    twice = Model(x, [shared(x), shared(layers.Dense(3)(x))])
+    twice.compile("sgd", "mse")  # both outputs are 'd': one d_loss log, as in Keras
+    assert sorted(twice.fit(np.ones((4, 3)), [np.ones((4, 2))] * 2, verbose=0).history) == ["d_loss", "loss"]
