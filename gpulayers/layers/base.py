@@ -530,7 +530,7 @@ class Layer:
         inputs = args[0]
         shape = shape_structure(inputs)
         if not self.built:
-            self.build_from_shape(shape)
+            self._build_for_call(args, kwargs, shape)
         elif isinstance(inputs, KerasTensor) and self.input_spec is not None:
             self.input_spec.check(self.name, shape)
         if self._overrides("compute_output_shape") and not any_symbolic(args[1:], kwargs):
@@ -555,6 +555,31 @@ class Layer:
         if not self.built:
             self._build_undoably(input_shape)
         self._build_input_shape = (None,) + input_shape[1:] if input_shape else ()
+
+    def _build_for_call(self, args, kwargs, shape):
+        """Build for a first call: ``build(input_shape)``, or, when ``build`` takes several shapes
+        (``build(self, x_shape, y_shape)``), each from the call argument of that name (Keras's rule)."""
+        names = _build_parameters(type(self))
+        if len(names) <= 1:
+            self.build_from_shape(shape)
+            return
+        try:
+            bound = inspect.signature(self.call).bind(*args, **kwargs).arguments
+        except TypeError:
+            bound = {}
+        shapes = []
+        for i, name in enumerate(names):
+            key = name[: -len("_shape")] if name.endswith("_shape") else name
+            value = bound.get(key, args[i] if i < len(args) else None)
+            shapes.append(shape_structure(value) if value is not None and (is_structure(value) or hasattr(value, "shape"))
+                          else None)
+        restore = self._snapshot()
+        try:
+            self.build(*shapes)
+        except BaseException:
+            restore()
+            raise
+        self.built = True
 
     def get_build_config(self):
         """Keras's ``build_config``: ``{"input_shape": ...}`` of the shape the layer was built for (or None)."""
@@ -640,7 +665,7 @@ class Layer:
         unbuild = None
         if not self.built:
             unbuild = self._snapshot()
-            self.build_from_shape(shape)
+            self._build_for_call((inputs,) + tuple(rest), kwargs, shape)
         elif single:
             if self.input_spec is not None:
                 self.input_spec.check(self.name, shape)
@@ -819,6 +844,19 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+_BUILD_PARAMETERS = {}
+
+
+def _build_parameters(cls):
+    """The names of ``cls.build``'s positional parameters after ``self``."""
+    names = _BUILD_PARAMETERS.get(cls)
+    if names is None:
+        params = list(inspect.signature(cls.build).parameters.values())[1:]
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        names = _BUILD_PARAMETERS[cls] = names
+    return names
 
 
 def _plain(value):

@@ -306,3 +306,27 @@ def test_fit_trains_custom_layers_and_add_loss():
     plain.compile(optimizer="adam")
     with pytest.raises(ValueError, match="No loss to compute"):
         plain.fit(np.ones((2, 3)), np.ones((2, 1)), verbose=0)
+
+
+class Bilinear(gpulayers.layers.Layer):
+    """A user's layer whose build takes a shape per call argument (Keras matches x_shape to x, y_shape to y)."""
+
+    def build(self, x_shape, y_shape):
+        self.w = self.add_weight(shape=(x_shape[-1], y_shape[-1]), name="w")
+
+    def call(self, x, y):
+        return gpulayers.ops.sum(gpulayers.ops.matmul(x, self.w) * y, axis=-1, keepdims=True)
+
+
+def test_a_build_with_one_shape_per_call_argument():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    layer = Bilinear(dtype="float64")
+    out = to_np(layer(x, y))
+    assert layer.w.shape == (3, 2)
+    np.testing.assert_allclose(out, ((x @ to_np(layer.w.data)) * y).sum(axis=-1, keepdims=True), rtol=1e-12)
+    a, b = gpulayers.Input((3,)), gpulayers.Input((2,))
+    symbolic = Bilinear()(a, b)
+    assert symbolic.shape == (None, 1)
+    model = gpulayers.Model([a, b], symbolic)
+    assert model.predict([x, y], verbose=0).shape == (4, 1)
