@@ -51,8 +51,10 @@ def windowed_output_shape(layer, input_shape, channels, kernel, strides, dilatio
     return tuple(out)
 
 
-class _Conv2DBase(Layer):
-    """What Conv2D and Conv2DTranspose share: the argument checks, the kernel and bias, the config."""
+class _ConvBase(Layer):
+    """What Conv1D, Conv2D and Conv2DTranspose share: the argument checks, the kernel and bias, the config."""
+
+    rank = 2  # spatial axes
 
     single_input = True
     input_cast = "all"  # numeric inputs are computed in the layer's dtype
@@ -62,9 +64,9 @@ class _Conv2DBase(Layer):
                      bias_constraint):
         """Check and keep the shared arguments (before ``Layer.__init__``: nothing is set if one is refused)."""
         filters = standardize_int(filters, "filters")
-        kernel_size = standardize_tuple(kernel_size, 2, "kernel_size")
-        strides = standardize_tuple(strides, 2, "strides")
-        dilation_rate = standardize_tuple(dilation_rate, 2, "dilation_rate")
+        kernel_size = standardize_tuple(kernel_size, self.rank, "kernel_size")
+        strides = standardize_tuple(strides, self.rank, "strides")
+        dilation_rate = standardize_tuple(dilation_rate, self.rank, "dilation_rate")
         if max(strides) > 1 and max(dilation_rate) > 1:
             raise ValueError(
                 "`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
@@ -72,7 +74,7 @@ class _Conv2DBase(Layer):
             )
         return {
             "filters": filters, "kernel_size": kernel_size, "strides": strides, "dilation_rate": dilation_rate,
-            "padding": standardize_padding(padding),
+            "padding": self._standardize_padding(padding),
             "data_format": standardize_data_format(data_format),
             "activation": activations.get(activation, argument="activation"),
             "use_bias": standardize_bool(use_bias, "use_bias"),
@@ -84,15 +86,19 @@ class _Conv2DBase(Layer):
             "bias_constraint": constraints.get(bias_constraint, argument="bias_constraint"),
         }
 
+    @staticmethod
+    def _standardize_padding(padding):
+        return standardize_padding(padding)
+
     def _keep(self, arguments):
         for name, value in arguments.items():
             setattr(self, name, value)
-        self.input_spec = InputSpec(ndim=4)
+        self.input_spec = InputSpec(ndim=self.rank + 2)
         self.kernel = self.bias = None
 
     @property
     def _channel_axis(self):
-        return spatial_axes(self.data_format)[2]
+        return self.rank + 1 if self.data_format == "channels_last" else 1
 
     def _kernel_shape(self, channels):
         raise NotImplementedError
@@ -119,7 +125,7 @@ class _Conv2DBase(Layer):
                 constraint=self.bias_constraint,
                 name="bias",
             )
-        self.input_spec = InputSpec(ndim=4, axes={self._channel_axis: channels})
+        self.input_spec = InputSpec(ndim=self.rank + 2, axes={self._channel_axis: channels})
         self.built = True
 
     def _conv_config(self, **own):
@@ -143,7 +149,7 @@ class _Conv2DBase(Layer):
         }
 
 
-class Conv2D(_Conv2DBase):
+class Conv2D(_ConvBase):
     """2-D convolution layer (spatial convolution over images).
 
     Args:
@@ -250,7 +256,7 @@ class Conv2D(_Conv2DBase):
 Convolution2D = Conv2D
 
 
-class Conv2DTranspose(_Conv2DBase):
+class Conv2DTranspose(_ConvBase):
     """Transposed 2-D convolution layer (Keras 3's ``keras.layers.Conv2DTranspose``).
 
     The gradient of a Conv2D with respect to its input, used to upsample: each
@@ -375,7 +381,7 @@ def lift_1d(shape, data_format):
     return (shape[0], shape[1], 1, shape[2])
 
 
-class Conv1D(Layer):
+class Conv1D(_ConvBase):
     """1-D convolution layer (temporal convolution), as Keras 3's ``keras.layers.Conv1D``.
 
     Args:
@@ -402,8 +408,7 @@ class Conv1D(Layer):
         (2, 10, 8)
     """
 
-    single_input = True
-    input_cast = "all"  # numeric inputs are computed in the layer's dtype
+    rank = 1
 
     def __init__(
         self,
@@ -425,76 +430,34 @@ class Conv1D(Layer):
         bias_constraint=None,
         **kwargs,
     ):
-        filters = standardize_int(filters, "filters")
-        kernel_size = standardize_tuple(kernel_size, 1, "kernel_size")
-        strides = standardize_tuple(strides, 1, "strides")
-        dilation_rate = standardize_tuple(dilation_rate, 1, "dilation_rate")
-        if strides[0] > 1 and dilation_rate[0] > 1:
-            raise ValueError(
-                "`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
-                f"Received: strides={strides} and dilation_rate={dilation_rate}"
-            )
+        arguments = self._standardize(
+            filters, kernel_size, strides, padding, data_format, dilation_rate, activation, use_bias,
+            kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer, kernel_constraint,
+            bias_constraint,
+        )
         groups = standardize_int(groups, "groups")
         if groups != 1:
             raise ValueError(
                 f"Invalid value for `groups`: grouped convolution is not supported yet, only groups=1. "
                 f"Received: groups={groups}"
             )
-        if isinstance(padding, str) and padding.lower() == "causal":
-            self.padding = "causal"
-        else:
-            try:
-                self.padding = standardize_padding(padding)
-            except ValueError:
-                raise ValueError(
-                    f"Invalid value for `padding`: expected 'valid', 'same' or 'causal'. Received: padding={padding!r}"
-                ) from None
-        self.data_format = standardize_data_format(data_format)
-        self.activation = activations.get(activation, argument="activation")
-        self.use_bias = standardize_bool(use_bias, "use_bias")
-        self.kernel_initializer = initializers.get(kernel_initializer, argument="kernel_initializer")
-        self.bias_initializer = initializers.get(bias_initializer, argument="bias_initializer")
-        self.kernel_regularizer = regularizers.get(kernel_regularizer, argument="kernel_regularizer")
-        self.bias_regularizer = regularizers.get(bias_regularizer, argument="bias_regularizer")
-        self.kernel_constraint = constraints.get(kernel_constraint, argument="kernel_constraint")
-        self.bias_constraint = constraints.get(bias_constraint, argument="bias_constraint")
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.strides = strides
-        self.dilation_rate = dilation_rate
+        self._keep(arguments)
         self.groups = groups
-        self.input_spec = InputSpec(ndim=3)
-        self.kernel = self.bias = None
 
-    @property
-    def _channel_axis(self):
-        return 2 if self.data_format == "channels_last" else 1
-
-    def build(self, input_shape):
-        channels = input_shape[self._channel_axis]
-        if channels is None:
+    @staticmethod
+    def _standardize_padding(padding):
+        if isinstance(padding, str) and padding.lower() == "causal":
+            return "causal"
+        try:
+            return standardize_padding(padding)
+        except ValueError:
             raise ValueError(
-                f"The channel axis of the input of layer '{self.name}' must be known. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        self.kernel = self.add_weight(
-            shape=self.kernel_size + (channels, self.filters),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            name="kernel",
-        )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                name="bias",
-            )
-        self.input_spec = InputSpec(ndim=3, axes={self._channel_axis: channels})
-        self.built = True
+                f"Invalid value for `padding`: expected 'valid', 'same' or 'causal'. Received: padding={padding!r}"
+            ) from None
+
+    def _kernel_shape(self, channels):
+        return self.kernel_size + (channels, self.filters)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -554,25 +517,7 @@ class Conv1D(Layer):
         return z, backward
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "data_format": self.data_format,
-            "dilation_rate": self.dilation_rate,
-            "groups": self.groups,
-            "activation": activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": initializers.serialize(self.kernel_initializer),
-            "bias_initializer": initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
-            "kernel_constraint": constraints.serialize(self.kernel_constraint),
-            "bias_constraint": constraints.serialize(self.bias_constraint),
-        }
+        return self._conv_config(data_format=self.data_format, dilation_rate=self.dilation_rate, groups=self.groups)
 
 
 Convolution1D = Conv1D
