@@ -36,21 +36,26 @@ __all__ = [
 ]
 
 
-class Pooling2D(Layer):
-    """Shared arguments of the windowed 2-D pooling layers."""
+class _Pooling(Layer):
+    """Shared arguments of the windowed pooling layers (``rank`` spatial axes)."""
 
+    rank = 2
     single_input = True
     input_cast = "all"  # numeric inputs are computed in the layer's dtype
 
     def __init__(self, pool_size, strides=None, padding="valid", data_format=None, **kwargs):
-        pool_size = standardize_tuple(pool_size, 2, "pool_size")
-        strides = pool_size if strides is None else standardize_tuple(strides, 2, "strides")
+        pool_size = standardize_tuple(pool_size, self.rank, "pool_size")
+        strides = pool_size if strides is None else standardize_tuple(strides, self.rank, "strides")
         self.padding = standardize_padding(padding)
         self.data_format = standardize_data_format(data_format)
         super().__init__(**kwargs)
         self.pool_size = pool_size
         self.strides = strides
-        self.input_spec = InputSpec(ndim=4)
+        self.input_spec = InputSpec(ndim=self.rank + 2)
+
+
+class Pooling2D(_Pooling):
+    """Shared arguments of the windowed 2-D pooling layers."""
 
     def compute_output_shape(self, input_shape):
         check_rank4(self, input_shape)
@@ -272,21 +277,10 @@ def _check_rank3(layer, input_shape):
         )
 
 
-class Pooling1D(Layer):
+class Pooling1D(_Pooling):
     """Shared arguments of the windowed 1-D pooling layers (run on the 2-D paths with a unit height axis)."""
 
-    single_input = True
-    input_cast = "all"
-
-    def __init__(self, pool_size, strides=None, padding="valid", data_format=None, **kwargs):
-        pool_size = standardize_tuple(pool_size, 1, "pool_size")
-        strides = pool_size if strides is None else standardize_tuple(strides, 1, "strides")
-        self.padding = standardize_padding(padding)
-        self.data_format = standardize_data_format(data_format)
-        super().__init__(**kwargs)
-        self.pool_size = pool_size
-        self.strides = strides
-        self.input_spec = InputSpec(ndim=3)
+    rank = 1
 
     def compute_output_shape(self, input_shape):
         _check_rank3(self, input_shape)
