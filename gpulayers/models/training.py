@@ -675,7 +675,7 @@ class Trainer:
                     break
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1) % validation_freq == 0:
-                val_logs = self._evaluate_source(ops, val, callbacks=None, verbose=0)
+                val_logs = self._evaluate_source(ops, val, callbacks=cbs, verbose=0)
                 epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
@@ -709,8 +709,11 @@ class Trainer:
 
     def _evaluate_source(self, ops, source, callbacks, verbose):
         self.reset_metrics()
-        cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
-                           steps=source.num_batches)
+        if isinstance(callbacks, CallbackList):  # fit's own, for its validation (as Keras: on_test_* fire)
+            cbs = callbacks
+        else:
+            cbs = CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
+                               steps=source.num_batches)
         cbs.on_test_begin()
         logs = {}
         for step, (xb, yb, swb) in source.enumerate_epoch():

@@ -105,3 +105,23 @@ def test_a_torch_dataloader_trains():
     ha = a.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     hb = b.fit(loader, epochs=2, verbose=0)
     np.testing.assert_allclose(ha.history["loss"], hb.history["loss"], rtol=1e-6)
+
+
+def test_validation_in_fit_calls_the_callbacks_test_hooks():
+    # As Keras: fit's callbacks see on_test_begin / on_test_batch_* / on_test_end for each validation.
+    calls = []
+
+    class Record(gpulayers.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            calls.append("test_begin")
+
+        def on_test_batch_end(self, batch, logs=None):
+            calls.append("test_batch")
+
+        def on_test_end(self, logs=None):
+            calls.append("test_end")
+
+    x, y = arrays()
+    model = make_model()
+    model.fit(x, y, batch_size=8, epochs=2, validation_split=0.25, callbacks=[Record()], verbose=0)
+    assert calls == ["test_begin", "test_batch", "test_end"] * 2
