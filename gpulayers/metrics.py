@@ -80,6 +80,14 @@ def _divide_no_nan(num, den):
     return 0.0 if den == 0 else num / den
 
 
+def _divide_no_nan_on_device(num, den):
+    """``num / den`` (0 where ``den`` is 0) without reading device values on the host."""
+    if not hasattr(den, "shape"):  # a host count (the usual case: batch sizes added up)
+        return 0.0 if den == 0 else num / den
+    xp = array_namespace(den)
+    return xp.where(den == 0, 0.0, num / xp.where(den == 0, 1.0, den))
+
+
 def _check_dtype(value):
     if value is None:
         return config.floatx()
@@ -329,6 +337,18 @@ class Mean(Metric):
 
     def result(self):
         return _divide_no_nan(self.total, self.count)
+
+
+def device_result(metric):
+    """``metric.result()`` left on the device where that needs no host read (the built-in Sum and
+    Mean results, unless a subclass overrides ``result``): the fit loop reads it on the host only
+    when a callback needs the logs. Any other metric's ``result()`` as it is."""
+    result = type(metric).result
+    if result is Mean.result:
+        return _divide_no_nan_on_device(metric.total, metric.count)
+    if result is Sum.result:
+        return metric.total
+    return metric.result()
 
 
 # Functions MeanMetricWrapper can (de)serialize by name.

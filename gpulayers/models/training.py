@@ -163,6 +163,21 @@ def _python_logs(logs):
     return {k: _to_python(v) for k, v in logs.items()}
 
 
+def _executions(enumerated, n):
+    """Keras's executions: ``(begin_step, end_step, batches)`` with up to ``n`` consecutive batches
+    each; ``end_step`` is ``begin_step + n - 1`` even for a short last one, as in Keras's EpochIterator."""
+    batches, begin = [], 0
+    for step, batch in enumerated:
+        if not batches:
+            begin = step
+        batches.append(batch)
+        if len(batches) == n:
+            yield begin, begin + n - 1, batches
+            batches = []
+    if batches:
+        yield begin, begin + n - 1, batches
+
+
 class Trainer:
     """The Keras training API; expects ``__call__``, ``backward``, ``trainable_weights``, ``losses``."""
 
@@ -170,6 +185,7 @@ class Trainer:
     optimizer = None
     loss = None
     stop_training = False
+    steps_per_execution = 1
     history = None
     # compile()'s own objects: not metrics or layers the model holds (Layer's attribute tracking skips them).
     _untracked_attributes = frozenset(
@@ -194,20 +210,26 @@ class Trainer:
         """Configure training: optimizer, loss and metrics (names or objects, as Keras).
 
         ``metrics`` ignore sample weights; ``weighted_metrics`` use them (Keras's rule).
+        ``steps_per_execution`` (an int >= 1) is Keras's: ``fit``, ``evaluate``
+        and ``predict`` run that many batches between two reads of the logs
+        (the callbacks' ``on_*_batch_begin`` / ``on_*_batch_end`` fire once
+        per execution, with the first and the last step), so on a GPU the
+        loss and metrics stay on the device in between.
         ``run_eagerly`` (a bool), ``jit_compile`` (a bool or ``"auto"``) and
         ``auto_scale_loss`` are accepted for compatibility (gpulayers always
         runs eagerly) and kept in :meth:`get_compile_config`. With several
         outputs, ``loss``, ``loss_weights``, ``metrics`` and
         ``weighted_metrics`` take Keras's lists (one entry per output) or
         dicts keyed by output name; one loss applies to every output.
-        ``steps_per_execution`` must be 1.
         """
         run_eagerly = _check_compile_bool(run_eagerly, "run_eagerly")
         if jit_compile != "auto":
             jit_compile = _check_compile_bool(jit_compile, "jit_compile")
-        if steps_per_execution != 1:
+        if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, numbers.Integral) \
+                or steps_per_execution < 1:
             raise ValueError(
-                f"Invalid value for `steps_per_execution`: only 1 is supported. Received: steps_per_execution={steps_per_execution!r}"
+                "Invalid value for `steps_per_execution`: expected an integer >= 1. "
+                f"Received: steps_per_execution={steps_per_execution!r}"
             )
         keys = self._output_keys()
         opt = optimizers.get(optimizer)
@@ -231,6 +253,7 @@ class Trainer:
             # What Keras writes: "auto" resolves to False where nothing is jit-compiled (gpulayers never is).
             "jit_compile": False if jit_compile == "auto" or run_eagerly else jit_compile,
         }
+        self.steps_per_execution = int(steps_per_execution)
         self._compiled = True
         self.stop_training = False
 
@@ -270,7 +293,7 @@ class Trainer:
         The keys are Keras's: ``optimizer`` (always the serialized optimizer,
         even when compiled with a name), ``loss``, ``metrics`` and
         ``weighted_metrics`` (names as given, objects serialized, in their
-        lists or dicts), ``loss_weights``, ``run_eagerly``, ``steps_per_execution`` (1)
+        lists or dicts), ``loss_weights``, ``run_eagerly``, ``steps_per_execution``
         and ``jit_compile``. Saving a model writes this dict as
         ``compile_config``.
         """
@@ -284,7 +307,7 @@ class Trainer:
             "metrics": _serialize_nested(args["metrics"], metrics_module.serialize),
             "weighted_metrics": _serialize_nested(args["weighted_metrics"], metrics_module.serialize),
             "run_eagerly": args["run_eagerly"],
-            "steps_per_execution": 1,
+            "steps_per_execution": self.steps_per_execution,
             "jit_compile": args["jit_compile"],
         }
 
@@ -473,15 +496,17 @@ class Trainer:
         return self.get_metrics_result()
 
     def get_metrics_result(self):
-        """``{name: result}`` for every metric of :attr:`metrics` (results as Python floats or lists)."""
+        """``{name: result}`` for every metric of :attr:`metrics`. As in Keras, the built-in means are
+        left where they are computed (device 0-d arrays on the GPU: reading them is a sync); the fit
+        loop and ``*_on_batch`` turn the logs into Python floats when they hand them out."""
         logs = {}
         names = self._compile_metrics.log_names() if self._compiled else {}
         for metric in self.metrics:
-            result = metric.result()
+            result = metrics_module.device_result(metric)
             if isinstance(result, dict):
-                logs.update({k: _to_python(v) for k, v in result.items()})
+                logs.update(result)
             else:
-                logs[names.get(id(metric), metric.name)] = _to_python(result)
+                logs[names.get(id(metric), metric.name)] = result
         return logs
 
     def _track_loss(self, loss, x):
@@ -666,11 +691,13 @@ class Trainer:
                 break  # a generator that has ended gives no more epochs (Keras warns and stops)
             self.reset_metrics()
             cbs.on_epoch_begin(epoch)
-            for step, (xb, yb, swb) in train.enumerate_epoch():
-                cbs.on_train_batch_begin(step)
-                logs = self._train_batch(ops, *self._to_batch(ops, xb, yb, swb))
-                check_interrupt()
-                cbs.on_train_batch_end(step, logs)
+            for begin, end, batches in _executions(train.enumerate_epoch(), self.steps_per_execution):
+                cbs.on_train_batch_begin(begin)
+                for xb, yb, swb in batches:
+                    logs = self.train_step(self._batch_data(*self._to_batch(ops, xb, yb, swb)))
+                    check_interrupt()
+                logs = _python_logs(logs)  # the one read of the device values per execution
+                cbs.on_train_batch_end(end, logs)
                 if self.stop_training:
                     break
             epoch_logs = dict(logs)
@@ -716,10 +743,12 @@ class Trainer:
                                steps=source.num_batches)
         cbs.on_test_begin()
         logs = {}
-        for step, (xb, yb, swb) in source.enumerate_epoch():
-            cbs.on_test_batch_begin(step)
-            logs = self._test_batch(ops, *self._to_batch(ops, xb, yb, swb))
-            cbs.on_test_batch_end(step, logs)
+        for begin, end, batches in _executions(source.enumerate_epoch(), self.steps_per_execution):
+            cbs.on_test_batch_begin(begin)
+            for xb, yb, swb in batches:
+                logs = self.test_step(self._batch_data(*self._to_batch(ops, xb, yb, swb)))
+            logs = _python_logs(logs)
+            cbs.on_test_batch_end(end, logs)
         cbs.on_test_end(logs)
         return logs
 
@@ -775,11 +804,12 @@ class Trainer:
         cbs.on_predict_begin()
         outputs = []
         with source, no_backward():
-            for step, (xb, _, _) in source.enumerate_epoch():
-                cbs.on_predict_batch_begin(step)
-                xb, _, _ = self._to_batch(ops, xb, None, None)
-                outputs.append(map_structure(lambda t: ops.to_numpy(unwrap(t)), self.predict_step((xb,))))
-                cbs.on_predict_batch_end(step, {"outputs": outputs[-1]})
+            for begin, end, batches in _executions(source.enumerate_epoch(), self.steps_per_execution):
+                cbs.on_predict_batch_begin(begin)
+                device = [self.predict_step((self._to_batch(ops, xb, None, None)[0],)) for xb, _, _ in batches]
+                chunk = [map_structure(lambda t: ops.to_numpy(unwrap(t)), out) for out in device]
+                outputs.extend(chunk)
+                cbs.on_predict_batch_end(end, {"outputs": chunk[0] if len(chunk) == 1 else array_data.concatenate(chunk)})
         cbs.on_predict_end()
         if not outputs:
             raise ValueError("predict() got no batches: the data is empty.")

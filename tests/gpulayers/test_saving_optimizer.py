@@ -476,7 +476,7 @@ UNBUILDABLE_COMPILE_CONFIGS = {  # refused when compiling (after the layers are 
                                             "registered_name": "function"}),
     "learning rate a string": _optimizer_config(learning_rate="fast"),
     "unknown optimizer argument": _optimizer_config(evil=1),
-    "steps_per_execution": _compile(steps_per_execution=32),
+    "steps_per_execution zero": _compile(steps_per_execution=0),
     "metrics not a list": _compile(metrics={"dense": "mae"}),
 }
 

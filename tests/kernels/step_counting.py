@@ -1,0 +1,36 @@
+"""A CupyOps backend on the counting stand-in for cupy, kernels run by the host emulator.
+
+``counting_backend(monkeypatch)`` installs it for one test (``sys.modules``
+and the backend choice are restored by monkeypatch) and returns the Counter.
+"""
+
+import sys
+
+import hostemu
+from counting_cupy import CountingCupy, Counter
+
+
+class _EmuModule:
+    def __init__(self, code, options, name_expressions):
+        from backends.cuda_sources import kernel_modules
+
+        spec = next(m for m in kernel_modules() if m.source == code)
+        assert tuple(options) == tuple(spec.options) and tuple(name_expressions) == tuple(spec.name_expressions)
+        self._mod = hostemu.load(spec)
+
+    def get_function(self, name):
+        k = self._mod.kernel(name)
+        return lambda grid, block, args, shared_mem=0: k(grid, block, args, shared_mem=shared_mem, guard=False)
+
+
+def counting_backend(monkeypatch, sm_count=132):
+    import backends
+    from backends import cupy_ops
+
+    counter = Counter()
+    monkeypatch.setitem(sys.modules, "cupy", CountingCupy(counter, _EmuModule, sm_count=sm_count))
+    for cache in ("_raw_modules", "_functions", "_sm_counts"):
+        monkeypatch.setattr(cupy_ops, cache, {})
+    ops = cupy_ops.CupyOps(im2col_limit_bytes=2**31)
+    monkeypatch.setattr(backends, "_ops", ops)
+    return counter
