@@ -76,11 +76,6 @@ def _to_float(x):
 
 
 def _divide_no_nan(num, den):
-    num, den = _to_float(num), _to_float(den)
-    return 0.0 if den == 0 else num / den
-
-
-def _divide_no_nan_on_device(num, den):
     """``num / den`` (0 where ``den`` is 0) without reading device values on the host."""
     if not hasattr(den, "shape"):  # a host count (the usual case: batch sizes added up)
         return 0.0 if den == 0 else num / den
@@ -336,7 +331,7 @@ class Mean(Metric):
         self.count = 0
 
     def result(self):
-        return _divide_no_nan(self.total, self.count)
+        return _to_float(_divide_no_nan(self.total, self.count))
 
 
 def device_result(metric):
@@ -345,7 +340,7 @@ def device_result(metric):
     when a callback needs the logs. Any other metric's ``result()`` as it is."""
     result = type(metric).result
     if result is Mean.result:
-        return _divide_no_nan_on_device(metric.total, metric.count)
+        return _divide_no_nan(metric.total, metric.count)
     if result is Sum.result:
         return metric.total
     return metric.result()

@@ -32,6 +32,8 @@ import types
 
 import numpy as np
 
+from emu_helpers import fake_cuda_runtime
+
 DEVICE_EVENTS = ("kernel", "gemm", "elementwise", "reduction", "fill", "random", "h2d", "d2h")
 
 _GEMM = {"matmul", "dot", "tensordot", "einsum", "inner", "vdot"}
@@ -53,7 +55,6 @@ class Counter:
         self.trace = trace  # log entries get the innermost gpulayers/backends frame too
         self.counts = collections.Counter()
         self.allocs = 0
-        self.alloc_bytes = 0
         self.log = []
         self.enabled = True
 
@@ -65,11 +66,10 @@ class Counter:
     def alloc(self, arr):
         if self.enabled:
             self.allocs += 1
-            self.alloc_bytes += arr.nbytes
 
     def reset(self):
         self.counts.clear()
-        self.allocs = self.alloc_bytes = 0
+        self.allocs = 0
         self.log.clear()
 
     @property
@@ -306,25 +306,6 @@ class CountingCupy(types.ModuleType):
 
                 return launch
 
-        class Runtime:
-            cudaDevAttrMultiProcessorCount = 16
-
-            @staticmethod
-            def getDevice():
-                return 0
-
-            @staticmethod
-            def getDeviceCount():
-                return 1
-
-            @staticmethod
-            def deviceGetAttribute(attr, device):
-                return sm_count
-
-            @staticmethod
-            def getDeviceProperties(device):
-                return {"name": b"counting stand-in", "totalGlobalMem": 80 * 2**30}
-
         def _sync(*_):
             fake.counter.add("sync", "synchronize")
 
@@ -358,7 +339,7 @@ class CountingCupy(types.ModuleType):
 
         self.RawModule = RawModule
         self.cuda = types.SimpleNamespace(
-            runtime=Runtime,
+            runtime=fake_cuda_runtime(sm_count),
             Stream=Stream,
             Device=Device,
             get_current_stream=lambda: Stream.null,

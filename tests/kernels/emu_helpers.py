@@ -102,3 +102,41 @@ def tol(dtype):
 def expr(kernel, dtype):
     """Name expression of a template kernel for a numpy dtype: expr("im2col", np.float32) == "im2col<float>"."""
     return f"{kernel}<{ {'float32': 'float', 'float64': 'double'}[np.dtype(dtype).name] }>"
+
+
+def fake_cuda_runtime(sm_count):
+    """``cupy.cuda.runtime`` of the stand-in cupy modules: device 0, ``sm_count`` SMs.
+
+    No ``getDeviceCount``: backends' probe then finds no usable GPU, so a test
+    that resolves the "auto" backend while a stand-in is installed never picks
+    it (and never caches that choice for the tests after it).
+    """
+
+    class Runtime:
+        cudaDevAttrMultiProcessorCount = 16
+
+        @staticmethod
+        def getDevice():
+            return 0
+
+        @staticmethod
+        def deviceGetAttribute(attr, device):
+            assert attr == Runtime.cudaDevAttrMultiProcessorCount
+            return sm_count
+
+        @staticmethod
+        def getDeviceProperties(device):
+            return {"name": b"host emulation", "totalGlobalMem": 80 * 2**30}
+
+    return Runtime
+
+
+def load_kernel_module(code, options, name_expressions):
+    """The host-emulated build of the kernel_modules() entry CupyOps hands to ``cupy.RawModule``,
+    checking the options and name expressions it passed are that entry's."""
+    from backends.cuda_sources import kernel_modules
+
+    spec = next(m for m in kernel_modules() if m.source == code)
+    assert tuple(name_expressions) == tuple(spec.name_expressions)
+    assert tuple(options) == tuple(spec.options)
+    return hostemu.load(spec)

@@ -6,17 +6,13 @@ and the backend choice are restored by monkeypatch) and returns the Counter.
 
 import sys
 
-import hostemu
 from counting_cupy import CountingCupy, Counter
+from emu_helpers import load_kernel_module
 
 
 class _EmuModule:
     def __init__(self, code, options, name_expressions):
-        from backends.cuda_sources import kernel_modules
-
-        spec = next(m for m in kernel_modules() if m.source == code)
-        assert tuple(options) == tuple(spec.options) and tuple(name_expressions) == tuple(spec.name_expressions)
-        self._mod = hostemu.load(spec)
+        self._mod = load_kernel_module(code, options, name_expressions)
 
     def get_function(self, name):
         k = self._mod.kernel(name)

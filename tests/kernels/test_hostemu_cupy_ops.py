@@ -17,9 +17,8 @@ import types
 import numpy as np
 import pytest
 
-import hostemu
 from backends.numpy_ops import NumpyOps
-from emu_helpers import assert_same_bits, poison, same_pads
+from emu_helpers import assert_same_bits, fake_cuda_runtime, load_kernel_module, poison, same_pads
 
 pytestmark = pytest.mark.kernels
 
@@ -33,14 +32,9 @@ class _Launches:
 
 
 def _fake_cupy(order, launches):
-    from backends.cuda_sources import kernel_modules
-
     class RawModule:
         def __init__(self, code, options=(), name_expressions=()):
-            spec = next(m for m in kernel_modules() if m.source == code)
-            assert tuple(name_expressions) == tuple(spec.name_expressions)
-            assert tuple(options) == tuple(spec.options)
-            self._mod = hostemu.load(spec)
+            self._mod = load_kernel_module(code, options, name_expressions)
 
         def get_function(self, name):
             k = self._mod.kernel(name)
@@ -50,18 +44,6 @@ def _fake_cupy(order, launches):
                 k(grid, block, args, shared_mem=shared_mem, order=order, seed=len(launches.names))
 
             return launch
-
-    class Runtime:
-        cudaDevAttrMultiProcessorCount = 16
-
-        @staticmethod
-        def getDevice():
-            return 0
-
-        @staticmethod
-        def deviceGetAttribute(attr, device):
-            assert attr == Runtime.cudaDevAttrMultiProcessorCount
-            return FAKE_SMS
 
     class OutOfMemoryError(MemoryError):
         pass
@@ -76,7 +58,7 @@ def _fake_cupy(order, launches):
     fake.empty = lambda shape, dtype=float, order="C": poison(shape, dtype)
     fake.RawModule = RawModule
     fake.cuda = types.SimpleNamespace(
-        runtime=Runtime,
+        runtime=fake_cuda_runtime(FAKE_SMS),
         memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
         compiler=types.SimpleNamespace(CompileException=type("CompileException", (Exception,), {})),
     )

@@ -6,8 +6,8 @@ the host emulator; every launch, GEMM, elementwise kernel, reduction, copy
 and sync a GPU would see is counted (tests/kernels/counting_cupy.py). The
 ceilings are what the step costs now: a change that adds device work to it
 fails here, and each fusion lowers them. The issue's targets are 45 (SGD)
-and 55 (Adam with an accuracy metric); docs/benchmarks/gpu.md has the
-history of these counts.
+and 55 (Adam with an accuracy metric); docs/benchmarks/gpu_step_counts.md
+has the history of these counts.
 """
 
 import os
@@ -39,7 +39,7 @@ def _model(optimizer, metrics):
     return model
 
 
-def _data(ops, counter, batches=1):
+def _data(batches=1):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH * batches, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, BATCH * batches)
@@ -59,7 +59,7 @@ def test_one_training_step_stays_inside_its_budget(counter, optimizer, metrics):
 
     ops = get_ops()
     model = _model(optimizer, metrics)
-    x, y = _data(ops, counter)
+    x, y = _data()
     with counter.paused():
         data = (ops.asarray(x), ops.asarray(y))
     model.train_step(data)  # the first step builds the model and the optimizer
@@ -79,7 +79,7 @@ def test_fit_reads_the_device_once_per_execution(counter):
     # 8 batches in executions of 4: two reads of the one log (the loss), nothing else comes back.
     model = _model("sgd", ())
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", steps_per_execution=4)
-    x, y = _data(None, counter, batches=8)
+    x, y = _data(batches=8)
     model.fit(x[:BATCH], y[:BATCH], batch_size=BATCH, epochs=1, verbose=0)  # builds
     counter.reset()
     history = model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
