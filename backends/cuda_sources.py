@@ -19,7 +19,10 @@ Kernel conventions (every ``.cu`` file):
   ``gridDim.x`` are used: launch 1-D grids and blocks.
 * Scalars are ``int`` (sizes, flags), ``long long`` (products that can pass
   2**31) or ``T`` (epsilon); arrays are C-contiguous unless a kernel takes
-  explicit element strides. No atomics, no dynamic shared memory.
+  explicit element strides. One struct is passed by value: the optimizer
+  kernels' ``struct MtTable`` of device pointers (a numpy structured scalar
+  of ``backends.multi_tensor.TABLE_DTYPE``). No atomics, no dynamic shared
+  memory.
 
 The C parameter types of each kernel come from parsing its signature in the
 source (:attr:`KernelModule.param_types`), so there is no second table to
@@ -99,6 +102,7 @@ _FILES = (
             "bn_bwd_apply",
         ),
     ),
+    ("optimizer", "optimizer.cu", ("mt_sgd", "mt_adam", "mt_rmsprop", "mt_adagrad")),
 )
 
 _SIG_RE = re.compile(

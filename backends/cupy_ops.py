@@ -2,8 +2,9 @@
 
 The module imports without CuPy; only creating :class:`CupyOps` needs it.
 
-Convolution, pooling (max, average, stochastic, global) and batch
-normalization run on the RawKernels in ``backends/kernels/*.cu`` (described
+Convolution, pooling (max, average, stochastic, global), batch
+normalization and the optimizers' multi-tensor steps run on the RawKernels
+in ``backends/kernels/*.cu`` (described
 by :func:`backends.cuda_sources.kernel_modules`); matrix products go through
 ``cupy.matmul`` (cuBLAS). CuPy 14 has no cuDNN, so these kernels are the whole
 convolution and pooling path.
@@ -849,3 +850,20 @@ class CupyOps(Ops):
             dgamma = None if gamma is None else dgamma.astype(out_dtype, copy=False)
             dbeta = dbeta.astype(out_dtype, copy=False) if has_beta else None
         return dx.astype(out_dtype, copy=False), dgamma, dbeta
+
+    # ------------------------------------------------------- optimizer steps
+    def _multi_tensor_update(self, rule, groups, constants, decay):
+        from backends import multi_tensor
+
+        cupy = self.xp
+        for w, *rest in groups:
+            for a in rest:
+                if a is not None and not isinstance(a, cupy.ndarray):
+                    return False  # host arrays (a variable kept on the CPU): the optimizer's own rule
+            if not isinstance(w, cupy.ndarray):
+                return False
+        dtype = groups[0][0].dtype
+        chunk = _i32(multi_tensor.CHUNK, "chunk")
+        for table, chunks in multi_tensor.tables(groups, decay, lambda a: a.data.ptr):
+            self._launch_blocks("optimizer", f"mt_{rule}", dtype, chunks, (table, chunk) + constants)
+        return True

@@ -976,3 +976,30 @@ class Ops:
     def relu_backward(self, x, dy):
         """Gradient of :meth:`relu` at ``x``: ``dy * (x > 0)``."""
         return dy * (x > 0)
+
+    # ------------------------------------------------ optimizer steps
+    def multi_tensor_update(self, rule, groups, constants, decay):
+        """One optimizer step for many variables at once, in place, where the backend has a fused form.
+
+        Args:
+            rule: a key of :data:`backends.multi_tensor.RULES` ("sgd", "adam", "rmsprop", "adagrad").
+            groups: one ``(variable, gradient, *state)`` tuple of same-shape,
+                same-dtype (float32 or float64) arrays per variable, the state
+                in the rule's slot order, None for an unused slot. Gradients
+                are made C-contiguous here; the rest must be.
+            constants: the rule's named constants (``backends.multi_tensor.RULES``).
+            decay: one bool per group: apply ``w -= w * wd * lr`` first.
+
+        Returns True when the arrays were updated, False when this backend has
+        no fused step (nothing changed: the caller runs its per-variable rule).
+        """
+        from backends import multi_tensor
+
+        xp = self.xp
+        groups = [(w, g if g is None or g.flags.c_contiguous else xp.ascontiguousarray(g), *state)
+                  for w, g, *state in groups]
+        dtype = multi_tensor.check_groups(rule, groups, constants, decay)
+        return self._multi_tensor_update(rule, groups, multi_tensor.kernel_constants(rule, constants, dtype), decay)
+
+    def _multi_tensor_update(self, rule, groups, constants, decay):
+        return False  # no fused form: NumpyOps keeps the optimizers' own expressions

@@ -62,6 +62,11 @@ class SGD(Optimizer):
             return w + (m * self.momentum - g * lr), {"momentum": m}
         return w + m, {"momentum": m}
 
+    def _fused_rule(self, lr):
+        use = self.momentum != 0
+        return "sgd", {"lr": lr, "momentum": self.momentum, "use_momentum": use, "nesterov": self.nesterov}, \
+            ("momentum" if use else None,)
+
     def get_config(self):
         config = super().get_config()
         config.update({"momentum": self.momentum, "nesterov": self.nesterov})
@@ -120,6 +125,13 @@ class Adam(Optimizer):
         if self.amsgrad:
             v = new_state["velocity_hat"] = xp.maximum(state["velocity_hat"], v)
         return w - (m * alpha) / (xp.sqrt(v) + self.epsilon), new_state
+
+    def _fused_rule(self, lr):
+        t = self._iterations + 1
+        constants = {"lr": lr, "alpha": lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t),
+                     "one_minus_beta_1": 1 - self.beta_1, "one_minus_beta_2": 1 - self.beta_2,
+                     "epsilon": self.epsilon, "amsgrad": self.amsgrad}
+        return "adam", constants, ("momentum", "velocity", "velocity_hat" if self.amsgrad else None)
 
     def get_config(self):
         config = super().get_config()
@@ -205,6 +217,13 @@ class RMSprop(Optimizer):
             return w - momentum, new_state
         return w - increment, new_state
 
+    def _fused_rule(self, lr):
+        use = self.momentum > 0
+        constants = {"lr": lr, "rho": self.rho, "one_minus_rho": 1 - self.rho, "epsilon": self.epsilon,
+                     "momentum": self.momentum, "use_momentum": use, "centered": self.centered}
+        return "rmsprop", constants, ("velocity", "momentum" if use else None,
+                                      "average_gradient" if self.centered else None)
+
     def get_config(self):
         config = super().get_config()
         config.update({"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
@@ -250,6 +269,9 @@ class Adagrad(Optimizer):
         xp = array_namespace(w)
         accumulator = state["accumulator"] + g * g
         return w - (lr * g) / xp.sqrt(accumulator + self.epsilon), {"accumulator": accumulator}
+
+    def _fused_rule(self, lr):
+        return "adagrad", {"lr": lr, "epsilon": self.epsilon}, ("accumulator",)
 
     def get_config(self):
         config = super().get_config()

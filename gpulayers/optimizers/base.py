@@ -14,6 +14,12 @@ One training step, ``optimizer.apply(grads, variables)``, follows Keras 3's
 5. ``iterations += 1``;
 6. each updated variable's constraint: ``v.value = v.constraint(v.value)``.
 
+Steps 3 to 5 compute every new value before any is assigned, so a step that
+fails part way changes nothing. On the GPU (CupyOps) a step without
+constraints runs instead as one multi-tensor launch per 32 variables
+(:meth:`Optimizer._apply_fused`), with the same arithmetic, updating the
+variables and their state in place.
+
 Optimizer state (momentums, velocities...) is one array per variable and
 slot, created on the variable's first update (or by :meth:`Optimizer.build`)
 with the variable's own array module, shape and dtype, so it lives where the
@@ -44,7 +50,7 @@ import warnings
 
 import numpy as np
 
-from backends import array_namespace
+from backends import array_namespace, get_ops
 from gpulayers import utils
 from gpulayers.autodiff import unwrap
 from gpulayers.optimizers import schedules as _schedules
@@ -540,6 +546,8 @@ class Optimizer:
         # All new values are computed before any is assigned: a step that
         # fails part way (out of GPU memory) leaves weights and state as they were.
         grads = self._clip_gradients(grads)
+        if self._apply_fused(grads, variables, states, lr):
+            return
         results = []
         for g, v, state in zip(grads, variables, states):
             try:
@@ -567,6 +575,40 @@ class Optimizer:
         for v, state, (new, new_state) in zip(variables, states, results):
             v.value = new
             state.update(new_state)
+
+    def _apply_fused(self, grads, variables, states, lr):
+        """The update of every variable in one multi-tensor launch, where the backend has one.
+
+        CupyOps does (``backends/multi_tensor.py``): the variables and their
+        state are then updated in place. Returns False, having changed
+        nothing, where it does not apply: NumpyOps, a subclass with its own
+        ``_update_step``, constraints, or variables that are not all float32
+        or all float64 on the device.
+        """
+        owner = next(c for c in type(self).__mro__ if "_update_step" in vars(c))
+        if "_fused_rule" not in vars(owner) or any(getattr(v, "constraint", None) is not None for v in variables):
+            return False
+        ops = get_ops()
+        dtype = variables[0].value.dtype
+        if ops.xp is np or dtype not in (np.float32, np.float64) or any(
+            array_namespace(v.value) is not ops.xp or v.value.dtype != dtype for v in variables
+        ):
+            return False
+        rule, constants, slots = self._fused_rule(lr)
+        constants["wd"] = 0.0 if self.weight_decay is None else self.weight_decay
+        decay = [self.weight_decay is not None and self._use_weight_decay(v) for v in variables]
+        try:
+            groups = [(v.value, g.astype(dtype, copy=False), *(None if s is None else state[s] for s in slots))
+                      for g, v, state in zip(grads, variables, states)]
+            done = ops.multi_tensor_update(rule, groups, constants, decay)
+        except MemoryError as exc:  # cupy's OutOfMemoryError too
+            raise MemoryError(
+                f"Out of memory in optimizer '{self.name}' preparing its step ({type(exc).__name__}: {exc}); "
+                "no weight or optimizer state was changed."
+            ) from exc
+        if done:
+            self._iterations += 1
+        return done
 
     def apply_gradients(self, grads_and_vars):
         """Keras's pair form: ``apply_gradients([(grad, variable), ...])``; returns ``iterations``."""

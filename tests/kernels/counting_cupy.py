@@ -118,6 +118,7 @@ class DeviceArray:
     strides = property(lambda self: self._a.strides)
     flags = property(lambda self: self._a.flags)
     device = property(lambda self: types.SimpleNamespace(id=0))
+    data = property(lambda self: types.SimpleNamespace(ptr=self._a.ctypes.data))  # the host emulator's "device" address
     T = property(lambda self: self._view(self._a.T))
 
     def __len__(self):

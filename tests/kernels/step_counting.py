@@ -29,4 +29,5 @@ def counting_backend(monkeypatch, sm_count=132):
         monkeypatch.setattr(cupy_ops, cache, {})
     ops = cupy_ops.CupyOps(im2col_limit_bytes=2**31)
     monkeypatch.setattr(backends, "_ops", ops)
+    monkeypatch.setattr(backends, "_cupy_status", None)  # a probe of the stand-in is not cached past the test
     return counter

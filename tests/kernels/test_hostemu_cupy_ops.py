@@ -68,12 +68,14 @@ def _fake_cupy(order, launches):
 @pytest.fixture(params=["forward", "reverse"])
 def ops(request, emu, monkeypatch):
     """A CupyOps whose kernels run on the host emulator (threads in the given order)."""
+    import backends
     from backends import cupy_ops
 
     launches = _Launches()
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(request.param, launches))
     for cache in ("_raw_modules", "_functions", "_sm_counts"):
         monkeypatch.setattr(cupy_ops, cache, {})
+    monkeypatch.setattr(backends, "_cupy_status", None)  # a probe of the stand-in is not cached past the test
     o = cupy_ops.CupyOps(im2col_limit_bytes=2**30)
     o.launches = launches
     return o
