@@ -10,6 +10,8 @@ use the same description, so all three see exactly the same code.
 Kernel conventions (every ``.cu`` file):
 
 * Every kernel is a ``template <typename T> __global__ void name(...)``
+  (optionally ``__launch_bounds__(1024)`` before the name, where a
+  register-hungry instantiation must still fit a 1024-thread block)
   instantiated for ``float`` and ``double`` (name expressions
   ``"name<float>"`` and ``"name<double>"``).
 * Every kernel is correct for any grid size (grid-stride loops over elements
@@ -102,11 +104,12 @@ _FILES = (
             "bn_bwd_apply",
         ),
     ),
+    ("softmax", "softmax.cu", ("softmax_rows", "sparse_xent_fwd", "sparse_xent_bwd")),
     ("optimizer", "optimizer.cu", ("mt_sgd", "mt_adam", "mt_rmsprop", "mt_adagrad")),
 )
 
 _SIG_RE = re.compile(
-    r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+(\w+)\s*\(([^)]*)\)",
+    r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)",
     re.S,
 )
 

@@ -851,6 +851,59 @@ class CupyOps(Ops):
             dbeta = dbeta.astype(out_dtype, copy=False) if has_beta else None
         return dx.astype(out_dtype, copy=False), dgamma, dbeta
 
+    # ------------------------------------------------ softmax, cross-entropy
+    @staticmethod
+    def _row_lanes(cols):
+        """Lanes per row of softmax.cu's row kernels: the power of two >= cols, at most 32."""
+        lanes = 1
+        while lanes < min(int(cols), 32):
+            lanes *= 2
+        return lanes
+
+    def _row_launch(self, kernel, dtype, rows, cols, arrays, scalars=()):
+        """A softmax.cu row kernel: ``(*arrays, rows, cols, lanes, *scalars)``, one block per group of rows."""
+        lanes = self._row_lanes(cols)
+        args = tuple(arrays) + (_i64(rows), _i32(cols, "classes"), _i32(lanes, "lanes")) + tuple(scalars)
+        self._launch_blocks("softmax", kernel, dtype, -(-rows // (_BLOCK // lanes)), args)
+
+    def softmax(self, x, axis):
+        if axis != x.ndim - 1 or x.dtype not in (_F32, _F64) or x.size == 0:
+            return super().softmax(x, axis)
+        x = self.xp.ascontiguousarray(x)
+        cols = x.shape[-1]
+        y = self.xp.empty(x.shape, dtype=x.dtype)
+        self._row_launch("softmax_rows", x.dtype, x.size // cols, cols, (x, y))
+        return y
+
+    def sparse_xent_values(self, p, labels, lo, hi):
+        if p.dtype not in (_F32, _F64) or p.size == 0:
+            return super().sparse_xent_values(p, labels, lo, hi)
+        cupy = self.xp
+        p = cupy.ascontiguousarray(p)
+        labels = cupy.ascontiguousarray(labels.astype(numpy.int64, copy=False))
+        rows, cols = p.shape
+        values = cupy.empty((rows,), dtype=p.dtype)
+        t = p.dtype.type
+        self._row_launch("sparse_xent_fwd", p.dtype, rows, cols, (p, labels, values), (t(lo), t(hi)))
+        return values
+
+    def sparse_xent_logits_grad(self, p, labels, g):
+        if p.dtype not in (_F32, _F64) or p.size == 0:
+            return super().sparse_xent_logits_grad(p, labels, g)
+        cupy = self.xp
+        p = cupy.ascontiguousarray(p)
+        labels = cupy.ascontiguousarray(labels.astype(numpy.int64, copy=False))
+        rows, cols = p.shape
+        g = g.astype(p.dtype, copy=False).reshape(rows)
+        if g.strides[0] == 0:  # one value for every row (a mean's gradient, broadcast): read it once
+            g, g_stride = g[:1], 0
+        else:
+            g, g_stride = cupy.ascontiguousarray(g), 1
+        dx = cupy.empty(p.shape, dtype=p.dtype)
+        self._launch("softmax", "sparse_xent_bwd", p.dtype, p.size,
+                     (p, labels, g, dx, _i64(rows), _i32(cols, "classes"), _i64(g_stride)))
+        return dx
+
     # ------------------------------------------------------- optimizer steps
     def _multi_tensor_update(self, rule, groups, constants, decay):
         from backends import multi_tensor

@@ -977,6 +977,28 @@ class Ops:
         """Gradient of :meth:`relu` at ``x``: ``dy * (x > 0)``."""
         return dy * (x > 0)
 
+    # ------------------------------------------------ classification
+    def softmax(self, x, axis):
+        """``exp(x - max) / sum(exp(x - max))`` along the int ``axis`` of a non-empty float ``x``."""
+        e = self.xp.exp(x - x.max(axis=axis, keepdims=True))
+        return e / e.sum(axis=axis, keepdims=True)
+
+    def sparse_xent_values(self, p, labels, lo, hi):
+        """Sparse cross-entropy from probabilities: ``-log(clip(p[r, k] / sum(p[r]), lo, hi))`` per row.
+
+        ``p`` is (rows, classes) float, ``labels`` (rows,) int64 in range,
+        ``lo``/``hi`` scalars of p's dtype. Returns (rows,).
+        """
+        xp = self.xp
+        qk = xp.take_along_axis(p, labels.reshape(-1, 1), axis=1) / p.sum(axis=1, keepdims=True)
+        return -xp.log(xp.clip(qk, lo, hi)).reshape(-1)
+
+    def sparse_xent_logits_grad(self, p, labels, g):
+        """``(p - onehot(labels)) * g[:, None]``: :meth:`sparse_xent_values`'s gradient on the logits of
+        the softmax that gave ``p`` (``g``: (rows,), the gradient of the values)."""
+        onehot = (self.xp.arange(p.shape[1]) == labels.reshape(-1, 1)).astype(p.dtype)
+        return (p - onehot) * g.astype(p.dtype, copy=False).reshape(-1, 1)
+
     # ------------------------------------------------ optimizer steps
     def multi_tensor_update(self, rule, groups, constants, decay):
         """One optimizer step for many variables at once, in place, where the backend has a fused form.

@@ -397,7 +397,8 @@ def _weights(values, sample_weight, mask, reduction):
 
 
 def _reduce(values, sample_weight, reduction):
-    """Keras's ``reduce_weighted_values`` to a scalar, on raw arrays: (loss, d loss / d values)."""
+    """Keras's ``reduce_weighted_values`` to a scalar, on raw arrays: (loss, backward), where
+    ``backward(g)`` is ``g * d loss / d values`` (a broadcast view when that is one value)."""
     xp = array_namespace(values)
     dtype = values.dtype
     if sample_weight is not None:
@@ -407,7 +408,7 @@ def _reduce(values, sample_weight, reduction):
         v, sw, out_shape = values, None, tuple(values.shape)
         weighted = values
     if weighted.size == 0:
-        return xp.zeros((), dtype=dtype), xp.zeros(values.shape, dtype=dtype)
+        return xp.zeros((), dtype=dtype), lambda g: xp.zeros(values.shape, dtype=dtype)
     total = xp.sum(weighted)
     if reduction == "sum":
         coef = None
@@ -416,14 +417,16 @@ def _reduce(values, sample_weight, reduction):
         nonzero = divisor != 0
         coef = xp.where(nonzero, 1.0 / xp.where(nonzero, divisor, 1), 0).astype(dtype)
     else:
-        coef = xp.asarray(1.0 / weighted.size, dtype=dtype)
+        coef = dtype.type(1.0 / weighted.size)  # a host scalar: nothing to copy to the device
     loss = xp.asarray(total if coef is None else total * coef, dtype=dtype)
     if sw is None:
-        dv = xp.ones(values.shape, dtype=dtype) if coef is None else xp.broadcast_to(coef, values.shape)
-        return loss, dv.astype(dtype, copy=False)
+        # Every value gets the same gradient: one multiplication, broadcast.
+        if coef is None:
+            return loss, lambda g: xp.broadcast_to(g.astype(dtype, copy=False), values.shape)
+        return loss, lambda g: xp.broadcast_to((g * coef).astype(dtype, copy=False), values.shape)
     per = sw if coef is None else sw * coef
-    dv = _unbroadcast(xp.broadcast_to(per, out_shape), tuple(v.shape))
-    return loss, dv.reshape(values.shape).astype(dtype, copy=False)
+    dv = _unbroadcast(xp.broadcast_to(per, out_shape), tuple(v.shape)).reshape(values.shape).astype(dtype, copy=False)
+    return loss, lambda g: dv * g
 
 
 def _reduced(values, sample_weight, mask, reduction):
@@ -439,8 +442,8 @@ def _reduced(values, sample_weight, mask, reduction):
             return values
         v, sw, _ = _align_weights(values, weights, array_namespace(values.data))
         return v * ops.convert_to_tensor(sw)
-    loss, dv = _reduce(values.data, weights, reduction)
-    return record("reduce_loss", loss, (values,), lambda g, needs: (dv * g,))
+    loss, backward = _reduce(values.data, weights, reduction)
+    return record("reduce_loss", loss, (values,), lambda g, needs: (backward(g),))
 
 
 # ---------------------------------------------------------------------------

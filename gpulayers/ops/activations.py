@@ -234,6 +234,8 @@ def softmax(x, axis=-1):
     a = x.data
     if a.size == 0:  # nothing to normalize (and no max of an empty axis)
         y = xp().empty_like(a)
+    elif len(axes) == 1:
+        y = get_ops().softmax(a, axes[0])  # one row kernel on the GPU
     else:
         e = xp().exp(a - a.max(axis=axes, keepdims=True))
         y = e / e.sum(axis=axes, keepdims=True)

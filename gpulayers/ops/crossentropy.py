@@ -54,8 +54,9 @@ def _expand(g, ax, dtype):
 
 
 def _clip_bounds(dtype):
+    # Scalars of the compute dtype, not device arrays: no host-to-device copy per call.
     eps = config.epsilon()
-    return xp().asarray(eps, dtype=dtype), xp().asarray(1.0 - eps, dtype=dtype)
+    return np.dtype(dtype).type(eps), np.dtype(dtype).type(1.0 - eps)
 
 
 def _target_input(target):
@@ -206,32 +207,45 @@ def sparse_crossentropy(target, output, from_logits=False, axis=-1, check_labels
     cdtype, rdtype = _ce_dtypes(output)
     np_ = xp()
     p = output.data.astype(cdtype, copy=False)
-    idx = np_.expand_dims(labels.astype(np.int64), ax)
-    ramp = np_.arange(classes).reshape([classes if i == ax else 1 for i in range(output.ndim)])
-    onehot = (ramp == idx).astype(cdtype)
+    labels = labels.astype(np.int64, copy=False)
+    idx = np_.expand_dims(labels, ax)
+
+    def onehot():  # built when a backward pass needs it
+        ramp = np_.arange(classes).reshape([classes if i == ax else 1 for i in range(output.ndim)])
+        return (ramp == idx).astype(cdtype)
+
     if from_logits:
         logp = _log_softmax_array(p, ax)
         values = -np_.take_along_axis(logp, idx, axis=ax).squeeze(ax)
         return record(
             "sparse_categorical_crossentropy", values.astype(rdtype, copy=False), (output,),
-            lambda g, needs: ((np_.exp(logp) - onehot) * _expand(g, ax, cdtype),),
+            lambda g, needs: ((np_.exp(logp) - onehot()) * _expand(g, ax, cdtype),),
         )
     lo, hi = _clip_bounds(cdtype)
+    logits = _fused_logits(output, "softmax", ax)
+    if logits is not None and ax == output.ndim - 1 and p.size:
+        # The training path behind a softmax: Ops' row kernels (one launch each way on the GPU).
+        ops = get_ops()
+        rows, k = p.reshape(-1, classes), labels.reshape(-1)
+        values = ops.sparse_xent_values(rows, k, lo, hi).reshape(labels.shape).astype(rdtype, copy=False)
+        return record(
+            "sparse_categorical_crossentropy", values, (logits,),
+            lambda g, needs: (ops.sparse_xent_logits_grad(rows, k, g.reshape(-1)).reshape(p.shape),),
+        )
     s = p.sum(axis=ax, keepdims=True)
     q = p / s
     qk = np_.take_along_axis(q, idx, axis=ax)
     qkc = np_.clip(qk, lo, hi)
     values = (-np_.log(qkc).squeeze(ax)).astype(rdtype, copy=False)
-    logits = _fused_logits(output, "softmax", ax)
     if logits is not None:
         return record(
             "sparse_categorical_crossentropy", values, (logits,),
-            lambda g, needs: ((p - onehot) * _expand(g, ax, cdtype),),
+            lambda g, needs: ((p - onehot()) * _expand(g, ax, cdtype),),
         )
 
     def backward(g, needs):
         gk = np_.where((qk >= lo) & (qk <= hi), -1.0 / qkc, 0.0)  # d loss / d q_k
-        return (gk * (onehot - qk) / s * _expand(g, ax, cdtype),)
+        return (gk * (onehot() - qk) / s * _expand(g, ax, cdtype),)
 
     return record("sparse_categorical_crossentropy", values, (output,), backward)
 

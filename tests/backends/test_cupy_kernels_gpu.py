@@ -870,6 +870,12 @@ def _exercise_every_kernel(ops, dtype):
             mean = ops.asarray(rng.standard_normal(c).astype(dtype))
             var = ops.asarray((rng.random(c) + 0.1).astype(dtype))
             _bn_all(ops, x, gamma, beta, mean, var, dy, axis)
+    for rows, cols in ((37, 10), (5, 300)):
+        p = ops.softmax(ops.asarray(_data(rng, (rows, cols), dtype)), 1)
+        labels = ops.asarray(rng.integers(0, cols, rows))
+        ops.sparse_xent_values(p, labels, dtype(1e-7), dtype(1 - 1e-7))
+        ops.sparse_xent_logits_grad(p, labels, ops.asarray(_data(rng, (rows,), dtype)))
+        ops.sparse_xent_logits_grad(p, labels, ops.xp.broadcast_to(ops.asarray(dtype(0.5)), (rows,)))
     from backends import multi_tensor
 
     constants = dict(lr=0.1, wd=0.01, momentum=0.9, use_momentum=True, nesterov=False, alpha=0.01,

@@ -308,3 +308,31 @@ def test_im2col_out_of_memory_retries_through_cupy_ops(ops, monkeypatch):
     monkeypatch.setattr(cupy, "empty", never)
     with pytest.raises(MemoryError, match="conv2d_forward"):
         ops.conv2d_forward(x, k, *args)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape, axis", [((6, 10), 1), ((2, 3, 40), 2), ((4, 3), 0)])
+def test_softmax_through_cupy_ops(ops, shape, axis, dtype):
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    tol = dict(rtol=3e-3, atol=1e-4) if dtype == np.float16 else dict(rtol=1e-5, atol=1e-6)
+    got = ops.softmax(x, axis)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, REF.softmax(x, axis), **tol)
+    # The row kernel serves the last axis of float32/float64; the rest is NumpyOps' code.
+    assert (axis == len(shape) - 1 and dtype != np.float16) == bool(ops.launches.names)
+    np.testing.assert_allclose(ops.softmax(np.asfortranarray(x), axis), REF.softmax(x, axis), **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_crossentropy_through_cupy_ops(ops, dtype):
+    rng = np.random.default_rng(1)
+    p = REF.softmax(rng.standard_normal((9, 5)).astype(dtype), 1)
+    labels = rng.integers(0, 5, 9).astype(np.int32)  # made int64 for the kernel
+    lo, hi = dtype(1e-7), dtype(1 - 1e-7)
+    _close(ops.sparse_xent_values(p, labels, lo, hi), REF.sparse_xent_values(p, labels.astype(np.int64), lo, hi),
+           dtype, "values")
+    g = rng.standard_normal(9).astype(dtype)
+    for upstream in (g, np.broadcast_to(dtype(0.25), (9,)), g[::-1]):  # per row, one value for all, strided
+        assert_same_bits(ops.sparse_xent_logits_grad(p, labels, upstream),
+                         REF.sparse_xent_logits_grad(p, labels, upstream), "logits gradient")
+    assert {"sparse_xent_fwd", "sparse_xent_bwd"} <= {n.split("<")[0] for n in ops.launches.names}

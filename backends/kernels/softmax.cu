@@ -1,0 +1,124 @@
+// Softmax and sparse categorical cross-entropy over the last axis, for gpulayers (CupyOps).
+//
+// x is a C-contiguous (rows, cols) matrix, cols >= 1. The row kernels view a
+// block as ny = blockDim.x / w rows of w = min(width, blockDim.x) lanes (the
+// host picks width = the power of two >= cols, at most 32); lane l of a row
+// reads columns l, l + w, ... and the lanes combine through a __shared__
+// tree, so a row's result does not depend on the grid and every block size
+// from 1 to 1024 works. Block b takes row groups b, b + gridDim.x, ...
+//
+// Formulas (gpulayers/ops/activations.py softmax, gpulayers/ops/crossentropy.py):
+//   softmax:          y = exp(x - max(x)) / sum(exp(x - max(x)))
+//   sparse_xent_fwd:  from probabilities p and int64 labels k,
+//                     value = -log(clip(p[k] / sum(p), lo, hi)); NaN for a k outside [0, cols)
+//   sparse_xent_bwd:  the fused gradient on the softmax's logits, dx = (p - onehot(k)) * g[row]
+//                     (elementwise, grid-stride)
+
+#define SM_MAX_BLOCK 1024
+
+__device__ inline float sm_exp(float v) { return expf(v); }
+__device__ inline double sm_exp(double v) { return exp(v); }
+__device__ inline float sm_log(float v) { return logf(v); }
+__device__ inline double sm_log(double v) { return log(v); }
+__device__ inline float sm_nan(float) { return __int_as_float(0x7fc00000); }
+__device__ inline double sm_nan(double) { return __longlong_as_double(0x7ff8000000000000ll); }
+
+// Combine s[row * w + lane] over the w lanes of each row into s[row * w]:
+// the sum, or the max (NaN-propagating, as numpy's). Every thread of the block calls it.
+template <typename T>
+__device__ inline void sm_lane_tree(T* s, int row, int lane, int w, bool active, bool is_max)
+{
+    for (int n = w; n > 1;) {
+        const int half = (n + 1) >> 1;
+        if (active && lane < n - half) {
+            const T a = s[row * w + lane], b = s[row * w + lane + half];
+            s[row * w + lane] = is_max ? (b > a || b != b ? b : a) : a + b;
+        }
+        __syncthreads();
+        n = half;
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(SM_MAX_BLOCK) softmax_rows(const T* __restrict__ x, T* __restrict__ y, long long rows, int cols, int width)
+{
+    __shared__ T s[SM_MAX_BLOCK];
+    const int w = width < (int)blockDim.x ? width : (int)blockDim.x;
+    const int ny = blockDim.x / w;
+    const int lane = threadIdx.x % w;
+    const int row = threadIdx.x / w;
+    const bool active = row < ny;  // threads of a trailing partial row sit out
+    const long long groups = (rows + ny - 1) / ny;
+    for (long long u = blockIdx.x; u < groups; u += gridDim.x) {
+        const long long r = u * ny + row;
+        const bool live = active && r < rows;
+        const T* xr = x + (live ? r : 0) * cols;
+        T m = live ? xr[0] : T(0);
+        if (live)
+            for (int j = lane; j < cols; j += w) m = xr[j] > m || xr[j] != xr[j] ? xr[j] : m;
+        s[threadIdx.x] = m;
+        __syncthreads();
+        sm_lane_tree(s, row, lane, w, active, true);
+        m = active ? s[row * w] : T(0);
+        __syncthreads();  // every lane has read the max before s is reused
+        T sum = T(0);
+        if (live)
+            for (int j = lane; j < cols; j += w) sum += sm_exp(xr[j] - m);
+        s[threadIdx.x] = sum;
+        __syncthreads();
+        sm_lane_tree(s, row, lane, w, active, false);
+        sum = active ? s[row * w] : T(0);
+        if (live)
+            for (int j = lane; j < cols; j += w) y[r * cols + j] = sm_exp(xr[j] - m) / sum;
+        __syncthreads();  // s is read above before the next row group overwrites it
+    }
+}
+
+template <typename T>
+__global__ void sparse_xent_fwd(const T* __restrict__ p, const long long* __restrict__ labels,
+                                T* __restrict__ values, long long rows, int cols, int width, T lo, T hi)
+{
+    __shared__ T s[SM_MAX_BLOCK];
+    const int w = width < (int)blockDim.x ? width : (int)blockDim.x;
+    const int ny = blockDim.x / w;
+    const int lane = threadIdx.x % w;
+    const int row = threadIdx.x / w;
+    const bool active = row < ny;
+    const long long groups = (rows + ny - 1) / ny;
+    for (long long u = blockIdx.x; u < groups; u += gridDim.x) {
+        const long long r = u * ny + row;
+        const bool live = active && r < rows;
+        T sum = T(0);
+        if (live)
+            for (int j = lane; j < cols; j += w) sum += p[r * cols + j];
+        s[threadIdx.x] = sum;
+        __syncthreads();
+        sm_lane_tree(s, row, lane, w, active, false);
+        if (live && lane == 0) {
+            const long long k = labels[r];
+            if (k < 0 || k >= cols) {
+                values[r] = sm_nan(T(0));
+            } else {
+                const T q = p[r * cols + k] / s[row * w];
+                const T qc = q < lo ? lo : (q > hi ? hi : q);  // a NaN q stays NaN, as numpy's clip
+                values[r] = -sm_log(qc);
+            }
+        }
+        __syncthreads();
+    }
+}
+
+// g[r * g_stride]: g_stride 0 reads one value for every row (the gradient of a mean, broadcast).
+template <typename T>
+__global__ void sparse_xent_bwd(const T* __restrict__ p, const long long* __restrict__ labels,
+                                const T* __restrict__ g, T* __restrict__ dx, long long rows, int cols,
+                                long long g_stride)
+{
+    const long long n = rows * cols;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        int j;
+        const long long r = index_divmod(i, cols, j);
+        const T onehot = labels[r] == (long long)j ? T(1) : T(0);
+        dx[i] = (p[i] - onehot) * g[r * g_stride];
+    }
+}
