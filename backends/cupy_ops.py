@@ -741,6 +741,22 @@ class CupyOps(Ops):
         if v is not None and v.size != c:
             raise ValueError(f"CupyOps.{op}: {name} has {v.size} values, expected {c} (one per channel).")
 
+    def batch_norm_moving_update(self, moving_mean, moving_var, mean, var, momentum):
+        cupy = self.xp
+        arrays = (moving_mean, moving_var, mean, var)
+        dt = moving_mean.dtype
+        if dt not in (_F32, _F64) or any(
+            not isinstance(a, cupy.ndarray) or a.dtype != dt or a.ndim != 1 or a.shape != moving_mean.shape
+            for a in arrays
+        ):
+            return super().batch_norm_moving_update(moving_mean, moving_var, mean, var, momentum)
+        c = moving_mean.shape[0]
+        arrays = tuple(cupy.ascontiguousarray(a) for a in arrays)
+        new_mean, new_var = cupy.empty((c,), dtype=dt), cupy.empty((c,), dtype=dt)
+        args = arrays + (dt.type(momentum), dt.type(1.0 - momentum), _i32(c, "channels"), new_mean, new_var)
+        self._launch("batchnorm", "bn_moving", dt, c, args)
+        return new_mean, new_var
+
     def batch_norm_forward_training(self, x, gamma, beta, axis, epsilon):
         cupy = self.xp
         op = "batch_norm_forward_training"

@@ -885,6 +885,10 @@ class Ops:
             cache,
         )
 
+    def batch_norm_moving_update(self, moving_mean, moving_var, mean, var, momentum):
+        """Keras's moving statistics after a step: ``moving * momentum + batch * (1 - momentum)``, new arrays."""
+        return moving_mean * momentum + mean * (1.0 - momentum), moving_var * momentum + var * (1.0 - momentum)
+
     def batch_norm_backward_training(self, dy, cache):
         """Exact gradient through the batch statistics.
 

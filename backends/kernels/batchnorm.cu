@@ -289,3 +289,17 @@ __global__ void bn_bwd_apply(const T* __restrict__ dy, const T* __restrict__ x, 
         walk.next(c, inner);
     }
 }
+
+// The moving statistics after a training step, out of place (the layer swaps
+// them in only when the whole step succeeds):
+// new_mean = moving_mean * momentum + mean * one_minus_momentum, and the same for var.
+template <typename T>
+__global__ void bn_moving(const T* __restrict__ moving_mean, const T* __restrict__ moving_var,
+                          const T* __restrict__ mean, const T* __restrict__ var, T momentum,
+                          T one_minus_momentum, int c, T* __restrict__ new_mean, T* __restrict__ new_var)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += blockDim.x * gridDim.x) {
+        new_mean[ch] = moving_mean[ch] * momentum + mean[ch] * one_minus_momentum;
+        new_var[ch] = moving_var[ch] * momentum + var[ch] * one_minus_momentum;
+    }
+}

@@ -195,9 +195,9 @@ class BatchNormalization(Layer):
         ops = get_ops()
         y, mean, var, cache = ops.batch_norm_forward_training(x, gamma, beta, self._resolved_axis(x.ndim), self.epsilon)
         if x.size:  # an empty batch has no statistics to fold in
-            m = self.momentum
-            self.moving_mean.value = self.moving_mean.value * m + mean * (1.0 - m)
-            self.moving_variance.value = self.moving_variance.value * m + var * (1.0 - m)
+            self.moving_mean.value, self.moving_variance.value = ops.batch_norm_moving_update(
+                self.moving_mean.value, self.moving_variance.value, mean, var, self.momentum
+            )
         return y, lambda dy, needs: ops.batch_norm_backward_training(dy, cache)
 
     def _moving_statistics(self, x, gamma, beta):

@@ -870,6 +870,7 @@ def _exercise_every_kernel(ops, dtype):
             mean = ops.asarray(rng.standard_normal(c).astype(dtype))
             var = ops.asarray((rng.random(c) + 0.1).astype(dtype))
             _bn_all(ops, x, gamma, beta, mean, var, dy, axis)
+            ops.batch_norm_moving_update(mean, var, mean * 2, var * 2, 0.99)
     for rows, cols in ((37, 10), (5, 300)):
         p = ops.softmax(ops.asarray(_data(rng, (rows, cols), dtype)), 1)
         labels = ops.asarray(rng.integers(0, cols, rows))

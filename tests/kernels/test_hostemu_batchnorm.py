@@ -256,3 +256,17 @@ def test_batch_norm_apply_grid_stride_small_grids(emu, dtype):
         dx = poison(shape, dtype)
         bn.k("bn_bwd_apply")(grid, block, (dy, x, mean, g, c1, c0, dx, i64(3), i32(c), i32(20)))
         np.testing.assert_allclose(dx, want_bwd, err_msg=f"bwd apply {grid}x{block}", **_tol(dtype))
+
+
+@pytest.mark.parametrize("c", [1, 37, 600])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bn_moving_gives_the_bits_of_numpy(emu, dtype, c):
+    rng = np.random.default_rng(c)
+    mm, mv, mean, var = (rng.standard_normal(c).astype(dtype) for _ in range(4))
+    momentum = 0.99
+    new_mean, new_var = poison((c,), dtype), poison((c,), dtype)
+    k = emu["batchnorm"].kernel(expr("bn_moving", dtype))
+    k(2, 64, (mm, mv, mean, var, dtype(momentum), dtype(1.0 - momentum), i32(c), new_mean, new_var))
+    want_mean, want_var = REF.batch_norm_moving_update(mm, mv, mean, var, momentum)
+    assert_same_bits(new_mean, want_mean, "moving mean")
+    assert_same_bits(new_var, want_var, "moving variance")

@@ -336,3 +336,16 @@ def test_sparse_crossentropy_through_cupy_ops(ops, dtype):
         assert_same_bits(ops.sparse_xent_logits_grad(p, labels, upstream),
                          REF.sparse_xent_logits_grad(p, labels, upstream), "logits gradient")
     assert {"sparse_xent_fwd", "sparse_xent_bwd"} <= {n.split("<")[0] for n in ops.launches.names}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_moving_update_through_cupy_ops(ops, dtype):
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal(7).astype(dtype) for _ in range(4)]
+    for got, want in zip(ops.batch_norm_moving_update(*arrays, 0.9), REF.batch_norm_moving_update(*arrays, 0.9)):
+        assert_same_bits(got, want, "moving statistics")
+    assert ops.launches.names == [f"bn_moving<{'float' if dtype == np.float32 else 'double'}>"]
+    # Mixed dtypes (float16 batch statistics) take NumpyOps' promoting expression.
+    half = [a.astype(np.float16) if i >= 2 else a for i, a in enumerate(arrays)]
+    for got, want in zip(ops.batch_norm_moving_update(*half, 0.9), REF.batch_norm_moving_update(*half, 0.9)):
+        assert_same_bits(got, want, "mixed dtypes")
