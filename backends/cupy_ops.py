@@ -435,19 +435,23 @@ class CupyOps(Ops):
         kernel_shape = tuple(int(v) for v in kernel_shape)
         g = self._conv_geom(x.shape, kernel_shape, strides, pads, dilation, data_format, op)
         dy2d = self._dy2d(dy, g, dt, op)
-        dw = cupy.zeros((g.K, g.f), dtype=dt)
-        if dw.size and g.m:
-            if g.direct:
-                cupy.matmul(x.reshape(g.m, g.c).T, dy2d, out=dw)
-            else:
+        dw = cupy.empty((g.K, g.f), dtype=dt)
+        if not (dw.size and g.m):
+            dw.fill(0)
+        elif g.direct:
+            cupy.matmul(x.reshape(g.m, g.c).T, dy2d, out=dw)
+        else:
 
-                def body(b0, b1, col):
-                    self._im2col(x, g, b0, b1, col)
-                    part = cupy.matmul(col.T, dy2d[b0 * g.rows : b1 * g.rows])
-                    cupy.add(dw, part, out=dw)  # after the product: a retried chunk adds nothing twice
+            def body(b0, b1, col):
+                self._im2col(x, g, b0, b1, col)
+                rows = dy2d[b0 * g.rows : b1 * g.rows]
+                if b0 == 0:  # the first chunk (retried or not) writes dw; the later ones add to it
+                    cupy.matmul(col.T, rows, out=dw)
+                else:
+                    cupy.add(dw, cupy.matmul(col.T, rows), out=dw)  # after the product: a retry adds nothing twice
 
-                shapes = f"x {tuple(x.shape)} ({data_format}), dy {tuple(dy.shape)}, kernel {kernel_shape}"
-                self._conv_chunks(g, dt, op, shapes, body)
+            shapes = f"x {tuple(x.shape)} ({data_format}), dy {tuple(dy.shape)}, kernel {kernel_shape}"
+            self._conv_chunks(g, dt, op, shapes, body)
         return dw.reshape(kernel_shape).astype(out_dtype, copy=False)
 
     # ---------------------------------------------------------------- pooling
@@ -866,6 +870,37 @@ class CupyOps(Ops):
             dgamma = None if gamma is None else dgamma.astype(out_dtype, copy=False)
             dbeta = dbeta.astype(out_dtype, copy=False) if has_beta else None
         return dx.astype(out_dtype, copy=False), dgamma, dbeta
+
+    # ------------------------------------------------------- elementwise
+    def _elementwise(self, kernel, dtype, n, args):
+        self._launch("elementwise", kernel, dtype, n, args + (_i64(n),))
+
+    def relu_backward(self, x, dy):
+        if x.dtype not in (_F32, _F64) or dy.dtype != x.dtype or x.shape != dy.shape:
+            return super().relu_backward(x, dy)
+        cupy = self.xp
+        x, dy = cupy.ascontiguousarray(x), cupy.ascontiguousarray(dy)
+        dx = cupy.empty(x.shape, dtype=x.dtype)
+        self._elementwise("relu_bwd", x.dtype, x.size, (x, dy, dx))
+        return dx
+
+    def dropout(self, x, u, keep):
+        if x.dtype not in (_F32, _F64) or u.dtype != x.dtype or u.shape != x.shape or keep == 0:
+            return super().dropout(x, u, keep)  # a broadcast noise_shape, float16, rate 1
+        cupy = self.xp
+        x, u = cupy.ascontiguousarray(x), cupy.ascontiguousarray(u)
+        y, kept = cupy.empty(x.shape, dtype=x.dtype), cupy.empty(x.shape, dtype=numpy.bool_)
+        self._elementwise("dropout_fwd", x.dtype, x.size, (x, u, x.dtype.type(keep), y, kept))
+        return y, kept
+
+    def dropout_backward(self, dy, kept, keep):
+        if dy.dtype not in (_F32, _F64) or kept.shape != dy.shape or kept.dtype != numpy.bool_ or keep == 0:
+            return super().dropout_backward(dy, kept, keep)
+        cupy = self.xp
+        dy, kept = cupy.ascontiguousarray(dy), cupy.ascontiguousarray(kept)
+        dx = cupy.empty(dy.shape, dtype=dy.dtype)
+        self._elementwise("dropout_bwd", dy.dtype, dy.size, (dy, kept, dy.dtype.type(keep), dx))
+        return dx
 
     # ------------------------------------------------ softmax, cross-entropy
     @staticmethod

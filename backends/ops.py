@@ -981,6 +981,29 @@ class Ops:
         """Gradient of :meth:`relu` at ``x``: ``dy * (x > 0)``."""
         return dy * (x > 0)
 
+    # ------------------------------------------------ dropout
+    def dropout(self, x, u, keep):
+        """Keras's dropout from uniforms ``u`` in [0, 1) (x's shape, or broadcasting to it).
+
+        Returns ``(y, kept)``: ``kept = u < keep``; ``y = x / keep`` where
+        kept and exactly 0 elsewhere (``where`` rather than a 0/1 multiply, so
+        a dropped unit stays 0 even where ``x / keep`` overflows; float16
+        divides in float32, so a keep below float16's range, rate 0.99999, is
+        not rounded first).
+        """
+        kept = u < keep
+        return self.dropout_backward(x, kept, keep), kept
+
+    def dropout_backward(self, dy, kept, keep):
+        """The gradient of :meth:`dropout`: ``dy / keep`` where kept, 0 elsewhere."""
+        xp = self.xp
+        if keep == 0:
+            return xp.zeros_like(dy)
+        work = numpy.dtype("float32") if dy.dtype.itemsize < 4 else dy.dtype
+        with numpy.errstate(over="ignore"):  # a float16 result beyond 65504 is inf, as in Keras
+            scaled = (dy.astype(work, copy=False) / work.type(keep)).astype(dy.dtype, copy=False)
+        return xp.where(kept, scaled, dy.dtype.type(0))
+
     # ------------------------------------------------ classification
     def softmax(self, x, axis):
         """``exp(x - max) / sum(exp(x - max))`` along the int ``axis`` of a non-empty float ``x``."""

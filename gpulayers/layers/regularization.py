@@ -2,8 +2,6 @@
 
 import numbers
 
-import numpy
-
 from backends import get_ops
 from gpulayers import utils
 from gpulayers.layers.base import Layer
@@ -93,23 +91,8 @@ class Dropout(Layer):
         if self._rng is None or self._rng_ops is not ops:
             self._rng, self._rng_ops = ops.rng(utils.derive_seed(self.seed)), ops
         keep = 1.0 - self.rate
-        kept = ops.uniform(self._rng, self._mask_shape(x.shape), x.dtype) < keep
-        return _scale_kept(ops.xp, x, kept, keep), lambda dy, needs: (_scale_kept(ops.xp, dy, kept, keep),)
+        y, kept = ops.dropout(x, ops.uniform(self._rng, self._mask_shape(x.shape), x.dtype), keep)
+        return y, lambda dy, needs: (ops.dropout_backward(dy, kept, keep),)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed, "noise_shape": self.noise_shape}
-
-
-def _scale_kept(xp, x, kept, keep):
-    """Keras's ``x / keep`` where ``kept``, exactly 0 elsewhere.
-
-    ``where`` rather than a 0/1 multiply, so a dropped unit stays 0 even where
-    ``x / keep`` overflows; float16 divides in float32, so a keep below
-    float16's range (rate 0.99999) is not rounded first.
-    """
-    if keep == 0:
-        return xp.zeros_like(x)
-    work = numpy.dtype("float32") if x.dtype.itemsize < 4 else x.dtype
-    with numpy.errstate(over="ignore"):  # a float16 result beyond 65504 is inf, as in Keras
-        scaled = (x.astype(work, copy=False) / work.type(keep)).astype(x.dtype, copy=False)
-    return xp.where(kept, scaled, x.dtype.type(0))

@@ -871,6 +871,10 @@ def _exercise_every_kernel(ops, dtype):
             var = ops.asarray((rng.random(c) + 0.1).astype(dtype))
             _bn_all(ops, x, gamma, beta, mean, var, dy, axis)
             ops.batch_norm_moving_update(mean, var, mean * 2, var * 2, 0.99)
+    x, dy = ops.asarray(_data(rng, (1000, 3), dtype)), ops.asarray(_data(rng, (1000, 3), dtype))
+    ops.relu_backward(x, dy)
+    _, kept = ops.dropout(x, ops.asarray(rng.random((1000, 3)).astype(dtype)), 0.8)
+    ops.dropout_backward(dy, kept, 0.8)
     for rows, cols in ((37, 10), (5, 300)):
         p = ops.softmax(ops.asarray(_data(rng, (rows, cols), dtype)), 1)
         labels = ops.asarray(rng.integers(0, cols, rows))

@@ -349,3 +349,19 @@ def test_batch_norm_moving_update_through_cupy_ops(ops, dtype):
     half = [a.astype(np.float16) if i >= 2 else a for i, a in enumerate(arrays)]
     for got, want in zip(ops.batch_norm_moving_update(*half, 0.9), REF.batch_norm_moving_update(*half, 0.9)):
         assert_same_bits(got, want, "mixed dtypes")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_relu_backward_and_dropout_through_cupy_ops(ops, dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 6)).astype(dtype)
+    dy = rng.standard_normal((4, 6)).astype(dtype)
+    assert_same_bits(ops.relu_backward(x, dy), REF.relu_backward(x, dy), "relu_backward")
+    for u in (rng.random((4, 6)).astype(dtype), rng.random((1, 6)).astype(dtype)):  # full, and a noise_shape
+        y, kept = ops.dropout(x, u, 0.75)
+        want_y, want_kept = REF.dropout(x, u, 0.75)
+        assert_same_bits(y, want_y, "dropout")
+        assert_same_bits(kept, want_kept, "kept")
+        assert_same_bits(ops.dropout_backward(dy, kept, 0.75), REF.dropout_backward(dy, want_kept, 0.75), "dropout dx")
+    kernels = {n.split("<")[0] for n in ops.launches.names}
+    assert kernels == (set() if dtype == np.float16 else {"relu_bwd", "dropout_fwd", "dropout_bwd"})

@@ -1,0 +1,32 @@
+// Elementwise kernels for gpulayers (CupyOps): what CuPy would run as two or
+// three kernels, in one pass. Grid-stride loops over n elements of
+// C-contiguous arrays; the expressions round as backends/ops.py's do.
+
+// dx = dy * (x > 0): the gradient of relu (NaN and inf in dy kept where x > 0, and times 0 elsewhere).
+template <typename T>
+__global__ void relu_bwd(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dx, long long n)
+{
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        dx[i] = dy[i] * (x[i] > T(0) ? T(1) : T(0));
+}
+
+// Dropout from uniforms u in [0, 1): kept = u < keep; y = kept ? x / keep : 0.
+template <typename T>
+__global__ void dropout_fwd(const T* __restrict__ x, const T* __restrict__ u, T keep, T* __restrict__ y,
+                            bool* __restrict__ kept, long long n)
+{
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        const bool k = u[i] < keep;
+        kept[i] = k;
+        y[i] = k ? x[i] / keep : T(0);
+    }
+}
+
+// The gradient of dropout_fwd: dx = kept ? dy / keep : 0.
+template <typename T>
+__global__ void dropout_bwd(const T* __restrict__ dy, const bool* __restrict__ kept, T keep, T* __restrict__ dx,
+                            long long n)
+{
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        dx[i] = kept[i] ? dy[i] / keep : T(0);
+}
