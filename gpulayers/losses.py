@@ -409,16 +409,18 @@ def _reduce(values, sample_weight, reduction):
         weighted = values
     if weighted.size == 0:
         return xp.zeros((), dtype=dtype), lambda g: xp.zeros(values.shape, dtype=dtype)
-    total = xp.sum(weighted)
     if reduction == "sum":
         coef = None
+        loss = xp.sum(weighted)
     elif reduction == "mean_with_sample_weight" and sw is not None:
         divisor = xp.sum(sw)
         nonzero = divisor != 0
         coef = xp.where(nonzero, 1.0 / xp.where(nonzero, divisor, 1), 0).astype(dtype)
+        loss = xp.sum(weighted) * coef
     else:
         coef = dtype.type(1.0 / weighted.size)  # a host scalar: nothing to copy to the device
-    loss = xp.asarray(total if coef is None else total * coef, dtype=dtype)
+        loss = xp.mean(weighted)  # Keras's sum / size, one reduction
+    loss = xp.asarray(loss, dtype=dtype)
     if sw is None:
         # Every value gets the same gradient: one multiplication, broadcast.
         if coef is None:
