@@ -15,7 +15,10 @@ import logging
 import os
 import threading
 
-__all__ = ["BACKEND_NAMES", "array_namespace", "cupy_status", "get_backend", "get_ops", "set_backend"]
+__all__ = [
+    "BACKEND_NAMES", "array_namespace", "cupy_status", "get_backend", "get_ops", "set_backend", "set_tf32",
+    "tf32_enabled",
+]
 
 BACKEND_NAMES = ("numpy", "cupy", "auto")
 ENV_VAR = "GPULAYERS_BACKEND"
@@ -24,6 +27,7 @@ _log = logging.getLogger("gpulayers.backends")
 _lock = threading.Lock()
 _requested = None  # name given to set_backend; None means "read the environment"
 _ops = None  # the resolved Ops instance
+_tf32 = None  # None: CuPy's default; True / False: set_tf32's choice
 _cupy_status = None  # cached (usable, reason)
 
 
@@ -79,18 +83,48 @@ def _make_ops(name):
     if name == "cupy":
         if not usable:
             raise RuntimeError(f"The cupy backend was requested but cannot run: {reason}.")
-        from backends.cupy_ops import CupyOps
-
-        return CupyOps()
+        return _cupy_ops()
     # auto
     if usable:
-        from backends.cupy_ops import CupyOps
-
-        return CupyOps()
+        return _cupy_ops()
     _log.debug("backend 'auto' chose numpy: %s", reason)
     from backends.numpy_ops import NumpyOps
 
     return NumpyOps()
+
+
+def set_tf32(enabled):
+    """Let cuBLAS compute float32 matrix products in TF32 (``True``) or keep them float32 (``False``).
+
+    Applies to the active cupy backend at once and to one created later;
+    NumpyOps has no TF32 and ignores it. Until this is called, CuPy's own
+    default holds: float32, or TF32 where ``CUPY_TF32=1`` is set. Raises
+    TypeError for a non-bool; a GPU without TF32 (before Ampere) raises
+    from CuPy, and the setting stays as it was.
+    """
+    global _tf32
+    if not isinstance(enabled, bool):
+        raise TypeError(f"Invalid type for `enabled`: expected a bool. Received: enabled={enabled!r}")
+    with _lock:
+        if _ops is not None:
+            _ops.set_tf32(enabled)
+        _tf32 = enabled
+
+
+def tf32_enabled():
+    """Whether float32 matrix products may run in TF32 on the GPU (see :func:`set_tf32`)."""
+    if _tf32 is None:
+        return os.environ.get("CUPY_TF32", "0").strip() == "1"
+    return _tf32
+
+
+def _cupy_ops():
+    from backends.cupy_ops import CupyOps
+
+    ops = CupyOps()
+    if _tf32 is not None:
+        ops.set_tf32(_tf32)
+    return ops
 
 
 def set_backend(name):

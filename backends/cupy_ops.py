@@ -178,6 +178,12 @@ class CupyOps(Ops):
         total = props["totalGlobalMem"] / 2**30
         return f"GPU {device.id}: {name} ({total:.0f} GiB), cupy {cupy.__version__}"
 
+    def set_tf32(self, enabled):
+        # cuBLAS's compute type for float32 GEMMs (cupy.matmul): TF32 tensor cores, or true float32.
+        from cupy._core import _routines_linalg as linalg
+
+        linalg.set_compute_type(numpy.float32, linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_FP32)
+
     def to_numpy(self, x):
         if isinstance(x, self.xp.ndarray):
             return x.get()

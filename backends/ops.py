@@ -189,6 +189,9 @@ class Ops:
             return x.astype(dtype)
         return xp.asarray(x, dtype=dtype)
 
+    def set_tf32(self, enabled):
+        """TF32 for float32 matrix products (:func:`backends.set_tf32`): the CPU has none, so nothing to do."""
+
     def to_numpy(self, x):
         """Return ``x`` as a ``numpy.ndarray``."""
         return numpy.asarray(x)

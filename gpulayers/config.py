@@ -13,11 +13,14 @@ import warnings
 
 __all__ = [
     "backend",
+    "disable_tf32",
     "disable_traceback_filtering",
+    "enable_tf32",
     "enable_traceback_filtering",
     "epsilon",
     "floatx",
     "image_data_format",
+    "is_tf32_enabled",
     "is_traceback_filtering_enabled",
     "keras_config_path",
     "set_epsilon",
@@ -149,6 +152,33 @@ def is_traceback_filtering_enabled():
     return _traceback_filtering
 
 
+def enable_tf32():
+    """Let the GPU compute float32 matrix products (Dense, the convolutions' GEMMs) in TF32.
+
+    TF32 tensor cores are several times faster on Ampere and later GPUs but
+    keep only 10 mantissa bits of each operand, so results no longer match
+    Keras's float32 numerics. Off by default (unless CuPy's own
+    ``CUPY_TF32=1`` is set); the CPU backend has no TF32 and ignores it.
+    """
+    import backends
+
+    backends.set_tf32(True)
+
+
+def disable_tf32():
+    """Back to true float32 matrix products on the GPU (the default)."""
+    import backends
+
+    backends.set_tf32(False)
+
+
+def is_tf32_enabled():
+    """Whether float32 matrix products may run in TF32 on the GPU."""
+    import backends
+
+    return backends.tf32_enabled()
+
+
 def standardize_data_format(data_format):
     """Resolve a layer's ``data_format`` argument (None means the default)."""
     if data_format is None:
@@ -193,3 +223,4 @@ def _load():
 
 
 _load()
+

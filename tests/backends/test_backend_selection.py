@@ -108,3 +108,68 @@ def test_array_namespace_of_numpy_arrays():
     import numpy as np
 
     assert backends.array_namespace(np.zeros(2)) is np
+
+
+# ------------------------------------------------------------------ TF32
+
+
+def _fake_linalg(monkeypatch, fail=None):
+    """cupy._core._routines_linalg's compute-type switch, recording what it is set to."""
+    calls = []
+
+    def set_compute_type(dtype, compute_type):
+        if fail:
+            raise ValueError(fail)
+        calls.append((dtype, compute_type))
+
+    linalg = types.SimpleNamespace(COMPUTE_TYPE_TF32=7, COMPUTE_TYPE_FP32=4, set_compute_type=set_compute_type)
+    core = types.ModuleType("cupy._core")
+    core._routines_linalg = linalg
+    monkeypatch.setitem(sys.modules, "cupy._core", core)
+    monkeypatch.setitem(sys.modules, "cupy._core._routines_linalg", linalg)
+    return calls
+
+
+def test_tf32_is_off_by_default_and_switches_the_cupy_compute_type(fresh, monkeypatch):
+    import numpy as np
+
+    from backends.cupy_ops import CupyOps
+    from gpulayers import config
+
+    fresh.setattr(backends, "_tf32", None)
+    fresh.delenv("CUPY_TF32", raising=False)
+    assert config.is_tf32_enabled() is False
+    calls = _fake_linalg(monkeypatch)
+    ops = CupyOps.__new__(CupyOps)  # its set_tf32 needs nothing of a device here
+    fresh.setattr(backends, "_ops", ops)
+    config.enable_tf32()
+    assert config.is_tf32_enabled() is True and calls == [(np.float32, 7)]
+    config.disable_tf32()
+    assert config.is_tf32_enabled() is False and calls[-1] == (np.float32, 4)
+
+
+def test_tf32_follows_cupys_environment_until_set(fresh):
+    fresh.setattr(backends, "_tf32", None)
+    fresh.setenv("CUPY_TF32", "1")
+    assert backends.tf32_enabled() is True
+
+
+def test_tf32_setting_is_kept_for_a_backend_chosen_later_and_ignored_on_the_cpu(fresh):
+    fresh.setattr(backends, "_tf32", None)
+    backends.set_backend("numpy")
+    backends.set_tf32(True)  # NumpyOps has no TF32: accepted, nothing changes
+    assert backends.tf32_enabled() is True
+    backends.set_tf32(False)
+
+
+def test_tf32_refusals_leave_the_setting_alone(fresh, monkeypatch):
+    from backends.cupy_ops import CupyOps
+
+    fresh.setattr(backends, "_tf32", False)
+    with pytest.raises(TypeError, match="enabled=1"):
+        backends.set_tf32(1)
+    _fake_linalg(monkeypatch, fail="TF32 needs compute capability 8.0")
+    fresh.setattr(backends, "_ops", CupyOps.__new__(CupyOps))
+    with pytest.raises(ValueError, match="8.0"):
+        backends.set_tf32(True)
+    assert backends.tf32_enabled() is False
