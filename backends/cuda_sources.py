@@ -97,8 +97,8 @@ _FILES = (
         (
             "bn_partial_last",
             "bn_partial_mid",
-            "bn_fin_mean",
             "bn_params",
+            "bn_params_welford",
             "bn_fin_bwd",
             "bn_apply",
             "bn_bwd_apply",

@@ -696,13 +696,14 @@ class CupyOps(Ops):
         inner = _prod(shape[axis + 1 :])
         return axis, outer, int(shape[axis]), inner
 
+    _BN_STATISTICS, _BN_BACKWARD = 0, 1  # batchnorm.cu's reduction modes
+
     def _bn_sums(self, mode, x, dy, mean, outer, c, inner, dt):
-        """Per-chunk channel sums (see batchnorm.cu). Returns (part1, part2, nchunks)."""
+        """Per-chunk channel reductions (see batchnorm.cu). Returns (part1, part2, nchunks)."""
         cupy = self.xp
         if outer * inner == 0:
-            # Nothing to sum, and bn_partial_mid divides by `inner`: zero partial sums.
-            part1 = cupy.zeros((1, c), dtype=dt)
-            return part1, cupy.zeros((1, c), dtype=dt) if mode == 2 else part1, 1
+            # Nothing to reduce, and bn_partial_mid divides by `inner`: zero partials.
+            return cupy.zeros((1, c), dtype=dt), cupy.zeros((1, c), dtype=dt), 1
         target = self._sm_count() * 8  # work units: about one full wave of 256-thread blocks
         if inner == 1:
             groups = -(-c // 32)
@@ -711,10 +712,9 @@ class CupyOps(Ops):
         else:
             nchunks = max(1, min(-(-(outer * inner) // 2048), target // c))
             units = c * nchunks
-        part1 = cupy.empty((nchunks, c), dtype=dt)
-        part2 = cupy.empty((nchunks, c), dtype=dt) if mode == 2 else part1  # part2 is only written in mode 2
-        dy = x if dy is None else dy  # read in mode 2 only
-        mean = x if mean is None else mean  # read in modes 1 and 2 only
+        part1, part2 = cupy.empty((nchunks, c), dtype=dt), cupy.empty((nchunks, c), dtype=dt)
+        dy = x if dy is None else dy  # dy and mean are read in the backward mode only
+        mean = x if mean is None else mean
         if inner == 1:
             args = (x, dy, mean, part1, part2, _i64(outer), _i32(c, "channels"), _i32(nchunks, "chunks"), _i32(mode, "mode"))
             self._launch_blocks("batchnorm", "bn_partial_last", dt, units, args)
@@ -729,17 +729,29 @@ class CupyOps(Ops):
     def _bn_vec(self, v, dtype):
         return None if v is None else self.xp.ascontiguousarray(self.asarray(v).reshape(-1), dtype=dtype)
 
-    def _bn_params(self, src, nchunks, div, mean, gamma, beta, epsilon, c, dt):
-        cupy = self.xp
-        var, rstd, scale, shift = (cupy.empty((c,), dtype=dt) for _ in range(4))
-        args = (
-            src, _i32(nchunks, "chunks"), _i64(div), mean,
+    def _bn_flags(self, gamma, beta, mean, epsilon, c, dt):
+        return (
             mean if gamma is None else gamma, mean if beta is None else beta,
-            _i32(gamma is not None, "has_gamma"), _i32(beta is not None, "has_beta"),
-            dt.type(epsilon), _i32(c, "channels"), var, rstd, scale, shift,
+            _i32(gamma is not None, "has_gamma"), _i32(beta is not None, "has_beta"), dt.type(epsilon),
+            _i32(c, "channels"),
         )
+
+    def _bn_params(self, var, mean, gamma, beta, epsilon, c, dt):
+        """(rstd, scale, shift) from given statistics."""
+        rstd, scale, shift = (self.xp.empty((c,), dtype=dt) for _ in range(3))
+        args = (var, mean) + self._bn_flags(gamma, beta, mean, epsilon, c, dt) + (rstd, scale, shift)
         self._launch("batchnorm", "bn_params", dt, c, args)
-        return var, rstd, scale, shift
+        return rstd, scale, shift
+
+    def _bn_statistics(self, x, gamma, beta, epsilon, outer, c, inner, dt):
+        """(mean, var, rstd, scale, shift) of x's batch: one Welford pass and one merge per channel."""
+        cupy = self.xp
+        mean, var, rstd, scale, shift = (cupy.empty((c,), dtype=dt) for _ in range(5))
+        part_mean, part_m2, k = self._bn_sums(self._BN_STATISTICS, x, None, None, outer, c, inner, dt)
+        args = (part_mean, part_m2, _i32(k, "chunks"), _i64(outer * inner)) + \
+            self._bn_flags(gamma, beta, part_mean, epsilon, c, dt) + (mean, var, rstd, scale, shift)
+        self._launch_blocks("batchnorm", "bn_params_welford", dt, c, args)
+        return mean, var, rstd, scale, shift
 
     def _bn_apply(self, x, scale, shift, outer, c, inner, dt):
         y = self.xp.empty(x.shape, dtype=dt)
@@ -784,11 +796,11 @@ class CupyOps(Ops):
             empty = cupy.empty((0,), dtype=out_dtype)
             cache = (self._BN_CACHE_TAG, x, empty.astype(dt), empty.astype(dt), gamma, beta is not None, axis, div, out_dtype, (outer, c, inner))
             return x.astype(out_dtype, copy=False), empty, empty, cache
-        part, _, k = self._bn_sums(0, x, None, None, outer, c, inner, dt)
-        mean = cupy.empty((c,), dtype=dt)
-        self._launch("batchnorm", "bn_fin_mean", dt, c, (part, _i32(k, "chunks"), _i32(c, "channels"), _i64(div), mean))
-        part, _, k = self._bn_sums(1, x, None, mean, outer, c, inner, dt)
-        var, rstd, scale, shift = self._bn_params(part, k, div, mean, gamma, beta, epsilon, c, dt)
+        if m == 0:  # an empty batch: statistics 0, as NumpyOps gives
+            mean, var = cupy.zeros((c,), dtype=dt), cupy.zeros((c,), dtype=dt)
+            rstd, scale, shift = self._bn_params(var, mean, gamma, beta, epsilon, c, dt)
+        else:
+            mean, var, rstd, scale, shift = self._bn_statistics(x, gamma, beta, epsilon, outer, c, inner, dt)
         y = self._bn_apply(x, scale, shift, outer, c, inner, dt)
         cache = (self._BN_CACHE_TAG, x, mean, rstd, gamma, beta is not None, axis, div, out_dtype, (outer, c, inner))
         return (
@@ -811,7 +823,7 @@ class CupyOps(Ops):
         if c == 0:
             empty = cupy.empty((0,), dtype=out_dtype)
             return dy.astype(out_dtype, copy=False), (None if gamma is None else empty), (empty if has_beta else None)
-        part1, part2, k = self._bn_sums(2, x, dy, mean, outer, c, inner, dt)
+        part1, part2, k = self._bn_sums(self._BN_BACKWARD, x, dy, mean, outer, c, inner, dt)
         dgamma, dbeta, g, c1, c0 = (cupy.empty((c,), dtype=dt) for _ in range(5))
         args = (
             part1, part2, _i32(k, "chunks"), _i32(c, "channels"), _i64(div), rstd,
@@ -841,7 +853,7 @@ class CupyOps(Ops):
             self._bn_check_vec(op, name, v, c)
         if c == 0:
             return x.astype(out_dtype, copy=False)
-        _, _, scale, shift = self._bn_params(var, 0, 1, mean, gamma, beta, epsilon, c, dt)
+        _, scale, shift = self._bn_params(var, mean, gamma, beta, epsilon, c, dt)
         return self._bn_apply(x, scale, shift, outer, c, inner, dt).astype(out_dtype, copy=False)
 
     def batch_norm_backward_inference(self, dy, x, gamma, mean, var, axis, epsilon, has_beta=True):
@@ -861,11 +873,11 @@ class CupyOps(Ops):
         if c == 0:
             empty = cupy.empty((0,), dtype=out_dtype)
             return dy.astype(out_dtype, copy=False), (None if gamma is None else empty), (empty if has_beta else None)
-        _, rstd, scale, _ = self._bn_params(var, 0, 1, mean, gamma, None, epsilon, c, dt)
+        rstd, scale, _ = self._bn_params(var, mean, gamma, None, epsilon, c, dt)
         dx = self._bn_apply(dy, scale, None, outer, c, inner, dt)
         dgamma = dbeta = None
         if gamma is not None or has_beta:
-            part1, part2, k = self._bn_sums(2, x, dy, mean, outer, c, inner, dt)
+            part1, part2, k = self._bn_sums(self._BN_BACKWARD, x, dy, mean, outer, c, inner, dt)
             dgamma, dbeta = cupy.empty((c,), dtype=dt), cupy.empty((c,), dtype=dt)
             args = (
                 part1, part2, _i32(k, "chunks"), _i32(c, "channels"), _i64(max(outer * inner, 1)), rstd,

@@ -5,16 +5,18 @@
 // after it. channels-last (NHWC, axis = -1) is inner == 1, i.e. a (rows, c)
 // matrix; NCHW with axis 1 is outer = N, inner = H*W.
 //
-// Per-channel sums run in two stages, deterministically (no atomics):
+// Per-channel reductions run in two stages, deterministically (no atomics):
 //   1. bn_partial_last (inner == 1) or bn_partial_mid (any inner): the reduction
 //      range of each channel is cut into `nchunks` chunks; each block reduces one
 //      (chunk, channel group) unit with a __shared__ tree and writes
-//      part[k * c + ch] for chunk k.
-//   2. bn_fin_mean / bn_params / bn_fin_bwd: one thread per channel adds the
-//      nchunks partials and derives the per-channel factors.
-// mode 0: part1 = sum x
-// mode 1: part1 = sum (x - mean)^2                  (two-pass, biased variance)
-// mode 2: part1 = sum dy, part2 = sum dy * (x - mean)
+//      part1/part2[k * c + ch] for chunk k.
+//   2. bn_params_welford / bn_fin_bwd combine the nchunks partials per channel
+//      and derive the per-channel factors.
+// mode 0 (statistics, one pass): part1 = mean, part2 = sum (x - mean)^2 of the
+//        chunk: Welford per thread, Chan's pairwise merge across threads and
+//        chunks (as safe as a two-pass form, reading x once);
+// mode 1 (backward): part1 = sum dy, part2 = sum dy * (x - mean).
+// Given statistics (inference) go straight to bn_params.
 // Then bn_apply (y = x*scale + shift) and bn_bwd_apply are elementwise.
 //
 // Formulas (backends/ops.py): rstd = 1 / sqrt(var + eps); inv = rstd * gamma
@@ -30,17 +32,54 @@
 __device__ inline float bn_sqrt(float v) { return sqrtf(v); }
 __device__ inline double bn_sqrt(double v) { return sqrt(v); }
 
-// Tree-reduce s1 (and s2 when two) over `count` rows of a block viewed as
-// (rows, width) with this thread at (row, col); all threads of the block call it.
+// Tree-reduce s1 and s2 over `count` rows of a block viewed as (rows, width)
+// with this thread at (row, col); all threads of the block call it.
 template <typename T>
-__device__ inline void bn_tree(T* s1, T* s2, bool two, int row, int col, int width, int count, bool active)
+__device__ inline void bn_tree(T* s1, T* s2, int row, int col, int width, int count, bool active)
 {
     for (int s = count; s > 1;) {
         const int half = (s + 1) >> 1;
         if (active && row < s - half) {
             const int a = row * width + col, b = (row + half) * width + col;
             s1[a] += s1[b];
-            if (two) s2[a] += s2[b];
+            s2[a] += s2[b];
+        }
+        __syncthreads();
+        s = half;
+    }
+}
+
+// One more value in a running (count, mean, M2) (Welford).
+template <typename T>
+__device__ inline void bn_welford_push(T& n, T& mean, T& m2, T v)
+{
+    n += T(1);
+    const T d = v - mean;
+    mean += d / n;
+    m2 += d * (v - mean);
+}
+
+// Merge (nb, mb, qb) into (na, ma, qa): Chan et al.'s pairwise update of count, mean and M2.
+template <typename T>
+__device__ inline void bn_welford_merge(T& na, T& ma, T& qa, T nb, T mb, T qb)
+{
+    if (nb == T(0)) return;
+    const T n = na + nb;
+    const T d = mb - ma;
+    ma += d * (nb / n);
+    qa += qb + d * d * (na * nb / n);
+    na = n;
+}
+
+// bn_tree's layout and order with bn_welford_merge as the combination (s1 mean, s2 M2, s3 count).
+template <typename T>
+__device__ inline void bn_tree_welford(T* s1, T* s2, T* s3, int row, int col, int width, int count, bool active)
+{
+    for (int s = count; s > 1;) {
+        const int half = (s + 1) >> 1;
+        if (active && row < s - half) {
+            const int a = row * width + col, b = (row + half) * width + col;
+            bn_welford_merge(s3[a], s1[a], s2[a], s3[b], s1[b], s2[b]);
         }
         __syncthreads();
         s = half;
@@ -50,8 +89,8 @@ __device__ inline void bn_tree(T* s1, T* s2, bool two, int row, int col, int wid
 // Partial sums for channels-last x, a (rows, c) matrix. The block is viewed as
 // ny = blockDim.x / W rows of W = min(32, blockDim.x) lanes; lane l handles
 // channel g*W + l of channel group g. Unit u = k * groups + g covers rows
-// [k*per, (k+1)*per) of group g. dy is read in mode 2 only and mean in
-// modes 1 and 2 (pass any valid array otherwise); part2 is written in mode 2 only.
+// [k*per, (k+1)*per) of group g. dy and mean are read in mode 1 only (pass
+// any valid array otherwise).
 template <typename T>
 __global__ void bn_partial_last(const T* __restrict__ x, const T* __restrict__ dy, const T* __restrict__ mean,
                                 T* __restrict__ part1, T* __restrict__ part2,
@@ -59,6 +98,7 @@ __global__ void bn_partial_last(const T* __restrict__ x, const T* __restrict__ d
 {
     __shared__ T s1[BN_MAX_BLOCK];
     __shared__ T s2[BN_MAX_BLOCK];
+    __shared__ T s3[BN_MAX_BLOCK];
     const int width = blockDim.x < 32 ? blockDim.x : 32;
     const int ny = blockDim.x / width;
     const int lane = threadIdx.x % width;
@@ -73,16 +113,13 @@ __global__ void bn_partial_last(const T* __restrict__ x, const T* __restrict__ d
         const int ch = g * width + lane;
         const long long r0 = k * per;
         const long long r1 = r0 + per < rows ? r0 + per : rows;
-        T a1 = T(0), a2 = T(0);
+        T a1 = T(0), a2 = T(0), a3 = T(0);
         if (active && ch < c) {
-            const T m = mode != 0 ? mean[ch] : T(0);
+            const T m = mode == 1 ? mean[ch] : T(0);
             for (long long r = r0 + row; r < r1; r += ny) {
                 const T v = x[r * c + ch];
                 if (mode == 0) {
-                    a1 += v;
-                } else if (mode == 1) {
-                    const T d = v - m;
-                    a1 += d * d;
+                    bn_welford_push(a3, a1, a2, v);
                 } else {
                     const T d = dy[r * c + ch];
                     a1 += d;
@@ -92,11 +129,15 @@ __global__ void bn_partial_last(const T* __restrict__ x, const T* __restrict__ d
         }
         s1[threadIdx.x] = a1;
         s2[threadIdx.x] = a2;
+        s3[threadIdx.x] = a3;
         __syncthreads();
-        bn_tree(s1, s2, mode == 2, row, lane, width, ny, active);
+        if (mode == 0)
+            bn_tree_welford(s1, s2, s3, row, lane, width, ny, active);
+        else
+            bn_tree(s1, s2, row, lane, width, ny, active);
         if (row == 0 && ch < c) {
             part1[k * c + ch] = s1[lane];
-            if (mode == 2) part2[k * c + ch] = s2[lane];
+            part2[k * c + ch] = s2[lane];
         }
         __syncthreads();  // s1/s2 are read above before the next unit overwrites them
     }
@@ -113,6 +154,7 @@ __global__ void bn_partial_mid(const T* __restrict__ x, const T* __restrict__ dy
 {
     __shared__ T s1[BN_MAX_BLOCK];
     __shared__ T s2[BN_MAX_BLOCK];
+    __shared__ T s3[BN_MAX_BLOCK];
     const long long len = outer * inner;
     const long long units = (long long)c * nchunks;
     const long long per = (len + nchunks - 1) / nchunks;
@@ -123,8 +165,8 @@ __global__ void bn_partial_mid(const T* __restrict__ x, const T* __restrict__ dy
         const long long k = index_divmod(u, c, ch);
         const long long q0 = k * per;
         const long long q1 = q0 + per < len ? q0 + per : len;
-        const T m = mode != 0 ? mean[ch] : T(0);
-        T a1 = T(0), a2 = T(0);
+        const T m = mode == 1 ? mean[ch] : T(0);
+        T a1 = T(0), a2 = T(0), a3 = T(0);
         long long q = q0 + threadIdx.x;
         if (q < q1) {
             int i;
@@ -133,10 +175,7 @@ __global__ void bn_partial_mid(const T* __restrict__ x, const T* __restrict__ dy
                 const long long at = (o * c + ch) * inner + i;
                 const T v = x[at];
                 if (mode == 0) {
-                    a1 += v;
-                } else if (mode == 1) {
-                    const T d = v - m;
-                    a1 += d * d;
+                    bn_welford_push(a3, a1, a2, v);
                 } else {
                     const T d = dy[at];
                     a1 += d;
@@ -152,58 +191,85 @@ __global__ void bn_partial_mid(const T* __restrict__ x, const T* __restrict__ dy
         }
         s1[threadIdx.x] = a1;
         s2[threadIdx.x] = a2;
+        s3[threadIdx.x] = a3;
         __syncthreads();
-        bn_tree(s1, s2, mode == 2, (int)threadIdx.x, 0, 1, (int)blockDim.x, true);
+        if (mode == 0)
+            bn_tree_welford(s1, s2, s3, (int)threadIdx.x, 0, 1, (int)blockDim.x, true);
+        else
+            bn_tree(s1, s2, (int)threadIdx.x, 0, 1, (int)blockDim.x, true);
         if (threadIdx.x == 0) {
             part1[u] = s1[0];
-            if (mode == 2) part2[u] = s2[0];
+            part2[u] = s2[0];
         }
         __syncthreads();
     }
 }
 
-// mean[ch] = sum_k part[k*c + ch] / div.
+// Per-channel factors from given statistics (inference): rstd = 1/sqrt(var + eps),
+// scale = rstd*gamma (or rstd) and shift = -mean*scale (+ beta). gamma/beta are
+// read only when has_gamma/has_beta.
 template <typename T>
-__global__ void bn_fin_mean(const T* __restrict__ part, int nchunks, int c, long long div, T* __restrict__ mean)
+__global__ void bn_params(const T* __restrict__ var, const T* __restrict__ mean, const T* __restrict__ gamma,
+                          const T* __restrict__ beta, int has_gamma, int has_beta, T eps, int c,
+                          T* __restrict__ rstd, T* __restrict__ scale, T* __restrict__ shift)
 {
     for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += blockDim.x * gridDim.x) {
-        T s = T(0);
-        for (int k = 0; k < nchunks; ++k) s += part[(long long)k * c + ch];
-        mean[ch] = s / (T)div;
-    }
-}
-
-// Per-channel factors. With nchunks > 0, var = sum of the mode-1 partials in
-// `src` / div; with nchunks == 0, var = src (given statistics). Writes var
-// (the value used), rstd = 1/sqrt(var + eps), scale = rstd*gamma (or rstd) and
-// shift = -mean*scale (+ beta). gamma/beta are read only when has_gamma/has_beta.
-template <typename T>
-__global__ void bn_params(const T* __restrict__ src, int nchunks, long long div,
-                          const T* __restrict__ mean, const T* __restrict__ gamma, const T* __restrict__ beta,
-                          int has_gamma, int has_beta, T eps, int c,
-                          T* __restrict__ var, T* __restrict__ rstd, T* __restrict__ scale, T* __restrict__ shift)
-{
-    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += blockDim.x * gridDim.x) {
-        T v;
-        if (nchunks > 0) {
-            T s = T(0);
-            for (int k = 0; k < nchunks; ++k) s += src[(long long)k * c + ch];
-            v = s / (T)div;
-        } else {
-            v = src[ch];
-        }
-        const T r = T(1) / bn_sqrt(v + eps);
+        const T r = T(1) / bn_sqrt(var[ch] + eps);
         const T inv = has_gamma ? r * gamma[ch] : r;
         T sh = -mean[ch] * inv;
         if (has_beta) sh = sh + beta[ch];
-        var[ch] = v;
         rstd[ch] = r;
         scale[ch] = inv;
         shift[ch] = sh;
     }
 }
 
-// From the mode-2 partials: dbeta = sum dy, dgamma = sum dy*(x-mean) * rstd. With
+// Per-channel statistics and factors from the mode-0 partials, one block per
+// channel: its threads merge chunks k = tid, tid + blockDim.x, ... (chunk k
+// holds min(per, total - k*per) values, per = ceil(total / nchunks)) and then
+// each other in a __shared__ tree. Writes mean, var = M2 / total (biased),
+// rstd, scale and shift as bn_params does.
+template <typename T>
+__global__ void bn_params_welford(const T* __restrict__ part_mean, const T* __restrict__ part_m2, int nchunks,
+                                  long long total, const T* __restrict__ gamma, const T* __restrict__ beta,
+                                  int has_gamma, int has_beta, T eps, int c, T* __restrict__ mean,
+                                  T* __restrict__ var, T* __restrict__ rstd, T* __restrict__ scale,
+                                  T* __restrict__ shift)
+{
+    __shared__ T s1[BN_MAX_BLOCK];
+    __shared__ T s2[BN_MAX_BLOCK];
+    __shared__ T s3[BN_MAX_BLOCK];
+    const long long per = (total + nchunks - 1) / nchunks;
+    for (int ch = blockIdx.x; ch < c; ch += gridDim.x) {
+        T n = T(0), m = T(0), q = T(0);
+        for (int k = threadIdx.x; k < nchunks; k += blockDim.x) {
+            const long long left = total - (long long)k * per;
+            const long long nk = left < per ? (left > 0 ? left : 0) : per;
+            bn_welford_merge(n, m, q, (T)nk, part_mean[(long long)k * c + ch], part_m2[(long long)k * c + ch]);
+        }
+        s1[threadIdx.x] = m;
+        s2[threadIdx.x] = q;
+        s3[threadIdx.x] = n;
+        __syncthreads();
+        bn_tree_welford(s1, s2, s3, (int)threadIdx.x, 0, 1, (int)blockDim.x, true);
+        if (threadIdx.x == 0) {
+            const T mu = s1[0];
+            const T v = s2[0] / (T)total;
+            const T r = T(1) / bn_sqrt(v + eps);
+            const T inv = has_gamma ? r * gamma[ch] : r;
+            T sh = -mu * inv;
+            if (has_beta) sh = sh + beta[ch];
+            mean[ch] = mu;
+            var[ch] = v;
+            rstd[ch] = r;
+            scale[ch] = inv;
+            shift[ch] = sh;
+        }
+        __syncthreads();
+    }
+}
+
+// From the mode-1 partials: dbeta = sum dy, dgamma = sum dy*(x-mean) * rstd. With
 // training != 0 also g = rstd*gamma (or rstd), c1 = -g*rstd*dgamma/div and
 // c0 = -g*dbeta/div for bn_bwd_apply (g, c1, c0 untouched otherwise).
 template <typename T>

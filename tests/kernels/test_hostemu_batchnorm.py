@@ -65,10 +65,9 @@ class BN:
         self.k(name)(max(1, min(-(-work // 256), 64)), 256, args, order=self.order)
 
     def partial(self, mode, x, dy=None, mean=None):
-        """(part1, part2): per-chunk channel sums; the launch runs with fibers (barriers)."""
+        """(part1, part2) per chunk: mode 0 (mean, M2), mode 1 (sum dy, sum dy*(x-mean)); runs with fibers."""
         c, nchunks = self.c, self.nchunks
-        part1 = poison((nchunks, c), self.dtype)
-        part2 = poison((nchunks, c), self.dtype) if mode == 2 else part1
+        part1, part2 = poison((nchunks, c), self.dtype), poison((nchunks, c), self.dtype)
         dy = x if dy is None else dy
         mean = x if mean is None else mean
         if self.use_last:
@@ -84,22 +83,30 @@ class BN:
         k(grid, self.block, args, order=self.order, seed=grid)
         return part1, part2
 
-    def forward_training(self, x, gamma, beta):
-        c, div = self.c, max(self.outer * self.inner, 1)
-        part1, _ = self.partial(0, x)
-        mean = self.vec()
-        self.k("bn_fin_mean")(1, 32, (part1, i32(self.nchunks), i32(c), i64(div), mean), order=self.order)
-        part1, _ = self.partial(1, x, mean=mean)
-        var, rstd, scale, shift = self.params(part1, self.nchunks, div, mean, gamma, beta)
-        y = self.apply(x, scale, shift)
-        return y, mean, var, rstd
+    def _flags(self, gamma, beta, filler):
+        return (filler if gamma is None else gamma, filler if beta is None else beta, i32(gamma is not None),
+                i32(beta is not None), self.dtype.type(EPS), i32(self.c))
 
-    def params(self, src, nchunks, div, mean, gamma, beta):
-        var, rstd, scale, shift = (self.vec() for _ in range(4))
-        args = (src, i32(nchunks), i64(div), mean, mean if gamma is None else gamma, mean if beta is None else beta,
-                i32(gamma is not None), i32(beta is not None), self.dtype.type(EPS), i32(self.c), var, rstd, scale, shift)
+    def statistics(self, x, gamma, beta, fin_block=256, fin_grid=None):
+        """(mean, var, rstd, scale, shift): the Welford partials, then bn_params_welford (block per channel)."""
+        part_mean, part_m2 = self.partial(0, x)
+        mean, var, rstd, scale, shift = (self.vec() for _ in range(5))
+        args = (part_mean, part_m2, i32(self.nchunks), i64(self.outer * self.inner)) + \
+            self._flags(gamma, beta, part_mean) + (mean, var, rstd, scale, shift)
+        k = self.k("bn_params_welford")
+        assert k.needs_fibers
+        k(fin_grid or self.c, fin_block, args, order=self.order, seed=3)
+        return mean, var, rstd, scale, shift
+
+    def forward_training(self, x, gamma, beta):
+        mean, var, rstd, scale, shift = self.statistics(x, gamma, beta)
+        return self.apply(x, scale, shift), mean, var, rstd
+
+    def params(self, var, mean, gamma, beta):
+        rstd, scale, shift = (self.vec() for _ in range(3))
+        args = (var, mean) + self._flags(gamma, beta, mean) + (rstd, scale, shift)
         self.elementwise("bn_params", args, self.c)
-        return var, rstd, scale, shift
+        return rstd, scale, shift
 
     def apply(self, x, scale, shift):
         y = poison(x.shape, self.dtype)
@@ -110,7 +117,7 @@ class BN:
 
     def backward_training(self, x, dy, mean, rstd, gamma):
         c, div = self.c, max(self.outer * self.inner, 1)
-        part1, part2 = self.partial(2, x, dy, mean)
+        part1, part2 = self.partial(1, x, dy, mean)
         dgamma, dbeta, g, c1, c0 = (self.vec() for _ in range(5))
         args = (part1, part2, i32(self.nchunks), i32(c), i64(div), rstd, rstd if gamma is None else gamma,
                 i32(gamma is not None), i32(1), dgamma, dbeta, g, c1, c0)
@@ -122,9 +129,9 @@ class BN:
 
     def backward_inference(self, dy, x, gamma, mean, var):
         c = self.c
-        _, rstd, scale, _ = self.params(var, 0, 1, mean, gamma, None)
+        rstd, scale, _ = self.params(var, mean, gamma, None)
         dx = self.apply(dy, scale, None)
-        part1, part2 = self.partial(2, x, dy, mean)
+        part1, part2 = self.partial(1, x, dy, mean)
         dgamma, dbeta = self.vec(), self.vec()
         unused = poison(c, self.dtype)  # g, c1, c0: not written when training == 0
         args = (part1, part2, i32(self.nchunks), i32(c), i64(max(self.outer * self.inner, 1)), rstd,
@@ -183,8 +190,7 @@ def test_batch_norm_inference_forward_and_backward(emu, layout, dtype, affine):
     want_y = REF.batch_norm_forward_inference(x, gamma, beta, mean, var, axis, EPS)
     want_dx, want_dg, want_db = REF.batch_norm_backward_inference(dy, x, gamma, mean, var, axis, EPS, True)
     bn = BN(emu, x, axis, use_last)
-    got_var, _, scale, shift = bn.params(var, 0, 1, mean, gamma, beta)
-    assert_same_bits(got_var, var, "given var passes through")
+    _, scale, shift = bn.params(var, mean, gamma, beta)
     y = bn.apply(x, scale, shift)
     t = _tol(dtype)
     np.testing.assert_allclose(y, want_y, err_msg="y", **t)
@@ -200,9 +206,18 @@ def test_batch_norm_inference_forward_and_backward(emu, layout, dtype, affine):
 REDUCTION_LAUNCHES = [(256, None), (32, 1), (48, 3), (1, 2), (1024, 1), (96, None)]
 
 
+def _merged(part_mean, part_m2, total, nchunks):
+    """The whole channel's (mean, M2) from per-chunk ones, in float64 (chunk k holds min(per, total - k*per))."""
+    per = -(-total // nchunks)
+    n = np.clip(total - np.arange(nchunks) * per, 0, per).astype(np.float64)[:, None]
+    m, q = part_mean.astype(np.float64), part_m2.astype(np.float64)
+    mean = (n * m).sum(0) / total
+    return mean, (q + n * (m - mean) ** 2).sum(0)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["nhwc-c37", "nhwc-c5", "nchw", "axis0"])
-def test_batch_norm_partial_sums_every_order_and_launch(emu, layout, dtype):
+def test_batch_norm_partial_reductions_every_order_and_launch(emu, layout, dtype):
     """The __syncthreads trees: same bits in forward/reverse/shuffled orders, for odd blocks, grids and chunkings."""
     shape, axis, use_last = LAYOUTS[layout]
     x, gamma, beta, dy = _data(shape, axis, dtype, 3)
@@ -212,25 +227,63 @@ def test_batch_norm_partial_sums_every_order_and_launch(emu, layout, dtype):
     bshape = [1] * x.ndim
     bshape[axis] = -1
     centered = x64 - mean.astype(np.float64).reshape(bshape)
-    want = {0: (x64.sum(axes),), 1: ((centered**2).sum(axes),), 2: (dy64.sum(axes), (dy64 * centered).sum(axes))}
+    true_mean = x64.mean(axis=axes)
+    want = {0: (true_mean, ((x64 - true_mean.reshape(bshape)) ** 2).sum(axes)),
+            1: (dy64.sum(axes), (dy64 * centered).sum(axes))}
     rows = x.size // shape[axis]
     for block, grid_cap in REDUCTION_LAUNCHES:
         # rows + 2: more chunks than rows, some empty (small blocks only, to keep the run short)
         for nchunks in (1, 3, rows + 2) if block <= 48 else (1, 3):
-            for mode in (0, 1, 2):
+            for mode in (0, 1):
                 runs = []
                 for order in ORDERS_BARRIER:
                     bn = BN(emu, x, axis, use_last, block=block, grid_cap=grid_cap, nchunks=nchunks, order=order)
                     p1, p2 = bn.partial(mode, x, dy, mean)
                     runs.append((p1, p2))
                     what = f"mode {mode} block {block} grid_cap {grid_cap} nchunks {nchunks} {order}"
-                    np.testing.assert_allclose(p1.astype(np.float64).sum(0), want[mode][0], err_msg=what, **_tol(dtype))
-                    if mode == 2:
-                        np.testing.assert_allclose(p2.astype(np.float64).sum(0), want[mode][1], err_msg=what,
-                                                   **_tol(dtype))
+                    got = _merged(p1, p2, rows, nchunks) if mode == 0 else (p1.astype(np.float64).sum(0),
+                                                                            p2.astype(np.float64).sum(0))
+                    for g, w in zip(got, want[mode]):
+                        np.testing.assert_allclose(g, w, err_msg=what, **_tol(dtype))
                 for p1, p2 in runs[1:]:
                     assert_same_bits(p1, runs[0][0], f"order independence {what}")
                     assert_same_bits(p2, runs[0][1], f"order independence {what}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_statistics_merge_for_any_launch_and_chunking(emu, dtype):
+    """bn_params_welford's tree over chunks: any block size, empty chunks, a grid smaller than the channels."""
+    shape, axis, use_last = LAYOUTS["nhwc-c37"]
+    x, gamma, beta, _ = _data(shape, axis, dtype, 6)
+    want_y, want_mean, want_var, _ = REF.batch_norm_forward_training(x, gamma, beta, axis, EPS)
+    rows = x.size // shape[axis]
+    results = []
+    for nchunks in (1, 4, rows + 3):
+        for fin_block, fin_grid in ((256, None), (1, 5), (7, 2), (1024, 1)):
+            for order in ORDERS_BARRIER:
+                bn = BN(emu, x, axis, use_last, nchunks=nchunks, order=order)
+                mean, var, rstd, scale, shift = bn.statistics(x, gamma, beta, fin_block, fin_grid)
+                what = f"nchunks {nchunks} block {fin_block} grid {fin_grid} {order}"
+                np.testing.assert_allclose(mean, want_mean, err_msg=what, **_tol(dtype))
+                np.testing.assert_allclose(var, want_var, err_msg=what, **_tol(dtype))
+                np.testing.assert_allclose(bn.apply(x, scale, shift), want_y, err_msg=what, **_tol(dtype))
+                results.append((fin_block, nchunks, mean, var))
+    for block, nchunks, mean, var in results:  # the same launch shape gives the same bits in every order
+        same = [(m, v) for b, k, m, v in results if (b, k) == (block, nchunks)]
+        assert_same_bits(mean, same[0][0], "order independence")
+        assert_same_bits(var, same[0][1], "order independence")
+
+
+def test_batch_norm_statistics_far_from_zero_are_as_exact_as_two_passes(emu):
+    """float32 values around 1e4 with unit spread: one pass loses no more than the two-pass form."""
+    rng = np.random.default_rng(8)
+    x = (1e4 + rng.standard_normal((4096, 3))).astype(np.float32)
+    mean, var, *_ = BN(emu, x, -1, True).statistics(x, None, None)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(mean, x64.mean(0), rtol=1e-7)
+    two_pass = REF.batch_norm_forward_training(x, None, None, 1, EPS)[2]
+    exact = x64.var(0)
+    assert np.all(np.abs(var - exact) <= 2 * np.abs(two_pass - exact) + 1e-6 * exact), (var, two_pass, exact)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -32,10 +32,12 @@ def test_every_kernel_has_an_emulation_test():
 
 
 def test_barrier_kernels_are_the_fiber_ones(emu):
-    fibers = {name for mod in ("conv", "pool", "batchnorm") for name, k in emu[mod].kernels.items() if k.needs_fibers}
-    assert fibers == {
-        f"{k}<{t}>" for k in ("global_pool_fwd_block", "bn_partial_last", "bn_partial_mid") for t in ("float", "double")
-    }
+    from backends.cuda_sources import kernel_modules
+
+    fibers = {name for spec in kernel_modules() for name, k in emu[spec.name].kernels.items() if k.needs_fibers}
+    barrier_kernels = ("global_pool_fwd_block", "bn_partial_last", "bn_partial_mid", "bn_params_welford",
+                       "softmax_rows", "sparse_xent_fwd")
+    assert fibers == {f"{k}<{t}>" for k in barrier_kernels for t in ("float", "double")}
 
 
 def test_loop_and_fiber_modes_agree_on_a_kernel_without_barriers(emu):
