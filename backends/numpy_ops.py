@@ -497,7 +497,7 @@ class NumpyOps(Ops):
                     self._chunks(n, per_image * k, step, buffer, chunk=_CONV_CHUNK)
         return self._from_nhwc(y.reshape(n, oh, ow, f), data_format)
 
-    def conv2d_backward_kernel(self, x, dy, kernel_shape, strides, pads, dilation, data_format):
+    def conv2d_backward_kernel(self, x, dy, kernel_shape, strides, pads, dilation, data_format, patches=None):
         """``col.T @ dy2d``; with our own threads, per chunk of images (patches rebuilt in cache),
         summed in float64 across chunks."""
         reduced = self._reduced_conv2d_backward_kernel(x, dy, kernel_shape, strides, pads, dilation, data_format)

@@ -508,6 +508,16 @@ class Ops:
         y = col @ kernel.astype(x.dtype, copy=False).reshape(kh * kw * c, f)
         return self._from_nhwc(y.reshape(n, oh, ow, f), data_format)
 
+    def conv2d_forward_train(self, x, kernel, strides, pads, dilation, data_format):
+        """:meth:`conv2d_forward` in a training step: ``(y, patches)``.
+
+        ``patches`` is what :meth:`conv2d_backward_kernel` can reuse instead of
+        rebuilding the im2col matrix from ``x``, or None where the backend keeps
+        nothing (here; CupyOps keeps the matrix when one im2col chunk held the
+        whole batch).
+        """
+        return self.conv2d_forward(x, kernel, strides, pads, dilation, data_format), None
+
     def conv2d_backward_input(self, dy, kernel, x_shape, strides, pads, dilation, data_format):
         """Gradient of :meth:`conv2d_forward` with respect to ``x``.
 
@@ -540,11 +550,12 @@ class Ops:
             dx[in_idx] += part[out_idx]
         return self._from_nhwc(dx, data_format)
 
-    def conv2d_backward_kernel(self, x, dy, kernel_shape, strides, pads, dilation, data_format):
+    def conv2d_backward_kernel(self, x, dy, kernel_shape, strides, pads, dilation, data_format, patches=None):
         """Gradient of :meth:`conv2d_forward` with respect to the kernel.
 
         Recomputes the im2col matrix from ``x`` and returns ``col.T @ dy2d``
-        reshaped to ``kernel_shape`` (KH, KW, C, F).
+        reshaped to ``kernel_shape`` (KH, KW, C, F). ``patches`` is
+        :meth:`conv2d_forward_train`'s, ignored by backends that keep none.
         """
         reduced = self._reduced_conv2d_backward_kernel(x, dy, kernel_shape, strides, pads, dilation, data_format)
         if reduced is not None:

@@ -237,12 +237,12 @@ class Conv2D(_ConvBase):
         ops = get_ops()
         pads, axis = self._pads(x.shape), self._channel_axis
         geometry = (self.strides, pads, self.dilation_rate, self.data_format)
-        z = ops.conv2d_forward(x, kernel, *geometry)
+        z, patches = ops.conv2d_forward_train(x, kernel, *geometry)
         if bias is not None:
             ops.bias_add(z, bias, axis)
 
         def backward(dz, needs):
-            dk = ops.conv2d_backward_kernel(x, dz, kernel.shape, *geometry) if needs[1] else None
+            dk = ops.conv2d_backward_kernel(x, dz, kernel.shape, *geometry, patches=patches) if needs[1] else None
             db = ops.channel_sum(dz, axis) if needs[2] else None
             dx = ops.conv2d_backward_input(dz, kernel, tuple(x.shape), *geometry) if needs[0] else None
             return dx, dk, db

@@ -365,3 +365,24 @@ def test_relu_backward_and_dropout_through_cupy_ops(ops, dtype):
         assert_same_bits(ops.dropout_backward(dy, kept, 0.75), REF.dropout_backward(dy, want_kept, 0.75), "dropout dx")
     kernels = {n.split("<")[0] for n in ops.launches.names}
     assert kernels == (set() if dtype == np.float16 else {"relu_bwd", "dropout_fwd", "dropout_bwd"})
+
+
+@pytest.mark.parametrize("keep_bytes", [2**30, 0])
+@pytest.mark.parametrize("limit", [2**30, 1])
+def test_conv_weight_gradient_from_the_forwards_patches(ops, limit, keep_bytes):
+    # One chunk and room to keep it: the weight gradient reuses the forward's im2col matrix (one im2col
+    # launch in all); chunked or over the keep limit: it is rebuilt. The values are NumpyOps' either way.
+    shape, kshape, strides, dil, pads = CONV[0]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(np.float32)
+    kernel = rng.standard_normal(kshape).astype(np.float32)
+    ops.im2col_limit_bytes, ops.keep_patches_bytes = limit, keep_bytes
+    y, patches = ops.conv2d_forward_train(x, kernel, strides, pads, dil, "channels_last")
+    _close(y, REF.conv2d_forward(x, kernel, strides, pads, dil, "channels_last"), np.float32, "forward")
+    kept = limit > 1 and keep_bytes > 0
+    assert (patches is not None) == kept
+    before = ops.launches.names.count("im2col<float>")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dw = ops.conv2d_backward_kernel(x, dy, kshape, strides, pads, dil, "channels_last", patches=patches)
+    _close(dw, REF.conv2d_backward_kernel(x, dy, kshape, strides, pads, dil, "channels_last"), np.float32, "dw")
+    assert (ops.launches.names.count("im2col<float>") == before) == kept
