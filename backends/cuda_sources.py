@@ -106,7 +106,7 @@ _FILES = (
         ),
     ),
     ("softmax", "softmax.cu", ("softmax_rows", "sparse_xent_fwd", "sparse_xent_bwd")),
-    ("elementwise", "elementwise.cu", ("relu_bwd", "dropout_fwd", "dropout_bwd")),
+    ("elementwise", "elementwise.cu", ("relu_bwd", "dropout_fwd", "dropout_bwd", "bias_relu")),
     ("optimizer", "optimizer.cu", ("mt_sgd", "mt_adam", "mt_rmsprop", "mt_adagrad")),
 )
 

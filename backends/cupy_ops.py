@@ -919,6 +919,20 @@ class CupyOps(Ops):
         self._elementwise("relu_bwd", x.dtype, x.size, (x, dy, dx))
         return dx
 
+    def bias_add_relu(self, z, bias, axis):
+        cupy = self.xp
+        if z.dtype not in (_F32, _F64) or (bias is not None and (bias.dtype != z.dtype or bias.shape != (z.shape[axis],))):
+            return super().bias_add_relu(z, bias, axis)
+        z = cupy.ascontiguousarray(z)
+        axis %= z.ndim
+        c, inner = int(z.shape[axis]), _prod(z.shape[axis + 1 :])
+        y = cupy.empty(z.shape, dtype=z.dtype)
+        args = (z, z if bias is None else cupy.ascontiguousarray(bias), y)
+        self._launch("elementwise", "bias_relu", z.dtype, z.size,
+                     args + (_i64(z.size), _i32(max(c, 1), "channels"), _i32(max(inner, 1), "inner size"),
+                             _i32(bias is not None, "has_bias")))
+        return y
+
     def dropout(self, x, u, keep):
         if x.dtype not in (_F32, _F64) or u.dtype != x.dtype or u.shape != x.shape or keep == 0:
             return super().dropout(x, u, keep)  # a broadcast noise_shape, float16, rate 1

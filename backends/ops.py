@@ -983,6 +983,13 @@ class Ops:
         z += bias.reshape(shape)
         return z
 
+    def bias_add_relu(self, z, bias, axis):
+        """``relu(z + bias)`` along ``axis`` (``bias`` (C,) or None): a layer's bias and ReLU in one pass.
+
+        ``z`` is the layer's own fresh product and may be overwritten.
+        """
+        return self.relu(z if bias is None else self.bias_add(z, bias, axis))
+
     def channel_sum(self, a, axis):
         """Sum of ``a`` over every axis except ``axis`` -> shape (C,) (a bias gradient)."""
         return self._channel_sum(a, axis)

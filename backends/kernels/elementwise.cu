@@ -30,3 +30,20 @@ __global__ void dropout_bwd(const T* __restrict__ dy, const bool* __restrict__ k
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         dx[i] = kept[i] ? dy[i] / keep : T(0);
 }
+
+// y = max(z + bias[ch], 0), numpy's maximum (a NaN passes, -0 becomes +0), for z seen as (outer, c, inner);
+// has_bias == 0: y = max(z, 0) (bias unread).
+template <typename T>
+__global__ void bias_relu(const T* __restrict__ z, const T* __restrict__ bias, T* __restrict__ y, long long n,
+                          int c, int inner, int has_bias)
+{
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        T v = z[i];
+        if (has_bias) {
+            int ch, rest;
+            index_divmod(index_divmod(i, inner, rest), c, ch);
+            v = v + bias[ch];
+        }
+        y[i] = v > T(0) || v != v ? v : T(0);
+    }
+}

@@ -231,17 +231,26 @@ class Conv2D(_ConvBase):
         return window_pads((x_shape[h], x_shape[w]), self.kernel_size, self.strides, self.dilation_rate, self.padding)
 
     def call(self, inputs):
+        if self.activation is activations.relu:  # bias and ReLU in one pass, one node
+            return self._record("conv2d", self._conv_relu, inputs, self.kernel, self.bias)
         return self._activate(self._record("conv2d", self._conv, inputs, self.kernel, self.bias))
 
-    def _conv(self, x, kernel, bias):
+    def _conv_relu(self, x, kernel, bias):
+        return self._conv(x, kernel, bias, relu=True)
+
+    def _conv(self, x, kernel, bias, relu=False):
         ops = get_ops()
         pads, axis = self._pads(x.shape), self._channel_axis
         geometry = (self.strides, pads, self.dilation_rate, self.data_format)
         z, patches = ops.conv2d_forward_train(x, kernel, *geometry)
-        if bias is not None:
+        if relu:
+            z = ops.bias_add_relu(z, bias, axis)
+        elif bias is not None:
             ops.bias_add(z, bias, axis)
 
         def backward(dz, needs):
+            if relu:
+                dz = ops.relu_backward(z, dz)  # z is the ReLU's output: > 0 exactly where its input is
             dk = ops.conv2d_backward_kernel(x, dz, kernel.shape, *geometry, patches=patches) if needs[1] else None
             db = ops.channel_sum(dz, axis) if needs[2] else None
             dx = ops.conv2d_backward_input(dz, kernel, tuple(x.shape), *geometry) if needs[0] else None

@@ -120,13 +120,24 @@ class Dense(Layer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def call(self, inputs):
+        if self.activation is activations.relu:  # bias and ReLU in one pass, one node
+            return self._record("dense", self._dense_relu, inputs, self.kernel, self.bias)
         return self._activate(self._record("dense", self._dense, inputs, self.kernel, self.bias))
 
+    def _dense_relu(self, x, kernel, bias):
+        ops = get_ops()
+        y = ops.bias_add_relu(ops.matmul(x, kernel), bias, -1)
+        backward = self._dense_backward(x, kernel)
+        return y, lambda dy, needs: backward(ops.relu_backward(y, dy), needs)  # y > 0 exactly where its input is
+
     def _dense(self, x, kernel, bias):
-        ops, units = get_ops(), self.units
-        z = ops.matmul(x, kernel)
+        z = get_ops().matmul(x, kernel)
         if bias is not None:
             z += bias
+        return z, self._dense_backward(x, kernel)
+
+    def _dense_backward(self, x, kernel):
+        ops, units = get_ops(), self.units
 
         def backward(dz, needs):
             dx = ops.matmul(dz, kernel.T) if needs[0] else None
@@ -140,7 +151,7 @@ class Dense(Layer):
                     db = dz2.sum(axis=0)
             return dx, dk, db
 
-        return z, backward
+        return backward
 
     def get_config(self):
         return {

@@ -873,6 +873,7 @@ def _exercise_every_kernel(ops, dtype):
             ops.batch_norm_moving_update(mean, var, mean * 2, var * 2, 0.99)
     x, dy = ops.asarray(_data(rng, (1000, 3), dtype)), ops.asarray(_data(rng, (1000, 3), dtype))
     ops.relu_backward(x, dy)
+    ops.bias_add_relu(x.copy(), ops.asarray(_data(rng, (3,), dtype)), 1)
     _, kept = ops.dropout(x, ops.asarray(rng.random((1000, 3)).astype(dtype)), 0.8)
     ops.dropout_backward(dy, kept, 0.8)
     for rows, cols in ((37, 10), (5, 300)):

@@ -386,3 +386,14 @@ def test_conv_weight_gradient_from_the_forwards_patches(ops, limit, keep_bytes):
     dw = ops.conv2d_backward_kernel(x, dy, kshape, strides, pads, dil, "channels_last", patches=patches)
     _close(dw, REF.conv2d_backward_kernel(x, dy, kshape, strides, pads, dil, "channels_last"), np.float32, "dw")
     assert (ops.launches.names.count("im2col<float>") == before) == kept
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape, axis", [((5, 7), -1), ((2, 3, 4, 4), 1)])
+def test_bias_add_relu_through_cupy_ops(ops, shape, axis, dtype):
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal(shape).astype(dtype)
+    bias = rng.standard_normal(shape[axis]).astype(dtype)
+    for b in (bias, None):
+        assert_same_bits(ops.bias_add_relu(z.copy(), b, axis), REF.bias_add_relu(z.copy(), b, axis), "bias_add_relu")
+    assert bool(ops.launches.names) == (dtype != np.float16)

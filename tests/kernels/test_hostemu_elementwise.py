@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from backends.numpy_ops import NumpyOps
-from emu_helpers import LAUNCHES, assert_same_bits, expr, i64, poison
+from emu_helpers import LAUNCHES, assert_same_bits, expr, i32, i64, poison
 
 pytestmark = pytest.mark.kernels
 
@@ -50,3 +50,19 @@ def test_dropout_fwd_and_bwd(emu, n, dtype, keep, launch):
     dx = poison(n, dtype)
     _launch(emu, "dropout_bwd", dtype, n, (dy, kept, dtype(keep), dx), launch)
     assert_same_bits(dx, REF.dropout_backward(dy, want_kept, keep), "dropout_bwd")
+
+
+@pytest.mark.parametrize("launch", sorted(LAUNCHES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axis", [((37, 5), 1), ((2, 3, 4, 5), 1), ((6,), 0)])
+def test_bias_relu(emu, shape, axis, dtype, launch):
+    z = _data(int(np.prod(shape)), dtype).reshape(shape)
+    z.reshape(-1)[-1] = -0.0  # numpy's maximum makes it +0.0
+    bias = np.random.default_rng(4).standard_normal(shape[axis]).astype(dtype)
+    n, c, inner = z.size, shape[axis], int(np.prod(shape[axis + 1:]))
+    grid_of, block = LAUNCHES[launch]
+    k = emu["elementwise"].kernel(expr("bias_relu", dtype))
+    for b in (bias, None):
+        y = poison(shape, dtype)
+        k(grid_of(n), block, (z, z if b is None else b, y, i64(n), i32(c), i32(inner), i32(b is not None)))
+        assert_same_bits(y, REF.bias_add_relu(z.copy(), b, axis), f"bias_relu bias={b is not None}")
