@@ -715,8 +715,9 @@ class CupyOps(Ops):
 
     _BN_STATISTICS, _BN_BACKWARD = 0, 1  # batchnorm.cu's reduction modes
 
-    def _bn_sums(self, mode, x, dy, mean, outer, c, inner, dt):
-        """Per-chunk channel reductions (see batchnorm.cu). Returns (part1, part2, nchunks)."""
+    def _bn_sums(self, mode, x, dy, mean, outer, c, inner, dt, relu_y=None):
+        """Per-chunk channel reductions (see batchnorm.cu); ``relu_y``: the output of a ReLU that followed,
+        masking ``dy``. Returns (part1, part2, nchunks)."""
         cupy = self.xp
         if outer * inner == 0:
             # Nothing to reduce, and bn_partial_mid divides by `inner`: zero partials.
@@ -732,13 +733,15 @@ class CupyOps(Ops):
         part1, part2 = cupy.empty((nchunks, c), dtype=dt), cupy.empty((nchunks, c), dtype=dt)
         dy = x if dy is None else dy  # dy and mean are read in the backward mode only
         mean = x if mean is None else mean
+        arrays = (x, dy, mean, x if relu_y is None else relu_y, part1, part2)
+        masked = _i32(relu_y is not None, "masked")
         if inner == 1:
-            args = (x, dy, mean, part1, part2, _i64(outer), _i32(c, "channels"), _i32(nchunks, "chunks"), _i32(mode, "mode"))
+            args = arrays + (_i64(outer), _i32(c, "channels"), _i32(nchunks, "chunks"), _i32(mode, "mode"), masked)
             self._launch_blocks("batchnorm", "bn_partial_last", dt, units, args)
         else:
-            args = (
-                x, dy, mean, part1, part2, _i64(outer), _i32(c, "channels"), _i32(inner, "inner size"),
-                _i32(nchunks, "chunks"), _i32(mode, "mode"),
+            args = arrays + (
+                _i64(outer), _i32(c, "channels"), _i32(inner, "inner size"), _i32(nchunks, "chunks"),
+                _i32(mode, "mode"), masked,
             )
             self._launch_blocks("batchnorm", "bn_partial_mid", dt, units, args)
         return part1, part2, nchunks
@@ -770,9 +773,12 @@ class CupyOps(Ops):
         self._launch_blocks("batchnorm", "bn_params_welford", dt, c, args)
         return mean, var, rstd, scale, shift
 
-    def _bn_apply(self, x, scale, shift, outer, c, inner, dt):
+    def _bn_apply(self, x, scale, shift, outer, c, inner, dt, relu=False):
         y = self.xp.empty(x.shape, dtype=dt)
-        args = (x, scale, scale if shift is None else shift, y, _i64(outer), _i32(c, "channels"), _i32(inner, "inner size"), _i32(shift is not None, "has_shift"))
+        args = (
+            x, scale, scale if shift is None else shift, y, _i64(outer), _i32(c, "channels"), _i32(inner, "inner size"),
+            _i32(shift is not None, "has_shift"), _i32(relu, "relu"),
+        )
         self._launch("batchnorm", "bn_apply", dt, x.size, args)
         return y
 
@@ -797,6 +803,23 @@ class CupyOps(Ops):
         return new_mean, new_var
 
     def batch_norm_forward_training(self, x, gamma, beta, axis, epsilon):
+        return self._bn_forward_training(x, gamma, beta, axis, epsilon, relu=False)
+
+    def batch_norm_relu_forward_training(self, x, gamma, beta, axis, epsilon):
+        # The ReLU rides in bn_apply; its output, kept in the cache, masks the backward reductions.
+        if getattr(x, "dtype", None) == _F16:  # the ReLU acts on the float16 result: the generic order
+            return super().batch_norm_relu_forward_training(x, gamma, beta, axis, epsilon)
+        return self._bn_forward_training(x, gamma, beta, axis, epsilon, relu=True)
+
+    def batch_norm_relu_backward_training(self, dy, cache):
+        if not self._bn_own_cache(cache):
+            return super().batch_norm_relu_backward_training(dy, cache)
+        return self.batch_norm_backward_training(dy, cache)
+
+    def _bn_own_cache(self, cache):
+        return isinstance(cache, tuple) and cache and isinstance(cache[0], str) and cache[0] == self._BN_CACHE_TAG
+
+    def _bn_forward_training(self, x, gamma, beta, axis, epsilon, relu):
         cupy = self.xp
         op = "batch_norm_forward_training"
         x = self.asarray(x)
@@ -811,15 +834,17 @@ class CupyOps(Ops):
         div = max(m, 1)  # an empty batch gives mean 0 and var 0 instead of NaN
         if c == 0:
             empty = cupy.empty((0,), dtype=out_dtype)
-            cache = (self._BN_CACHE_TAG, x, empty.astype(dt), empty.astype(dt), gamma, beta is not None, axis, div, out_dtype, (outer, c, inner))
+            cache = (self._BN_CACHE_TAG, x, empty.astype(dt), empty.astype(dt), gamma, beta is not None, axis, div,
+                     out_dtype, (outer, c, inner), None)
             return x.astype(out_dtype, copy=False), empty, empty, cache
         if m == 0:  # an empty batch: statistics 0, as NumpyOps gives
             mean, var = cupy.zeros((c,), dtype=dt), cupy.zeros((c,), dtype=dt)
             rstd, scale, shift = self._bn_params(var, mean, gamma, beta, epsilon, c, dt)
         else:
             mean, var, rstd, scale, shift = self._bn_statistics(x, gamma, beta, epsilon, outer, c, inner, dt)
-        y = self._bn_apply(x, scale, shift, outer, c, inner, dt)
-        cache = (self._BN_CACHE_TAG, x, mean, rstd, gamma, beta is not None, axis, div, out_dtype, (outer, c, inner))
+        y = self._bn_apply(x, scale, shift, outer, c, inner, dt, relu=relu)
+        cache = (self._BN_CACHE_TAG, x, mean, rstd, gamma, beta is not None, axis, div, out_dtype, (outer, c, inner),
+                 y if relu else None)
         return (
             y.astype(out_dtype, copy=False),
             mean.astype(out_dtype, copy=False),
@@ -830,9 +855,9 @@ class CupyOps(Ops):
     def batch_norm_backward_training(self, dy, cache):
         cupy = self.xp
         op = "batch_norm_backward_training"
-        if not (isinstance(cache, tuple) and cache and isinstance(cache[0], str) and cache[0] == self._BN_CACHE_TAG):
+        if not self._bn_own_cache(cache):
             return super().batch_norm_backward_training(dy, cache)  # a cache made by the generic code
-        _, x, mean, rstd, gamma, has_beta, axis, div, out_dtype, (outer, c, inner) = cache
+        _, x, mean, rstd, gamma, has_beta, axis, div, out_dtype, (outer, c, inner), relu_y = cache
         dt = x.dtype
         dy = self.asarray(dy)
         self._check_shape(op, "dy", dy, x.shape)
@@ -840,7 +865,7 @@ class CupyOps(Ops):
         if c == 0:
             empty = cupy.empty((0,), dtype=out_dtype)
             return dy.astype(out_dtype, copy=False), (None if gamma is None else empty), (empty if has_beta else None)
-        part1, part2, k = self._bn_sums(self._BN_BACKWARD, x, dy, mean, outer, c, inner, dt)
+        part1, part2, k = self._bn_sums(self._BN_BACKWARD, x, dy, mean, outer, c, inner, dt, relu_y)
         dgamma, dbeta, g, c1, c0 = (cupy.empty((c,), dtype=dt) for _ in range(5))
         args = (
             part1, part2, _i32(k, "chunks"), _i32(c, "channels"), _i64(div), rstd,
@@ -849,7 +874,10 @@ class CupyOps(Ops):
         )
         self._launch("batchnorm", "bn_fin_bwd", dt, c, args)
         dx = cupy.empty(x.shape, dtype=dt)
-        args = (dy, x, mean, g, c1, c0, dx, _i64(outer), _i32(c, "channels"), _i32(inner, "inner size"))
+        args = (
+            dy, x, mean, g, c1, c0, x if relu_y is None else relu_y, dx, _i64(outer), _i32(c, "channels"),
+            _i32(inner, "inner size"), _i32(relu_y is not None, "masked"),
+        )
         self._launch("batchnorm", "bn_bwd_apply", dt, dx.size, args)
         return (
             dx.astype(out_dtype, copy=False),

@@ -899,6 +899,18 @@ class Ops:
             cache,
         )
 
+    def batch_norm_relu_forward_training(self, x, gamma, beta, axis, epsilon):
+        """:meth:`batch_norm_forward_training` followed by :meth:`relu` (a normalization whose output only
+        feeds a ReLU): ``(relu(y), mean, var, cache)`` for :meth:`batch_norm_relu_backward_training`."""
+        y, mean, var, cache = self.batch_norm_forward_training(x, gamma, beta, axis, epsilon)
+        y = self.relu(y)
+        return y, mean, var, ("batch_norm_relu", cache, y)
+
+    def batch_norm_relu_backward_training(self, dy, cache):
+        """The gradient of :meth:`batch_norm_relu_forward_training`: (dx, dgamma, dbeta)."""
+        _, cache, y = cache
+        return self.batch_norm_backward_training(self.relu_backward(y, dy), cache)
+
     def batch_norm_moving_update(self, moving_mean, moving_var, mean, var, momentum):
         """Keras's moving statistics after a step: ``moving * momentum + batch * (1 - momentum)``, new arrays."""
         return moving_mean * momentum + mean * (1.0 - momentum), moving_var * momentum + var * (1.0 - momentum)

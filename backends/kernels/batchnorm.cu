@@ -15,7 +15,8 @@
 // mode 0 (statistics, one pass): part1 = mean, part2 = sum (x - mean)^2 of the
 //        chunk: Welford per thread, Chan's pairwise merge across threads and
 //        chunks (as safe as a two-pass form, reading x once);
-// mode 1 (backward): part1 = sum dy, part2 = sum dy * (x - mean).
+// mode 1 (backward): part1 = sum d, part2 = sum d * (x - mean), with d = dy, or
+//        dy * (relu_y > 0) when a ReLU followed the normalization (masked).
 // Given statistics (inference) go straight to bn_params.
 // Then bn_apply (y = x*scale + shift) and bn_bwd_apply are elementwise.
 //
@@ -47,6 +48,15 @@ __device__ inline void bn_tree(T* s1, T* s2, int row, int col, int width, int co
         __syncthreads();
         s = half;
     }
+}
+
+// The gradient reaching the normalization at element i: dy, or, when a ReLU
+// followed it (masked), dy * (relu_y > 0) as backends/ops.py's relu_backward
+// computes it (a NaN dy stays NaN where the ReLU was off).
+template <typename T>
+__device__ inline T bn_grad(const T* __restrict__ dy, const T* __restrict__ relu_y, int masked, long long i)
+{
+    return masked ? dy[i] * (relu_y[i] > T(0) ? T(1) : T(0)) : dy[i];
 }
 
 // One more value in a running (count, mean, M2) (Welford).
@@ -93,8 +103,8 @@ __device__ inline void bn_tree_welford(T* s1, T* s2, T* s3, int row, int col, in
 // any valid array otherwise).
 template <typename T>
 __global__ void bn_partial_last(const T* __restrict__ x, const T* __restrict__ dy, const T* __restrict__ mean,
-                                T* __restrict__ part1, T* __restrict__ part2,
-                                long long rows, int c, int nchunks, int mode)
+                                const T* __restrict__ relu_y, T* __restrict__ part1, T* __restrict__ part2,
+                                long long rows, int c, int nchunks, int mode, int masked)
 {
     __shared__ T s1[BN_MAX_BLOCK];
     __shared__ T s2[BN_MAX_BLOCK];
@@ -121,7 +131,7 @@ __global__ void bn_partial_last(const T* __restrict__ x, const T* __restrict__ d
                 if (mode == 0) {
                     bn_welford_push(a3, a1, a2, v);
                 } else {
-                    const T d = dy[r * c + ch];
+                    const T d = bn_grad(dy, relu_y, masked, r * c + ch);
                     a1 += d;
                     a2 += d * (v - m);
                 }
@@ -149,8 +159,8 @@ __global__ void bn_partial_last(const T* __restrict__ x, const T* __restrict__ d
 // consecutive positions (coalesced when inner is large).
 template <typename T>
 __global__ void bn_partial_mid(const T* __restrict__ x, const T* __restrict__ dy, const T* __restrict__ mean,
-                               T* __restrict__ part1, T* __restrict__ part2,
-                               long long outer, int c, int inner, int nchunks, int mode)
+                               const T* __restrict__ relu_y, T* __restrict__ part1, T* __restrict__ part2,
+                               long long outer, int c, int inner, int nchunks, int mode, int masked)
 {
     __shared__ T s1[BN_MAX_BLOCK];
     __shared__ T s2[BN_MAX_BLOCK];
@@ -177,7 +187,7 @@ __global__ void bn_partial_mid(const T* __restrict__ x, const T* __restrict__ dy
                 if (mode == 0) {
                     bn_welford_push(a3, a1, a2, v);
                 } else {
-                    const T d = dy[at];
+                    const T d = bn_grad(dy, relu_y, masked, at);
                     a1 += d;
                     a2 += d * (v - m);
                 }
@@ -321,10 +331,11 @@ struct BnChannelWalk {
     }
 };
 
-// y = x*scale[ch] + shift[ch] (just x*scale[ch] when has_shift == 0; shift unread).
+// y = x*scale[ch] + shift[ch] (just x*scale[ch] when has_shift == 0; shift unread), then, with
+// relu, max(y, 0) as numpy's maximum (a NaN passes, -0 becomes +0).
 template <typename T>
 __global__ void bn_apply(const T* __restrict__ x, const T* __restrict__ scale, const T* __restrict__ shift,
-                         T* __restrict__ y, long long outer, int c, int inner, int has_shift)
+                         T* __restrict__ y, long long outer, int c, int inner, int has_shift, int relu)
 {
     const long long total = outer * c * inner;
     const long long step = (long long)blockDim.x * gridDim.x;
@@ -333,16 +344,18 @@ __global__ void bn_apply(const T* __restrict__ x, const T* __restrict__ scale, c
     BnChannelWalk walk(e, step, c, inner);
     for (; e < total; e += step) {
         const int ch = walk.ch;
-        y[e] = has_shift ? x[e] * scale[ch] + shift[ch] : x[e] * scale[ch];
+        const T v = has_shift ? x[e] * scale[ch] + shift[ch] : x[e] * scale[ch];
+        y[e] = !relu || v > T(0) || v != v ? v : T(0);
         walk.next(c, inner);
     }
 }
 
-// dx = dy*g[ch] + (x - mean[ch])*c1[ch] + c0[ch].
+// dx = d*g[ch] + (x - mean[ch])*c1[ch] + c0[ch], d = bn_grad(dy, relu_y, masked).
 template <typename T>
 __global__ void bn_bwd_apply(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ mean,
                              const T* __restrict__ g, const T* __restrict__ c1, const T* __restrict__ c0,
-                             T* __restrict__ dx, long long outer, int c, int inner)
+                             const T* __restrict__ relu_y, T* __restrict__ dx, long long outer, int c, int inner,
+                             int masked)
 {
     const long long total = outer * c * inner;
     const long long step = (long long)blockDim.x * gridDim.x;
@@ -351,7 +364,7 @@ __global__ void bn_bwd_apply(const T* __restrict__ dy, const T* __restrict__ x, 
     BnChannelWalk walk(e, step, c, inner);
     for (; e < total; e += step) {
         const int ch = walk.ch;
-        dx[e] = dy[e] * g[ch] + (x[e] - mean[ch]) * c1[ch] + c0[ch];
+        dx[e] = bn_grad(dy, relu_y, masked, e) * g[ch] + (x[e] - mean[ch]) * c1[ch] + c0[ch];
         walk.next(c, inner);
     }
 }

@@ -186,26 +186,37 @@ class BatchNormalization(Layer):
         self.input_spec = InputSpec(ndim=len(input_shape), axes={axis: size})
         self.built = True
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, _then_relu=False):
         # Batch statistics only when training a trainable layer (a frozen one runs in inference mode).
-        forward = self._batch_statistics if training and self.trainable else self._moving_statistics
-        return self._record("batch_normalization", forward, inputs, self.gamma, self.beta)
+        # _then_relu: a Functional graph whose only use of this output is a ReLU asks for it here, so
+        # the two are one node and, on the GPU, one pass each way (models/functional.py).
+        statistics = self._batch_statistics if training and self.trainable else self._moving_statistics
+        return self._record("batch_normalization", lambda x, gamma, beta: statistics(x, gamma, beta, _then_relu),
+                            inputs, self.gamma, self.beta)
 
-    def _batch_statistics(self, x, gamma, beta):
-        ops = get_ops()
-        y, mean, var, cache = ops.batch_norm_forward_training(x, gamma, beta, self._resolved_axis(x.ndim), self.epsilon)
+    def _batch_statistics(self, x, gamma, beta, relu):
+        ops, axis = get_ops(), self._resolved_axis(x.ndim)
+        if relu:
+            forward, backward = ops.batch_norm_relu_forward_training, ops.batch_norm_relu_backward_training
+        else:
+            forward, backward = ops.batch_norm_forward_training, ops.batch_norm_backward_training
+        y, mean, var, cache = forward(x, gamma, beta, axis, self.epsilon)
         if x.size:  # an empty batch has no statistics to fold in
             self.moving_mean.value, self.moving_variance.value = ops.batch_norm_moving_update(
                 self.moving_mean.value, self.moving_variance.value, mean, var, self.momentum
             )
-        return y, lambda dy, needs: ops.batch_norm_backward_training(dy, cache)
+        return y, lambda dy, needs: backward(dy, cache)
 
-    def _moving_statistics(self, x, gamma, beta):
+    def _moving_statistics(self, x, gamma, beta, relu):
         ops, axis, epsilon, has_beta = get_ops(), self._resolved_axis(x.ndim), self.epsilon, beta is not None
         mean, var = self.moving_mean.value, self.moving_variance.value
         y = ops.batch_norm_forward_inference(x, gamma, beta, mean, var, axis, epsilon)
+        if relu:
+            y = ops.relu(y)
 
         def backward(dy, needs):
+            if relu:
+                dy = ops.relu_backward(y, dy)
             return ops.batch_norm_backward_inference(dy, x, gamma, mean, var, axis, epsilon, has_beta=has_beta)
 
         return y, backward

@@ -7,7 +7,10 @@ deepest first; ties in the order the walk met them), which is the order of
 ``model.layers``, ``model.weights`` and the saved files. Calling the model
 on data replays the nodes on Tensors, so the tape sees ordinary layer calls:
 a layer used at several places shares its weights and their gradients are
-summed.
+summed. One pattern is fused on the way (:func:`relu_epilogues`): a
+``BatchNormalization`` whose output only feeds a plain ReLU is called with
+the ReLU folded in (one node, one pass each way on the GPU), and the ReLU
+node is skipped; the values are those of the two calls.
 """
 
 import warnings
@@ -100,6 +103,47 @@ def map_graph(inputs, outputs, output_paths=None):
     return order, operations
 
 
+def _is_plain_relu(layer):
+    from gpulayers import activations
+    from gpulayers.layers.activations import ReLU
+    from gpulayers.layers.core import Activation
+
+    if type(layer) is Activation:
+        return layer.activation is activations.relu
+    return type(layer) is ReLU and layer.max_value is None and layer.negative_slope == 0 and layer.threshold == 0
+
+
+def fuses_relu(bn, relu):
+    """Whether ``bn`` (a layer) and ``relu`` (the layer using its only output) run as one call."""
+    from gpulayers.layers.normalization import BatchNormalization
+
+    return (type(bn) is BatchNormalization and _is_plain_relu(relu) and bn.dtype == relu.dtype
+            and bn.activity_regularizer is None and relu.activity_regularizer is None)
+
+
+def relu_epilogues(nodes, outputs):
+    """``{id(batch-norm node): relu node}`` for each BatchNormalization call whose one output is used by a
+    plain ReLU (``Activation("relu")`` or a default ``ReLU()``) and nowhere else (not even as a model
+    output), both layers of the same dtype and without activity regularizers."""
+    uses = {}
+    for node in nodes:
+        for t in node.input_tensors:
+            uses[id(t)] = uses.get(id(t), 0) + 1
+    for t in outputs:
+        uses[id(t)] = uses.get(id(t), 0) + 1
+    out = {}
+    for node in nodes:
+        if len(node.input_tensors) != 1 or node.arguments[1] or not _is_plain_relu(node.operation):
+            continue
+        t = node.input_tensors[0]
+        if uses.get(id(t)) != 1 or t._keras_history is None:
+            continue
+        parent = _node_of(t)
+        if len(parent.output_tensors) == 1 and not parent.arguments[1] and fuses_relu(parent.operation, node.operation):
+            out[id(parent)] = node
+    return out
+
+
 def _check_tensors(structure, argument, given, given_outputs):
     leaves = _flat(structure)
     if not leaves:
@@ -160,6 +204,8 @@ class Functional(Model):
         self._inputs, self._outputs = flat_inputs, flat_outputs
         self._graph_nodes = [n for n in nodes if not n.is_input]
         self._node_ids = {id(n) for n in nodes}
+        self._relu_epilogues = relu_epilogues(self._graph_nodes, flat_outputs)
+        self._fused_away = {id(n) for n in self._relu_epilogues.values()}
         self._operations = operations
         for op in operations:
             self._track(op)
@@ -168,6 +214,7 @@ class Functional(Model):
 
     _untracked_attributes = Model._untracked_attributes | {
         "_inputs_struct", "_outputs_struct", "_inputs", "_outputs", "_graph_nodes", "_node_ids", "_operations",
+        "_relu_epilogues", "_fused_away",
     }
 
     # ------------------------------------------------------------ structure
@@ -302,6 +349,8 @@ class Functional(Model):
         for ref, x in zip(self._inputs, self._flat_inputs(inputs)):
             values[id(ref)] = self._adapt(x, ref)
         for node in self._graph_nodes:
+            if id(node) in self._fused_away:
+                continue  # its ReLU ran inside the batch normalization before it
             layer = node.operation
             args, kwargs = node.arguments
             args = tuple(map_structure(lambda v: values[id(v)] if isinstance(v, KerasTensor) else v, a) for a in args)
@@ -309,8 +358,11 @@ class Functional(Model):
                       for k, v in kwargs.items()}
             if training is not None and _call_info(type(layer))[0]:
                 kwargs["training"] = training
+            relu = self._relu_epilogues.get(id(node))
+            if relu is not None:
+                kwargs["_then_relu"] = True
             outputs = layer(*args, **kwargs)
-            for ref, y in zip(node.output_tensors, flatten(outputs)):
+            for ref, y in zip((relu or node).output_tensors, flatten(outputs)):
                 values[id(ref)] = y
         return map_structure(lambda ref: values[id(ref)], self._outputs_struct)
 

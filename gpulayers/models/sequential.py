@@ -259,10 +259,20 @@ class Sequential(Model):
             raise
 
     def call(self, inputs, training=None):
+        from gpulayers.models.functional import fuses_relu
+
         x = inputs
-        for layer in self._layers:
-            if layer is not self._auto_input:
-                x = layer(x, training=training)
+        layers = [layer for layer in self._layers if layer is not self._auto_input]
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if i + 1 < len(layers) and fuses_relu(layer, layers[i + 1]):
+                # A BatchNormalization then a plain ReLU: one call (see models/functional.py).
+                x = layer(x, training=training, _then_relu=True)
+                i += 2
+                continue
+            x = layer(x, training=training)
+            i += 1
         return x
 
     def _check_batch_axis(self, shape):

@@ -475,6 +475,9 @@ def _bn_all(ops, x, gamma, beta, mean, var, dy, axis):
     out["inf_y"] = ops.batch_norm_forward_inference(x, gamma, beta, mean, var, axis, 1e-3)
     dx, dg, db = ops.batch_norm_backward_inference(dy, x, gamma, mean, var, axis, 1e-3, has_beta=beta is not None)
     out.update(inf_dx=dx, inf_dgamma=dg, inf_dbeta=db)
+    y, _, _, cache = ops.batch_norm_relu_forward_training(x, gamma, beta, axis, 1e-3)
+    dx, dg, db = ops.batch_norm_relu_backward_training(dy, cache)
+    out.update(relu_y=y, relu_dx=dx, relu_dgamma=dg, relu_dbeta=db)
     return out
 
 

@@ -64,19 +64,22 @@ class BN:
     def elementwise(self, name, args, work):
         self.k(name)(max(1, min(-(-work // 256), 64)), 256, args, order=self.order)
 
-    def partial(self, mode, x, dy=None, mean=None):
-        """(part1, part2) per chunk: mode 0 (mean, M2), mode 1 (sum dy, sum dy*(x-mean)); runs with fibers."""
+    def partial(self, mode, x, dy=None, mean=None, relu_y=None):
+        """(part1, part2) per chunk: mode 0 (mean, M2), mode 1 (sum d, sum d*(x-mean)), d = dy masked by
+        relu_y > 0 when given; runs with fibers."""
         c, nchunks = self.c, self.nchunks
         part1, part2 = poison((nchunks, c), self.dtype), poison((nchunks, c), self.dtype)
         dy = x if dy is None else dy
         mean = x if mean is None else mean
+        arrays = (x, dy, mean, x if relu_y is None else relu_y, part1, part2)
+        masked = i32(relu_y is not None)
         if self.use_last:
             units = -(-c // 32) * nchunks
-            args = (x, dy, mean, part1, part2, i64(self.outer), i32(c), i32(nchunks), i32(mode))
+            args = arrays + (i64(self.outer), i32(c), i32(nchunks), i32(mode), masked)
             k = self.k("bn_partial_last")
         else:
             units = c * nchunks
-            args = (x, dy, mean, part1, part2, i64(self.outer), i32(c), i32(self.inner), i32(nchunks), i32(mode))
+            args = arrays + (i64(self.outer), i32(c), i32(self.inner), i32(nchunks), i32(mode), masked)
             k = self.k("bn_partial_mid")
         assert k.needs_fibers
         grid = units if self.grid_cap is None else min(units, self.grid_cap)
@@ -98,9 +101,9 @@ class BN:
         k(fin_grid or self.c, fin_block, args, order=self.order, seed=3)
         return mean, var, rstd, scale, shift
 
-    def forward_training(self, x, gamma, beta):
+    def forward_training(self, x, gamma, beta, relu=False):
         mean, var, rstd, scale, shift = self.statistics(x, gamma, beta)
-        return self.apply(x, scale, shift), mean, var, rstd
+        return self.apply(x, scale, shift, relu), mean, var, rstd
 
     def params(self, var, mean, gamma, beta):
         rstd, scale, shift = (self.vec() for _ in range(3))
@@ -108,22 +111,23 @@ class BN:
         self.elementwise("bn_params", args, self.c)
         return rstd, scale, shift
 
-    def apply(self, x, scale, shift):
+    def apply(self, x, scale, shift, relu=False):
         y = poison(x.shape, self.dtype)
         args = (x, scale, scale if shift is None else shift, y, i64(self.outer), i32(self.c), i32(self.inner),
-                i32(shift is not None))
+                i32(shift is not None), i32(relu))
         self.elementwise("bn_apply", args, x.size)
         return y
 
-    def backward_training(self, x, dy, mean, rstd, gamma):
+    def backward_training(self, x, dy, mean, rstd, gamma, relu_y=None):
         c, div = self.c, max(self.outer * self.inner, 1)
-        part1, part2 = self.partial(1, x, dy, mean)
+        part1, part2 = self.partial(1, x, dy, mean, relu_y)
         dgamma, dbeta, g, c1, c0 = (self.vec() for _ in range(5))
         args = (part1, part2, i32(self.nchunks), i32(c), i64(div), rstd, rstd if gamma is None else gamma,
                 i32(gamma is not None), i32(1), dgamma, dbeta, g, c1, c0)
         self.elementwise("bn_fin_bwd", args, c)
         dx = poison(x.shape, self.dtype)
-        args = (dy, x, mean, g, c1, c0, dx, i64(self.outer), i32(c), i32(self.inner))
+        args = (dy, x, mean, g, c1, c0, x if relu_y is None else relu_y, dx, i64(self.outer), i32(c), i32(self.inner),
+                i32(relu_y is not None))
         self.elementwise("bn_bwd_apply", args, x.size)
         return dx, dgamma, dbeta
 
@@ -174,6 +178,26 @@ def test_batch_norm_training_forward_and_backward(emu, layout, dtype, affine):
     if gamma is not None:
         np.testing.assert_allclose(dgamma, want_dg, err_msg="dgamma", **t)
         np.testing.assert_allclose(dbeta, want_db, err_msg="dbeta", **t)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_batch_norm_with_a_relu_after_it(emu, layout, dtype):
+    """The ReLU in bn_apply, and its output masking the backward: NumpyOps' separate relu and relu_backward."""
+    shape, axis, use_last = LAYOUTS[layout]
+    x, gamma, beta, dy = _data(shape, axis, dtype, 9)
+    dy.reshape(-1)[:3] = np.nan  # NaN gradients stay NaN through the mask, as dy * (y > 0) keeps them
+    want_y, _, _, cache = REF.batch_norm_relu_forward_training(x, gamma, beta, axis, EPS)
+    with np.errstate(invalid="ignore"):
+        want_dx, want_dg, want_db = REF.batch_norm_relu_backward_training(dy, cache)
+    bn = BN(emu, x, axis, use_last)
+    y, mean, _, rstd = bn.forward_training(x, gamma, beta, relu=True)
+    t = _tol(dtype)
+    np.testing.assert_allclose(y, want_y, err_msg="y", **t)
+    assert (y >= 0).all() and not np.signbit(y).any()
+    dx, dgamma, dbeta = bn.backward_training(x, dy, mean, rstd, gamma, relu_y=y)
+    for got, want, what in ((dx, want_dx, "dx"), (dgamma, want_dg, "dgamma"), (dbeta, want_db, "dbeta")):
+        np.testing.assert_allclose(got, want, err_msg=what, **t)
 
 
 @pytest.mark.parametrize("affine", ["gamma+beta", "gamma", "beta", "none"])
@@ -300,14 +324,14 @@ def test_batch_norm_apply_grid_stride_small_grids(emu, dtype):
                 + c0.reshape(1, c, 1, 1))
     for grid, block in ((1, 1), (1, 32), (3, 7), (2, 13), (64, 256)):
         y = poison(shape, dtype)
-        bn.k("bn_apply")(grid, block, (x, scale, shift, y, i64(3), i32(c), i32(20), i32(1)), order="reverse")
+        bn.k("bn_apply")(grid, block, (x, scale, shift, y, i64(3), i32(c), i32(20), i32(1), i32(0)), order="reverse")
         np.testing.assert_allclose(y, want, err_msg=f"apply {grid}x{block}", **_tol(dtype))
         y = poison(shape, dtype)
-        bn.k("bn_apply")(grid, block, (x, scale, scale, y, i64(3), i32(c), i32(20), i32(0)))
+        bn.k("bn_apply")(grid, block, (x, scale, scale, y, i64(3), i32(c), i32(20), i32(0), i32(0)))
         np.testing.assert_allclose(y, x * scale.reshape(1, c, 1, 1), err_msg=f"scale only {grid}x{block}",
                                    **_tol(dtype))
         dx = poison(shape, dtype)
-        bn.k("bn_bwd_apply")(grid, block, (dy, x, mean, g, c1, c0, dx, i64(3), i32(c), i32(20)))
+        bn.k("bn_bwd_apply")(grid, block, (dy, x, mean, g, c1, c0, x, dx, i64(3), i32(c), i32(20), i32(0)))
         np.testing.assert_allclose(dx, want_bwd, err_msg=f"bwd apply {grid}x{block}", **_tol(dtype))
 
 
