@@ -102,7 +102,6 @@ _FILES = (
             "bn_fin_bwd",
             "bn_apply",
             "bn_bwd_apply",
-            "bn_moving",
         ),
     ),
     ("softmax", "softmax.cu", ("softmax_rows", "sparse_xent_fwd", "sparse_xent_bwd")),

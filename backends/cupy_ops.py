@@ -763,15 +763,22 @@ class CupyOps(Ops):
         self._launch("batchnorm", "bn_params", dt, c, args)
         return rstd, scale, shift
 
-    def _bn_statistics(self, x, gamma, beta, epsilon, outer, c, inner, dt):
-        """(mean, var, rstd, scale, shift) of x's batch: one Welford pass and one merge per channel."""
+    def _bn_statistics(self, x, gamma, beta, epsilon, outer, c, inner, dt, moving=None):
+        """(mean, var, rstd, scale, shift, new moving mean, new moving var) of x's batch: one Welford pass and
+        one merge per channel, which also folds the batch into ``moving`` = (mean, var, momentum) when given."""
         cupy = self.xp
         mean, var, rstd, scale, shift = (cupy.empty((c,), dtype=dt) for _ in range(5))
         part_mean, part_m2, k = self._bn_sums(self._BN_STATISTICS, x, None, None, outer, c, inner, dt)
+        if moving is None:
+            moving_args, new_mm, new_mv = (mean, mean, dt.type(0), dt.type(0), _i32(0, "update"), mean, mean), None, None
+        else:
+            mm, mv, momentum = moving
+            new_mm, new_mv = cupy.empty((c,), dtype=dt), cupy.empty((c,), dtype=dt)
+            moving_args = (mm, mv, dt.type(momentum), dt.type(1.0 - momentum), _i32(1, "update"), new_mm, new_mv)
         args = (part_mean, part_m2, _i32(k, "chunks"), _i64(outer * inner)) + \
-            self._bn_flags(gamma, beta, part_mean, epsilon, c, dt) + (mean, var, rstd, scale, shift)
+            self._bn_flags(gamma, beta, part_mean, epsilon, c, dt) + (mean, var, rstd, scale, shift) + moving_args
         self._launch_blocks("batchnorm", "bn_params_welford", dt, c, args)
-        return mean, var, rstd, scale, shift
+        return mean, var, rstd, scale, shift, new_mm, new_mv
 
     def _bn_apply(self, x, scale, shift, outer, c, inner, dt, relu=False):
         y = self.xp.empty(x.shape, dtype=dt)
@@ -786,40 +793,30 @@ class CupyOps(Ops):
         if v is not None and v.size != c:
             raise ValueError(f"CupyOps.{op}: {name} has {v.size} values, expected {c} (one per channel).")
 
-    def batch_norm_moving_update(self, moving_mean, moving_var, mean, var, momentum):
-        cupy = self.xp
-        arrays = (moving_mean, moving_var, mean, var)
-        dt = moving_mean.dtype
-        if dt not in (_F32, _F64) or any(
-            not isinstance(a, cupy.ndarray) or a.dtype != dt or a.ndim != 1 or a.shape != moving_mean.shape
-            for a in arrays
-        ):
-            return super().batch_norm_moving_update(moving_mean, moving_var, mean, var, momentum)
-        c = moving_mean.shape[0]
-        arrays = tuple(cupy.ascontiguousarray(a) for a in arrays)
-        new_mean, new_var = cupy.empty((c,), dtype=dt), cupy.empty((c,), dtype=dt)
-        args = arrays + (dt.type(momentum), dt.type(1.0 - momentum), _i32(c, "channels"), new_mean, new_var)
-        self._launch("batchnorm", "bn_moving", dt, c, args)
-        return new_mean, new_var
-
     def batch_norm_forward_training(self, x, gamma, beta, axis, epsilon):
-        return self._bn_forward_training(x, gamma, beta, axis, epsilon, relu=False)
+        return self._bn_forward_training(x, gamma, beta, axis, epsilon)[:4]
 
-    def batch_norm_relu_forward_training(self, x, gamma, beta, axis, epsilon):
-        # The ReLU rides in bn_apply; its output, kept in the cache, masks the backward reductions.
-        if getattr(x, "dtype", None) == _F16:  # the ReLU acts on the float16 result: the generic order
-            return super().batch_norm_relu_forward_training(x, gamma, beta, axis, epsilon)
-        return self._bn_forward_training(x, gamma, beta, axis, epsilon, relu=True)
-
-    def batch_norm_relu_backward_training(self, dy, cache):
-        if not self._bn_own_cache(cache):
-            return super().batch_norm_relu_backward_training(dy, cache)
-        return self.batch_norm_backward_training(dy, cache)
+    def batch_norm_training_step(self, x, gamma, beta, moving_mean, moving_var, axis, epsilon, momentum, relu=False):
+        # One launch gives the statistics, the factors and the new moving statistics; the ReLU rides in
+        # bn_apply, and its output, kept in the cache, masks the backward reductions.
+        cupy = self.xp
+        dt = getattr(x, "dtype", None)
+        if dt not in (_F32, _F64) or any(
+            not isinstance(v, cupy.ndarray) or v.dtype != dt or v.ndim != 1 for v in (moving_mean, moving_var)
+        ):  # float16 (the moving statistics in float32), or host variables: the generic composition
+            return super().batch_norm_training_step(x, gamma, beta, moving_mean, moving_var, axis, epsilon,
+                                                    momentum, relu)
+        moving = (cupy.ascontiguousarray(moving_mean), cupy.ascontiguousarray(moving_var), momentum)
+        y, _, _, cache, new_mm, new_mv = self._bn_forward_training(x, gamma, beta, axis, epsilon, relu, moving)
+        if new_mm is None:  # an empty batch (or no channels): nothing to fold in
+            new_mm, new_mv = moving_mean, moving_var
+        return y, new_mm, new_mv, (None, cache)
 
     def _bn_own_cache(self, cache):
         return isinstance(cache, tuple) and cache and isinstance(cache[0], str) and cache[0] == self._BN_CACHE_TAG
 
-    def _bn_forward_training(self, x, gamma, beta, axis, epsilon, relu):
+    def _bn_forward_training(self, x, gamma, beta, axis, epsilon, relu=False, moving=None):
+        """(y, mean, var, cache, new moving mean, new moving var); the moving ones None unless folded in."""
         cupy = self.xp
         op = "batch_norm_forward_training"
         x = self.asarray(x)
@@ -836,12 +833,18 @@ class CupyOps(Ops):
             empty = cupy.empty((0,), dtype=out_dtype)
             cache = (self._BN_CACHE_TAG, x, empty.astype(dt), empty.astype(dt), gamma, beta is not None, axis, div,
                      out_dtype, (outer, c, inner), None)
-            return x.astype(out_dtype, copy=False), empty, empty, cache
+            return x.astype(out_dtype, copy=False), empty, empty, cache, None, None
+        new_mm = new_mv = None
         if m == 0:  # an empty batch: statistics 0, as NumpyOps gives
             mean, var = cupy.zeros((c,), dtype=dt), cupy.zeros((c,), dtype=dt)
             rstd, scale, shift = self._bn_params(var, mean, gamma, beta, epsilon, c, dt)
         else:
-            mean, var, rstd, scale, shift = self._bn_statistics(x, gamma, beta, epsilon, outer, c, inner, dt)
+            if moving is not None:
+                for name, v in (("moving_mean", moving[0]), ("moving_var", moving[1])):
+                    self._bn_check_vec(op, name, v, c)
+            mean, var, rstd, scale, shift, new_mm, new_mv = self._bn_statistics(
+                x, gamma, beta, epsilon, outer, c, inner, dt, moving
+            )
         y = self._bn_apply(x, scale, shift, outer, c, inner, dt, relu=relu)
         cache = (self._BN_CACHE_TAG, x, mean, rstd, gamma, beta is not None, axis, div, out_dtype, (outer, c, inner),
                  y if relu else None)
@@ -850,6 +853,8 @@ class CupyOps(Ops):
             mean.astype(out_dtype, copy=False),
             var.astype(out_dtype, copy=False),
             cache,
+            new_mm,
+            new_mv,
         )
 
     def batch_norm_backward_training(self, dy, cache):

@@ -899,17 +899,28 @@ class Ops:
             cache,
         )
 
-    def batch_norm_relu_forward_training(self, x, gamma, beta, axis, epsilon):
-        """:meth:`batch_norm_forward_training` followed by :meth:`relu` (a normalization whose output only
-        feeds a ReLU): ``(relu(y), mean, var, cache)`` for :meth:`batch_norm_relu_backward_training`."""
-        y, mean, var, cache = self.batch_norm_forward_training(x, gamma, beta, axis, epsilon)
-        y = self.relu(y)
-        return y, mean, var, ("batch_norm_relu", cache, y)
+    def batch_norm_training_step(self, x, gamma, beta, moving_mean, moving_var, axis, epsilon, momentum, relu=False):
+        """A BatchNormalization's training forward: batch statistics, then (with ``relu``, for a layer whose
+        output only feeds a ReLU) the ReLU, and the new moving statistics (:meth:`batch_norm_moving_update`;
+        the given ones for an empty batch).
 
-    def batch_norm_relu_backward_training(self, dy, cache):
-        """The gradient of :meth:`batch_norm_relu_forward_training`: (dx, dgamma, dbeta)."""
-        _, cache, y = cache
-        return self.batch_norm_backward_training(self.relu_backward(y, dy), cache)
+        Returns ``(y, new_moving_mean, new_moving_var, cache)``, the cache for
+        :meth:`batch_norm_training_step_backward`.
+        """
+        y, mean, var, cache = self.batch_norm_forward_training(x, gamma, beta, axis, epsilon)
+        if x.size:  # an empty batch has no statistics to fold in
+            moving_mean, moving_var = self.batch_norm_moving_update(moving_mean, moving_var, mean, var, momentum)
+        if relu:
+            y = self.relu(y)
+            return y, moving_mean, moving_var, (y, cache)
+        return y, moving_mean, moving_var, (None, cache)
+
+    def batch_norm_training_step_backward(self, dy, cache):
+        """The gradient of :meth:`batch_norm_training_step`: (dx, dgamma, dbeta)."""
+        relu_y, cache = cache
+        if relu_y is not None:
+            dy = self.relu_backward(relu_y, dy)
+        return self.batch_norm_backward_training(dy, cache)
 
     def batch_norm_moving_update(self, moving_mean, moving_var, mean, var, momentum):
         """Keras's moving statistics after a step: ``moving * momentum + batch * (1 - momentum)``, new arrays."""

@@ -239,12 +239,17 @@ __global__ void bn_params(const T* __restrict__ var, const T* __restrict__ mean,
 // holds min(per, total - k*per) values, per = ceil(total / nchunks)) and then
 // each other in a __shared__ tree. Writes mean, var = M2 / total (biased),
 // rstd, scale and shift as bn_params does.
+// With update_moving, also the layer's new moving statistics, out of place (the
+// layer swaps them in only when the whole step succeeds):
+// new = moving * momentum + batch * one_minus_momentum, for the mean and the variance.
 template <typename T>
 __global__ void bn_params_welford(const T* __restrict__ part_mean, const T* __restrict__ part_m2, int nchunks,
                                   long long total, const T* __restrict__ gamma, const T* __restrict__ beta,
                                   int has_gamma, int has_beta, T eps, int c, T* __restrict__ mean,
                                   T* __restrict__ var, T* __restrict__ rstd, T* __restrict__ scale,
-                                  T* __restrict__ shift)
+                                  T* __restrict__ shift, const T* __restrict__ moving_mean,
+                                  const T* __restrict__ moving_var, T momentum, T one_minus_momentum,
+                                  int update_moving, T* __restrict__ new_moving_mean, T* __restrict__ new_moving_var)
 {
     __shared__ T s1[BN_MAX_BLOCK];
     __shared__ T s2[BN_MAX_BLOCK];
@@ -274,6 +279,10 @@ __global__ void bn_params_welford(const T* __restrict__ part_mean, const T* __re
             rstd[ch] = r;
             scale[ch] = inv;
             shift[ch] = sh;
+            if (update_moving) {
+                new_moving_mean[ch] = moving_mean[ch] * momentum + mu * one_minus_momentum;
+                new_moving_var[ch] = moving_var[ch] * momentum + v * one_minus_momentum;
+            }
         }
         __syncthreads();
     }
@@ -366,19 +375,5 @@ __global__ void bn_bwd_apply(const T* __restrict__ dy, const T* __restrict__ x, 
         const int ch = walk.ch;
         dx[e] = bn_grad(dy, relu_y, masked, e) * g[ch] + (x[e] - mean[ch]) * c1[ch] + c0[ch];
         walk.next(c, inner);
-    }
-}
-
-// The moving statistics after a training step, out of place (the layer swaps
-// them in only when the whole step succeeds):
-// new_mean = moving_mean * momentum + mean * one_minus_momentum, and the same for var.
-template <typename T>
-__global__ void bn_moving(const T* __restrict__ moving_mean, const T* __restrict__ moving_var,
-                          const T* __restrict__ mean, const T* __restrict__ var, T momentum,
-                          T one_minus_momentum, int c, T* __restrict__ new_mean, T* __restrict__ new_var)
-{
-    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += blockDim.x * gridDim.x) {
-        new_mean[ch] = moving_mean[ch] * momentum + mean[ch] * one_minus_momentum;
-        new_var[ch] = moving_var[ch] * momentum + var[ch] * one_minus_momentum;
     }
 }

@@ -195,17 +195,12 @@ class BatchNormalization(Layer):
                             inputs, self.gamma, self.beta)
 
     def _batch_statistics(self, x, gamma, beta, relu):
-        ops, axis = get_ops(), self._resolved_axis(x.ndim)
-        if relu:
-            forward, backward = ops.batch_norm_relu_forward_training, ops.batch_norm_relu_backward_training
-        else:
-            forward, backward = ops.batch_norm_forward_training, ops.batch_norm_backward_training
-        y, mean, var, cache = forward(x, gamma, beta, axis, self.epsilon)
-        if x.size:  # an empty batch has no statistics to fold in
-            self.moving_mean.value, self.moving_variance.value = ops.batch_norm_moving_update(
-                self.moving_mean.value, self.moving_variance.value, mean, var, self.momentum
-            )
-        return y, lambda dy, needs: backward(dy, cache)
+        ops = get_ops()
+        y, self.moving_mean.value, self.moving_variance.value, cache = ops.batch_norm_training_step(
+            x, gamma, beta, self.moving_mean.value, self.moving_variance.value, self._resolved_axis(x.ndim),
+            self.epsilon, self.momentum, relu=relu,
+        )
+        return y, lambda dy, needs: ops.batch_norm_training_step_backward(dy, cache)
 
     def _moving_statistics(self, x, gamma, beta, relu):
         ops, axis, epsilon, has_beta = get_ops(), self._resolved_axis(x.ndim), self.epsilon, beta is not None

@@ -475,9 +475,9 @@ def _bn_all(ops, x, gamma, beta, mean, var, dy, axis):
     out["inf_y"] = ops.batch_norm_forward_inference(x, gamma, beta, mean, var, axis, 1e-3)
     dx, dg, db = ops.batch_norm_backward_inference(dy, x, gamma, mean, var, axis, 1e-3, has_beta=beta is not None)
     out.update(inf_dx=dx, inf_dgamma=dg, inf_dbeta=db)
-    y, _, _, cache = ops.batch_norm_relu_forward_training(x, gamma, beta, axis, 1e-3)
-    dx, dg, db = ops.batch_norm_relu_backward_training(dy, cache)
-    out.update(relu_y=y, relu_dx=dx, relu_dgamma=dg, relu_dbeta=db)
+    y, mm, mv, cache = ops.batch_norm_training_step(x, gamma, beta, mean, var, axis, 1e-3, 0.9, relu=True)
+    dx, dg, db = ops.batch_norm_training_step_backward(dy, cache)
+    out.update(step_y=y, step_moving_mean=mm, step_moving_var=mv, step_dx=dx, step_dgamma=dg, step_dbeta=db)
     return out
 
 
@@ -873,7 +873,6 @@ def _exercise_every_kernel(ops, dtype):
             mean = ops.asarray(rng.standard_normal(c).astype(dtype))
             var = ops.asarray((rng.random(c) + 0.1).astype(dtype))
             _bn_all(ops, x, gamma, beta, mean, var, dy, axis)
-            ops.batch_norm_moving_update(mean, var, mean * 2, var * 2, 0.99)
     x, dy = ops.asarray(_data(rng, (1000, 3), dtype)), ops.asarray(_data(rng, (1000, 3), dtype))
     ops.relu_backward(x, dy)
     ops.bias_add_relu(x.copy(), ops.asarray(_data(rng, (3,), dtype)), 1)

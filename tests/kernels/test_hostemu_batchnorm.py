@@ -90,19 +90,25 @@ class BN:
         return (filler if gamma is None else gamma, filler if beta is None else beta, i32(gamma is not None),
                 i32(beta is not None), self.dtype.type(EPS), i32(self.c))
 
-    def statistics(self, x, gamma, beta, fin_block=256, fin_grid=None):
-        """(mean, var, rstd, scale, shift): the Welford partials, then bn_params_welford (block per channel)."""
+    def statistics(self, x, gamma, beta, fin_block=256, fin_grid=None, moving=None):
+        """(mean, var, rstd, scale, shift, new moving mean, new moving var): the Welford partials, then
+        bn_params_welford (block per channel), folding the batch into ``moving`` = (mean, var, momentum)."""
         part_mean, part_m2 = self.partial(0, x)
-        mean, var, rstd, scale, shift = (self.vec() for _ in range(5))
+        mean, var, rstd, scale, shift, new_mm, new_mv = (self.vec() for _ in range(7))
+        mm, mv, momentum = moving if moving is not None else (mean, mean, 0.0)
+        t = self.dtype.type
         args = (part_mean, part_m2, i32(self.nchunks), i64(self.outer * self.inner)) + \
-            self._flags(gamma, beta, part_mean) + (mean, var, rstd, scale, shift)
+            self._flags(gamma, beta, part_mean) + (mean, var, rstd, scale, shift) + \
+            (mm, mv, t(momentum), t(1.0 - momentum), i32(moving is not None), new_mm, new_mv)
         k = self.k("bn_params_welford")
         assert k.needs_fibers
         k(fin_grid or self.c, fin_block, args, order=self.order, seed=3)
-        return mean, var, rstd, scale, shift
+        if moving is None:
+            assert np.isnan(new_mm).all() and np.isnan(new_mv).all()  # not written
+        return mean, var, rstd, scale, shift, new_mm, new_mv
 
     def forward_training(self, x, gamma, beta, relu=False):
-        mean, var, rstd, scale, shift = self.statistics(x, gamma, beta)
+        mean, var, rstd, scale, shift, _, _ = self.statistics(x, gamma, beta)
         return self.apply(x, scale, shift, relu), mean, var, rstd
 
     def params(self, var, mean, gamma, beta):
@@ -182,18 +188,25 @@ def test_batch_norm_training_forward_and_backward(emu, layout, dtype, affine):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_batch_norm_with_a_relu_after_it(emu, layout, dtype):
-    """The ReLU in bn_apply, and its output masking the backward: NumpyOps' separate relu and relu_backward."""
+def test_batch_norm_training_step_with_a_relu_after_it(emu, layout, dtype):
+    """The moving statistics from the merge launch, the ReLU in bn_apply, and its output masking the backward:
+    NumpyOps' separate moving update, relu and relu_backward."""
     shape, axis, use_last = LAYOUTS[layout]
     x, gamma, beta, dy = _data(shape, axis, dtype, 9)
     dy.reshape(-1)[:3] = np.nan  # NaN gradients stay NaN through the mask, as dy * (y > 0) keeps them
-    want_y, _, _, cache = REF.batch_norm_relu_forward_training(x, gamma, beta, axis, EPS)
+    c = shape[axis]
+    moving = (np.linspace(-1, 1, c).astype(dtype), np.linspace(0.5, 2, c).astype(dtype), 0.99)
+    want_y, want_mm, want_mv, cache = REF.batch_norm_training_step(x, gamma, beta, *moving[:2], axis, EPS, moving[2],
+                                                                   relu=True)
     with np.errstate(invalid="ignore"):
-        want_dx, want_dg, want_db = REF.batch_norm_relu_backward_training(dy, cache)
+        want_dx, want_dg, want_db = REF.batch_norm_training_step_backward(dy, cache)
     bn = BN(emu, x, axis, use_last)
-    y, mean, _, rstd = bn.forward_training(x, gamma, beta, relu=True)
+    mean, _, rstd, scale, shift, new_mm, new_mv = bn.statistics(x, gamma, beta, moving=moving)
+    y = bn.apply(x, scale, shift, relu=True)
     t = _tol(dtype)
     np.testing.assert_allclose(y, want_y, err_msg="y", **t)
+    np.testing.assert_allclose(new_mm, want_mm, err_msg="moving mean", **t)
+    np.testing.assert_allclose(new_mv, want_mv, err_msg="moving var", **t)
     assert (y >= 0).all() and not np.signbit(y).any()
     dx, dgamma, dbeta = bn.backward_training(x, dy, mean, rstd, gamma, relu_y=y)
     for got, want, what in ((dx, want_dx, "dx"), (dgamma, want_dg, "dgamma"), (dbeta, want_db, "dbeta")):
@@ -286,7 +299,7 @@ def test_batch_norm_statistics_merge_for_any_launch_and_chunking(emu, dtype):
         for fin_block, fin_grid in ((256, None), (1, 5), (7, 2), (1024, 1)):
             for order in ORDERS_BARRIER:
                 bn = BN(emu, x, axis, use_last, nchunks=nchunks, order=order)
-                mean, var, rstd, scale, shift = bn.statistics(x, gamma, beta, fin_block, fin_grid)
+                mean, var, rstd, scale, shift, _, _ = bn.statistics(x, gamma, beta, fin_block, fin_grid)
                 what = f"nchunks {nchunks} block {fin_block} grid {fin_grid} {order}"
                 np.testing.assert_allclose(mean, want_mean, err_msg=what, **_tol(dtype))
                 np.testing.assert_allclose(var, want_var, err_msg=what, **_tol(dtype))
@@ -333,17 +346,3 @@ def test_batch_norm_apply_grid_stride_small_grids(emu, dtype):
         dx = poison(shape, dtype)
         bn.k("bn_bwd_apply")(grid, block, (dy, x, mean, g, c1, c0, x, dx, i64(3), i32(c), i32(20), i32(0)))
         np.testing.assert_allclose(dx, want_bwd, err_msg=f"bwd apply {grid}x{block}", **_tol(dtype))
-
-
-@pytest.mark.parametrize("c", [1, 37, 600])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bn_moving_gives_the_bits_of_numpy(emu, dtype, c):
-    rng = np.random.default_rng(c)
-    mm, mv, mean, var = (rng.standard_normal(c).astype(dtype) for _ in range(4))
-    momentum = 0.99
-    new_mean, new_var = poison((c,), dtype), poison((c,), dtype)
-    k = emu["batchnorm"].kernel(expr("bn_moving", dtype))
-    k(2, 64, (mm, mv, mean, var, dtype(momentum), dtype(1.0 - momentum), i32(c), new_mean, new_var))
-    want_mean, want_var = REF.batch_norm_moving_update(mm, mv, mean, var, momentum)
-    assert_same_bits(new_mean, want_mean, "moving mean")
-    assert_same_bits(new_var, want_var, "moving variance")
