@@ -1037,6 +1037,27 @@ class CupyOps(Ops):
                      (p, labels, g, dx, _i64(rows), _i32(cols, "classes"), _i64(g_stride)))
         return dx
 
+    def top1_matches(self, scores, labels):
+        cupy = self.xp
+        if scores.dtype not in (_F32, _F64) or scores.ndim != 2 or labels.dtype.kind not in "iu" or scores.size == 0:
+            return super().top1_matches(scores, labels)
+        scores = cupy.ascontiguousarray(scores)
+        labels = cupy.ascontiguousarray(labels.astype(numpy.int64, copy=False))
+        rows, cols = scores.shape
+        out = cupy.empty((rows,), dtype=_F64)
+        self._launch("softmax", "top1_match", scores.dtype, rows, (scores, labels, out, _i64(rows), _i32(cols, "classes")))
+        return out
+
+    # ------------------------------------------------------------ metrics
+    def accumulate(self, total, value, weight):
+        cupy = self.xp
+        if not (isinstance(total, cupy.ndarray) and total.dtype == _F64 and total.ndim == 0
+                and isinstance(value, cupy.ndarray) and value.ndim == 0 and value.dtype in (_F32, _F64)):
+            return super().accumulate(total, value, weight)  # the first update (a Python 0.0), or float16
+        out = cupy.empty((), dtype=_F64)
+        self._launch("elementwise", "accumulate", value.dtype, 1, (total, value, numpy.float64(weight), out))
+        return out
+
     # ------------------------------------------------------- optimizer steps
     def _multi_tensor_update(self, rule, groups, constants, decay):
         from backends import multi_tensor

@@ -1070,6 +1070,18 @@ class Ops:
         onehot = (self.xp.arange(p.shape[1]) == labels.reshape(-1, 1)).astype(p.dtype)
         return (p - onehot) * g.astype(p.dtype, copy=False).reshape(-1, 1)
 
+    # ------------------------------------------------ metrics
+    def top1_matches(self, scores, labels):
+        """Per row of the (rows, classes) float ``scores``: 1.0 (float64) where the index of the first
+        largest score equals the integer label (``labels``: (rows,)), else 0.0."""
+        xp = self.xp
+        return (labels == xp.argmax(scores, axis=-1).astype(labels.dtype)).astype(xp.float64)
+
+    def accumulate(self, total, value, weight):
+        """A metric's running total: ``total + float64(value) * weight`` (0-d ``value``, float ``weight``;
+        ``total`` a 0-d float64 array or a Python float)."""
+        return total + value.astype(self.xp.float64) * weight
+
     # ------------------------------------------------ optimizer steps
     def multi_tensor_update(self, rule, groups, constants, decay):
         """One optimizer step for many variables at once, in place, where the backend has a fused form.

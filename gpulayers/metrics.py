@@ -164,6 +164,9 @@ def sparse_categorical_accuracy(y_true, y_pred):
             f"(optionally with a trailing 1). Received: y_true.shape={tuple(y_true.shape)}, "
             f"y_pred.shape={tuple(y_pred.shape)}"
         )
+    ops = get_ops()
+    if xp is ops.xp and t.dtype.kind in "iu" and y_pred.size:  # one kernel on the GPU
+        return ops.top1_matches(y_pred.reshape(-1, y_pred.shape[-1]), t.reshape(-1)).reshape(t.shape)
     pred = xp.argmax(y_pred, axis=-1).astype(t.dtype)  # float labels compare as floats, as in Keras
     return (t == pred).astype(xp.float64)
 
@@ -315,7 +318,11 @@ class Mean(Metric):
             and not isinstance(sample_weight, (bool, np.bool_))
             and getattr(values, "ndim", None) == 0
         ):  # Keras's fast path: a scalar value with a scalar weight
-            self.total = self.total + values.astype(_namespace(values).float64) * float(sample_weight)
+            ops = get_ops()
+            if _namespace(values) is ops.xp:
+                self.total = ops.accumulate(self.total, values, float(sample_weight))  # one launch on the GPU
+            else:
+                self.total = self.total + values.astype(_namespace(values).float64) * float(sample_weight)
             self.count = self.count + float(sample_weight)
             return
         values, sw = _reduce_to_samplewise(values, sample_weight, "mean")

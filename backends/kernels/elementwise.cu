@@ -47,3 +47,11 @@ __global__ void bias_relu(const T* __restrict__ z, const T* __restrict__ bias, T
         y[i] = v > T(0) || v != v ? v : T(0);
     }
 }
+
+// A metric's running total: out = total + (double)value * weight (all 0-d; one thread does it).
+template <typename T>
+__global__ void accumulate(const double* __restrict__ total, const T* __restrict__ value, double weight,
+                           double* __restrict__ out)
+{
+    if (blockIdx.x == 0 && threadIdx.x == 0) out[0] = total[0] + (double)value[0] * weight;
+}

@@ -122,3 +122,23 @@ __global__ void sparse_xent_bwd(const T* __restrict__ p, const long long* __rest
         dx[i] = (p[i] - onehot) * g[r * g_stride];
     }
 }
+
+// Top-1 matches, one thread per row: out[r] = 1.0 where the index of the row's first largest score
+// (a NaN counts as the largest, as numpy's argmax) equals labels[r], else 0.0.
+template <typename T>
+__global__ void top1_match(const T* __restrict__ scores, const long long* __restrict__ labels,
+                           double* __restrict__ out, long long rows, int cols)
+{
+    for (long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += (long long)gridDim.x * blockDim.x) {
+        const T* s = scores + r * cols;
+        T best = s[0];
+        int at = 0;
+        for (int j = 1; j < cols && best == best; ++j) {
+            if (s[j] > best || s[j] != s[j]) {
+                best = s[j];
+                at = j;
+            }
+        }
+        out[r] = labels[r] == (long long)at ? 1.0 : 0.0;
+    }
+}

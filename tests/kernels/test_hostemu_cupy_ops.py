@@ -411,3 +411,18 @@ def test_batch_norm_training_step_through_cupy_ops(ops, shape, axis, dtype, relu
     names = {n.split("<")[0] for n in ops.launches.names}
     if dtype != np.float16 and x.size:  # one merge launch gives the moving statistics; the ReLU rides along
         assert "bn_params_welford" in names and "relu_bwd" not in names
+
+
+def test_metric_kernels_through_cupy_ops(ops):
+    rng = np.random.default_rng(7)
+    scores = rng.standard_normal((9, 4)).astype(np.float32)
+    for labels in (rng.integers(0, 4, 9), rng.integers(0, 4, 9).astype(np.uint8)):  # int64, and cast to it
+        assert_same_bits(ops.top1_matches(scores, labels), REF.top1_matches(scores, labels), "top1")
+    float_labels = rng.integers(0, 4, 9).astype(np.float32)  # compared as floats: NumpyOps' code
+    assert_same_bits(ops.top1_matches(scores, float_labels), REF.top1_matches(scores, float_labels), "float labels")
+    total = np.array(2.5)
+    for value in (np.array(0.75, np.float32), np.array(0.75, np.float64)):
+        assert_same_bits(np.asarray(ops.accumulate(total, value, 8.0)), np.asarray(REF.accumulate(total, value, 8.0)),
+                         "accumulate")
+    assert ops.accumulate(0.0, np.array(1.5, np.float32), 2.0) == 3.0  # a fresh metric's Python 0.0
+    assert {n.split("<")[0] for n in ops.launches.names} == {"top1_match", "accumulate"}

@@ -66,3 +66,12 @@ def test_bias_relu(emu, shape, axis, dtype, launch):
         y = poison(shape, dtype)
         k(grid_of(n), block, (z, z if b is None else b, y, i64(n), i32(c), i32(inner), i32(b is not None)))
         assert_same_bits(y, REF.bias_add_relu(z.copy(), b, axis), f"bias_relu bias={b is not None}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_accumulate(emu, dtype):
+    total = np.array(1.0 / 3.0)
+    value = np.array(0.1, dtype)
+    out = poison((), np.float64)
+    emu["elementwise"].kernel(expr("accumulate", dtype))(1, 32, (total, value, np.float64(32.0), out))
+    assert_same_bits(out, np.asarray(REF.accumulate(total, value, 32.0)), "accumulate")

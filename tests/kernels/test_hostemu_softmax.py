@@ -104,3 +104,19 @@ def test_sparse_xent_bwd_gives_the_bits_of_numpy(emu, shape, dtype, g_stride):
     k(3, 64, (p, labels, g, dx, i64(rows), i32(cols), i64(g_stride)))
     want = REF.sparse_xent_logits_grad(p, labels, g if g_stride else np.broadcast_to(g[0], (rows,)))
     assert_same_bits(dx, want, "sparse_xent_bwd")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_top1_match_gives_numpys_argmax_matches(emu, shape, dtype):
+    rows, cols = shape
+    rng = np.random.default_rng(5)
+    scores = rng.integers(-2, 3, shape).astype(dtype)  # ties: the first largest counts
+    if rows > 2 and cols > 2:
+        scores[1, 2] = np.nan  # a NaN is the largest, as for numpy's argmax
+        scores[2, :] = -np.inf
+    labels = rng.integers(0, cols, rows).astype(np.int64)
+    labels[0] = int(np.argmax(scores[0]))  # one sure match
+    out = poison((rows,), np.float64)
+    emu["softmax"].kernel(expr("top1_match", dtype))(3, 64, (scores, labels, out, i64(rows), i32(cols)))
+    assert_same_bits(out, REF.top1_matches(scores, labels), "top1_match")
