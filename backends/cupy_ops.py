@@ -157,6 +157,7 @@ class CupyOps(Ops):
         self.xp = cupy
         self.im2col_limit_bytes = _limit_from_env() if im2col_limit_bytes is None else max(1, int(im2col_limit_bytes))
         self.keep_patches_bytes = 128 * 2**20
+        self._ones_cache = {}
 
     def asarray(self, x, dtype=None):
         """cupy array from a cupy/numpy array, a CUDA array interface, ``__dlpack__`` or ``__array__``."""
@@ -938,6 +939,31 @@ class CupyOps(Ops):
             dgamma = None if gamma is None else dgamma.astype(out_dtype, copy=False)
             dbeta = dbeta.astype(out_dtype, copy=False) if has_beta else None
         return dx.astype(out_dtype, copy=False), dgamma, dbeta
+
+    # ------------------------------------------------------- bias gradients
+    def _ones(self, n, dtype):
+        """A cached device vector of ``n`` ones (read only): the other operand of the bias-gradient GEMVs."""
+        key = (int(n), numpy.dtype(dtype).name, self.xp.cuda.runtime.getDevice())
+        ones = self._ones_cache.get(key)
+        if ones is None:
+            ones = self._ones_cache[key] = self.xp.ones((int(n),), dtype=dtype)
+        return ones
+
+    def channel_sum(self, a, axis):
+        # A GEMV against ones (cuBLAS) instead of CuPy's generic reduction, which runs on one or two
+        # blocks for a bias gradient's shape: the sum over the rows of the (rows, C) view, or over
+        # the images after the positions for channels_first.
+        cupy = self.xp
+        if not isinstance(a, cupy.ndarray) or a.dtype not in (_F32, _F64) or a.size == 0 or a.ndim < 2:
+            return super().channel_sum(a, axis)
+        axis %= a.ndim
+        a = cupy.ascontiguousarray(a)
+        c, inner = int(a.shape[axis]), _prod(a.shape[axis + 1 :])
+        outer = a.size // (c * inner)
+        if inner == 1:
+            return self._ones(outer, a.dtype) @ a.reshape(outer, c)
+        per_image = a.reshape(outer * c, inner) @ self._ones(inner, a.dtype)
+        return self._ones(outer, a.dtype) @ per_image.reshape(outer, c)
 
     # ------------------------------------------------------- elementwise
     def _elementwise(self, kernel, dtype, n, args):

@@ -148,7 +148,7 @@ class Dense(Layer):
                 if needs[1]:
                     dk = ops.matmul(x.reshape(rows, x.shape[-1]).T, dz2)
                 if needs[2]:
-                    db = dz2.sum(axis=0)
+                    db = ops.channel_sum(dz2, 1)
             return dx, dk, db
 
         return backward

@@ -426,3 +426,14 @@ def test_metric_kernels_through_cupy_ops(ops):
                          "accumulate")
     assert ops.accumulate(0.0, np.array(1.5, np.float32), 2.0) == 3.0  # a fresh metric's Python 0.0
     assert {n.split("<")[0] for n in ops.launches.names} == {"top1_match", "accumulate"}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape, axis", [((6, 5), 1), ((2, 4, 3, 5), 3), ((2, 5, 4, 3), 1), ((3, 0, 2), 2)])
+def test_channel_sum_through_cupy_ops(ops, shape, axis, dtype):
+    a = np.random.default_rng(8).standard_normal(shape).astype(dtype)
+    got = ops.channel_sum(a, axis)
+    want = REF.channel_sum(a, axis)
+    assert got.shape == want.shape == (shape[axis],) and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-2 if dtype == np.float16 else 1e-5, atol=1e-2 if dtype == np.float16 else 1e-5)
+    np.testing.assert_allclose(ops.channel_sum(np.asfortranarray(a), axis), want, rtol=1e-2, atol=1e-2)
