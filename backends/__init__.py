@@ -99,8 +99,9 @@ def set_tf32(enabled):
     Applies to the active cupy backend at once and to one created later;
     NumpyOps has no TF32 and ignores it. Until this is called, CuPy's own
     default holds: float32, or TF32 where ``CUPY_TF32=1`` is set. Raises
-    TypeError for a non-bool; a GPU without TF32 (before Ampere) raises
-    from CuPy, and the setting stays as it was.
+    TypeError for a non-bool; where CuPy refuses (raises), the setting stays
+    as it was. On a GPU without TF32 (before Ampere) CuPy warns and keeps
+    float32. Bias gradients stay in float32 sums either way.
     """
     global _tf32
     if not isinstance(enabled, bool):

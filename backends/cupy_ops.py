@@ -33,14 +33,16 @@ How the wrappers treat their inputs:
   chunk retries with half the chunk, down to one image, then raises
   MemoryError naming the layer's shapes. In a training step
   (:meth:`CupyOps.conv2d_forward_train`) the forward's im2col matrix is kept
-  for the weight gradient when one chunk held the whole batch and it is no
-  larger than :attr:`CupyOps.keep_patches_bytes` (default 128 MiB; 0 keeps
-  none): memory for one im2col pass fewer.
+  for the weight gradient when one chunk held the whole batch, as long as
+  the matrices kept alive, across layers, stay within
+  :attr:`CupyOps.keep_patches_bytes` (default 256 MiB; 0 keeps none): one
+  im2col pass fewer, for bounded memory.
 """
 
 import collections
 import os
 import threading
+import weakref
 
 import numpy
 
@@ -131,6 +133,21 @@ def _load_error(spec, expression, exc):
     return RuntimeError(f"Loading the gpulayers CUDA kernels in {where} failed. Cause: {text}")
 
 
+class _KeptPatches:
+    """A forward's im2col matrix kept for the weight gradient; its bytes count against
+    :attr:`CupyOps.keep_patches_bytes` for as long as it lives."""
+
+    __slots__ = ("array", "__weakref__")
+
+    def __init__(self, array):
+        self.array = array
+
+
+def _release(counter, nbytes):
+    with _lock:
+        counter[0] -= nbytes
+
+
 _ConvGeom = collections.namedtuple(
     "_ConvGeom", "n h w c kh kw f oh ow sh sw dh dw top left cf K rows m direct"
 )
@@ -156,7 +173,8 @@ class CupyOps(Ops):
             raise ImportError(f"CupyOps needs cupy, which does not import here ({type(exc).__name__}: {exc})") from exc
         self.xp = cupy
         self.im2col_limit_bytes = _limit_from_env() if im2col_limit_bytes is None else max(1, int(im2col_limit_bytes))
-        self.keep_patches_bytes = 128 * 2**20
+        self.keep_patches_bytes = 256 * 2**20
+        self._kept_patches = [0]  # bytes of the im2col matrices kept alive now, across layers
         self._ones_cache = {}
 
     def asarray(self, x, dtype=None):
@@ -404,7 +422,7 @@ class CupyOps(Ops):
                 def body(b0, b1, col):
                     self._im2col(x, g, b0, b1, col)
                     cupy.matmul(col, w2d, out=y2d[b0 * g.rows : b1 * g.rows])
-                    if keep and b0 == 0 and b1 == g.n and col.nbytes <= self.keep_patches_bytes:  # the whole matrix
+                    if keep and b0 == 0 and b1 == g.n:  # one chunk: col is the whole matrix
                         patches.append(col)
 
                 shapes = f"x {tuple(x.shape)} ({data_format}), kernel {tuple(kernel.shape)}"
@@ -412,7 +430,17 @@ class CupyOps(Ops):
         y = y2d.reshape(g.n, g.oh, g.ow, g.f)
         if g.cf:
             y = cupy.ascontiguousarray(y.transpose(0, 3, 1, 2))
-        return y.astype(out_dtype, copy=False), (patches[0] if patches else None)
+        return y.astype(out_dtype, copy=False), (self._keep(patches[0]) if patches else None)
+
+    def _keep(self, col):
+        """``col`` wrapped to be kept for the weight gradient, or None when the budget has no room."""
+        with _lock:
+            if self._kept_patches[0] + col.nbytes > self.keep_patches_bytes:
+                return None
+            self._kept_patches[0] += col.nbytes
+        kept = _KeptPatches(col)
+        weakref.finalize(kept, _release, self._kept_patches, col.nbytes)
+        return kept
 
     def conv2d_backward_input(self, dy, kernel, x_shape, strides, pads, dilation, data_format):
         cupy = self.xp
@@ -462,8 +490,9 @@ class CupyOps(Ops):
             dw.fill(0)
         elif g.direct:
             cupy.matmul(x.reshape(g.m, g.c).T, dy2d, out=dw)
-        elif patches is not None and tuple(patches.shape) == (g.m, g.K) and patches.dtype == dt:
-            cupy.matmul(patches.T, dy2d, out=dw)  # the forward's im2col matrix: no second im2col
+        elif isinstance(patches, _KeptPatches) and tuple(patches.array.shape) == (g.m, g.K) \
+                and patches.array.dtype == dt:
+            cupy.matmul(patches.array.T, dy2d, out=dw)  # the forward's im2col matrix: no second im2col
         else:
 
             def body(b0, b1, col):
@@ -946,6 +975,8 @@ class CupyOps(Ops):
         key = (int(n), numpy.dtype(dtype).name, self.xp.cuda.runtime.getDevice())
         ones = self._ones_cache.get(key)
         if ones is None:
+            if len(self._ones_cache) >= 32:  # batch and image sizes vary little; do not grow without bound
+                self._ones_cache.clear()
             ones = self._ones_cache[key] = self.xp.ones((int(n),), dtype=dtype)
         return ones
 
@@ -954,7 +985,10 @@ class CupyOps(Ops):
         # blocks for a bias gradient's shape: the sum over the rows of the (rows, C) view, or over
         # the images after the positions for channels_first.
         cupy = self.xp
-        if not isinstance(a, cupy.ndarray) or a.dtype not in (_F32, _F64) or a.size == 0 or a.ndim < 2:
+        import backends
+
+        if not isinstance(a, cupy.ndarray) or a.dtype not in (_F32, _F64) or a.size == 0 or a.ndim < 2 \
+                or backends.tf32_enabled():  # TF32 would round every summand to 10 bits
             return super().channel_sum(a, axis)
         axis %= a.ndim
         a = cupy.ascontiguousarray(a)
@@ -970,7 +1004,7 @@ class CupyOps(Ops):
         self._launch("elementwise", kernel, dtype, n, args + (_i64(n),))
 
     def relu_backward(self, x, dy):
-        if x.dtype not in (_F32, _F64) or dy.dtype != x.dtype or x.shape != dy.shape:
+        if x.dtype not in (_F32, _F64) or dy.dtype != x.dtype or x.shape != dy.shape or x.ndim == 0:
             return super().relu_backward(x, dy)
         cupy = self.xp
         x, dy = cupy.ascontiguousarray(x), cupy.ascontiguousarray(dy)
@@ -980,7 +1014,9 @@ class CupyOps(Ops):
 
     def bias_add_relu(self, z, bias, axis):
         cupy = self.xp
-        if z.dtype not in (_F32, _F64) or (bias is not None and (bias.dtype != z.dtype or bias.shape != (z.shape[axis],))):
+        if z.dtype not in (_F32, _F64) or z.ndim == 0 or (
+            bias is not None and (bias.dtype != z.dtype or bias.shape != (z.shape[axis],))
+        ):
             return super().bias_add_relu(z, bias, axis)
         z = cupy.ascontiguousarray(z)
         axis %= z.ndim
@@ -993,7 +1029,7 @@ class CupyOps(Ops):
         return y
 
     def dropout(self, x, u, keep):
-        if x.dtype not in (_F32, _F64) or u.dtype != x.dtype or u.shape != x.shape or keep == 0:
+        if x.dtype not in (_F32, _F64) or u.dtype != x.dtype or u.shape != x.shape or keep == 0 or x.ndim == 0:
             return super().dropout(x, u, keep)  # a broadcast noise_shape, float16, rate 1
         cupy = self.xp
         x, u = cupy.ascontiguousarray(x), cupy.ascontiguousarray(u)
@@ -1002,7 +1038,8 @@ class CupyOps(Ops):
         return y, kept
 
     def dropout_backward(self, dy, kept, keep):
-        if dy.dtype not in (_F32, _F64) or kept.shape != dy.shape or kept.dtype != numpy.bool_ or keep == 0:
+        if dy.dtype not in (_F32, _F64) or kept.shape != dy.shape or kept.dtype != numpy.bool_ or keep == 0 \
+                or dy.ndim == 0:
             return super().dropout_backward(dy, kept, keep)
         cupy = self.xp
         dy, kept = cupy.ascontiguousarray(dy), cupy.ascontiguousarray(kept)
@@ -1065,7 +1102,9 @@ class CupyOps(Ops):
 
     def top1_matches(self, scores, labels):
         cupy = self.xp
-        if scores.dtype not in (_F32, _F64) or scores.ndim != 2 or labels.dtype.kind not in "iu" or scores.size == 0:
+        # Labels narrower than 32 bits take the generic path: Keras casts the argmax to their dtype (wrapping).
+        if scores.dtype not in (_F32, _F64) or scores.ndim != 2 or labels.dtype.kind not in "iu" \
+                or labels.dtype.itemsize < 4 or scores.size == 0:
             return super().top1_matches(scores, labels)
         scores = cupy.ascontiguousarray(scores)
         labels = cupy.ascontiguousarray(labels.astype(numpy.int64, copy=False))
@@ -1095,6 +1134,9 @@ class CupyOps(Ops):
                     return False  # host arrays (a variable kept on the CPU): the optimizer's own rule
             if not isinstance(w, cupy.ndarray):
                 return False
+        updated = [a.data.ptr for w, _, *state in groups for a in (w, *state) if a is not None and a.size]
+        if len(set(updated)) != len(updated):
+            return False  # one array listed twice: in place, its blocks would race
         dtype = groups[0][0].dtype
         chunk = _i32(multi_tensor.CHUNK, "chunk")
         for table, chunks in multi_tensor.tables(groups, decay, lambda a: a.data.ptr):

@@ -164,8 +164,10 @@ class Variable(Tensor):
                 f"Invalid shape for `value` of variable '{self.path}': expected {tuple(self.data.shape)}. "
                 f"Received: value.shape={tuple(new.shape)}"
             )
-        if new is raw and not isinstance(value, Tensor):
-            new = new.copy()  # never alias a caller's array, which they may change later
+        if new is raw:
+            # Never alias another array, a Tensor's or another Variable's included: the GPU optimizer
+            # updates variables in place, and the caller may change theirs later.
+            new = new.copy()
         self.data = new
         return Tensor(new)
 

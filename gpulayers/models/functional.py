@@ -125,6 +125,7 @@ def relu_epilogues(nodes, outputs):
     """``{id(batch-norm node): relu node}`` for each BatchNormalization call whose one output is used by a
     plain ReLU (``Activation("relu")`` or a default ``ReLU()``) and nowhere else (not even as a model
     output), both layers of the same dtype and without activity regularizers."""
+    ids = {id(node) for node in nodes}
     uses = {}
     for node in nodes:
         for t in node.input_tensors:
@@ -139,6 +140,8 @@ def relu_epilogues(nodes, outputs):
         if uses.get(id(t)) != 1 or t._keras_history is None:
             continue
         parent = _node_of(t)
+        if id(parent) not in ids:  # made outside this model (its input): the model never calls it
+            continue
         if len(parent.output_tensors) == 1 and not parent.arguments[1] and fuses_relu(parent.operation, node.operation):
             out[id(parent)] = node
     return out
@@ -205,7 +208,6 @@ class Functional(Model):
         self._graph_nodes = [n for n in nodes if not n.is_input]
         self._node_ids = {id(n) for n in nodes}
         self._relu_epilogues = relu_epilogues(self._graph_nodes, flat_outputs)
-        self._fused_away = {id(n) for n in self._relu_epilogues.values()}
         self._operations = operations
         for op in operations:
             self._track(op)
@@ -214,7 +216,7 @@ class Functional(Model):
 
     _untracked_attributes = Model._untracked_attributes | {
         "_inputs_struct", "_outputs_struct", "_inputs", "_outputs", "_graph_nodes", "_node_ids", "_operations",
-        "_relu_epilogues", "_fused_away",
+        "_relu_epilogues",
     }
 
     # ------------------------------------------------------------ structure
@@ -348,8 +350,9 @@ class Functional(Model):
         values = {}
         for ref, x in zip(self._inputs, self._flat_inputs(inputs)):
             values[id(ref)] = self._adapt(x, ref)
+        fused_away = set()
         for node in self._graph_nodes:
-            if id(node) in self._fused_away:
+            if id(node) in fused_away:
                 continue  # its ReLU ran inside the batch normalization before it
             layer = node.operation
             args, kwargs = node.arguments
@@ -359,8 +362,11 @@ class Functional(Model):
             if training is not None and _call_info(type(layer))[0]:
                 kwargs["training"] = training
             relu = self._relu_epilogues.get(id(node))
-            if relu is not None:
+            if relu is not None and fuses_relu(layer, relu.operation):  # still (the layers may have changed)
                 kwargs["_then_relu"] = True
+                fused_away.add(id(relu))
+            else:
+                relu = None
             outputs = layer(*args, **kwargs)
             for ref, y in zip((relu or node).output_tensors, flatten(outputs)):
                 values[id(ref)] = y

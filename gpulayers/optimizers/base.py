@@ -580,10 +580,12 @@ class Optimizer:
         """The update of every variable in one multi-tensor launch, where the backend has one.
 
         CupyOps does (``backends/multi_tensor.py``): the variables and their
-        state are then updated in place. Returns False, having changed
-        nothing, where it does not apply: NumpyOps, a subclass with its own
-        ``_update_step``, constraints, or variables that are not all float32
-        or all float64 on the device.
+        state are then updated in place (``Variable.assign`` copies, so no two
+        variables share an array). Returns False, having changed nothing,
+        where it does not apply: NumpyOps, a subclass with its own
+        ``_update_step``, constraints, variables that are not all float32 or
+        all float64 on the device, arrays that are not C-contiguous, or two
+        variables on one array.
         """
         owner = next(c for c in type(self).__mro__ if "_update_step" in vars(c))
         if "_fused_rule" not in vars(owner) or any(getattr(v, "constraint", None) is not None for v in variables):
@@ -595,6 +597,9 @@ class Optimizer:
         ):
             return False
         rule, constants, slots = self._fused_rule(lr)
+        arrays = [v.value for v in variables] + [state[s] for state in states for s in slots if s is not None]
+        if any(not a.flags.c_contiguous or a.dtype != dtype for a in arrays):
+            return False  # e.g. a Fortran-ordered weight from cupy.asarray: the per-variable rule handles it
         constants["wd"] = 0.0 if self.weight_decay is None else self.weight_decay
         decay = [self.weight_decay is not None and self._use_weight_decay(v) for v in variables]
         try:

@@ -117,3 +117,43 @@ def test_clipping_runs_before_the_fused_step(counter):
     with counter.paused():
         _same(got_w, want_w)
         _same(got_s, want_s)
+
+
+def test_arrays_the_kernel_cannot_update_in_place_take_the_per_variable_path(counter):
+    # A Fortran-ordered weight (what cupy.asarray keeps of a transposed numpy array) and one variable given
+    # twice: no multi-tensor launch, and the results of the per-variable rule.
+    from backends import get_ops
+    from counting_cupy import DeviceArray
+    from gpulayers.optimizers import SGD
+    from gpulayers.variables import Variable
+
+    ops = get_ops()
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    g = np.full((2, 3), 0.5, np.float32)
+    fortran = Variable.from_array(DeviceArray(np.asfortranarray(w), counter), name="f")
+    counter.reset()
+    SGD(0.1, momentum=0.9).apply([ops.asarray(g)], [fortran])
+    assert not any(name.startswith("mt_") for _, name in counter.log)
+    with counter.paused():
+        np.testing.assert_allclose(ops.to_numpy(fortran.value), w - 0.1 * g, rtol=1e-6)
+    same = Variable(ops.asarray(w), name="s")
+    counter.reset()
+    SGD(0.1).apply([ops.asarray(g), ops.asarray(g)], [same, same])
+    assert not any(name.startswith("mt_") for _, name in counter.log)
+    with counter.paused():
+        np.testing.assert_allclose(ops.to_numpy(same.value), w - 0.1 * g, rtol=1e-6)  # the last update wins
+
+
+def test_assign_never_shares_an_array_between_variables(counter):
+    from backends import get_ops
+    from gpulayers.optimizers import SGD
+    from gpulayers.variables import Variable
+
+    ops = get_ops()
+    online = Variable(ops.asarray(np.ones(4, np.float32)), name="online")
+    target = Variable(ops.asarray(np.zeros(4, np.float32)), name="target")
+    target.assign(online)
+    SGD(0.1).apply([ops.asarray(np.ones(4, np.float32))], [online])  # in place, on the device
+    with counter.paused():
+        np.testing.assert_array_equal(ops.to_numpy(target.value), np.ones(4, np.float32))
+        np.testing.assert_allclose(ops.to_numpy(online.value), np.full(4, 0.9, np.float32))

@@ -437,3 +437,28 @@ def test_channel_sum_through_cupy_ops(ops, shape, axis, dtype):
     assert got.shape == want.shape == (shape[axis],) and got.dtype == want.dtype
     np.testing.assert_allclose(got, want, rtol=1e-2 if dtype == np.float16 else 1e-5, atol=1e-2 if dtype == np.float16 else 1e-5)
     np.testing.assert_allclose(ops.channel_sum(np.asfortranarray(a), axis), want, rtol=1e-2, atol=1e-2)
+
+
+def test_kept_patches_share_one_budget_across_layers(ops):
+    import gc
+
+    shape, kshape, strides, dil, pads = CONV[0]
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape).astype(np.float32)
+    kernel = rng.standard_normal(kshape).astype(np.float32)
+    _, first = ops.conv2d_forward_train(x, kernel, strides, pads, dil, "channels_last")
+    ops.keep_patches_bytes = first.array.nbytes  # room for one matrix only
+    _, second = ops.conv2d_forward_train(x, kernel, strides, pads, dil, "channels_last")
+    assert second is None  # the first still holds the budget
+    del first
+    gc.collect()
+    _, third = ops.conv2d_forward_train(x, kernel, strides, pads, dil, "channels_last")
+    assert third is not None  # released with the first one's closure
+
+
+def test_zero_dimensional_inputs_keep_their_shape_through_cupy_ops(ops):
+    x, dy = np.array(1.5, np.float32), np.array(2.0, np.float32)
+    assert ops.relu_backward(x, dy).shape == ()
+    y, kept = ops.dropout(x, np.array(0.25, np.float32), 0.5)
+    assert y.shape == () and ops.dropout_backward(dy, kept, 0.5).shape == ()
+    assert ops.bias_add_relu(np.array(-1.0, np.float32), None, 0).shape == ()

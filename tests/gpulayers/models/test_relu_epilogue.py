@@ -89,3 +89,21 @@ def test_a_frozen_normalization_fuses_with_its_relu_too(monkeypatch):
     assert loss == want_loss
     for a, b in zip(weights, want_weights, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_normalization_made_outside_the_model_is_not_fused():
+    # The model's input is the normalization's output: the model never calls the normalization.
+    bn_out = layers.BatchNormalization()(layers.Input((3,)))
+    model = gpulayers.Model(bn_out, layers.ReLU()(bn_out))
+    assert not model._relu_epilogues
+    np.testing.assert_array_equal(np.asarray(model(np.array([[-1.0, 2.0, -3.0]], "float32"))), [[0.0, 2.0, 0.0]])
+
+
+def test_a_relu_changed_after_the_model_was_built_is_not_fused():
+    x = inputs = layers.Input((3,))
+    act = layers.Activation("relu")
+    model = gpulayers.Model(inputs, act(layers.BatchNormalization()(x)))
+    assert len(model._relu_epilogues) == 1
+    act.activation = gpulayers.activations.linear
+    out = np.asarray(model(np.array([[-1.0, 2.0, -3.0], [1.0, 0.0, 3.0]], "float32"), training=True))
+    assert (out < 0).any()  # the linear activation now, not a ReLU
