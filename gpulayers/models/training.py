@@ -30,6 +30,19 @@ from gpulayers.tree import flatten, map_structure
 
 __all__ = ["COMPILE_KEYS", "Trainer"]
 
+# The gradient seed of a scalar loss, ones of its dtype, made once per backend and dtype instead of a fill
+# per step. Backward passes only read their upstream gradient, and the optimizer only reads its gradients.
+_LOSS_SEEDS = {}
+
+
+def _loss_seed(loss):
+    ops = get_ops()
+    key = (id(ops), loss.data.dtype.str, tuple(loss.data.shape))
+    seed = _LOSS_SEEDS.get(key)
+    if seed is None or seed[0] is not ops:
+        seed = _LOSS_SEEDS[key] = (ops, ops.xp.ones(loss.data.shape, dtype=loss.data.dtype))
+    return seed[1]
+
 
 def _check_verbose(verbose):
     if verbose == "auto":
@@ -530,7 +543,7 @@ class Trainer:
         try:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            grads = autodiff.gradient(loss, weights, free=True) if weights else []
+            grads = autodiff.gradient(loss, weights, output_gradient=_loss_seed(loss), free=True) if weights else []
         except BaseException:
             for v, value_before in saved:
                 v.data = value_before
