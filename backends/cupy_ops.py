@@ -842,9 +842,6 @@ class CupyOps(Ops):
             new_mm, new_mv = moving_mean, moving_var
         return y, new_mm, new_mv, (None, cache)
 
-    def _bn_own_cache(self, cache):
-        return isinstance(cache, tuple) and cache and isinstance(cache[0], str) and cache[0] == self._BN_CACHE_TAG
-
     def _bn_forward_training(self, x, gamma, beta, axis, epsilon, relu=False, moving=None):
         """(y, mean, var, cache, new moving mean, new moving var); the moving ones None unless folded in."""
         cupy = self.xp
@@ -890,7 +887,7 @@ class CupyOps(Ops):
     def batch_norm_backward_training(self, dy, cache):
         cupy = self.xp
         op = "batch_norm_backward_training"
-        if not self._bn_own_cache(cache):
+        if not (isinstance(cache, tuple) and cache and isinstance(cache[0], str) and cache[0] == self._BN_CACHE_TAG):
             return super().batch_norm_backward_training(dy, cache)  # a cache made by the generic code
         _, x, mean, rstd, gamma, has_beta, axis, div, out_dtype, (outer, c, inner), relu_y = cache
         dt = x.dtype
@@ -1071,12 +1068,16 @@ class CupyOps(Ops):
         self._row_launch("softmax_rows", x.dtype, x.size // cols, cols, (x, y))
         return y
 
+    def _rows_and_labels(self, p, labels):
+        """A (rows, classes) matrix and its labels as the row kernels read them: C order, int64 labels."""
+        cupy = self.xp
+        return cupy.ascontiguousarray(p), cupy.ascontiguousarray(labels.astype(numpy.int64, copy=False))
+
     def sparse_xent_values(self, p, labels, lo, hi):
         if p.dtype not in (_F32, _F64) or p.size == 0:
             return super().sparse_xent_values(p, labels, lo, hi)
         cupy = self.xp
-        p = cupy.ascontiguousarray(p)
-        labels = cupy.ascontiguousarray(labels.astype(numpy.int64, copy=False))
+        p, labels = self._rows_and_labels(p, labels)
         rows, cols = p.shape
         values = cupy.empty((rows,), dtype=p.dtype)
         t = p.dtype.type
@@ -1087,8 +1088,7 @@ class CupyOps(Ops):
         if p.dtype not in (_F32, _F64) or p.size == 0:
             return super().sparse_xent_logits_grad(p, labels, g)
         cupy = self.xp
-        p = cupy.ascontiguousarray(p)
-        labels = cupy.ascontiguousarray(labels.astype(numpy.int64, copy=False))
+        p, labels = self._rows_and_labels(p, labels)
         rows, cols = p.shape
         g = g.astype(p.dtype, copy=False).reshape(rows)
         if g.strides[0] == 0:  # one value for every row (a mean's gradient, broadcast): read it once
@@ -1106,8 +1106,7 @@ class CupyOps(Ops):
         if scores.dtype not in (_F32, _F64) or scores.ndim != 2 or labels.dtype.kind not in "iu" \
                 or labels.dtype.itemsize < 4 or scores.size == 0:
             return super().top1_matches(scores, labels)
-        scores = cupy.ascontiguousarray(scores)
-        labels = cupy.ascontiguousarray(labels.astype(numpy.int64, copy=False))
+        scores, labels = self._rows_and_labels(scores, labels)
         rows, cols = scores.shape
         out = cupy.empty((rows,), dtype=_F64)
         self._launch("softmax", "top1_match", scores.dtype, rows, (scores, labels, out, _i64(rows), _i32(cols, "classes")))
@@ -1128,12 +1127,8 @@ class CupyOps(Ops):
         from backends import multi_tensor
 
         cupy = self.xp
-        for w, *rest in groups:
-            for a in rest:
-                if a is not None and not isinstance(a, cupy.ndarray):
-                    return False  # host arrays (a variable kept on the CPU): the optimizer's own rule
-            if not isinstance(w, cupy.ndarray):
-                return False
+        if any(a is not None and not isinstance(a, cupy.ndarray) for group in groups for a in group):
+            return False  # host arrays (a variable kept on the CPU): the optimizer's own rule
         updated = [a.data.ptr for w, _, *state in groups for a in (w, *state) if a is not None and a.size]
         if len(set(updated)) != len(updated):
             return False  # one array listed twice: in place, its blocks would race

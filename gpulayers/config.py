@@ -223,4 +223,3 @@ def _load():
 
 
 _load()
-

@@ -318,11 +318,7 @@ class Mean(Metric):
             and not isinstance(sample_weight, (bool, np.bool_))
             and getattr(values, "ndim", None) == 0
         ):  # Keras's fast path: a scalar value with a scalar weight
-            ops = get_ops()
-            if _namespace(values) is ops.xp:
-                self.total = ops.accumulate(self.total, values, float(sample_weight))  # one launch on the GPU
-            else:
-                self.total = self.total + values.astype(_namespace(values).float64) * float(sample_weight)
+            self.total = get_ops().accumulate(self.total, values, float(sample_weight))  # one launch on the GPU
             self.count = self.count + float(sample_weight)
             return
         values, sw = _reduce_to_samplewise(values, sample_weight, "mean")

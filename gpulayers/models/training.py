@@ -37,11 +37,12 @@ _LOSS_SEEDS = {}
 
 def _loss_seed(loss):
     ops = get_ops()
-    key = (id(ops), loss.data.dtype.str, tuple(loss.data.shape))
-    seed = _LOSS_SEEDS.get(key)
-    if seed is None or seed[0] is not ops:
-        seed = _LOSS_SEEDS[key] = (ops, ops.xp.ones(loss.data.shape, dtype=loss.data.dtype))
-    return seed[1]
+    key = (loss.data.dtype.str, tuple(loss.data.shape))
+    made_by, seed = _LOSS_SEEDS.get(key, (None, None))
+    if made_by is not ops:  # first use, or another backend since
+        seed = ops.xp.ones(loss.data.shape, dtype=loss.data.dtype)
+        _LOSS_SEEDS[key] = (ops, seed)
+    return seed
 
 
 def _check_verbose(verbose):

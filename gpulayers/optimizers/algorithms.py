@@ -114,10 +114,14 @@ class Adam(Optimizer):
         # Keras builds momentum and velocity together (interleaved per variable), then velocity_hat.
         return (("momentum", "velocity"),) + ((("velocity_hat",),) if self.amsgrad else ())
 
+    def _alpha(self, lr):
+        """The step size with both bias corrections, for step ``iterations + 1``."""
+        t = self._iterations + 1
+        return lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
+
     def _update_step(self, g, w, lr, state):
         xp = array_namespace(w)
-        t = self._iterations + 1
-        alpha = lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
+        alpha = self._alpha(lr)
         m, v = state["momentum"], state["velocity"]
         m = m + (g - m) * (1 - self.beta_1)
         v = v + (g * g - v) * (1 - self.beta_2)
@@ -127,8 +131,7 @@ class Adam(Optimizer):
         return w - (m * alpha) / (xp.sqrt(v) + self.epsilon), new_state
 
     def _fused_rule(self, lr):
-        t = self._iterations + 1
-        constants = {"lr": lr, "alpha": lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t),
+        constants = {"lr": lr, "alpha": self._alpha(lr),
                      "one_minus_beta_1": 1 - self.beta_1, "one_minus_beta_2": 1 - self.beta_2,
                      "epsilon": self.epsilon, "amsgrad": self.amsgrad}
         return "adam", constants, ("momentum", "velocity", "velocity_hat" if self.amsgrad else None)

@@ -593,7 +593,7 @@ class Optimizer:
         ops = get_ops()
         dtype = variables[0].value.dtype
         if ops.xp is np or dtype not in (np.float32, np.float64) or any(
-            array_namespace(v.value) is not ops.xp or v.value.dtype != dtype for v in variables
+            array_namespace(v.value) is not ops.xp for v in variables
         ):
             return False
         rule, constants, slots = self._fused_rule(lr)
