@@ -14,10 +14,12 @@ from gpulayers import (
     config,
     constraints,
     datasets,
+    dtype_policies,
     initializers,
     layers,
     losses,
     metrics,
+    mixed_precision,
     models,
     ops,
     optimizers,
@@ -27,6 +29,7 @@ from gpulayers import (
     utils,
 )
 from gpulayers.autodiff import GradientTape, Tensor, no_backward
+from gpulayers.dtype_policies import DTypePolicy, FloatDTypePolicy
 from gpulayers.initializers import Initializer
 from gpulayers.layers import Input, InputLayer, InputSpec, Layer
 from gpulayers.losses import Loss
@@ -48,6 +51,8 @@ def version():
 
 
 __all__ = [
+    "DTypePolicy",
+    "FloatDTypePolicy",
     "Functional",
     "GradientTape",
     "Initializer",
@@ -74,11 +79,13 @@ __all__ = [
     "config",
     "constraints",
     "datasets",
+    "dtype_policies",
     "get_backend",
     "initializers",
     "layers",
     "losses",
     "metrics",
+    "mixed_precision",
     "models",
     "no_backward",
     "ops",

@@ -61,6 +61,23 @@ def no_backward():
     return _recording_set(False)
 
 
+def autocast_dtype():
+    """The dtype float variables are read in here (a mixed-precision layer's compute dtype), or None."""
+    return getattr(_state, "autocast", None)
+
+
+@contextlib.contextmanager
+def autocast_scope(dtype):
+    """Within this block a float Variable with ``autocast`` reads as a cast to ``dtype`` (None: as itself),
+    a node on the tape, so its gradient comes back in the variable's own dtype (Keras's AutocastScope)."""
+    previous = autocast_dtype()
+    _state.autocast = None if dtype is None else np.dtype(dtype)
+    try:
+        yield
+    finally:
+        _state.autocast = previous
+
+
 # ---------------------------------------------------------------- nodes
 
 
@@ -355,7 +372,13 @@ def unwrap(x):
 def as_tensor(x, dtype=None):
     """``x`` as a Tensor on the active backend (a Tensor stays itself unless a cast is asked for)."""
     if isinstance(x, Tensor):
-        if dtype is None or x.data.dtype == np.dtype(dtype):
+        if dtype is None:
+            cast = getattr(_state, "autocast", None)
+            if cast is None or x.node is not None or not getattr(x, "autocast", False) \
+                    or x.data.dtype == cast or x.data.dtype.kind != "f":
+                return x
+            return _ops.cast(x, cast)  # a variable read inside a mixed-precision layer
+        if x.data.dtype == np.dtype(dtype):
             return x
         return _ops.cast(x, dtype)
     ops = get_ops()

@@ -14,6 +14,7 @@ import warnings
 __all__ = [
     "backend",
     "disable_tf32",
+    "dtype_policy",
     "disable_traceback_filtering",
     "enable_tf32",
     "enable_traceback_filtering",
@@ -26,6 +27,7 @@ __all__ = [
     "set_epsilon",
     "set_floatx",
     "set_check_numerics",
+    "set_dtype_policy",
     "set_image_data_format",
     "standardize_data_format",
     "check_numerics",
@@ -108,6 +110,20 @@ def set_epsilon(value):
     """Set the fuzz factor returned by :func:`epsilon`."""
     global _epsilon
     _epsilon = _check_epsilon(value, "value")
+
+
+def dtype_policy():
+    """The global dtype policy (:func:`gpulayers.dtype_policies.dtype_policy`)."""
+    from gpulayers import dtype_policies
+
+    return dtype_policies.dtype_policy()
+
+
+def set_dtype_policy(policy):
+    """Set the global dtype policy, e.g. ``"mixed_float16"`` (:func:`gpulayers.dtype_policies.set_dtype_policy`)."""
+    from gpulayers import dtype_policies
+
+    dtype_policies.set_dtype_policy(policy)
 
 
 def check_numerics():

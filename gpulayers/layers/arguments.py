@@ -14,7 +14,6 @@ __all__ = [
     "MAX_DIM",
     "conv_output_length",
     "same_pads",
-    "serialize_dtype",
     "standardize_bool",
     "standardize_dtype",
     "standardize_int",
@@ -144,7 +143,7 @@ _FLOAT_DTYPES = ("float16", "float32", "float64")
 
 
 def standardize_dtype(dtype, name="dtype"):
-    """A layer dtype as a string: None -> floatx(); Keras's DTypePolicy config accepted."""
+    """A float dtype name (an Input's): None -> floatx(); a DTypePolicy or its config naming one accepted."""
     if dtype is None:
         return config.floatx()
     if isinstance(dtype, dict):  # Keras 3 serializes a layer's dtype as a DTypePolicy
@@ -161,15 +160,10 @@ def standardize_dtype(dtype, name="dtype"):
             pass
     if text not in _FLOAT_DTYPES:
         raise ValueError(
-            f"Invalid value for `{name}`: expected one of {_FLOAT_DTYPES} "
-            f"(mixed-precision policies are not supported). Received: {name}={dtype!r}"
+            f"Invalid value for `{name}`: expected one of {_FLOAT_DTYPES}. "
+            f"Received: {name}={dtype!r}"
         )
     return text
-
-
-def serialize_dtype(dtype):
-    """Keras 3's config form of a layer dtype."""
-    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype}, "registered_name": None}
 
 
 MAX_DIM = int(np.iinfo(np.intp).max)

@@ -17,6 +17,7 @@ default), clears the losses of the outermost call's layers, calls, and adds
 the activity regularizer's loss (divided by the batch size, as Keras 3.14+).
 """
 
+import contextlib
 import inspect
 import math
 import threading
@@ -24,9 +25,9 @@ import threading
 import numpy as np
 
 from backends import get_ops
-from gpulayers import activations, autodiff, config, constraints, initializers, regularizers, utils
+from gpulayers import activations, autodiff, config, constraints, dtype_policies, initializers, regularizers, utils
 from gpulayers.autodiff import Tensor, no_backward
-from gpulayers.layers.arguments import MAX_DIM, serialize_dtype, standardize_dtype, standardize_int, standardize_shape
+from gpulayers.layers.arguments import MAX_DIM, standardize_int, standardize_shape
 from gpulayers.layers.arrays import (
     LayerOutOfMemoryError,
     check_finite,
@@ -145,7 +146,7 @@ class Layer:
         for attr in _UNTRACKED:  # a subclass may have set tracked attributes before calling super().__init__()
             self.__dict__.setdefault(attr, [])
         self.name = name
-        self._dtype = standardize_dtype(dtype)
+        self._dtype_policy = dtype_policies.get(dtype)
         self._trainable = bool(trainable)
         self.autocast = bool(autocast)
         self.activity_regularizer = regularizers.get(activity_regularizer, argument="activity_regularizer")
@@ -223,12 +224,31 @@ class Layer:
     # ------------------------------------------------------------ properties
 
     @property
-    def dtype(self):
-        """The layer's dtype, e.g. ``'float32'`` (weights and computation)."""
-        return self._dtype
+    def dtype_policy(self):
+        """The layer's :class:`~gpulayers.dtype_policies.DTypePolicy`."""
+        return self._dtype_policy
 
-    compute_dtype = dtype
-    variable_dtype = dtype
+    @dtype_policy.setter
+    def dtype_policy(self, value):
+        self._dtype_policy = dtype_policies.get(value, argument="dtype_policy")
+
+    @property
+    def dtype(self):
+        """The dtype of the layer's weights (Keras's alias of ``variable_dtype``), e.g. ``'float32'``."""
+        return self.variable_dtype
+
+    @property
+    def variable_dtype(self):
+        return self._dtype_policy.variable_dtype
+
+    @property
+    def compute_dtype(self):
+        """The dtype the layer casts its float inputs (and, with a mixed policy, its weights) to."""
+        return self._dtype_policy.compute_dtype
+
+    @property
+    def input_dtype(self):
+        return self.compute_dtype
 
     @property
     def trainable(self):
@@ -401,7 +421,7 @@ class Layer:
                 f"Shapes used to initialize variables must be fully-defined (no `None` dimensions). "
                 f"Received: shape={shape} for weight '{name}' of layer '{self.name}'"
             )
-        dtype = self._dtype if dtype is None else np.dtype(dtype).name
+        dtype = self.variable_dtype if dtype is None else np.dtype(dtype).name
         if initializer is None:
             initializer = "glorot_uniform" if np.dtype(dtype).kind == "f" else "zeros"
         initializer = initializers.get(initializer, argument="initializer")
@@ -489,7 +509,7 @@ class Layer:
                 return Tensor(ops.xp.zeros(tuple(size if d is None else int(d) for d in shape), dtype=dtype))
 
             if shapes:
-                return (map_shapes(lambda s: zeros(s, self._dtype), args[0]),) + tuple(args[1:]), kwargs
+                return (map_shapes(lambda s: zeros(s, self.compute_dtype), args[0]),) + tuple(args[1:]), kwargs
 
             def leaf(x):
                 return zeros(x.shape, x.dtype) if isinstance(x, KerasTensor) else x
@@ -506,7 +526,8 @@ class Layer:
                     call_args, call_kwargs = concrete(n)
                     if accepts_training:
                         call_kwargs["training"] = False
-                    outs.append(self.call(*call_args, **call_kwargs))
+                    with self._autocast_scope():
+                        outs.append(self.call(*call_args, **call_kwargs))
         finally:
             _state.tracing, _state.context = previous
             for v, value in variables:
@@ -537,7 +558,7 @@ class Layer:
             out_shapes = self.compute_output_shape(shape)
             first = flatten(inputs)[0] if flatten(inputs) else None
             kinds = {"float": "f", "all": "biuf", None: ""}[self.input_cast] if self.autocast else ""
-            dtype = first.dtype if first is not None and np.dtype(first.dtype).kind not in kinds else self._dtype
+            dtype = first.dtype if first is not None and np.dtype(first.dtype).kind not in kinds else self.compute_dtype
             return map_shapes(lambda s: KerasTensor(s, dtype), out_shapes)
         return self._traced_spec(args, kwargs)
 
@@ -672,7 +693,8 @@ class Layer:
             if self._overrides("compute_output_shape"):
                 self.compute_output_shape(shape)
         try:
-            outputs = self.call(inputs, *rest, **kwargs)
+            with self._autocast_scope():
+                outputs = self.call(inputs, *rest, **kwargs)
         except BaseException as exc:
             if unbuild is not None:  # a first call that is refused leaves the layer unbuilt
                 unbuild()
@@ -732,7 +754,7 @@ class Layer:
         """Tensors for the array leaves of ``inputs``; float ones cast to the layer's dtype (autocast)."""
 
         kinds = {"float": "f", "all": "biuf", None: ""}[self.input_cast] if self.autocast else ""
-        dtype = np.dtype(self._dtype)
+        dtype = np.dtype(self.compute_dtype)
 
         def leaf(x):
             if isinstance(x, Tensor):
@@ -747,6 +769,19 @@ class Layer:
             return Tensor(arr)
 
         return map_structure(leaf, inputs)
+
+    def _autocast_scope(self):
+        """The dtype this layer's variables read in while it runs (Keras's rule): its compute dtype when
+        that differs from its variable dtype or from an enclosing layer's; none for a layer without
+        autocast or with a non-float compute dtype; else the enclosing layer's."""
+        outer, compute = autodiff.autocast_dtype(), np.dtype(self.compute_dtype)
+        if outer is not None:
+            if not self.autocast or compute.kind != "f":
+                return autodiff.autocast_scope(None)
+            return autodiff.autocast_scope(compute) if outer != compute else contextlib.nullcontext()
+        if compute != np.dtype(self.variable_dtype):
+            return autodiff.autocast_scope(compute)
+        return contextlib.nullcontext()
 
     def call(self, inputs, *args, **kwargs):
         """The forward computation on Tensors (``gpulayers.ops``); the base layer returns its input."""
@@ -763,7 +798,7 @@ class Layer:
         raw arrays (non-float inputs cast to the layer's dtype, C order). The backward pass names the layer
         when it runs out of memory or (with ``config.check_numerics()``) meets NaN or Inf."""
         tensors = tuple(None if x is None else autodiff.as_tensor(x) for x in inputs)
-        arrays = tuple(None if t is None else compute_array(t.data, self._dtype) for t in tensors)
+        arrays = tuple(None if t is None else compute_array(t.data, self.compute_dtype) for t in tensors)
         y, backward = forward(*arrays)
 
         def guarded(dy, needs):
@@ -833,7 +868,7 @@ class Layer:
             if spec.varkw is None and "name" not in spec.args[1:]:
                 cfg = {}
             cfg.update(auto)
-        cfg.update(trainable=self.trainable, dtype=serialize_dtype(self._dtype))
+        cfg.update(trainable=self.trainable, dtype=dtype_policies.serialize(self._dtype_policy))
         if self.activity_regularizer is not None:
             cfg["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
         return cfg

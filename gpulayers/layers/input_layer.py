@@ -66,12 +66,15 @@ class InputLayer(Layer):
                 raise ValueError(f"Invalid value for `batch_shape`: it needs a batch axis. Received: batch_shape={batch_shape!r}")
         input_dtype = _input_dtype(dtype)
         super().__init__(name=name, dtype=input_dtype if np.dtype(input_dtype).kind == "f" else None, **kwargs)
-        self._dtype = input_dtype
+        self._input_dtype = input_dtype
         self.batch_shape = batch_shape
         self.built = True
         self._build_input_shape = (None,) + batch_shape[1:]
         # The layer's one node has no inputs: its output is the symbolic tensor Input() returns.
         Node(self, (), {}, KerasTensor(batch_shape, self.dtype, name=self.name))
+
+    # An Input's dtype is its own (an integer or bool one too), whatever the policy.
+    dtype = compute_dtype = variable_dtype = property(lambda self: self._input_dtype)
 
     def call(self, inputs):
         return inputs

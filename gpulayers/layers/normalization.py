@@ -170,18 +170,20 @@ class BatchNormalization(Layer):
         if self.scale:
             self.gamma = self.add_weight(
                 shape=shape, initializer=self.gamma_initializer, regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint, name="gamma",
+                constraint=self.gamma_constraint, name="gamma", autocast=False,
             )
         if self.center:
             self.beta = self.add_weight(
                 shape=shape, initializer=self.beta_initializer, regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint, name="beta",
+                constraint=self.beta_constraint, name="beta", autocast=False,
             )
         self.moving_mean = self.add_weight(
-            shape=shape, initializer=self.moving_mean_initializer, trainable=False, name="moving_mean"
+            shape=shape, initializer=self.moving_mean_initializer, trainable=False, name="moving_mean",
+            autocast=False,
         )
         self.moving_variance = self.add_weight(
-            shape=shape, initializer=self.moving_variance_initializer, trainable=False, name="moving_variance"
+            shape=shape, initializer=self.moving_variance_initializer, trainable=False, name="moving_variance",
+            autocast=False,
         )
         self.input_spec = InputSpec(ndim=len(input_shape), axes={axis: size})
         self.built = True
@@ -191,15 +193,25 @@ class BatchNormalization(Layer):
         # _then_relu: a Functional graph whose only use of this output is a ReLU asks for it here, so
         # the two are one node and, on the GPU, one pass each way (models/functional.py).
         statistics = self._batch_statistics if training and self.trainable else self._moving_statistics
+        if inputs.dtype == "float16":
+            from gpulayers import ops
+            # As Keras: float16 statistics overflow, so a float16 input (a float16 or mixed_float16
+            # layer) is normalised in float32, with the float32 weights, and the output cast back.
+            y = self._record("batch_normalization", lambda x, gamma, beta: statistics(x, gamma, beta, _then_relu),
+                             ops.cast(inputs, "float32"), self.gamma, self.beta)
+            return ops.cast(y, "float16")
         return self._record("batch_normalization", lambda x, gamma, beta: statistics(x, gamma, beta, _then_relu),
                             inputs, self.gamma, self.beta)
 
     def _batch_statistics(self, x, gamma, beta, relu):
         ops = get_ops()
-        y, self.moving_mean.value, self.moving_variance.value, cache = ops.batch_norm_training_step(
+        y, moving_mean, moving_variance, cache = ops.batch_norm_training_step(
             x, gamma, beta, self.moving_mean.value, self.moving_variance.value, self._resolved_axis(x.ndim),
             self.epsilon, self.momentum, relu=relu,
         )
+        # The statistics come in the computation's dtype; the variables keep theirs (a float16 layer's).
+        self.moving_mean.value = moving_mean.astype(self.moving_mean.dtype, copy=False)
+        self.moving_variance.value = moving_variance.astype(self.moving_variance.dtype, copy=False)
         return y, lambda dy, needs: ops.batch_norm_training_step_backward(dy, cache)
 
     def _moving_statistics(self, x, gamma, beta, relu):

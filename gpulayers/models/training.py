@@ -196,6 +196,7 @@ class Trainer:
     """The Keras training API; expects ``__call__``, ``backward``, ``trainable_weights``, ``losses``."""
 
     _compiled = False
+    _auto_loss_scale = None  # the LossScaleOptimizer compile wrapped around the given optimizer
     optimizer = None
     loss = None
     stop_training = False
@@ -229,14 +230,18 @@ class Trainer:
         (the callbacks' ``on_*_batch_begin`` / ``on_*_batch_end`` fire once
         per execution, with the first and the last step), so on a GPU the
         loss and metrics stay on the device in between.
-        ``run_eagerly`` (a bool), ``jit_compile`` (a bool or ``"auto"``) and
-        ``auto_scale_loss`` are accepted for compatibility (gpulayers always
-        runs eagerly) and kept in :meth:`get_compile_config`. With several
+        ``run_eagerly`` (a bool) and ``jit_compile`` (a bool or ``"auto"``)
+        are accepted for compatibility (gpulayers always runs eagerly) and
+        kept in :meth:`get_compile_config`. With ``auto_scale_loss`` (the
+        default) a model whose dtype policy is ``mixed_float16`` gets its
+        optimizer wrapped in a :class:`~gpulayers.optimizers.LossScaleOptimizer`,
+        as in Keras (the compile config keeps the optimizer as given). With several
         outputs, ``loss``, ``loss_weights``, ``metrics`` and
         ``weighted_metrics`` take Keras's lists (one entry per output) or
         dicts keyed by output name; one loss applies to every output.
         """
         run_eagerly = _check_compile_bool(run_eagerly, "run_eagerly")
+        auto_scale_loss = _check_compile_bool(auto_scale_loss, "auto_scale_loss")
         if jit_compile != "auto":
             jit_compile = _check_compile_bool(jit_compile, "jit_compile")
         if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, numbers.Integral) \
@@ -255,6 +260,12 @@ class Trainer:
         names = ["loss"] + [e[3] for e in compile_metrics.entries]
         if len(set(names)) != len(names):
             raise ValueError(f"Invalid value for `metrics`: metric names must be unique. Received names: {names}")
+        # Keras's rule: a mixed_float16 model's optimizer gets dynamic loss scaling; the compile config
+        # keeps the optimizer as given.
+        self._auto_loss_scale = None
+        if auto_scale_loss and opt is not None and self.dtype_policy.name == "mixed_float16" \
+                and not isinstance(opt, optimizers.LossScaleOptimizer):
+            opt = self._auto_loss_scale = optimizers.LossScaleOptimizer(opt, name="loss_scale_optimizer")
         self.optimizer, self.loss = opt, loss
         self._compile_loss, self._compile_metrics = compile_loss, compile_metrics
         self._loss_tracker = metrics_module.Mean(name="loss")
@@ -315,7 +326,8 @@ class Trainer:
             return {}
         args = self._compile_args
         return {
-            "optimizer": None if self.optimizer is None else optimizers.serialize(self.optimizer),
+            "optimizer": None if self.optimizer is None else optimizers.serialize(
+                self.optimizer.inner_optimizer if self.optimizer is self._auto_loss_scale else self.optimizer),
             "loss": _serialize_nested(args["loss"], losses_module.serialize),
             "loss_weights": args["loss_weights"],
             "metrics": _serialize_nested(args["metrics"], metrics_module.serialize),
@@ -544,7 +556,11 @@ class Trainer:
         try:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            grads = autodiff.gradient(loss, weights, output_gradient=_loss_seed(loss), free=True) if weights else []
+            if weights:
+                scaled = self.optimizer.scale_loss(loss)  # a LossScaleOptimizer's dynamic scale
+                grads = autodiff.gradient(scaled, weights, output_gradient=_loss_seed(scaled), free=True)
+            else:
+                grads = []
         except BaseException:
             for v, value_before in saved:
                 v.data = value_before

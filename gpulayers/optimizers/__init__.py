@@ -20,16 +20,17 @@ Example:
 from gpulayers.optimizers import schedules
 from gpulayers.optimizers.algorithms import SGD, Adagrad, Adam, AdamW, RMSprop
 from gpulayers.optimizers.base import Optimizer
+from gpulayers.optimizers.loss_scale import LossScaleOptimizer
 from gpulayers.registry import Registry
 
-__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "deserialize", "get", "schedules", "serialize"]
+__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "LossScaleOptimizer", "Optimizer", "RMSprop", "deserialize", "get", "schedules", "serialize"]
 
 KERAS_MODULE = "keras.optimizers"
-_CLASSES = (SGD, Adam, AdamW, RMSprop, Adagrad)
+_CLASSES = (SGD, Adam, AdamW, RMSprop, Adagrad, LossScaleOptimizer)
 # Keras 3 looks names up case-insensitively: the lower-cased class name.
 _BY_NAME = {cls.__name__.lower(): cls for cls in _CLASSES}
 # Keras 3 optimizers that gpulayers does not provide (named in the error message).
-_NOT_PROVIDED = ("adadelta", "adafactor", "adamax", "ftrl", "lion", "lossscaleoptimizer", "muon", "nadam")
+_NOT_PROVIDED = ("adadelta", "adafactor", "adamax", "ftrl", "lion", "muon", "nadam")
 
 
 _REGISTRY = Registry("optimizer", KERAS_MODULE, _BY_NAME, _CLASSES, Optimizer, any_case=True,

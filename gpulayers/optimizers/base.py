@@ -615,6 +615,10 @@ class Optimizer:
             self._iterations += 1
         return done
 
+    def scale_loss(self, loss):
+        """The loss the training step differentiates: ``loss`` itself (a LossScaleOptimizer scales it)."""
+        return loss
+
     def apply_gradients(self, grads_and_vars):
         """Keras's pair form: ``apply_gradients([(grad, variable), ...])``; returns ``iterations``."""
         pairs = list(grads_and_vars)

@@ -97,17 +97,36 @@ def _compiled_optimizer(model):
 
 
 def _write_optimizer(h5, model):
-    """Keras's ``optimizer/vars``: iterations, the float learning rate (if any), then the slots in Keras's order."""
+    """Keras's ``optimizer/vars``: iterations, the float learning rate (if any), then the slots in Keras's order.
+
+    A LossScaleOptimizer writes, as Keras does, its own iterations (0) and learning rate (0.0), its
+    ``step_counter`` and ``dynamic_scale``, then the inner optimizer's list; and that list again in
+    ``optimizer/inner_optimizer/vars``."""
     optimizer = model.optimizer
     state = optimizer.export_state(model.trainable_weights)
-    group = h5.create_group("optimizer/vars")
-    group.attrs["name"] = optimizer.name
+    inner = getattr(optimizer, "inner_optimizer", None)
+    values = _optimizer_values(state)
+    if inner is not None:
+        _write_vars(h5, "optimizer/inner_optimizer/vars", inner.name, values)
+        own = [np.array(0, dtype=np.int64), np.array(0.0, dtype=np.float32)]
+        if state["slots"]:  # built: Keras's LossScaleOptimizer.build adds the two
+            own += [np.array(state["step_counter"], dtype=np.int64), np.asarray(state["dynamic_scale"], np.float32)]
+        values = own + values
+    _write_vars(h5, "optimizer/vars", optimizer.name, values)
+
+
+def _optimizer_values(state):
     # int64, as Keras's TensorFlow backend writes it (its torch and JAX backends write int32;
     # Keras and gpulayers read either): a long run cannot overflow it.
     values = [np.array(state["iterations"], dtype=np.int64)]
     if state["learning_rate"] is not None:
         values.append(_learning_rate_array(state["learning_rate"]))
-    values.extend(state["slots"])
+    return values + list(state["slots"])
+
+
+def _write_vars(h5, path, name, values):
+    group = h5.create_group(path)
+    group.attrs["name"] = name
     for i, value in enumerate(values):
         group.create_dataset(str(i), data=np.asarray(value, order="C"))  # not ascontiguousarray: it makes scalars 1-d
 
@@ -423,43 +442,62 @@ def _read_optimizer(h5, model, label, h5py):
     Layout (Keras's ``optimizer.variables``): ``0`` iterations (an integer scalar), ``1`` the learning
     rate (a float scalar) when the optimizer's rate is a float, then one array per slot and trainable
     weight in Keras's build order (``Optimizer._state_order``). A group with iterations and learning
-    rate alone is Keras's unbuilt optimizer: the slots then start afresh.
+    rate alone is Keras's unbuilt optimizer: the slots then start afresh. A LossScaleOptimizer's list
+    starts with its own iterations and learning rate and (built) its step counter and scale.
     """
     optimizer = _compiled_optimizer(model)
     if optimizer is None or "optimizer" not in h5:
         return None
+    scaled = hasattr(optimizer, "inner_optimizer")
+    inner = optimizer.inner_optimizer if scaled else optimizer
     top = _member(h5, "optimizer", "group", label, "optimizer", h5py)
-    extra = sorted(set(top.keys()) - {"vars"})
+    extra = sorted(set(top.keys()) - ({"vars", "inner_optimizer"} if scaled else {"vars"}))
     if extra:
         raise ValueError(
             f"Invalid weights file {label}: unexpected entries {extra} in 'optimizer'; gpulayers reads a plain "
             "optimizer's 'optimizer/vars' only."
         )
     group = _member(h5, "optimizer/vars", "group", label, "optimizer/vars", h5py)
-    count = _check_optimizer_keys(group, label, h5py)
     variables = model.trainable_weights
-    order = optimizer._state_order(variables)
-    head = 2 if isinstance(optimizer._learning_rate, float) else 1
-    if count not in (head, head + len(order)):
+    order = inner._state_order(variables)
+    head = 2 if isinstance(inner._learning_rate, float) else 1
+    # (datasets before the inner optimizer's, the integer ones among all of them) of the unbuilt and
+    # the built layouts
+    layouts = [(2, (0, 2)), (4, (0, 2, 4))] if scaled else [(0, (0,)), (0, (0,))]
+    counts = (layouts[0][0] + head, layouts[1][0] + head + len(order))
+    count = _check_optimizer_keys(group, label, h5py, ints=())
+    if count not in counts:
         # Keras's rule (BaseOptimizer.load_own_variables): a count that does not fit is skipped with a warning.
         warnings.warn(
             f"Skipping the optimizer state in {label}: it holds {count} variables, but optimizer "
-            f"'{optimizer.name}' ({type(optimizer).__name__}) keeps {head + len(order)} for model '{model.name}' "
-            f"(iterations{', learning_rate' if head == 2 else ''} and {len(order)} slot arrays). The weights "
-            "are loaded; the optimizer keeps its current state.",
+            f"'{optimizer.name}' ({type(optimizer).__name__}) keeps {counts[1]} for model '{model.name}' "
+            f"(iterations{', learning_rate' if head == 2 else ''} and {len(order)} slot arrays"
+            f"{' after its own 4' if scaled else ''}). The weights are loaded; the optimizer keeps its current state.",
             stacklevel=4,
         )
         return None
-    state = {"iterations": _read_iterations(group, label, h5py), "learning_rate": None, "slots": []}
+    own, ints = layouts[count == counts[1] and count != counts[0]]
+    _check_optimizer_keys(group, label, h5py, ints=ints)
+    state = {"iterations": _read_iterations(group, label, h5py, own), "learning_rate": None, "slots": []}
     if head == 2:
-        state["learning_rate"] = _read_learning_rate(group, label, h5py)
-    if count > head:
-        state["slots"] = _read_slots(group, order, head, label, h5py)
+        state["learning_rate"] = _read_learning_rate(group, label, h5py, own + 1)
+    if count > own + head:
+        state["slots"] = _read_slots(group, order, own + head, label, h5py)
+    if scaled and own == 4:
+        state["step_counter"] = _read_iterations(group, label, h5py, 2, "the loss scale's step counter")
+        ds = _dataset(group, "3", "f", label, "optimizer/vars/3", h5py, "a float (the loss scale)")
+        _check_dataset_shape(ds, (), label, "optimizer/vars/3", "the loss scale (a scalar)")
+        value = _read_array(ds)
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"Invalid weights file {label}: 'optimizer/vars/3' holds dynamic_scale={value}; "
+                             "expected a finite float > 0.")
+        state["dynamic_scale"] = float(value)
     return state
 
 
-def _check_optimizer_keys(group, label, h5py):
-    """The entries are exactly the datasets ``0`` ... ``n-1``, ``0`` an integer and the others floats; returns n."""
+def _check_optimizer_keys(group, label, h5py, ints=(0,)):
+    """The entries are exactly the datasets ``0`` ... ``n-1``, those in ``ints`` integers and the others floats;
+    returns n."""
     keys = set(group.keys())
     count = len(keys)
     if keys != {str(i) for i in range(count)} or not count:
@@ -467,25 +505,27 @@ def _check_optimizer_keys(group, label, h5py):
             f"Invalid weights file {label}: 'optimizer/vars' should hold datasets named '0' (iterations), "
             f"'1', ... without gaps. Received: {sorted(keys, key=_int_key)[:20]}"
         )
-    _dataset(group, "0", "iu", label, "optimizer/vars/0", h5py, "an integer (the optimizer's iterations)")
-    for i in range(1, count):
-        _dataset(group, str(i), "f", label, f"optimizer/vars/{i}", h5py, "a float array (optimizer state)")
+    for i in range(count):
+        if i in ints:
+            _dataset(group, str(i), "iu", label, f"optimizer/vars/{i}", h5py, "an integer (the optimizer's iterations)")
+        elif ints:
+            _dataset(group, str(i), "f", label, f"optimizer/vars/{i}", h5py, "a float array (optimizer state)")
     return count
 
 
-def _read_iterations(group, label, h5py):
-    where = "optimizer/vars/0"
-    ds = _dataset(group, "0", "iu", label, where, h5py, "an integer (the optimizer's iterations)")
-    _check_dataset_shape(ds, (), label, where, "the optimizer's iterations (a scalar)")
+def _read_iterations(group, label, h5py, index=0, what="the optimizer's iterations"):
+    where = f"optimizer/vars/{index}"
+    ds = _dataset(group, str(index), "iu", label, where, h5py, f"an integer ({what})")
+    _check_dataset_shape(ds, (), label, where, f"{what} (a scalar)")
     value = int(_read_array(ds))
     if value < 0:
-        raise ValueError(f"Invalid weights file {label}: '{where}' holds iterations={value}; expected an int >= 0.")
+        raise ValueError(f"Invalid weights file {label}: '{where}' holds {what} = {value}; expected an int >= 0.")
     return value
 
 
-def _read_learning_rate(group, label, h5py):
-    where = "optimizer/vars/1"
-    ds = _dataset(group, "1", "f", label, where, h5py, "a float (the learning rate)")
+def _read_learning_rate(group, label, h5py, index=1):
+    where = f"optimizer/vars/{index}"
+    ds = _dataset(group, str(index), "f", label, where, h5py, "a float (the learning rate)")
     _check_dataset_shape(ds, (), label, where, "the learning rate (a scalar)")
     value = _read_array(ds)
     if not np.isfinite(value) or value < 0:

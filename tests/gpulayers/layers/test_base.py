@@ -553,8 +553,8 @@ def test_base_layer_is_identity_and_refuses_unknown_kwargs():
         Layer(foo=1)
     with pytest.raises(ValueError, match=r"dtype.*'complex64'"):
         Layer(dtype="complex64")
-    with pytest.raises(ValueError, match=r"dtype.*'mixed_float16'"):
-        Layer(dtype="mixed_float16")
+    with pytest.raises(ValueError, match=r"dtype.*bfloat16.*'mixed_bfloat16'"):
+        Layer(dtype="mixed_bfloat16")
     assert Layer(dtype={"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float64"}}).dtype == "float64"
 
 

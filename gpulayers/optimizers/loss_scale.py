@@ -1,0 +1,218 @@
+"""Dynamic loss scaling (Keras 3's ``LossScaleOptimizer``), for training under ``mixed_float16``.
+
+float16 gradients underflow to zero below about 6e-8. The training step
+multiplies the loss by ``dynamic_scale`` (:meth:`LossScaleOptimizer.scale_loss`),
+so every gradient on the way back is that much larger; :meth:`apply` divides
+them by the scale again before the wrapped optimizer sees them. The scale
+adapts as Keras's does: a step with any non-finite gradient is skipped and
+halves it; ``dynamic_growth_steps`` finite steps in a row double it.
+``compile`` wraps the optimizer in one automatically when the model's policy
+is ``mixed_float16`` (``auto_scale_loss=True``).
+"""
+
+import numpy as np
+
+from backends import array_namespace
+from gpulayers.autodiff import unwrap
+from gpulayers.optimizers._checks import check_real
+from gpulayers.optimizers.base import Optimizer
+
+__all__ = ["LossScaleOptimizer"]
+
+# Keras's base-optimizer arguments: a LossScaleOptimizer takes them at their defaults only
+# (they belong on the inner optimizer).
+_BASE_DEFAULTS = {
+    "weight_decay": None, "clipnorm": None, "global_clipnorm": None, "clipvalue": None, "use_ema": False,
+    "ema_momentum": 0.99, "ema_overwrite_frequency": None, "loss_scale_factor": None,
+    "gradient_accumulation_steps": None,
+}
+
+
+class LossScaleOptimizer(Optimizer):
+    """Wraps ``inner_optimizer`` with dynamic loss scaling.
+
+    Args:
+        inner_optimizer: the Optimizer that updates the weights.
+        initial_scale: the first loss scale (a float > 0; Keras's 2**15).
+        dynamic_growth_steps: after this many finite steps in a row the
+            scale doubles (an int >= 1).
+        name: the optimizer's name (default ``"loss_scale_optimizer"``).
+    """
+
+    _default_name = "loss_scale_optimizer"
+
+    def __init__(self, inner_optimizer, initial_scale=2.0**15, dynamic_growth_steps=2000, name=None, **kwargs):
+        if not kwargs.pop("dynamic", True):
+            raise ValueError(
+                "Invalid value for `dynamic`: LossScaleOptimizer no longer supports dynamic=False; set "
+                "`loss_scale_factor` on the inner optimizer instead. Received: dynamic=False"
+            )
+        for argument, default in _BASE_DEFAULTS.items():
+            if argument in kwargs and kwargs.pop(argument) != default:
+                raise ValueError(
+                    f"Invalid value for `{argument}`: LossScaleOptimizer does not support it; set it on the "
+                    "inner optimizer."
+                )
+        if kwargs:
+            raise ValueError(f"Argument(s) not recognized by LossScaleOptimizer: {sorted(kwargs)}")
+        if not isinstance(inner_optimizer, Optimizer):
+            raise TypeError(
+                "Invalid type for `inner_optimizer`: expected an Optimizer. Received: "
+                f"inner_optimizer={inner_optimizer!r} of type {type(inner_optimizer).__name__}"
+            )
+        if isinstance(inner_optimizer, LossScaleOptimizer):
+            raise ValueError("Invalid value for `inner_optimizer`: it is already a LossScaleOptimizer.")
+        initial_scale = check_real(initial_scale, "initial_scale", minimum=0, min_open=True)
+        if isinstance(dynamic_growth_steps, (bool, np.bool_)) or not isinstance(dynamic_growth_steps, (int, np.integer)) \
+                or dynamic_growth_steps < 1:
+            raise ValueError(
+                "Invalid value for `dynamic_growth_steps`: expected an int >= 1. "
+                f"Received: dynamic_growth_steps={dynamic_growth_steps!r}"
+            )
+        super().__init__(learning_rate=0.0, name=name)
+        self.inner_optimizer = inner_optimizer
+        self.initial_scale = float(initial_scale)
+        self.dynamic_growth_steps = int(dynamic_growth_steps)
+        self._step_counter = 0
+        # Keras keeps the scale in a float32 variable: doubling and halving are exact in it.
+        self._dynamic_scale = np.float32(self.initial_scale)
+
+    # ------------------------------------------------------------ the scale
+
+    @property
+    def dynamic_scale(self):
+        """The current loss scale (a float32 scalar)."""
+        return self._dynamic_scale
+
+    @property
+    def step_counter(self):
+        """Finite steps since the scale last changed."""
+        return self._step_counter
+
+    def scale_loss(self, loss):
+        """``loss * dynamic_scale`` (the initial scale before the first step)."""
+        return loss * self._dynamic_scale
+
+    def check_finite(self, grads):
+        """Whether every gradient is finite: one device reduction per gradient, one read of the result."""
+        flags = [array_namespace(g).isfinite(g).all() for g in grads if g is not None]
+        if not flags:
+            return True
+        xp = array_namespace(flags[0])
+        return bool(xp.stack(flags).all()) if len(flags) > 1 else bool(flags[0])
+
+    # ------------------------------------------------------------ the inner optimizer's face
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self.inner_optimizer.learning_rate = value
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    @iterations.setter
+    def iterations(self, value):
+        self.inner_optimizer.iterations = value
+
+    @property
+    def variables(self):
+        return self.inner_optimizer.variables
+
+    def build(self, variables):
+        self.inner_optimizer.build(variables)
+        self._built_variables = list(self.inner_optimizer._built_variables)
+        self.built = True
+
+    def _state_order(self, variables):
+        return self.inner_optimizer._state_order(variables)
+
+    # ------------------------------------------------------------ one step
+
+    def apply(self, grads, variables=None):
+        """Unscale ``grads`` and let the inner optimizer apply them, or skip the step if any is not finite."""
+        if variables is None:
+            variables = self.inner_optimizer._built_variables if self.inner_optimizer.built else None
+        if isinstance(grads, (str, bytes)) or not hasattr(grads, "__iter__"):
+            raise TypeError(f"Invalid type for `grads`: expected a list of arrays. Received: grads={grads!r}")
+        grads = [None if g is None else unwrap(g) for g in grads]
+        if variables is not None and len(grads) != len(variables):
+            raise ValueError(
+                f"`grads` and `variables` must have the same length. Received: {len(grads)} gradients "
+                f"for {len(variables)} variables"
+            )
+        if not self.check_finite(grads):
+            if variables is not None and not self.inner_optimizer.built:
+                self.inner_optimizer.build(variables)  # Keras builds the state even on a skipped first step
+            self._step_counter = 0
+            self._dynamic_scale = np.float32(self._dynamic_scale * np.float32(0.5))
+            return
+        scale = self._dynamic_scale
+        unscaled = [
+            g if g is None or getattr(v, "overwrite_with_gradient", False) else g / g.dtype.type(scale)
+            for g, v in zip(grads, variables if variables is not None else [None] * len(grads))
+        ]
+        self.inner_optimizer.apply(unscaled, variables)
+        if self._step_counter == self.dynamic_growth_steps - 1:
+            self._step_counter = 0
+            self._dynamic_scale = np.float32(self._dynamic_scale * np.float32(2.0))
+        else:
+            self._step_counter += 1
+
+    # ------------------------------------------------------------ saving and restoring the state
+
+    def export_state(self, variables):
+        """The inner optimizer's state, with this one's ``step_counter`` and ``dynamic_scale``."""
+        state = self.inner_optimizer.export_state(variables)
+        return {**state, "step_counter": self._step_counter, "dynamic_scale": self._dynamic_scale}
+
+    def import_state(self, variables, iterations, learning_rate=None, slots=(), step_counter=0, dynamic_scale=None):
+        self._prepare_import(variables, iterations, learning_rate, slots, step_counter, dynamic_scale)()
+
+    def _prepare_import(self, variables, iterations, learning_rate=None, slots=(), step_counter=0,
+                        dynamic_scale=None):
+        if isinstance(step_counter, (bool, np.bool_)) or not isinstance(step_counter, (int, np.integer)) \
+                or step_counter < 0:
+            raise ValueError(f"Invalid value for `step_counter`: expected an int >= 0. Received: step_counter={step_counter!r}")
+        if dynamic_scale is not None:
+            dynamic_scale = np.float32(check_real(dynamic_scale, "dynamic_scale", minimum=0, min_open=True))
+        inner = self.inner_optimizer._prepare_import(variables, iterations, learning_rate, slots)
+
+        def commit():
+            inner()
+            self._step_counter = int(step_counter)
+            if dynamic_scale is not None:
+                self._dynamic_scale = dynamic_scale
+            self._built_variables, self.built = list(self.inner_optimizer._built_variables), True
+
+        return commit
+
+    # ------------------------------------------------------------ config
+
+    def get_config(self):
+        from gpulayers import optimizers
+
+        return {
+            "name": self.name,
+            "inner_optimizer": optimizers.serialize(self.inner_optimizer),
+            "initial_scale": self.initial_scale,
+            "dynamic_growth_steps": self.dynamic_growth_steps,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from gpulayers import optimizers
+
+        if not isinstance(config, dict):
+            raise TypeError(f"Invalid type for `config`: expected a dict. Received: config={config!r}")
+        config = dict(config)
+        inner = optimizers.get(config.pop("inner_optimizer", None), argument="inner_optimizer")
+        return cls(inner, **config)
+
+    def __repr__(self):
+        return (f"<LossScaleOptimizer name={self.name!r} inner={self.inner_optimizer!r} "
+                f"dynamic_scale={float(self._dynamic_scale)}>")
