@@ -1113,14 +1113,15 @@ class CupyOps(Ops):
         return out
 
     # ------------------------------------------------------------ metrics
-    def accumulate(self, total, value, weight):
+    def accumulate(self, total, value, weight, count):
         cupy = self.xp
         if not (isinstance(total, cupy.ndarray) and total.dtype == _F64 and total.ndim == 0
                 and isinstance(value, cupy.ndarray) and value.ndim == 0 and value.dtype in (_F32, _F64)):
-            return super().accumulate(total, value, weight)  # the first update (a Python 0.0), or float16
-        out = cupy.empty((), dtype=_F64)
-        self._launch("elementwise", "accumulate", value.dtype, 1, (total, value, numpy.float64(weight), out))
-        return out
+            return super().accumulate(total, value, weight, count)  # the first update (a Python 0.0), or float16
+        out, mean = cupy.empty((), dtype=_F64), cupy.empty((), dtype=_F64)
+        self._launch("elementwise", "accumulate", value.dtype, 1,
+                     (total, value, numpy.float64(weight), numpy.float64(count), out, mean))
+        return out, mean
 
     # ------------------------------------------------------- optimizer steps
     def _multi_tensor_update(self, rule, groups, constants, decay):

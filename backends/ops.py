@@ -1077,10 +1077,12 @@ class Ops:
         xp = self.xp
         return (labels == xp.argmax(scores, axis=-1).astype(labels.dtype)).astype(xp.float64)
 
-    def accumulate(self, total, value, weight):
-        """A metric's running total: ``total + float64(value) * weight`` (0-d ``value``, float ``weight``;
-        ``total`` a 0-d float64 array or a Python float)."""
-        return total + value.astype(self.xp.float64) * weight
+    def accumulate(self, total, value, weight, count):
+        """A mean metric's update and its result: ``(total + float64(value) * weight, that / count)``, the
+        mean 0 where ``count`` (the new host count) is 0 (0-d ``value``, float ``weight``; ``total`` a
+        0-d float64 array or a Python float)."""
+        total = total + value.astype(self.xp.float64) * weight
+        return total, (total * 0.0 if count == 0 else total / count)
 
     # ------------------------------------------------ optimizer steps
     def multi_tensor_update(self, rule, groups, constants, decay):

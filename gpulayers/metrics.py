@@ -318,8 +318,10 @@ class Mean(Metric):
             and not isinstance(sample_weight, (bool, np.bool_))
             and getattr(values, "ndim", None) == 0
         ):  # Keras's fast path: a scalar value with a scalar weight
-            self.total = get_ops().accumulate(self.total, values, float(sample_weight))  # one launch on the GPU
             self.count = self.count + float(sample_weight)
+            # one launch on the GPU gives the new total and the result the step's logs take
+            self.total, mean = get_ops().accumulate(self.total, values, float(sample_weight), self.count)
+            self._mean = (self.total, self.count, mean)
             return
         values, sw = _reduce_to_samplewise(values, sample_weight, "mean")
         xp = _namespace(values)
@@ -332,9 +334,16 @@ class Mean(Metric):
     def reset_state(self):
         self.total = 0.0
         self.count = 0
+        self._mean = None  # (total, count, total / count) when an update computed the quotient too
+
+    def _device_result(self):
+        cached = self._mean  # still current only if nothing (a subclass, a restore) changed the state since
+        if cached is not None and cached[0] is self.total and cached[1] is self.count:
+            return cached[2]
+        return _divide_no_nan(self.total, self.count)
 
     def result(self):
-        return _to_float(_divide_no_nan(self.total, self.count))
+        return _to_float(self._device_result())
 
 
 def device_result(metric):
@@ -343,7 +352,7 @@ def device_result(metric):
     when a callback needs the logs. Any other metric's ``result()`` as it is."""
     result = type(metric).result
     if result is Mean.result:
-        return _divide_no_nan(metric.total, metric.count)
+        return metric._device_result()
     if result is Sum.result:
         return metric.total
     return metric.result()

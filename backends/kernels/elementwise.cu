@@ -48,10 +48,15 @@ __global__ void bias_relu(const T* __restrict__ z, const T* __restrict__ bias, T
     }
 }
 
-// A metric's running total: out = total + (double)value * weight (all 0-d; one thread does it).
+// A mean metric's update and result in one launch: out = total + (double)value * weight, and
+// mean = out / count (0 where count is 0: Keras's divide_no_nan). All 0-d; one thread does it.
 template <typename T>
 __global__ void accumulate(const double* __restrict__ total, const T* __restrict__ value, double weight,
-                           double* __restrict__ out)
+                           double count, double* __restrict__ out, double* __restrict__ mean)
 {
-    if (blockIdx.x == 0 && threadIdx.x == 0) out[0] = total[0] + (double)value[0] * weight;
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        const double t = total[0] + (double)value[0] * weight;
+        out[0] = t;
+        mean[0] = count == 0.0 ? 0.0 : t / count;
+    }
 }

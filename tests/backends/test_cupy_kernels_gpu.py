@@ -885,7 +885,7 @@ def _exercise_every_kernel(ops, dtype):
         ops.sparse_xent_logits_grad(p, labels, ops.asarray(_data(rng, (rows,), dtype)))
         ops.sparse_xent_logits_grad(p, labels, ops.xp.broadcast_to(ops.asarray(dtype(0.5)), (rows,)))
         ops.top1_matches(p, labels)
-    ops.accumulate(ops.asarray(np.float64(1.5)), ops.asarray(dtype(0.25)), 32.0)
+    ops.accumulate(ops.asarray(np.float64(1.5)), ops.asarray(dtype(0.25)), 32.0, 64.0)
     from backends import multi_tensor
 
     constants = dict(lr=0.1, wd=0.01, momentum=0.9, use_momentum=True, nesterov=False, alpha=0.01,

@@ -422,9 +422,9 @@ def test_metric_kernels_through_cupy_ops(ops):
     assert_same_bits(ops.top1_matches(scores, float_labels), REF.top1_matches(scores, float_labels), "float labels")
     total = np.array(2.5)
     for value in (np.array(0.75, np.float32), np.array(0.75, np.float64)):
-        assert_same_bits(np.asarray(ops.accumulate(total, value, 8.0)), np.asarray(REF.accumulate(total, value, 8.0)),
-                         "accumulate")
-    assert ops.accumulate(0.0, np.array(1.5, np.float32), 2.0) == 3.0  # a fresh metric's Python 0.0
+        for ours, ref in zip(ops.accumulate(total, value, 8.0, 3.0), REF.accumulate(total, value, 8.0, 3.0)):
+            assert_same_bits(np.asarray(ours), np.asarray(ref), "accumulate")
+    assert ops.accumulate(0.0, np.array(1.5, np.float32), 2.0, 4.0) == (3.0, 0.75)  # a fresh metric's Python 0.0
     assert {n.split("<")[0] for n in ops.launches.names} == {"top1_match", "accumulate"}
 
 

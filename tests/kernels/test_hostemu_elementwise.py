@@ -72,6 +72,10 @@ def test_bias_relu(emu, shape, axis, dtype, launch):
 def test_accumulate(emu, dtype):
     total = np.array(1.0 / 3.0)
     value = np.array(0.1, dtype)
-    out = poison((), np.float64)
-    emu["elementwise"].kernel(expr("accumulate", dtype))(1, 32, (total, value, np.float64(32.0), out))
-    assert_same_bits(out, np.asarray(REF.accumulate(total, value, 32.0)), "accumulate")
+    for count in (7.0, 0.0):  # the mean is 0 where the count is
+        out, mean = poison((), np.float64), poison((), np.float64)
+        emu["elementwise"].kernel(expr("accumulate", dtype))(1, 32, (total, value, np.float64(32.0),
+                                                                      np.float64(count), out, mean))
+        ref_total, ref_mean = REF.accumulate(total, value, 32.0, count)
+        assert_same_bits(out, np.asarray(ref_total), "accumulate total")
+        assert_same_bits(mean, np.asarray(ref_mean), f"accumulate mean, count {count}")
