@@ -505,7 +505,7 @@ class Ops:
         oh = out_size(h, kh, strides[0], dilation[0], pads[0] + pads[1])
         ow = out_size(w, kw, strides[1], dilation[1], pads[2] + pads[3])
         col = self._im2col(x, (kh, kw), strides, pads, dilation, (oh, ow))
-        y = col @ kernel.astype(x.dtype, copy=False).reshape(kh * kw * c, f)
+        y = self._mm(col, kernel.astype(x.dtype, copy=False).reshape(kh * kw * c, f))
         return self._from_nhwc(y.reshape(n, oh, ow, f), data_format)
 
     def conv2d_forward_train(self, x, kernel, strides, pads, dilation, data_format):
@@ -542,11 +542,11 @@ class Ops:
         kernel = kernel.astype(dy.dtype, copy=False)
         dy2d = xp.ascontiguousarray(dy).reshape(n * oh * ow, f)
         if kh == kw == 1 and tuple(strides) == (1, 1) and not any(pads):
-            dx = (dy2d @ kernel[0, 0].T).reshape(n, h, w, c)
+            dx = self._mm(dy2d, kernel[0, 0].T).reshape(n, h, w, c)
             return self._from_nhwc(dx, data_format)
         dx = xp.zeros((n, h, w, c), dtype=dy.dtype)
         for k, out_idx, in_idx in _taps((h, w), (oh, ow), (kh, kw), strides, dilation, pads):
-            part = (dy2d @ kernel[k // kw, k % kw].T).reshape(n, oh, ow, c)
+            part = self._mm(dy2d, kernel[k // kw, k % kw].T).reshape(n, oh, ow, c)
             dx[in_idx] += part[out_idx]
         return self._from_nhwc(dx, data_format)
 
@@ -567,7 +567,7 @@ class Ops:
         n, oh, ow, _ = dy.shape
         col = self._im2col(x, (kh, kw), strides, pads, dilation, (oh, ow))
         dy2d = xp.ascontiguousarray(dy).reshape(n * oh * ow, f)
-        return (col.T @ dy2d).reshape(kh, kw, c, f)
+        return self._mm(col.T, dy2d).reshape(kh, kw, c, f)
 
     # ---------------------------------------------------------------- pooling
     def _pool_geometry(self, x_nhwc, pool_size, strides, pads):
@@ -997,6 +997,11 @@ class Ops:
     # ------------------------------------------------ helpers for layer glue
     def matmul(self, a, b):
         """``a @ b`` (``a`` of rank >= 2, ``b`` a matrix): the layers' dense products."""
+        return self._mm(a, b)
+
+    def _mm(self, a, b):
+        """``a @ b``: every GEMM of the layers' hot paths goes through here (a backend overrides it
+        where its library has no fast path for a dtype)."""
         return a @ b
 
     def bias_add(self, z, bias, axis):

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """CPU benchmark: gpulayers on NumPy against PyTorch eager (NCHW and channels_last).
 
-Times, at ``--batch`` (default 64), float32, with the same thread count on
-both sides (``--threads``, default 2):
+Times, at ``--batch`` (default 64), float32 (``--policy mixed_float16`` trains
+gpulayers' CNN under that policy instead; torch stays float32), with the same
+thread count on both sides (``--threads``, default 2):
 
 * per layer, forward and forward+backward: Conv2D 3x3 stride 1 32->64 at
   32x32, Conv2D 3x3 stride 2, Conv2D 1x1, MaxPooling2D 2x2, AveragePooling2D
@@ -83,6 +84,10 @@ def parse_args(argv=None):
     )
     p.add_argument("--only", default="", help="comma-separated cases (conv3x3s1,...,dense,train,memory)")
     p.add_argument("--no-torch", action="store_true", help="time gpulayers alone")
+    p.add_argument(
+        "--policy", default="float32", choices=("float32", "mixed_float16"),
+        help="gpulayers' dtype policy for the training step (default float32; torch stays float32)",
+    )
     p.add_argument("--memory-steps", type=_positive, default=5, help="training steps per memory run (default 5)")
     p.add_argument("--write", default=None, metavar="PATH", help="also write the report (markdown) to PATH")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
@@ -164,10 +169,16 @@ def batch_data(batch):
     return rng.standard_normal((batch, 32, 32, 3)).astype(numpy.float32), rng.integers(0, 10, batch)
 
 
-def our_step_fn(batch):
+def our_step_fn(batch, policy="float32"):
     import numpy
 
-    model = our_cnn()
+    from gpulayers import mixed_precision
+
+    mixed_precision.set_global_policy(policy)
+    try:
+        model = our_cnn()
+    finally:
+        mixed_precision.set_global_policy("float32")
     x, y = batch_data(batch)
     losses = []
 
@@ -367,7 +378,7 @@ def build_report(args, torch, layer_rows, step_row, memory, spin_note, interfere
     parts += [
         f"- Threads: {args.threads} for each framework (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS, "
         f"GPULAYERS_CPU_THREADS and torch.set_num_threads set before import).",
-        f"- Batch {args.batch}, float32. One process, alternating blocks of {args.reps} timed calls per contender "
+        f"- Batch {args.batch}, float32 (gpulayers' training step: policy {args.policy}). One process, alternating blocks of {args.reps} timed calls per contender "
         f"({args.train_blocks} blocks for the training step, timed first; {args.blocks} per layer case), the order "
         f"rotating each block, after {args.warmup} warm-up calls; medians over all timed calls.",
         f"- OpenBLAS idle-thread spinning: {spin_note}.",
@@ -383,7 +394,7 @@ def build_report(args, torch, layer_rows, step_row, memory, spin_note, interfere
             rows.append(["torch eager NCHW", step_row["nchw"], ratio(step_row["ours"], step_row["nchw"])])
             rows.append(["torch eager channels_last", step_row["cl"], ratio(step_row["ours"], step_row["cl"])])
         parts += [markdown_table(headers, rows, _cell), ""]
-        if torch is not None:
+        if torch is not None and args.policy == "float32":  # the target is float32's: a CPU has no float16 units
             r = ratio(step_row["ours"], step_row["cl"])
             lo, hi = step_row["block_range"]
             parts += [
@@ -470,7 +481,7 @@ def main(argv=None):
     step_row = None
     if selected("train"):
         # First, in a fresh process state: the headline number.
-        fns = {"gpulayers": our_step_fn(args.batch)}
+        fns = {"gpulayers": our_step_fn(args.batch, args.policy)}
         if torch is not None:
             fns["torch-nchw"] = torch_step_fn(torch, args.batch, False)
             fns["torch-cl"] = torch_step_fn(torch, args.batch, True)

@@ -201,6 +201,26 @@ def test_matmul_matches_numpy(ops, shape):
     np.testing.assert_allclose(ops.matmul(a.reshape(-1, 7).T.T, b), (a @ b).reshape(-1, 6), rtol=1e-5, atol=1e-5)
 
 
+def test_float16_products_are_float32_products_rounded_once(ops):
+    # NumPy's own float16 matmul and cuBLAS's float32 compute type both accumulate in float32 and round
+    # once; NumpyOps takes BLAS's float32 GEMM for the speed, and must keep those numbers
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((9, 400)).astype(np.float16)
+    b = rng.standard_normal((400, 5)).astype(np.float16)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    got = ops.matmul(a, b)
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, exact.astype(np.float32).astype(np.float16))
+    np.testing.assert_array_equal(got, a @ b)
+    x = rng.standard_normal((2, 6, 6, 3)).astype(np.float16)
+    k = rng.standard_normal((3, 3, 3, 4)).astype(np.float16)
+    y = ops.conv2d_forward(x, k, (1, 1), (1, 1, 1, 1), (1, 1), "channels_last")
+    ref = GENERIC.conv2d_forward(x.astype(np.float64), k.astype(np.float64), (1, 1), (1, 1, 1, 1), (1, 1),
+                                 "channels_last")
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(y.astype(np.float64), ref, rtol=1e-3, atol=2e-3)  # one float16 rounding
+
+
 def test_blas_threads_are_restored(ops):
     blas = numpy_ops._BLAS
     if not blas.available():
