@@ -270,9 +270,9 @@ constraint_values = arg(
     st.one_of(st.sampled_from(CONSTRAINT_BAD).map(copy.deepcopy), junk),
 )
 dtype_values = arg(
-    st.sampled_from([None, "float16", "float32", "float64", np.float32, np.dtype("float64"), "f2",
+    st.sampled_from([None, "float16", "float32", "float64", np.float32, np.dtype("float64"), "f2", "mixed_float16",
                      {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float64"}, "registered_name": None}]),
-    st.one_of(st.sampled_from(["int32", "mixed_float16", "complex64", "bfloat16", "float8", "bool", object, np.int8,
+    st.one_of(st.sampled_from(["int32", "mixed_bfloat16", "complex64", "bfloat16", "float8", "bool", object, np.int8,
                                {"config": {"name": "int8"}}, {"config": {}}, {"name": "float32"}, {"config": 3},
                                {"config": None}, {"config": ["float32"]}]).map(copy.deepcopy), junk),
 )
@@ -503,7 +503,7 @@ def built_state(layer):
 
 
 def out_dtype(layer):
-    return layer._layers[-1].dtype if isinstance(layer, Sequential) else layer.dtype
+    return layer._layers[-1].compute_dtype if isinstance(layer, Sequential) else layer.compute_dtype
 
 
 def stochastic_layers(layer):
@@ -604,7 +604,7 @@ def check_reference(layer, x, y, training, before):
 
     ``before`` is the snapshot of the weights before the call (for the moving statistics).
     """
-    dtype = layer.dtype
+    dtype = layer.compute_dtype  # the input is cast to it (weights stay in layer.dtype, the variable dtype)
     xd = x.astype(dtype).astype(np.float64)
     what = f"{type(layer).__name__} on {x.shape} {x.dtype}, training={training}"
     if isinstance(layer, (Flatten,)):
@@ -716,7 +716,7 @@ def check_batch_norm(layer, xd, y, training, before, what):
     ref = xd * inv.reshape(shape) + (beta - mean * inv).reshape(shape)
     scale = (np.abs(xd) + np.abs(mean).reshape(shape)) * np.abs(inv).reshape(shape) + np.abs(beta).reshape(shape)
     if layer.epsilon >= 1e-7:  # a smaller epsilon vanishes next to float32 variances (0 + 1e-300 == 0)
-        assert_close(y, ref, scale, layer.dtype, what)
+        assert_close(y, ref, scale, layer.compute_dtype, what)
 
 
 # ---------------------------------------------------------------- finiteness expectations
