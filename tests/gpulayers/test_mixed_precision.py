@@ -312,3 +312,30 @@ def test_keras_reads_our_loss_scale_file_and_we_read_its(tmp_path):
     assert float(back.optimizer.dynamic_scale) == float(np.asarray(theirs.optimizer.dynamic_scale))
     for a, b in zip(back.weights, theirs.weights):
         np.testing.assert_array_equal(a.numpy(), np.asarray(b.numpy()))
+
+
+def test_custom_training_loop_with_a_loss_scale_optimizer():
+    # Keras 3's custom loop: scale the loss on the tape, apply the scaled gradients; the optimizer unscales
+    def run(optimizer):
+        mixed_precision.set_global_policy("mixed_float16")
+        gpulayers.set_random_seed(3)
+        model = gpulayers.Sequential([gpulayers.Input((4,)), layers.Dense(8, activation="relu"), layers.Dense(2),
+                                      layers.Activation("linear", dtype="float32")])
+        rng = np.random.default_rng(4)
+        x, y = rng.random((16, 4)).astype(np.float32), rng.random((16, 2)).astype(np.float32)
+        losses = []
+        for _ in range(3):
+            with GradientTape() as tape:
+                loss = ops.mean((model(x, training=True) - y) ** 2)
+                scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_weights)
+            optimizer.apply_gradients(zip(grads, model.trainable_weights))
+            losses.append(float(loss))
+        return losses, [w.numpy() for w in model.weights]
+
+    scaled_losses, scaled_weights = run(LossScaleOptimizer(optimizers.SGD(0.1)))
+    plain_losses, plain_weights = run(optimizers.SGD(0.1))
+    assert scaled_losses[-1] < scaled_losses[0]
+    np.testing.assert_allclose(scaled_losses, plain_losses, rtol=1e-3)
+    for a, b in zip(scaled_weights, plain_weights):  # float16 gradients, scaled or not, give the same steps
+        np.testing.assert_allclose(a, b, atol=1e-3)
