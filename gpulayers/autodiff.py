@@ -377,7 +377,10 @@ def as_tensor(x, dtype=None):
             if cast is None or x.node is not None or not getattr(x, "autocast", False) \
                     or x.data.dtype == cast or x.data.dtype.kind != "f":
                 return x
-            return _ops.cast(x, cast)  # a variable read inside a mixed-precision layer
+            # a variable read inside a mixed-precision layer: a cast node (not ops.cast, which reads its
+            # input through here)
+            source = x.data.dtype
+            return record("cast", x.data.astype(cast), (x,), lambda g, needs: (g.astype(source),))
         if x.data.dtype == np.dtype(dtype):
             return x
         return _ops.cast(x, dtype)

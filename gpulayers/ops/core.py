@@ -59,7 +59,9 @@ def standardize_dtype(dtype):
 
 def operand(x):
     """An op's input: a Tensor, or a Python number kept as it is (weak typing)."""
-    if isinstance(x, Tensor) or is_scalar(x):
+    if isinstance(x, Tensor):
+        return as_tensor(x)  # a Variable inside a mixed-precision layer reads in its compute dtype
+    if is_scalar(x):
         return x
     return convert_to_tensor(x)
 
@@ -148,6 +150,7 @@ def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
         raise ValueError("Invalid value for `ragged`: gpulayers has no ragged tensors. Received: ragged=True")
     dtype = standardize_dtype(dtype)
     if isinstance(x, Tensor):
+        x = as_tensor(x)  # inside a mixed-precision layer a Variable reads in its compute dtype, as in Keras
         return x if dtype is None or x.data.dtype == np.dtype(dtype) else cast(x, dtype)
     if isinstance(x, (list, tuple)) and any(isinstance(v, Tensor) for v in _flat(x)):
         from gpulayers.ops import numpy as numpy_ops  # lists of tensors are stacked (differentiably)

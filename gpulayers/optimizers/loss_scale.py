@@ -151,9 +151,10 @@ class LossScaleOptimizer(Optimizer):
             self._step_counter = 0
             self._dynamic_scale = np.float32(self._dynamic_scale * np.float32(0.5))
             return
+        # divided by the float32 scale (a float16 gradient gives float32, as in Keras: 2**16 is inf in float16)
         scale = self._dynamic_scale
         unscaled = [
-            g if g is None or getattr(v, "overwrite_with_gradient", False) else g / g.dtype.type(scale)
+            g if g is None or getattr(v, "overwrite_with_gradient", False) else g / scale
             for g, v in zip(grads, variables if variables is not None else [None] * len(grads))
         ]
         self.inner_optimizer.apply(unscaled, variables)

@@ -109,7 +109,7 @@ def _write_optimizer(h5, model):
     if inner is not None:
         _write_vars(h5, "optimizer/inner_optimizer/vars", inner.name, values)
         own = [np.array(0, dtype=np.int64), np.array(0.0, dtype=np.float32)]
-        if state["slots"]:  # built: Keras's LossScaleOptimizer.build adds the two
+        if inner.built:  # Keras's LossScaleOptimizer.build adds the two (a plain SGD has no slots, but is built)
             own += [np.array(state["step_counter"], dtype=np.int64), np.asarray(state["dynamic_scale"], np.float32)]
         values = own + values
     _write_vars(h5, "optimizer/vars", optimizer.name, values)
@@ -451,6 +451,16 @@ def _read_optimizer(h5, model, label, h5py):
     scaled = hasattr(optimizer, "inner_optimizer")
     inner = optimizer.inner_optimizer if scaled else optimizer
     top = _member(h5, "optimizer", "group", label, "optimizer", h5py)
+    if not scaled and "inner_optimizer" in top:
+        # a loss-scaled state for a plain optimizer (a Functional model saved under mixed_float16 and loaded
+        # under another global policy: its config keeps no policy), skipped as Keras skips it
+        warnings.warn(
+            f"Skipping the optimizer state in {label}: it is a LossScaleOptimizer's, but optimizer "
+            f"'{optimizer.name}' ({type(optimizer).__name__}) of model '{model.name}' is not loss-scaled. The "
+            "weights are loaded; the optimizer keeps its current state.",
+            stacklevel=4,
+        )
+        return None
     extra = sorted(set(top.keys()) - ({"vars", "inner_optimizer"} if scaled else {"vars"}))
     if extra:
         raise ValueError(

@@ -339,3 +339,62 @@ def test_custom_training_loop_with_a_loss_scale_optimizer():
     np.testing.assert_allclose(scaled_losses, plain_losses, rtol=1e-3)
     for a, b in zip(scaled_weights, plain_weights):  # float16 gradients, scaled or not, give the same steps
         np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_float16_gradients_are_unscaled_in_float32():
+    # 2**17 is inf in float16: the division must be by the float32 scale (Keras's result: 1 - 131/2**17)
+    v = gpulayers.Variable(np.ones(2, np.float16))
+    opt = LossScaleOptimizer(optimizers.SGD(1.0), initial_scale=2.0**17)
+    opt.apply([np.full(2, 131.0, np.float16)], [v])
+    np.testing.assert_allclose(v.numpy().astype(np.float64), 1 - 131 / 2**17, atol=5e-4)
+    assert v.numpy()[0] != 1.0 and int(opt.iterations) == 1
+
+
+def test_custom_layer_reads_its_variables_in_the_compute_dtype():
+    class Scaled(layers.Layer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1], 3), initializer="ones")
+            self.v = self.add_weight(shape=(3,), initializer="ones", autocast=False)
+
+        def call(self, x):
+            assert dtype_name((self.w * 1.0).data) == "float16" and dtype_name((self.v * 1.0).data) == "float32"
+            return ops.matmul(x, self.w)
+
+    layer = Scaled(dtype="mixed_float16")
+    with GradientTape() as tape:
+        y = layer(np.ones((2, 4), np.float32))
+        loss = ops.sum(ops.cast(y, "float32"))
+    assert dtype_name(y.data) == "float16"
+    (g,) = tape.gradient(loss, [layer.w])
+    assert dtype_name(g) == "float32"
+    np.testing.assert_array_equal(np.asarray(g), np.full((4, 3), 2.0, np.float32))
+
+
+def test_plain_sgd_under_a_loss_scale_keeps_its_scale_in_files(tmp_path):
+    # SGD has no slots, but once it has stepped Keras's file holds the step counter and the scale
+    model, x, y = small_model("mixed_float16")
+    model.compile(LossScaleOptimizer(optimizers.SGD(0.01), dynamic_growth_steps=3), "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    before = (model.optimizer.step_counter, float(model.optimizer.dynamic_scale), int(model.optimizer.iterations))
+    assert before[2] == 4
+    model.save(tmp_path / "sgd.keras")
+    loaded = gpulayers.saving.load_model(tmp_path / "sgd.keras")
+    assert (loaded.optimizer.step_counter, float(loaded.optimizer.dynamic_scale),
+            int(loaded.optimizer.iterations)) == before
+
+
+def test_a_loss_scaled_file_loads_into_a_plain_optimizer_with_a_warning(tmp_path):
+    # a Functional config keeps no policy: loaded under float32 the model compiles a plain Adam (as Keras's)
+    mixed_precision.set_global_policy("mixed_float16")
+    inputs = gpulayers.Input((4,))
+    model = gpulayers.Model(inputs, layers.Dense(2)(layers.Dense(3)(inputs)))
+    model.compile("adam", "mse")
+    x = np.random.default_rng(5).random((8, 4)).astype(np.float32)
+    model.fit(x, x[:, :2], verbose=0)
+    model.save(tmp_path / "f.keras")
+    mixed_precision.set_global_policy("float32")
+    with pytest.warns(UserWarning, match="LossScaleOptimizer's"):
+        loaded = gpulayers.saving.load_model(tmp_path / "f.keras")
+    assert isinstance(loaded.optimizer, optimizers.Adam) and int(loaded.optimizer.iterations) == 0
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
