@@ -22,6 +22,15 @@ _MIXED = {"mixed_float16": ("float16", "float32")}
 _global_policy = None
 
 
+def _float_name(value):
+    """The name of the float dtype ``value`` stands for (``"float32"``, ``np.float16``...), or None."""
+    try:
+        name = np.dtype(value).name
+    except TypeError:
+        return None
+    return name if name in _FLOATS else None
+
+
 def _parse(name, argument="name"):
     """(compute dtype, variable dtype) of a policy name."""
     if not isinstance(name, str):
@@ -36,11 +45,8 @@ def _parse(name, argument="name"):
             f"Invalid value for `{argument}`: gpulayers has no bfloat16 computation yet (CuPy has no bfloat16 "
             f"type); use 'mixed_float16'. Received: {argument}={name!r}"
         )
-    try:
-        dtype = np.dtype(name).name
-    except TypeError:
-        dtype = None
-    if dtype not in _FLOATS:
+    dtype = _float_name(name)
+    if dtype is None:
         raise ValueError(
             f"Invalid value for `{argument}`: cannot convert {name!r} to a dtype policy. Valid policies: "
             f"'mixed_float16' and the float dtypes {_FLOATS}. Received: {argument}={name!r}"
@@ -155,11 +161,8 @@ def get(identifier, argument="dtype"):
     if isinstance(identifier, str):
         _parse(identifier, argument)  # the error names the caller's argument
         return DTypePolicy(identifier)
-    try:
-        name = np.dtype(identifier).name
-    except TypeError:
-        name = None
-    if name not in _FLOATS:
+    name = _float_name(identifier)
+    if name is None:
         raise ValueError(
             f"Invalid value for `{argument}`: expected a dtype policy, its name, or a float dtype "
             f"{_FLOATS}. Received: {argument}={identifier!r}"

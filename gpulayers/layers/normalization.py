@@ -4,7 +4,7 @@
 import numbers
 
 from backends import get_ops
-from gpulayers import constraints, initializers, regularizers
+from gpulayers import constraints, initializers, ops, regularizers
 from gpulayers.layers.arguments import standardize_bool
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_spec import InputSpec
@@ -193,15 +193,14 @@ class BatchNormalization(Layer):
         # _then_relu: a Functional graph whose only use of this output is a ReLU asks for it here, so
         # the two are one node and, on the GPU, one pass each way (models/functional.py).
         statistics = self._batch_statistics if training and self.trainable else self._moving_statistics
-        if inputs.dtype == "float16":
-            from gpulayers import ops
+        half = inputs.dtype == "float16"
+        if half:
             # As Keras: float16 statistics overflow, so a float16 input (a float16 or mixed_float16
             # layer) is normalised in float32, with the float32 weights, and the output cast back.
-            y = self._record("batch_normalization", lambda x, gamma, beta: statistics(x, gamma, beta, _then_relu),
-                             ops.cast(inputs, "float32"), self.gamma, self.beta)
-            return ops.cast(y, "float16")
-        return self._record("batch_normalization", lambda x, gamma, beta: statistics(x, gamma, beta, _then_relu),
-                            inputs, self.gamma, self.beta)
+            inputs = ops.cast(inputs, "float32")
+        y = self._record("batch_normalization", lambda x, gamma, beta: statistics(x, gamma, beta, _then_relu),
+                         inputs, self.gamma, self.beta)
+        return ops.cast(y, "float16") if half else y
 
     def _batch_statistics(self, x, gamma, beta, relu):
         ops = get_ops()

@@ -48,6 +48,13 @@ def check_real(value, argument, minimum=None, maximum=None, min_open=False, max_
     return _plain(value)
 
 
+def check_int(value, argument, minimum=0):
+    """A Python or NumPy int (bools excluded) >= ``minimum``, as a Python int; ValueError otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"Invalid value for `{argument}`: expected an int >= {minimum}. Received: {argument}={value!r}")
+    return int(value)
+
+
 def check_bool(value, argument):
     """A Python bool (NumPy bools accepted); TypeError otherwise."""
     if not isinstance(value, (bool, np.bool_)):

@@ -54,7 +54,7 @@ from backends import array_namespace, get_ops
 from gpulayers import utils
 from gpulayers.autodiff import unwrap
 from gpulayers.optimizers import schedules as _schedules
-from gpulayers.optimizers._checks import check_bool, check_name, check_real, is_real, scalar_to_float
+from gpulayers.optimizers._checks import check_bool, check_int, check_name, check_real, is_real, scalar_to_float
 
 __all__ = ["Optimizer"]
 
@@ -260,9 +260,7 @@ class Optimizer:
 
     @iterations.setter
     def iterations(self, value):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"Invalid value for `iterations`: expected an int >= 0. Received: iterations={value!r}")
-        self._iterations = int(value)
+        self._iterations = check_int(value, "iterations")
 
     # ------------------------------------------------------------ state
 
@@ -386,8 +384,7 @@ class Optimizer:
     def _prepare_import(self, variables, iterations, learning_rate, slots):
         """Check and convert the state to import; returns the function that assigns it (and cannot fail)."""
         variables = self._check_variables(variables)
-        if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
-            raise ValueError(f"Invalid value for `iterations`: expected an int >= 0. Received: iterations={iterations!r}")
+        check_int(iterations, "iterations")
         new_lr = self._learning_rate
         if learning_rate is not None and isinstance(self._learning_rate, float):
             saved = np.asarray(learning_rate)
@@ -508,13 +505,9 @@ class Optimizer:
             return [array_namespace(g).clip(g, -self.clipvalue, self.clipvalue) for g in grads]
         return grads
 
-    def apply(self, grads, variables=None):
-        """Update ``variables`` from ``grads`` (one step; see the module docstring for the order).
-
-        Args:
-            grads: one array (or None, skipped) per variable.
-            variables: the Variables; None means those given to :meth:`build`.
-        """
+    def _checked_pairs(self, grads, variables):
+        """``(grads, variables)`` for :meth:`apply`: the variables (None: those built on) checked, the
+        gradients unwrapped from tensors, one per variable."""
         if variables is None:
             if not self.built:
                 raise ValueError(
@@ -531,6 +524,16 @@ class Optimizer:
                 f"`grads` and `variables` must have the same length. Received: {len(grads)} gradients "
                 f"for {len(variables)} variables"
             )
+        return grads, variables
+
+    def apply(self, grads, variables=None):
+        """Update ``variables`` from ``grads`` (one step; see the module docstring for the order).
+
+        Args:
+            grads: one array (or None, skipped) per variable.
+            variables: the Variables; None means those given to :meth:`build`.
+        """
+        grads, variables = self._checked_pairs(grads, variables)
         if not grads:
             return
         pairs = [(self._check_gradient(g, v, i), v) for i, (g, v) in enumerate(zip(grads, variables)) if g is not None]

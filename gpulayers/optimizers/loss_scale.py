@@ -13,8 +13,7 @@ is ``mixed_float16`` (``auto_scale_loss=True``).
 import numpy as np
 
 from backends import array_namespace
-from gpulayers.autodiff import unwrap
-from gpulayers.optimizers._checks import check_real
+from gpulayers.optimizers._checks import check_int, check_real
 from gpulayers.optimizers.base import Optimizer
 
 __all__ = ["LossScaleOptimizer"]
@@ -63,16 +62,11 @@ class LossScaleOptimizer(Optimizer):
         if isinstance(inner_optimizer, LossScaleOptimizer):
             raise ValueError("Invalid value for `inner_optimizer`: it is already a LossScaleOptimizer.")
         initial_scale = check_real(initial_scale, "initial_scale", minimum=0, min_open=True)
-        if isinstance(dynamic_growth_steps, (bool, np.bool_)) or not isinstance(dynamic_growth_steps, (int, np.integer)) \
-                or dynamic_growth_steps < 1:
-            raise ValueError(
-                "Invalid value for `dynamic_growth_steps`: expected an int >= 1. "
-                f"Received: dynamic_growth_steps={dynamic_growth_steps!r}"
-            )
+        dynamic_growth_steps = check_int(dynamic_growth_steps, "dynamic_growth_steps", minimum=1)
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer
         self.initial_scale = float(initial_scale)
-        self.dynamic_growth_steps = int(dynamic_growth_steps)
+        self.dynamic_growth_steps = dynamic_growth_steps
         self._step_counter = 0
         # Keras keeps the scale in a float32 variable: doubling and halving are exact in it.
         self._dynamic_scale = np.float32(self.initial_scale)
@@ -135,18 +129,9 @@ class LossScaleOptimizer(Optimizer):
 
     def apply(self, grads, variables=None):
         """Unscale ``grads`` and let the inner optimizer apply them, or skip the step if any is not finite."""
-        if variables is None:
-            variables = self.inner_optimizer._built_variables if self.inner_optimizer.built else None
-        if isinstance(grads, (str, bytes)) or not hasattr(grads, "__iter__"):
-            raise TypeError(f"Invalid type for `grads`: expected a list of arrays. Received: grads={grads!r}")
-        grads = [None if g is None else unwrap(g) for g in grads]
-        if variables is not None and len(grads) != len(variables):
-            raise ValueError(
-                f"`grads` and `variables` must have the same length. Received: {len(grads)} gradients "
-                f"for {len(variables)} variables"
-            )
+        grads, variables = self.inner_optimizer._checked_pairs(grads, variables)
         if not self.check_finite(grads):
-            if variables is not None and not self.inner_optimizer.built:
+            if not self.inner_optimizer.built:
                 self.inner_optimizer.build(variables)  # Keras builds the state even on a skipped first step
             self._step_counter = 0
             self._dynamic_scale = np.float32(self._dynamic_scale * np.float32(0.5))
@@ -155,7 +140,7 @@ class LossScaleOptimizer(Optimizer):
         scale = self._dynamic_scale
         unscaled = [
             g if g is None or getattr(v, "overwrite_with_gradient", False) else g / scale
-            for g, v in zip(grads, variables if variables is not None else [None] * len(grads))
+            for g, v in zip(grads, variables)
         ]
         self.inner_optimizer.apply(unscaled, variables)
         if self._step_counter == self.dynamic_growth_steps - 1:
@@ -176,16 +161,14 @@ class LossScaleOptimizer(Optimizer):
 
     def _prepare_import(self, variables, iterations, learning_rate=None, slots=(), step_counter=0,
                         dynamic_scale=None):
-        if isinstance(step_counter, (bool, np.bool_)) or not isinstance(step_counter, (int, np.integer)) \
-                or step_counter < 0:
-            raise ValueError(f"Invalid value for `step_counter`: expected an int >= 0. Received: step_counter={step_counter!r}")
+        step_counter = check_int(step_counter, "step_counter")
         if dynamic_scale is not None:
             dynamic_scale = np.float32(check_real(dynamic_scale, "dynamic_scale", minimum=0, min_open=True))
         inner = self.inner_optimizer._prepare_import(variables, iterations, learning_rate, slots)
 
         def commit():
             inner()
-            self._step_counter = int(step_counter)
+            self._step_counter = step_counter
             if dynamic_scale is not None:
                 self._dynamic_scale = dynamic_scale
             self._built_variables, self.built = list(self.inner_optimizer._built_variables), True

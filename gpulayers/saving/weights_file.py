@@ -475,7 +475,7 @@ def _read_optimizer(h5, model, label, h5py):
     # the built layouts
     layouts = [(2, (0, 2)), (4, (0, 2, 4))] if scaled else [(0, (0,)), (0, (0,))]
     counts = (layouts[0][0] + head, layouts[1][0] + head + len(order))
-    count = _check_optimizer_keys(group, label, h5py, ints=())
+    count = _optimizer_count(group, label)
     if count not in counts:
         # Keras's rule (BaseOptimizer.load_own_variables): a count that does not fit is skipped with a warning.
         warnings.warn(
@@ -487,7 +487,7 @@ def _read_optimizer(h5, model, label, h5py):
         )
         return None
     own, ints = layouts[count == counts[1] and count != counts[0]]
-    _check_optimizer_keys(group, label, h5py, ints=ints)
+    _check_optimizer_kinds(group, count, ints, label, h5py)
     state = {"iterations": _read_iterations(group, label, h5py, own), "learning_rate": None, "slots": []}
     if head == 2:
         state["learning_rate"] = _read_learning_rate(group, label, h5py, own + 1)
@@ -505,9 +505,8 @@ def _read_optimizer(h5, model, label, h5py):
     return state
 
 
-def _check_optimizer_keys(group, label, h5py, ints=(0,)):
-    """The entries are exactly the datasets ``0`` ... ``n-1``, those in ``ints`` integers and the others floats;
-    returns n."""
+def _optimizer_count(group, label):
+    """n, where the entries are exactly the datasets ``0`` ... ``n-1`` (n >= 1)."""
     keys = set(group.keys())
     count = len(keys)
     if keys != {str(i) for i in range(count)} or not count:
@@ -515,12 +514,16 @@ def _check_optimizer_keys(group, label, h5py, ints=(0,)):
             f"Invalid weights file {label}: 'optimizer/vars' should hold datasets named '0' (iterations), "
             f"'1', ... without gaps. Received: {sorted(keys, key=_int_key)[:20]}"
         )
+    return count
+
+
+def _check_optimizer_kinds(group, count, ints, label, h5py):
+    """The datasets at the indices in ``ints`` are integers, the others floats."""
     for i in range(count):
         if i in ints:
             _dataset(group, str(i), "iu", label, f"optimizer/vars/{i}", h5py, "an integer (the optimizer's iterations)")
-        elif ints:
+        else:
             _dataset(group, str(i), "f", label, f"optimizer/vars/{i}", h5py, "a float array (optimizer state)")
-    return count
 
 
 def _read_iterations(group, label, h5py, index=0, what="the optimizer's iterations"):
