@@ -104,8 +104,8 @@ _FILES = (
             "bn_bwd_apply",
         ),
     ),
-    ("softmax", "softmax.cu", ("softmax_rows", "sparse_xent_fwd", "sparse_xent_bwd", "top1_match")),
-    ("elementwise", "elementwise.cu", ("relu_bwd", "dropout_fwd", "dropout_bwd", "bias_relu", "accumulate")),
+    ("softmax", "softmax.cu", ("softmax_rows", "bias_softmax_rows", "sparse_xent_fwd", "sparse_xent_mean", "sparse_xent_bwd", "top1_match")),
+    ("elementwise", "elementwise.cu", ("relu_bwd", "dropout_fwd", "dropout_bwd", "philox_fill", "dropout_philox", "bias_relu", "accumulate")),
     ("optimizer", "optimizer.cu", ("mt_sgd", "mt_adam", "mt_rmsprop", "mt_adagrad")),
 )
 

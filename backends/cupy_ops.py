@@ -154,6 +154,18 @@ _ConvGeom = collections.namedtuple(
 _PoolGeom = collections.namedtuple("_PoolGeom", "n h w c oh ow ph pw sh sw top left cf")
 
 
+class PhiloxStream:
+    """A layer's random numbers on the GPU: Philox4x32-10 keyed by its seed, with its launch counter in a
+    2-word device array (``backends/kernels/elementwise.cu``) that the kernels advance themselves, so a
+    draw needs no host work and no generator state leaves the device."""
+
+    __slots__ = ("key", "state")
+
+    def __init__(self, seed, state):
+        self.key = numpy.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)
+        self.state = state
+
+
 class CupyOps(Ops):
     """Operations on ``cupy.ndarray``, with CUDA kernels for convolution, pooling and batch norm.
 
@@ -176,6 +188,7 @@ class CupyOps(Ops):
         self.keep_patches_bytes = 256 * 2**20
         self._kept_patches = [0]  # bytes of the im2col matrices kept alive now, across layers
         self._ones_cache = {}
+        self._done_counters = {}
 
     def asarray(self, x, dtype=None):
         """cupy array from a cupy/numpy array, a CUDA array interface, ``__dlpack__`` or ``__array__``."""
@@ -218,6 +231,17 @@ class CupyOps(Ops):
         if hasattr(random, "default_rng"):
             return random.default_rng(seed)
         return random.RandomState(seed)
+
+    def random_stream(self, seed):
+        return PhiloxStream(seed, self.xp.zeros(2, dtype=numpy.uint64))
+
+    def uniform(self, rng, shape, dtype):
+        if not isinstance(rng, PhiloxStream):
+            return super().uniform(rng, shape, dtype)
+        dtype = numpy.dtype(dtype)
+        u = self.xp.empty(shape, dtype=dtype if dtype in (_F32, _F64) else _F32)
+        self._elementwise_stream("philox_fill", u.dtype, u.size, (u,), rng)
+        return self._uniform_as(u, dtype)
 
     # ------------------------------------------------------------ kernels
     def _kernel(self, module, kernel, dtype):
@@ -1000,6 +1024,10 @@ class CupyOps(Ops):
     def _elementwise(self, kernel, dtype, n, args):
         self._launch("elementwise", kernel, dtype, n, args + (_i64(n),))
 
+    def _elementwise_stream(self, kernel, dtype, n, args, stream):
+        """An elementwise kernel drawing from a :class:`PhiloxStream`: ``(*args, n, key, state)``."""
+        self._launch("elementwise", kernel, dtype, n, args + (_i64(n), stream.key, stream.state))
+
     def relu_backward(self, x, dy):
         if x.dtype not in (_F32, _F64) or dy.dtype != x.dtype or x.shape != dy.shape or x.ndim == 0:
             return super().relu_backward(x, dy)
@@ -1032,6 +1060,16 @@ class CupyOps(Ops):
         x, u = cupy.ascontiguousarray(x), cupy.ascontiguousarray(u)
         y, kept = cupy.empty(x.shape, dtype=x.dtype), cupy.empty(x.shape, dtype=numpy.bool_)
         self._elementwise("dropout_fwd", x.dtype, x.size, (x, u, x.dtype.type(keep), y, kept))
+        return y, kept
+
+    def dropout_random(self, x, mask_shape, keep, stream):
+        if not isinstance(stream, PhiloxStream) or x.dtype not in (_F32, _F64) or tuple(mask_shape) != x.shape \
+                or keep == 0 or x.ndim == 0:
+            return super().dropout_random(x, mask_shape, keep, stream)  # a broadcast noise_shape, float16, rate 1
+        cupy = self.xp
+        x = cupy.ascontiguousarray(x)
+        y, kept = cupy.empty(x.shape, dtype=x.dtype), cupy.empty(x.shape, dtype=numpy.bool_)
+        self._elementwise_stream("dropout_philox", x.dtype, x.size, (x, x.dtype.type(keep), y, kept), stream)
         return y, kept
 
     def dropout_backward(self, dy, kept, keep):
@@ -1068,6 +1106,15 @@ class CupyOps(Ops):
         self._row_launch("softmax_rows", x.dtype, x.size // cols, cols, (x, y))
         return y
 
+    def bias_add_softmax(self, z, bias):
+        if z.dtype not in (_F32, _F64) or bias.dtype != z.dtype or bias.shape != z.shape[-1:] or z.size == 0 \
+                or not z.flags.c_contiguous:
+            return super().bias_add_softmax(z, bias)
+        cols = z.shape[-1]
+        y = self.xp.empty(z.shape, dtype=z.dtype)
+        self._row_launch("bias_softmax_rows", z.dtype, z.size // cols, cols, (z, self.xp.ascontiguousarray(bias), y))
+        return y
+
     def _rows_and_labels(self, p, labels):
         """A (rows, classes) matrix and its labels as the row kernels read them: C order, int64 labels."""
         cupy = self.xp
@@ -1084,20 +1131,45 @@ class CupyOps(Ops):
         self._row_launch("sparse_xent_fwd", p.dtype, rows, cols, (p, labels, values), (t(lo), t(hi)))
         return values
 
-    def sparse_xent_logits_grad(self, p, labels, g):
+    def sparse_xent_mean(self, p, labels, lo, hi):
         if p.dtype not in (_F32, _F64) or p.size == 0:
-            return super().sparse_xent_logits_grad(p, labels, g)
+            return super().sparse_xent_mean(p, labels, lo, hi)
         cupy = self.xp
         p, labels = self._rows_and_labels(p, labels)
         rows, cols = p.shape
-        g = g.astype(p.dtype, copy=False).reshape(rows)
-        if g.strides[0] == 0:  # one value for every row (a mean's gradient, broadcast): read it once
+        lanes = self._row_lanes(cols)
+        grid = min(-(-rows // (_BLOCK // lanes)), self._grid_cap())
+        mean, partial = cupy.empty((), dtype=p.dtype), cupy.empty((grid,), dtype=_F64)
+        t = p.dtype.type
+        self._launch_blocks("softmax", "sparse_xent_mean", p.dtype, grid,
+                            (p, labels, mean, partial, self._blocks_done(), _i64(rows), _i32(cols, "classes"),
+                             _i32(lanes, "lanes"), t(lo), t(hi)))
+        return mean
+
+    def _blocks_done(self):
+        """A zeroed device counter of finished blocks for the last-block reductions (each such kernel resets
+        it to 0 as it ends), one per device."""
+        device = self.xp.cuda.runtime.getDevice()
+        done = self._done_counters.get(device)
+        if done is None:
+            done = self._done_counters[device] = self.xp.zeros((1,), dtype=numpy.uint32)
+        return done
+
+    def sparse_xent_logits_grad(self, p, labels, g, scale=None):
+        if p.dtype not in (_F32, _F64) or p.size == 0:
+            return super().sparse_xent_logits_grad(p, labels, g, scale)
+        cupy = self.xp
+        p, labels = self._rows_and_labels(p, labels)
+        rows, cols = p.shape
+        g = g.astype(p.dtype, copy=False).reshape(1 if scale is not None else rows)
+        if scale is not None or g.strides[0] == 0:  # one value for every row (a mean's gradient): read it once
             g, g_stride = g[:1], 0
         else:
             g, g_stride = cupy.ascontiguousarray(g), 1
         dx = cupy.empty(p.shape, dtype=p.dtype)
         self._launch("softmax", "sparse_xent_bwd", p.dtype, p.size,
-                     (p, labels, g, dx, _i64(rows), _i32(cols, "classes"), _i64(g_stride)))
+                     (p, labels, g, dx, _i64(rows), _i32(cols, "classes"), _i64(g_stride),
+                      p.dtype.type(1 if scale is None else scale)))
         return dx
 
     def top1_matches(self, scores, labels):

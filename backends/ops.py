@@ -200,19 +200,28 @@ class Ops:
         """A random generator for this ``xp``, seeded with the int ``seed``."""
         return self.xp.random.default_rng(seed)
 
+    def random_stream(self, seed):
+        """A layer's own source of random numbers for :meth:`uniform` and :meth:`dropout_random`, seeded
+        with the int ``seed``: here :meth:`rng`'s generator (CupyOps keeps a counter-based stream on the
+        device instead)."""
+        return self.rng(seed)
+
     def uniform(self, rng, shape, dtype):
-        """Uniform floats in [0, 1) of ``shape`` and ``dtype`` drawn from ``rng``."""
-        xp = self.xp
+        """Uniform floats in [0, 1) of ``shape`` and ``dtype`` drawn from ``rng`` (or a :meth:`random_stream`)."""
         dtype = numpy.dtype(dtype)
         draw_dtype = dtype if dtype.itemsize >= 4 else numpy.dtype("float32")
         if hasattr(rng, "random"):  # numpy/cupy Generator
             u = rng.random(shape, dtype=draw_dtype)
         else:  # cupy RandomState
             u = rng.random_sample(shape, dtype=draw_dtype)
-        if draw_dtype != dtype:
-            # Rounding to float16 can turn values just below 1 into 1.0.
-            u = xp.minimum(u.astype(dtype), numpy.nextafter(dtype.type(1), dtype.type(0)))
-        return u
+        return self._uniform_as(u, dtype)
+
+    def _uniform_as(self, u, dtype):
+        """Uniforms drawn in float32 or float64 as ``dtype``: rounding to float16 can turn values just
+        below 1 into 1.0, so they are kept below it."""
+        if u.dtype == dtype:
+            return u
+        return self.xp.minimum(u.astype(dtype), numpy.nextafter(dtype.type(1), dtype.type(0)))
 
     # ---------------------------------------------------------------- layouts
     @staticmethod
@@ -1043,6 +1052,11 @@ class Ops:
         kept = u < keep
         return self.dropout_backward(x, kept, keep), kept
 
+    def dropout_random(self, x, mask_shape, keep, stream):
+        """:meth:`dropout` with its uniforms (of ``mask_shape``, broadcasting to x's) drawn from ``stream``
+        (a :meth:`random_stream`); returns ``(y, kept)``."""
+        return self.dropout(x, self.uniform(stream, mask_shape, x.dtype), keep)
+
     def dropout_backward(self, dy, kept, keep):
         """The gradient of :meth:`dropout`: ``dy / keep`` where kept, 0 elsewhere."""
         xp = self.xp
@@ -1059,6 +1073,12 @@ class Ops:
         e = self.xp.exp(x - x.max(axis=axis, keepdims=True))
         return e / e.sum(axis=axis, keepdims=True)
 
+    def bias_add_softmax(self, z, bias):
+        """A layer's bias and softmax over the last axis in one pass: ``z += bias`` in place (``z``, the
+        layer's own fresh product of at least 2 classes, becomes its logits), returns ``softmax(z)``."""
+        z += bias
+        return self.xp.empty_like(z) if z.size == 0 else self.softmax(z, z.ndim - 1)
+
     def sparse_xent_values(self, p, labels, lo, hi):
         """Sparse cross-entropy from probabilities: ``-log(clip(p[r, k] / sum(p[r]), lo, hi))`` per row.
 
@@ -1069,10 +1089,19 @@ class Ops:
         qk = xp.take_along_axis(p, labels.reshape(-1, 1), axis=1) / p.sum(axis=1, keepdims=True)
         return -xp.log(xp.clip(qk, lo, hi)).reshape(-1)
 
-    def sparse_xent_logits_grad(self, p, labels, g):
+    def sparse_xent_mean(self, p, labels, lo, hi):
+        """The mean of :meth:`sparse_xent_values` (Keras's sum / size), a 0-d array of p's dtype."""
+        return self.xp.asarray(self.xp.mean(self.sparse_xent_values(p, labels, lo, hi)), dtype=p.dtype)
+
+    def sparse_xent_logits_grad(self, p, labels, g, scale=None):
         """``(p - onehot(labels)) * g[:, None]``: :meth:`sparse_xent_values`'s gradient on the logits of
-        the softmax that gave ``p`` (``g``: (rows,), the gradient of the values)."""
-        onehot = (self.xp.arange(p.shape[1]) == labels.reshape(-1, 1)).astype(p.dtype)
+        the softmax that gave ``p`` (``g``: (rows,), the gradient of the values). With ``scale`` (a
+        scalar of p's dtype), ``g`` is 0-d and every row's gradient is ``g * scale``: that of
+        :meth:`sparse_xent_mean` with ``scale = 1 / rows``."""
+        xp = self.xp
+        if scale is not None:
+            g = xp.broadcast_to((g * scale).astype(p.dtype, copy=False), (p.shape[0],))
+        onehot = (xp.arange(p.shape[1]) == labels.reshape(-1, 1)).astype(p.dtype)
         return (p - onehot) * g.astype(p.dtype, copy=False).reshape(-1, 1)
 
     # ------------------------------------------------ metrics

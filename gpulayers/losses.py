@@ -225,8 +225,10 @@ def _categorical(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1
     return ops.categorical_crossentropy(t, p, from_logits=from_logits, axis=ax)
 
 
-def _sparse(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1, dtype=None, check_labels=True):
-    """(per-sample values, mask of the labels that count or None)."""
+def _sparse(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1, dtype=None, check_labels=True,
+            mean=False):
+    """(per-sample values, mask of the labels that count or None); ``mean=True`` lets the values come
+    back as their 0-d mean (see ``ops.crossentropy.sparse_crossentropy``)."""
     fn = "sparse_categorical_crossentropy"
     axis = _check_axis(axis)
     if ignore_class is not None and (
@@ -253,7 +255,7 @@ def _sparse(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1, dtype
     if check_labels:
         check_sparse_labels(labels, p.shape[-1], ignore_class, "y_true", "y_pred's last axis (its classes)")
     if ignore_class is None:
-        return sparse_crossentropy(labels, p, from_logits=from_logits, check_labels=False), None
+        return sparse_crossentropy(labels, p, from_logits=from_logits, check_labels=False, mean=mean), None
     mask = labels != ignore_class
     labels = array_namespace(labels).where(mask, labels, 0)
     values = sparse_crossentropy(labels, p, from_logits=from_logits, check_labels=False)
@@ -562,11 +564,20 @@ class SparseCategoricalCrossentropy(Loss):
             )
         self.ignore_class = None if ignore_class is None else int(ignore_class)
 
-    def _values(self, y_true, y_pred):
-        return _sparse(y_true, y_pred, self.from_logits, self.ignore_class, -1, self.dtype, self.check_labels)
+    def _values(self, y_true, y_pred, mean=False):
+        return _sparse(y_true, y_pred, self.from_logits, self.ignore_class, -1, self.dtype, self.check_labels,
+                       mean=mean)
 
     def call(self, y_true, y_pred):
         return self._values(y_true, y_pred)[0]
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Unweighted, a mean reduction is the mean of the values: the cross-entropy may compute it as one
+        # node (a 0-d result, which the reduction passes through unchanged).
+        mean = sample_weight is None and self.reduction in ("sum_over_batch_size", "mean", "mean_with_sample_weight") \
+            and type(self)._values is SparseCategoricalCrossentropy._values
+        values, mask = self._values(y_true, y_pred, mean=mean)
+        return _reduced(values, sample_weight, mask, self.reduction)
 
     def get_config(self):
         return {**super().get_config(), "from_logits": self.from_logits, "ignore_class": self.ignore_class}

@@ -9,9 +9,11 @@
 //
 // Formulas (gpulayers/ops/activations.py softmax, gpulayers/ops/crossentropy.py):
 //   softmax:          y = exp(x - max(x)) / sum(exp(x - max(x)))
+//   bias_softmax:     x += bias (in place), then softmax
 //   sparse_xent_fwd:  from probabilities p and int64 labels k,
 //                     value = -log(clip(p[k] / sum(p), lo, hi)); NaN for a k outside [0, cols)
-//   sparse_xent_bwd:  the fused gradient on the softmax's logits, dx = (p - onehot(k)) * g[row]
+//   sparse_xent_mean: the mean of those values, one launch (the last block adds the blocks' sums)
+//   sparse_xent_bwd:  the fused gradient on the softmax's logits, dx = (p - onehot(k)) * (g[row] * scale)
 //                     (elementwise, grid-stride)
 
 #define SM_MAX_BLOCK 1024
@@ -22,6 +24,8 @@ __device__ inline float sm_log(float v) { return logf(v); }
 __device__ inline double sm_log(double v) { return log(v); }
 __device__ inline float sm_nan(float) { return __int_as_float(0x7fc00000); }
 __device__ inline double sm_nan(double) { return __longlong_as_double(0x7ff8000000000000ll); }
+__device__ inline float sm_inf(float) { return __int_as_float(0x7f800000); }
+__device__ inline double sm_inf(double) { return __longlong_as_double(0x7ff0000000000000ll); }
 
 // Combine s[row * w + lane] over the w lanes of each row into s[row * w]:
 // the sum, or the max (NaN-propagating, as numpy's). Every thread of the block calls it.
@@ -39,8 +43,11 @@ __device__ inline void sm_lane_tree(T* s, int row, int lane, int w, bool active,
     }
 }
 
+// y = softmax(x) by rows; with a bias (bias != nullptr) x is updated in place to x + bias[col] first (read
+// and written by the same lane, so the later passes see the sum). Every thread of the block calls it.
 template <typename T>
-__global__ void __launch_bounds__(SM_MAX_BLOCK) softmax_rows(const T* __restrict__ x, T* __restrict__ y, long long rows, int cols, int width)
+__device__ inline void sm_softmax_rows(T* x, const T* __restrict__ bias, T* __restrict__ y, long long rows, int cols,
+                                       int width)
 {
     __shared__ T s[SM_MAX_BLOCK];
     const int w = width < (int)blockDim.x ? width : (int)blockDim.x;
@@ -52,10 +59,19 @@ __global__ void __launch_bounds__(SM_MAX_BLOCK) softmax_rows(const T* __restrict
     for (long long u = blockIdx.x; u < groups; u += gridDim.x) {
         const long long r = u * ny + row;
         const bool live = active && r < rows;
-        const T* xr = x + (live ? r : 0) * cols;
+        T* xr = x + (live ? r : 0) * cols;
         T m = live ? xr[0] : T(0);
-        if (live)
+        if (live && bias != nullptr) {
+            m = -sm_inf(T(0));  // below every value (xr[0] may be being rewritten by lane 0): a lane may have none
+#pragma unroll 1
+            for (int j = lane; j < cols; j += w) {
+                const T v = xr[j] + bias[j];
+                xr[j] = v;
+                m = v > m || v != v ? v : m;
+            }
+        } else if (live) {
             for (int j = lane; j < cols; j += w) m = xr[j] > m || xr[j] != xr[j] ? xr[j] : m;
+        }
         s[threadIdx.x] = m;
         __syncthreads();
         sm_lane_tree(s, row, lane, w, active, true);
@@ -75,6 +91,47 @@ __global__ void __launch_bounds__(SM_MAX_BLOCK) softmax_rows(const T* __restrict
 }
 
 template <typename T>
+__global__ void __launch_bounds__(SM_MAX_BLOCK) softmax_rows(const T* __restrict__ x, T* __restrict__ y, long long rows, int cols, int width)
+{
+    sm_softmax_rows(const_cast<T*>(x), (const T*)nullptr, y, rows, cols, width);  // x only read
+}
+
+// A Dense layer's bias and softmax in one pass: z += bias (in place: z is the layer's output, the logits),
+// then y = softmax(z).
+template <typename T>
+__global__ void __launch_bounds__(SM_MAX_BLOCK) bias_softmax_rows(T* z, const T* __restrict__ bias, T* __restrict__ y, long long rows, int cols, int width)
+{
+    sm_softmax_rows(z, bias, y, rows, cols, width);
+}
+
+// The value of row r for lane 0 of its threads (0 for the other lanes and for rows past the end). Every
+// thread of the block calls it; s is the block's scratch row.
+template <typename T>
+__device__ inline T sm_xent_value(const T* __restrict__ p, const long long* __restrict__ labels, T* s, long long r,
+                                  int cols, int w, int lane, int row, bool active, bool live, T lo, T hi)
+{
+    T sum = T(0);
+    if (live)
+        for (int j = lane; j < cols; j += w) sum += p[r * cols + j];
+    s[threadIdx.x] = sum;
+    __syncthreads();
+    sm_lane_tree(s, row, lane, w, active, false);
+    T v = T(0);
+    if (live && lane == 0) {
+        const long long k = labels[r];
+        if (k < 0 || k >= cols) {
+            v = sm_nan(T(0));
+        } else {
+            const T q = p[r * cols + k] / s[row * w];
+            const T qc = q < lo ? lo : (q > hi ? hi : q);  // a NaN q stays NaN, as numpy's clip
+            v = -sm_log(qc);
+        }
+    }
+    __syncthreads();  // s is read above before the next row group overwrites it
+    return v;
+}
+
+template <typename T>
 __global__ void sparse_xent_fwd(const T* __restrict__ p, const long long* __restrict__ labels,
                                 T* __restrict__ values, long long rows, int cols, int width, T lo, T hi)
 {
@@ -88,38 +145,84 @@ __global__ void sparse_xent_fwd(const T* __restrict__ p, const long long* __rest
     for (long long u = blockIdx.x; u < groups; u += gridDim.x) {
         const long long r = u * ny + row;
         const bool live = active && r < rows;
-        T sum = T(0);
-        if (live)
-            for (int j = lane; j < cols; j += w) sum += p[r * cols + j];
-        s[threadIdx.x] = sum;
-        __syncthreads();
-        sm_lane_tree(s, row, lane, w, active, false);
-        if (live && lane == 0) {
-            const long long k = labels[r];
-            if (k < 0 || k >= cols) {
-                values[r] = sm_nan(T(0));
-            } else {
-                const T q = p[r * cols + k] / s[row * w];
-                const T qc = q < lo ? lo : (q > hi ? hi : q);  // a NaN q stays NaN, as numpy's clip
-                values[r] = -sm_log(qc);
-            }
-        }
-        __syncthreads();
+        const T v = sm_xent_value(p, labels, s, r, cols, w, lane, row, active, live, lo, hi);
+        if (live && lane == 0)
+            values[r] = v;
     }
 }
 
-// g[r * g_stride]: g_stride 0 reads one value for every row (the gradient of a mean, broadcast).
+// The mean of sparse_xent_fwd's values in one launch (Keras's sum / size): each block sums its rows' values
+// in double into partial[blockIdx.x]; the last block to finish (counted in *done, which it resets to 0 for the
+// next launch) adds the partials in a fixed order and writes mean[0]. Deterministic for a given grid and block.
+template <typename T>
+__global__ void sparse_xent_mean(const T* __restrict__ p, const long long* __restrict__ labels, T* __restrict__ mean,
+                                 double* __restrict__ partial, unsigned int* __restrict__ done, long long rows, int cols,
+                                 int width, T lo, T hi)
+{
+    __shared__ T s[SM_MAX_BLOCK];
+    __shared__ double d[SM_MAX_BLOCK];
+    __shared__ bool last;
+    const int w = width < (int)blockDim.x ? width : (int)blockDim.x;
+    const int ny = blockDim.x / w;
+    const int lane = threadIdx.x % w;
+    const int row = threadIdx.x / w;
+    const bool active = row < ny;
+    const long long groups = (rows + ny - 1) / ny;
+    double acc = 0.0;
+    for (long long u = blockIdx.x; u < groups; u += gridDim.x) {
+        const long long r = u * ny + row;
+        const bool live = active && r < rows;
+        acc += (double)sm_xent_value(p, labels, s, r, cols, w, lane, row, active, live, lo, hi);
+    }
+    d[threadIdx.x] = acc;
+    __syncthreads();
+    for (int n = blockDim.x; n > 1;) {
+        const int half = (n + 1) >> 1;
+        if ((int)threadIdx.x < n - half)
+            d[threadIdx.x] += d[threadIdx.x + half];
+        __syncthreads();
+        n = half;
+    }
+    if (threadIdx.x == 0) {
+        partial[blockIdx.x] = d[0];
+        __threadfence();  // the partial is visible before this block is counted
+        last = atomicAdd(done, 1u) == gridDim.x - 1u;
+    }
+    __syncthreads();
+    if (!last)
+        return;
+    __threadfence();
+    double t = 0.0;
+    for (int b = threadIdx.x; b < (int)gridDim.x; b += blockDim.x) t += partial[b];
+    d[threadIdx.x] = t;
+    __syncthreads();
+    for (int n = blockDim.x; n > 1;) {
+        const int half = (n + 1) >> 1;
+        if ((int)threadIdx.x < n - half)
+            d[threadIdx.x] += d[threadIdx.x + half];
+        __syncthreads();
+        n = half;
+    }
+    if (threadIdx.x == 0) {
+        mean[0] = (T)(d[0] / (double)rows);
+        *done = 0u;
+    }
+}
+
+// The row's gradient is g[r * g_stride] * scale (rounded to T first): g_stride 0 reads one value for every
+// row, and scale is 1/rows for sparse_xent_mean's gradient (1 otherwise, exact).
 template <typename T>
 __global__ void sparse_xent_bwd(const T* __restrict__ p, const long long* __restrict__ labels,
                                 const T* __restrict__ g, T* __restrict__ dx, long long rows, int cols,
-                                long long g_stride)
+                                long long g_stride, T scale)
 {
     const long long n = rows * cols;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         int j;
         const long long r = index_divmod(i, cols, j);
         const T onehot = labels[r] == (long long)j ? T(1) : T(0);
-        dx[i] = (p[i] - onehot) * g[r * g_stride];
+        const T gr = g[r * g_stride] * scale;
+        dx[i] = (p[i] - onehot) * gr;
     }
 }
 

@@ -10,6 +10,7 @@ from gpulayers import activations, constraints, initializers, regularizers
 from gpulayers.layers.arguments import standardize_bool, standardize_int
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_spec import InputSpec
+from gpulayers.ops.activations import softmax_node
 
 __all__ = ["Activation", "Dense", "Embedding"]
 
@@ -122,7 +123,18 @@ class Dense(Layer):
     def call(self, inputs):
         if self.activation is activations.relu:  # bias and ReLU in one pass, one node
             return self._record("dense", self._dense_relu, inputs, self.kernel, self.bias)
+        if self.activation is activations.softmax and self.use_bias and self.units > 1:
+            # Bias and softmax in one pass, still two nodes (a cross-entropy finds the logits behind the softmax).
+            probs = []
+            z = self._record("dense", lambda *a: self._dense_softmax(probs, *a), inputs, self.kernel, self.bias)
+            return softmax_node(z, probs[0], (z.ndim - 1,))
         return self._activate(self._record("dense", self._dense, inputs, self.kernel, self.bias))
+
+    def _dense_softmax(self, probs, x, kernel, bias):
+        ops = get_ops()
+        z = ops.matmul(x, kernel)
+        probs.append(ops.bias_add_softmax(z, bias))  # z becomes the logits in place
+        return z, self._dense_backward(x, kernel)
 
     def _dense_relu(self, x, kernel, bias):
         ops = get_ops()

@@ -172,7 +172,7 @@ class StochasticPooling2D(Pooling2D):
     def _draw(self, x):
         ops, window, shape = get_ops(), self._window(x.shape), tuple(x.shape)
         if self._rng is None or self._rng_ops is not ops:
-            self._rng, self._rng_ops = ops.rng(utils.derive_seed(self.seed)), ops
+            self._rng, self._rng_ops = ops.random_stream(utils.derive_seed(self.seed)), ops
         uniforms = ops.uniform(self._rng, self.compute_output_shape(shape), x.dtype)
         y, index = ops.stochastic_pool2d_forward(x, uniforms, *window)
         return y, lambda dy, needs: (ops.stochastic_pool2d_backward(dy, index, shape, *window),)

@@ -89,9 +89,9 @@ class Dropout(Layer):
     def _drop(self, x):
         ops = get_ops()
         if self._rng is None or self._rng_ops is not ops:
-            self._rng, self._rng_ops = ops.rng(utils.derive_seed(self.seed)), ops
+            self._rng, self._rng_ops = ops.random_stream(utils.derive_seed(self.seed)), ops
         keep = 1.0 - self.rate
-        y, kept = ops.dropout(x, ops.uniform(self._rng, self._mask_shape(x.shape), x.dtype), keep)
+        y, kept = ops.dropout_random(x, self._mask_shape(x.shape), keep, self._rng)
         return y, lambda dy, needs: (ops.dropout_backward(dy, kept, keep),)
 
     def get_config(self):

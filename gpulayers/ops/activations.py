@@ -239,6 +239,12 @@ def softmax(x, axis=-1):
     else:
         e = xp().exp(a - a.max(axis=axes, keepdims=True))
         y = e / e.sum(axis=axes, keepdims=True)
+    return softmax_node(x, y, axes)
+
+
+def softmax_node(x, y, axes):
+    """Record ``y``, the softmax of the float tensor ``x`` over the tuple ``axes`` computed by the caller
+    (a layer that fused it with its bias), as :func:`softmax` records it."""
 
     def backward(g, needs):
         return (y * (g - (g * y).sum(axis=axes, keepdims=True)),)

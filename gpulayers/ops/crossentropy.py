@@ -183,9 +183,14 @@ def sparse_categorical_crossentropy(target, output, from_logits=False, axis=-1):
     return sparse_crossentropy(target, output, from_logits, axis, check_labels=True)
 
 
-def sparse_crossentropy(target, output, from_logits=False, axis=-1, check_labels=True):
+def sparse_crossentropy(target, output, from_logits=False, axis=-1, check_labels=True, mean=False):
     """:func:`sparse_categorical_crossentropy`; ``check_labels=False`` skips the label check (and its
-    host sync) for a caller that checked the labels already (``losses``, once per ``fit``)."""
+    host sync) for a caller that checked the labels already (``losses``, once per ``fit``).
+
+    ``mean=True`` asks for the mean of the values where ``output`` comes straight from a softmax over its
+    last axis: that is then the result, a 0-d node on the logits (on the GPU one launch each way, where the
+    values and their mean are three); otherwise the values come back as without it.
+    """
     output = convert_to_tensor(output)
     labels = convert_to_tensor(target).data
     if output.ndim < 1:
@@ -227,6 +232,12 @@ def sparse_crossentropy(target, output, from_logits=False, axis=-1, check_labels
         # The training path behind a softmax: Ops' row kernels (one launch each way on the GPU).
         ops = get_ops()
         rows, k = p.reshape(-1, classes), labels.reshape(-1)
+        if mean and rdtype == cdtype:
+            scale = cdtype.type(1.0 / k.size)  # the mean's gradient, as losses' reduction takes it
+            return record(
+                "sparse_categorical_crossentropy", ops.sparse_xent_mean(rows, k, lo, hi), (logits,),
+                lambda g, needs: (ops.sparse_xent_logits_grad(rows, k, g, scale).reshape(p.shape),),
+            )
         values = ops.sparse_xent_values(rows, k, lo, hi).reshape(labels.shape).astype(rdtype, copy=False)
         return record(
             "sparse_categorical_crossentropy", values, (logits,),

@@ -446,6 +446,28 @@ def test_fused_sparse_equals_composed(column):
     assert float(value) == pytest.approx(float(loss(y, p)))
 
 
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "mean", "mean_with_sample_weight"])
+def test_unweighted_sparse_mean_after_a_softmax_is_one_node_on_the_logits(reduction):
+    # The values and their mean as one node (one launch each way on the GPU): the same bits as the values'
+    # own mean, and the same gradient, as a float32 training step computes them.
+    z = ops.convert_to_tensor(RNG.normal(size=(7, 5)).astype(np.float32))
+    z.watched = True
+    labels = RNG.integers(0, 5, 7)
+    fused = L.SparseCategoricalCrossentropy(reduction=reduction)
+    loss = fused(labels, activations.softmax(z))
+    assert loss.node.op == "sparse_categorical_crossentropy" and loss.node.inputs[0] is z
+    (dz,) = autodiff.gradient(loss, [z])
+    composed = ops.mean(L.SparseCategoricalCrossentropy(reduction="none")(labels, activations.softmax(z)))
+    (dz_composed,) = autodiff.gradient(composed, [z])
+    assert to_np(loss).dtype == np.float32 and to_np(loss) == to_np(composed)
+    np.testing.assert_allclose(to_np(dz), to_np(dz_composed), rtol=1e-6, atol=1e-9)
+    p = to_np(activations.softmax(z)).astype(np.float64)
+    np.testing.assert_allclose(to_np(dz), (p - one_hot(labels, 5)) / 7, rtol=1e-6, atol=1e-8)
+    # With sample weights (or an ignored class) the values are reduced as before: a reduce_loss node.
+    weighted = fused(labels, activations.softmax(z), sample_weight=np.ones(7, np.float32))
+    assert weighted.node.op == "reduce_loss" and float(to_np(weighted)) == pytest.approx(float(to_np(loss)), rel=1e-6)
+
+
 @pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum"])
 def test_fused_binary_equals_composed(reduction):
     z = RNG.normal(size=(4, 3))

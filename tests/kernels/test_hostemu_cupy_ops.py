@@ -323,6 +323,18 @@ def test_softmax_through_cupy_ops(ops, shape, axis, dtype):
     np.testing.assert_allclose(ops.softmax(np.asfortranarray(x), axis), REF.softmax(x, axis), **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_bias_add_softmax_through_cupy_ops(ops, dtype):
+    rng = np.random.default_rng(6)
+    z, bias = rng.standard_normal((7, 2, 5)).astype(dtype), rng.standard_normal(5).astype(dtype)
+    want_z = z.copy()
+    want = REF.bias_add_softmax(want_z, bias)
+    y = ops.bias_add_softmax(z, bias)
+    assert_same_bits(z, want_z, "logits")
+    _close(y, want, dtype, "softmax")
+    assert [n.split("<")[0] for n in ops.launches.names] == ([] if dtype == np.float16 else ["bias_softmax_rows"])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sparse_crossentropy_through_cupy_ops(ops, dtype):
     rng = np.random.default_rng(1)
@@ -335,7 +347,14 @@ def test_sparse_crossentropy_through_cupy_ops(ops, dtype):
     for upstream in (g, np.broadcast_to(dtype(0.25), (9,)), g[::-1]):  # per row, one value for all, strided
         assert_same_bits(ops.sparse_xent_logits_grad(p, labels, upstream),
                          REF.sparse_xent_logits_grad(p, labels, upstream), "logits gradient")
-    assert {"sparse_xent_fwd", "sparse_xent_bwd"} <= {n.split("<")[0] for n in ops.launches.names}
+    # The mean in one launch (twice: the blocks' counter is back at 0 after each), its gradient with the scale.
+    for _ in range(2):
+        _close(ops.sparse_xent_mean(p, labels, lo, hi), REF.sparse_xent_mean(p, labels.astype(np.int64), lo, hi),
+               dtype, "mean")
+    g0, scale = np.asarray(g[0]), dtype(1 / 9)
+    assert_same_bits(ops.sparse_xent_logits_grad(p, labels, g0, scale),
+                     REF.sparse_xent_logits_grad(p, labels, g0, scale), "mean's logits gradient")
+    assert {"sparse_xent_fwd", "sparse_xent_mean", "sparse_xent_bwd"} <= {n.split("<")[0] for n in ops.launches.names}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
@@ -352,6 +371,29 @@ def test_relu_backward_and_dropout_through_cupy_ops(ops, dtype):
         assert_same_bits(ops.dropout_backward(dy, kept, 0.75), REF.dropout_backward(dy, want_kept, 0.75), "dropout dx")
     kernels = {n.split("<")[0] for n in ops.launches.names}
     assert kernels == (set() if dtype == np.float16 else {"relu_bwd", "dropout_fwd", "dropout_bwd"})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_dropout_from_a_random_stream_draws_on_the_device(ops, dtype):
+    # One launch per call, no generator on the host: the uniforms are the stream's philox_fill numbers.
+    x = np.random.default_rng(4).standard_normal((40, 6)).astype(dtype)
+    a, b = ops.random_stream(7), ops.random_stream(7)
+    for _ in range(2):
+        u = ops.uniform(a, x.shape, dtype)
+        assert u.dtype == dtype and ((u >= 0) & (u < 1)).all()
+        y, kept = ops.dropout_random(x, x.shape, 0.75, b)
+        want_y, want_kept = REF.dropout(x, u, 0.75)  # the same seed and call: the same numbers
+        assert_same_bits(y, want_y, "dropout_random")
+        assert_same_bits(kept, want_kept, "kept")
+    assert a.state.tolist() == b.state.tolist() == [2, 0]
+    kernels = [n.split("<")[0] for n in ops.launches.names]
+    if dtype == np.float16:  # drawn in float32, then the generic dropout
+        assert kernels == ["philox_fill"] * 4
+    else:
+        assert kernels == ["philox_fill", "dropout_philox"] * 2
+    # A broadcast noise_shape: the stream's uniforms of the mask's shape, then dropout.
+    y, kept = ops.dropout_random(x, (1, 6), 0.5, ops.random_stream(3))
+    assert kept.shape == (1, 6) and y.shape == x.shape
 
 
 @pytest.mark.parametrize("keep_bytes", [2**30, 0])

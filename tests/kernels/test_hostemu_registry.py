@@ -36,7 +36,7 @@ def test_barrier_kernels_are_the_fiber_ones(emu):
 
     fibers = {name for spec in kernel_modules() for name, k in emu[spec.name].kernels.items() if k.needs_fibers}
     barrier_kernels = ("global_pool_fwd_block", "bn_partial_last", "bn_partial_mid", "bn_params_welford",
-                       "softmax_rows", "sparse_xent_fwd")
+                       "softmax_rows", "bias_softmax_rows", "sparse_xent_fwd", "sparse_xent_mean", "philox_fill", "dropout_philox")
     assert fibers == {f"{k}<{t}>" for k in barrier_kernels for t in ("float", "double")}
 
 

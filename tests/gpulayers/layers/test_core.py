@@ -108,6 +108,22 @@ def test_dense_activation(activation):
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_dense_softmax_keeps_its_logits_node_for_the_loss():
+    # Bias and softmax run in one pass, but the graph is Keras's: a softmax node on the dense node's output,
+    # whose values are the biased logits (a cross-entropy sends its gradient there).
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    layer = Dense(5, activation="softmax", bias_initializer="ones")
+    y = layer(x)
+    assert y.node.op == "softmax" and y.node.attrs == {"axis": 1}
+    logits = y.node.inputs[0]
+    assert logits.node.op == "dense"
+    kernel, bias = layer.get_weights()
+    np.testing.assert_array_equal(to_np(logits), x @ kernel + bias)
+    with pytest.warns(UserWarning, match="axis -1 of a tensor of shape"):  # one unit: Keras's warning stays
+        Dense(1, activation="softmax")(x)
+
+
 def test_dense_weights_in_keras_layout():
     layer = Dense(3)
     assert not layer.built and layer.weights == []
