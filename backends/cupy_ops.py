@@ -226,7 +226,25 @@ class CupyOps(Ops):
             return x.get()
         return numpy.asarray(x)
 
+    supports_graphs = True
+    _capturing = False  # set by backends.cuda_graphs.capture while it records
+
+    def capture_graph(self, fn):
+        from backends import cuda_graphs
+
+        return cuda_graphs.capture(self, fn)
+
+    def refuse_host_random(self):
+        if self._capturing:
+            from backends.cuda_graphs import GraphCaptureError
+
+            raise GraphCaptureError(
+                "a draw from a host-seeded random generator (gpulayers.random, or a layer's own generator) "
+                "cannot be replayed by a graph: it would repeat the same numbers"
+            )
+
     def rng(self, seed):
+        self.refuse_host_random()
         random = self.xp.random
         if hasattr(random, "default_rng"):
             return random.default_rng(seed)
@@ -237,6 +255,7 @@ class CupyOps(Ops):
 
     def uniform(self, rng, shape, dtype):
         if not isinstance(rng, PhiloxStream):
+            self.refuse_host_random()
             return super().uniform(rng, shape, dtype)
         dtype = numpy.dtype(dtype)
         u = self.xp.empty(shape, dtype=dtype if dtype in (_F32, _F64) else _F32)

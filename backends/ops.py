@@ -200,6 +200,18 @@ class Ops:
         """A random generator for this ``xp``, seeded with the int ``seed``."""
         return self.xp.random.default_rng(seed)
 
+    #: Whether :meth:`capture_graph` can record work for replay (CupyOps: CUDA graphs).
+    supports_graphs = False
+
+    def capture_graph(self, fn):
+        """``(graph, fn())`` with ``fn``'s device work recorded for ``graph.launch()`` to replay (see
+        ``backends/cuda_graphs.py``); only where :attr:`supports_graphs`."""
+        raise NotImplementedError(f"{type(self).__name__} has no graph capture")
+
+    def refuse_host_random(self):
+        """Raise where a draw from a host-seeded generator (:meth:`rng`) cannot be used now (CupyOps: while a
+        CUDA graph is being captured, whose replays would repeat the numbers); nothing here."""
+
     def random_stream(self, seed):
         """A layer's own source of random numbers for :meth:`uniform` and :meth:`dropout_random`, seeded
         with the int ``seed``: here :meth:`rng`'s generator (CupyOps keeps a counter-based stream on the

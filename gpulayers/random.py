@@ -109,7 +109,9 @@ def draw_seed(seed):
 
 
 def _rng(seed):
-    return get_ops().rng(draw_seed(seed))
+    ops = get_ops()
+    ops.refuse_host_random()  # inside a CUDA graph capture: refused before a SeedGenerator advances
+    return ops.rng(draw_seed(seed))
 
 
 def _shape(shape):

@@ -378,6 +378,10 @@ def time_train(ops, timer, torch, device, ttimer, args):
         losses = [float(v) for v in logs[-3:]]
         if not all(numpy.isfinite(losses)):
             raise RuntimeError(f"gpulayers training produced a non-finite loss: {losses}")
+        graphs = model._step_graphs
+        if jit and (graphs is None or not graphs.captured):
+            why = graphs.disabled if graphs is not None else "no graph was made"
+            row["label"] += f" (ran eagerly: {why})"
         rows.append(row)
         free_memory(ops.xp, None)
     if torch is not None:

@@ -26,6 +26,7 @@ from gpulayers.models.array_data import ArrayBatches, num_samples, rows
 from gpulayers.data_adapters import is_array_like
 from gpulayers import data_adapters
 from gpulayers.models.compile_utils import CompileLoss, CompileMetrics, flatten_like_outputs, is_per_output
+from gpulayers.models.step_graphs import StepGraphs
 from gpulayers.tree import flatten, map_structure
 
 __all__ = ["COMPILE_KEYS", "Trainer"]
@@ -197,6 +198,7 @@ class Trainer:
 
     _compiled = False
     _auto_loss_scale = None  # the LossScaleOptimizer compile wrapped around the given optimizer
+    _step_graphs = None  # compile(jit_compile=True) on the GPU: models/step_graphs.py
     optimizer = None
     loss = None
     stop_training = False
@@ -205,7 +207,8 @@ class Trainer:
     # compile()'s own objects: not metrics or layers the model holds (Layer's attribute tracking skips them).
     _untracked_attributes = frozenset(
         {"_layers", "_trainable_variables", "_non_trainable_variables", "_losses", "_metrics", "_variables",
-         "_loss_tracker", "_compile_loss", "_compile_metrics", "_compile_args", "loss", "optimizer"}
+         "_loss_tracker", "_compile_loss", "_compile_metrics", "_compile_args", "loss", "optimizer",
+         "_step_graphs"}
     )
 
     # ------------------------------------------------------------ compile
@@ -230,9 +233,14 @@ class Trainer:
         (the callbacks' ``on_*_batch_begin`` / ``on_*_batch_end`` fire once
         per execution, with the first and the last step), so on a GPU the
         loss and metrics stay on the device in between.
-        ``run_eagerly`` (a bool) and ``jit_compile`` (a bool or ``"auto"``)
-        are accepted for compatibility (gpulayers always runs eagerly) and
-        kept in :meth:`get_compile_config`. With ``auto_scale_loss`` (the
+        ``run_eagerly`` (a bool) is accepted for compatibility (gpulayers
+        always runs eagerly) and kept in :meth:`get_compile_config`, as is
+        ``jit_compile`` (a bool or ``"auto"``, which means False here): with
+        ``jit_compile=True`` on the GPU the built-in ``train_step`` replays
+        its forward and backward pass from a CUDA graph captured at the
+        second step of each input shape (``models/step_graphs.py``); on the
+        CPU, with ``run_eagerly=True`` or an overridden ``train_step``, it
+        changes nothing. With ``auto_scale_loss`` (the
         default) a model whose dtype policy is ``mixed_float16`` gets its
         optimizer wrapped in a :class:`~gpulayers.optimizers.LossScaleOptimizer`,
         as in Keras (the compile config keeps the optimizer as given). With several
@@ -279,6 +287,7 @@ class Trainer:
             "jit_compile": False if jit_compile == "auto" or run_eagerly else jit_compile,
         }
         self.steps_per_execution = int(steps_per_execution)
+        self._step_graphs = None  # graphs of the last compile's step are not this one's
         self._compiled = True
         self.stop_training = False
 
@@ -549,6 +558,23 @@ class Trainer:
         """
         x, y, sample_weight = utils.unpack_x_y_sample_weight(data)
         weights = self.trainable_weights
+        ops = get_ops()
+        if getattr(self, "_compile_args", {}).get("jit_compile") is True and ops.supports_graphs:
+            # compile(jit_compile=True) on the GPU: the differentiation replayed from a CUDA graph.
+            if self._step_graphs is None:
+                self._step_graphs = StepGraphs()
+            (x, y, sample_weight), (loss, grads, y_pred) = self._step_graphs.run(
+                self, ops, self._differentiate, weights, x, y, sample_weight
+            )
+        else:
+            loss, grads, y_pred = self._differentiate(weights, x, y, sample_weight)
+        if weights:
+            self.optimizer.apply(grads, weights)
+        self._track_loss(loss, x)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def _differentiate(self, weights, x, y, sample_weight):
+        """The training step's forward pass, loss and gradients of ``weights``: ``(loss, grads, y_pred)``."""
         # Forward passes replace (never modify) the non-trainable weights' arrays,
         # so keeping the old references is enough to undo a step that fails
         # before the optimizer runs, e.g. out of memory.
@@ -565,10 +591,7 @@ class Trainer:
             for v, value_before in saved:
                 v.data = value_before
             raise
-        if weights:
-            self.optimizer.apply(grads, weights)
-        self._track_loss(loss, x)
-        return self.compute_metrics(x, y, y_pred, sample_weight)
+        return loss, grads, y_pred
 
     def test_step(self, data):
         """The loss and metrics of one batch in inference mode; returns the logs."""

@@ -16,6 +16,17 @@ them is run by numpy and recorded in a :class:`Counter` as one device event:
   host array; ``.get()``, ``float()``, ``.item()``, ``bool()``...);
 * ``sync``: a blocking wait (every ``d2h`` is one, and ``synchronize()``).
 
+* ``graph``: the launch of a captured CUDA graph (one event, whatever it holds).
+
+Stream capture (``Stream.begin_capture`` / ``end_capture``, CuPy's API)
+records what a GPU would record: each operation becomes a step of the graph,
+replayed in order into the same buffers by ``Graph.launch``. As on a GPU,
+capturing runs nothing that a later step could see: kernels and in-place
+writes to buffers made before the capture run on copies (buffers made during
+it get their values, so shapes and indices stay real), a device generator's
+draw is replayed as drawn, and a copy between host and device or a sync
+raises, as cudaErrorStreamCaptureUnsupported does.
+
 Views (reshape of a contiguous array, transpose, basic slicing, broadcast)
 cost nothing, as on the GPU. ``allocs`` counts new device buffers. This is a
 model of CuPy's launch behaviour, close enough to set budgets: a fused
@@ -34,7 +45,7 @@ import numpy as np
 
 from emu_helpers import fake_cuda_runtime
 
-DEVICE_EVENTS = ("kernel", "gemm", "elementwise", "reduction", "fill", "random", "h2d", "d2h")
+DEVICE_EVENTS = ("kernel", "gemm", "elementwise", "reduction", "fill", "random", "h2d", "d2h", "graph")
 
 _GEMM = {"matmul", "dot", "tensordot", "einsum", "inner", "vdot"}
 _REDUCTIONS = {
@@ -48,12 +59,22 @@ _HOST = {"shape", "ndim", "size", "result_type", "dtype", "can_cast", "isscalar"
          "shares_memory", "broadcast_shapes", "promote_types", "issubdtype", "finfo", "iinfo", "min_scalar_type"}
 
 
+class _Capture:
+    """A stream capture under way: its steps, and the buffers made during it (by id, kept alive)."""
+
+    def __init__(self):
+        self.steps = []
+        self.owned = {}
+
+
 class Counter:
-    """What the stand-in saw: ``counts[event]``, ``allocs``, and ``log`` (event, name) in order."""
+    """What the stand-in saw: ``counts[event]``, ``allocs``, ``log`` (event, name) in order, and the number
+    of graphs captured (``captures``)."""
 
     def __init__(self, trace=False):
         self.trace = trace  # log entries get the innermost gpulayers/backends frame too
         self.counts = collections.Counter()
+        self.captures = 0
         self.allocs = 0
         self.log = []
         self.enabled = True
@@ -133,6 +154,7 @@ class DeviceArray:
 
     # -- to the host: a copy and a sync each
     def _to_host(self, name):
+        _module_of(self._counter).refuse_in_capture(f"a copy to the host ({name})")
         self._counter.add("d2h", name)
         self._counter.add("sync", name)
         return self._a
@@ -184,9 +206,11 @@ class DeviceArray:
     def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
         if not copy and np.dtype(dtype) == self._a.dtype:
             return self
-        out = DeviceArray(self._a.astype(dtype, order=order, casting=casting), self._counter)
+        src = self._a
+        out = DeviceArray(src.astype(dtype, order=order, casting=casting), self._counter)
         self._counter.add("elementwise", "astype")
         self._counter.alloc(out._a)
+        _module_of(self._counter).captured(out._a, lambda: src.astype(dtype, order=order, casting=casting))
         return out
 
     def copy(self, order="C"):
@@ -212,7 +236,8 @@ class DeviceArray:
 
     def fill(self, value):
         self._counter.add("fill", "fill")
-        self._a.fill(value)
+        a = self._a
+        _module_of(self._counter).in_place(lambda: a.fill(value), a)
 
     def __getitem__(self, key):
         return _module_of(self._counter).getitem(self, key)
@@ -270,9 +295,12 @@ class _Generator:
         fn = getattr(self._gen, name)
 
         def draw(*args, **kwargs):
-            out = fn(*args, **kwargs)
+            out = np.asarray(fn(*args, **kwargs))
             self._fake.counter.add("random", name)
-            return self._fake.wrap(np.asarray(out))
+            wrapped = self._fake.wrap(out)
+            drawn = out.copy()  # a captured draw replays the numbers it drew (its offset is baked in the graph)
+            self._fake.captured(out, lambda: drawn)
+            return wrapped
 
         return draw
 
@@ -290,6 +318,7 @@ class CountingCupy(types.ModuleType):
     def __init__(self, counter, raw_module, sm_count=132):
         super().__init__("cupy")
         self.counter = counter
+        self.capture = None  # a _Capture while a stream captures
         _MODULES[id(counter)] = self
         self.ndarray = DeviceArray
         fake = self
@@ -303,28 +332,90 @@ class CountingCupy(types.ModuleType):
 
                 def launch(grid, block, args, shared_mem=0, stream=None):
                     fake.counter.add("kernel", name)
-                    k(grid, block, tuple(a._a if isinstance(a, DeviceArray) else a for a in args), shared_mem=shared_mem)
+                    raw = tuple(a._a if isinstance(a, DeviceArray) else a for a in args)
+                    if fake.capture is None:
+                        k(grid, block, raw, shared_mem=shared_mem)
+                        return
+                    fake.capture.steps.append(lambda: k(grid, block, raw, shared_mem=shared_mem))
+                    # Run now only into buffers of the capture: what existed before must not change yet.
+                    k(grid, block, tuple(a if not isinstance(a, np.ndarray) or fake.owned(a) else a.copy() for a in raw),
+                      shared_mem=shared_mem)
 
                 return launch
 
         def _sync(*_):
+            fake.refuse_in_capture("a synchronization")
             fake.counter.add("sync", "synchronize")
+
+        class Graph:
+            def __init__(self, steps):
+                self._steps = steps
+
+            def launch(self, stream=None):
+                fake.refuse_in_capture("a graph launch")
+                fake.counter.add("graph", "launch")
+                with np.errstate(all="ignore"):
+                    for step in self._steps:
+                        step()
+
+            def upload(self, stream=None):
+                pass
 
         class Stream:
             null = None
 
-            def __init__(self, non_blocking=False):
-                pass
+            def __init__(self, non_blocking=False, null=False):
+                self._null = null
 
             synchronize = staticmethod(_sync)
 
+            def begin_capture(self, mode=None):
+                if self._null:
+                    raise RuntimeError("cannot capture on the default (legacy) stream")
+                if fake.capture is not None:
+                    raise RuntimeError("cudaErrorIllegalState: a capture is already under way (stand-in)")
+                fake.capture = _Capture()
+
+            def end_capture(self):
+                capture, fake.capture = fake.capture, None
+                if capture is None:
+                    raise RuntimeError("cudaErrorIllegalState: no capture under way (stand-in)")
+                fake.counter.captures += 1
+                return Graph(capture.steps)
+
+            def is_capturing(self):
+                return fake.capture is not None
+
             def __enter__(self):
+                fake.streams.append(self)
                 return self
 
             def __exit__(self, *exc):
+                fake.streams.pop()
                 return False
 
-        Stream.null = Stream()
+        Stream.null = Stream(null=True)
+        self.streams = [Stream.null]
+
+        class MemoryPool:
+            def __init__(self, allocator=None):
+                self.allocations = 0
+
+            def malloc(self, nbytes):
+                self.allocations += 1
+
+            def used_bytes(self):
+                return 0
+
+        @contextlib.contextmanager
+        def using_allocator(allocator=None):
+            fake.allocators.append(allocator)
+            try:
+                yield
+            finally:
+                fake.allocators.pop()
+
+        self.allocators = []
 
         class Device:
             def __init__(self, device=None):
@@ -343,7 +434,9 @@ class CountingCupy(types.ModuleType):
             runtime=fake_cuda_runtime(sm_count),
             Stream=Stream,
             Device=Device,
-            get_current_stream=lambda: Stream.null,
+            MemoryPool=MemoryPool,
+            using_allocator=using_allocator,
+            get_current_stream=lambda: fake.streams[-1],
             memory=types.SimpleNamespace(OutOfMemoryError=type("OutOfMemoryError", (MemoryError,), {})),
             compiler=types.SimpleNamespace(CompileException=type("CompileException", (Exception,), {})),
         )
@@ -359,6 +452,8 @@ class CountingCupy(types.ModuleType):
         if isinstance(out, np.ndarray):
             if fresh:
                 self.counter.alloc(out)
+                if self.capture is not None:
+                    self.capture.owned[id(out)] = out
             return DeviceArray(out, self.counter)
         if isinstance(out, tuple):
             return tuple(self.wrap(o, fresh) for o in out)
@@ -385,7 +480,47 @@ class CountingCupy(types.ModuleType):
                 out.extend(CountingCupy._bases(v))
         return out
 
-    def _finish(self, name, event, result, inputs):
+    # -- stream capture
+    def refuse_in_capture(self, what):
+        if self.capture is not None:
+            raise RuntimeError(
+                f"cudaErrorStreamCaptureUnsupported: operation not permitted when stream is capturing ({what}; stand-in)"
+            )
+
+    def owned(self, a):
+        """Whether the numpy buffer ``a`` (or the array it views) was made during the capture under way."""
+        while isinstance(a, np.ndarray):
+            if id(a) in self.capture.owned:
+                return True
+            a = a.base
+        return False
+
+    def captured(self, result, compute):
+        """A new buffer ``result`` made by ``compute()``: a capture replays it into the same memory."""
+        if self.capture is None:
+            return
+        results = result if isinstance(result, (tuple, list)) else (result,)
+
+        def replay():
+            values = compute()
+            for r, v in zip(results, values if isinstance(result, (tuple, list)) else (values,)):
+                if isinstance(r, np.ndarray):
+                    np.copyto(r, v, casting="unsafe")
+
+        self.capture.steps.append(replay)
+
+    def in_place(self, write, *targets):
+        """An in-place ``write()`` to ``targets``: done now, or under a capture recorded (and done now only
+        when every target was made during the capture)."""
+        if self.capture is None:
+            write()
+            return
+        self.capture.steps.append(write)
+        if all(self.owned(t) for t in targets):
+            with np.errstate(all="ignore"):
+                write()
+
+    def _finish(self, name, event, result, inputs, compute=None):
         """Wrap ``result``; a result that is a view of an input costs nothing."""
         bases = self._bases(inputs)
 
@@ -398,7 +533,10 @@ class CountingCupy(types.ModuleType):
         if not isinstance(result, (np.ndarray, tuple, list)) and event not in ("gemm", "reduction"):
             return result  # a host value (a shape, a dtype, a bool about metadata)
         self.counter.add(event, name, 2 if name in _TWO_PASS else 1)
-        return self.wrap(result)
+        wrapped = self.wrap(result)
+        if compute is not None:
+            self.captured(result, compute)
+        return wrapped
 
     # -- entry points
     def ufunc_call(self, ufunc, method, inputs, kwargs):
@@ -409,33 +547,39 @@ class CountingCupy(types.ModuleType):
         out = kwargs.get("out")
         if out is not None:
             kwargs = dict(kwargs, out=tuple(self.unwrap(o, ufunc.__name__) for o in (out if isinstance(out, tuple) else (out,))))
-        result = getattr(ufunc, method)(*args, **kwargs)
+        fn = getattr(ufunc, method)
         event = "gemm" if ufunc.__name__ == "matmul" else ("reduction" if method in ("reduce", "accumulate") else "elementwise")
         self.counter.add(event, f"{ufunc.__name__}.{method}" if method != "__call__" else ufunc.__name__)
         if out is not None:
+            self.in_place(lambda: fn(*args, **kwargs), *kwargs["out"])
             return out if isinstance(out, tuple) and len(out) > 1 else (out[0] if isinstance(out, tuple) else out)
-        return self.wrap(result)
+        result = fn(*args, **kwargs)
+        wrapped = self.wrap(result)
+        self.captured(result, lambda: fn(*args, **kwargs))
+        return wrapped
 
     def call(self, name, fn, args, kwargs):
         if name in _HOST:
             return fn(*self.unwrap(args, name), **kwargs)
         if name in ("asarray", "array", "ascontiguousarray", "asanyarray") and args and not isinstance(args[0], DeviceArray):
             # host data (an array, a list, a Python scalar): copied to the device
+            self.refuse_in_capture(f"a copy from the host ({name})")
             self.counter.add("h2d", name)
             a = np.array(args[0], dtype=kwargs.get("dtype", args[1] if len(args) > 1 else None), order="C")
             return self.wrap(a)
         out = kwargs.get("out")
         uargs = self.unwrap(args, name)
         ukwargs = {k: self.unwrap(v, name) for k, v in kwargs.items()}
+        event = ("gemm" if name in _GEMM else "reduction" if name in _REDUCTIONS | _TWO_PASS
+                 else "fill" if name in _FILL else "elementwise")
+        if out is not None and name not in _ALLOC_ONLY:
+            self.counter.add(event, name)
+            self.in_place(lambda: fn(*uargs, **ukwargs), ukwargs["out"])
+            return out
         result = fn(*uargs, **ukwargs)
         if name in _ALLOC_ONLY:
             return self.wrap(result)
-        event = ("gemm" if name in _GEMM else "reduction" if name in _REDUCTIONS | _TWO_PASS
-                 else "fill" if name in _FILL else "elementwise")
-        if out is not None:
-            self.counter.add(event, name)
-            return out
-        return self._finish(name, event, result, args)
+        return self._finish(name, event, result, args, compute=lambda: fn(*uargs, **ukwargs))
 
     def getitem(self, arr, key):
         ukey = self.unwrap(key, "__getitem__") if isinstance(key, (DeviceArray, tuple, list)) else key
@@ -445,12 +589,21 @@ class CountingCupy(types.ModuleType):
         if isinstance(result, np.ndarray) and np.shares_memory(result, arr._a):
             return DeviceArray(result, self.counter)
         self.counter.add("elementwise", "__getitem__")
-        return self.wrap(np.asarray(result))
+        result = np.asarray(result)
+        wrapped = self.wrap(result)
+        src = arr._a
+        self.captured(result, lambda: src[ukey])
+        return wrapped
 
     def setitem(self, arr, key, value):
         ukey = self.unwrap(key, "__setitem__") if isinstance(key, (DeviceArray, tuple, list)) else key
-        arr._a[ukey] = self.unwrap(value, "__setitem__")
+        a, v = arr._a, self.unwrap(value, "__setitem__")
         self.counter.add("elementwise", "__setitem__")
+
+        def write():
+            a[ukey] = v
+
+        self.in_place(write, a)
 
     # -- module functions
     def asnumpy(self, a, stream=None, order="C", out=None):

@@ -280,3 +280,24 @@ def test_save_and_load_round_trip(tmp_path):
     fresh = dense_model()
     fresh.load_weights(weights)
     np.testing.assert_allclose(fresh.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_jit_compile_on_the_cpu_trains_as_the_eager_step():
+    # No graphs on the CPU: jit_compile=True is accepted, kept in the config, and changes nothing.
+    import warnings
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((48, 5)).astype("float32"), rng.integers(0, 3, 48)
+    results = []
+    for jit in (False, True):
+        gpulayers.set_random_seed(0)
+        model = Sequential([Input((5,)), Dense(8, activation="relu"), Dropout(0.2), Dense(3, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=jit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+        assert model.get_compile_config()["jit_compile"] is jit and model._step_graphs is None
+        results.append((history.history["loss"], model.get_weights()))
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_array_equal(a, b)
