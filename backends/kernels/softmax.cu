@@ -151,6 +151,24 @@ __global__ void sparse_xent_fwd(const T* __restrict__ p, const long long* __rest
     }
 }
 
+// The sum of every thread's v over the block, in a fixed tree order (d: the block's scratch). Every thread calls
+// it and gets the sum.
+__device__ inline double sm_block_sum(double* d, double v)
+{
+    d[threadIdx.x] = v;
+    __syncthreads();
+    for (int n = blockDim.x; n > 1;) {
+        const int half = (n + 1) >> 1;
+        if ((int)threadIdx.x < n - half)
+            d[threadIdx.x] += d[threadIdx.x + half];
+        __syncthreads();
+        n = half;
+    }
+    const double sum = d[0];
+    __syncthreads();  // read before d is reused
+    return sum;
+}
+
 // The mean of sparse_xent_fwd's values in one launch (Keras's sum / size): each block sums its rows' values
 // in double into partial[blockIdx.x]; the last block to finish (counted in *done, which it resets to 0 for the
 // next launch) adds the partials in a fixed order and writes mean[0]. Deterministic for a given grid and block.
@@ -174,17 +192,9 @@ __global__ void sparse_xent_mean(const T* __restrict__ p, const long long* __res
         const bool live = active && r < rows;
         acc += (double)sm_xent_value(p, labels, s, r, cols, w, lane, row, active, live, lo, hi);
     }
-    d[threadIdx.x] = acc;
-    __syncthreads();
-    for (int n = blockDim.x; n > 1;) {
-        const int half = (n + 1) >> 1;
-        if ((int)threadIdx.x < n - half)
-            d[threadIdx.x] += d[threadIdx.x + half];
-        __syncthreads();
-        n = half;
-    }
+    const double block_total = sm_block_sum(d, acc);
     if (threadIdx.x == 0) {
-        partial[blockIdx.x] = d[0];
+        partial[blockIdx.x] = block_total;
         __threadfence();  // the partial is visible before this block is counted
         last = atomicAdd(done, 1u) == gridDim.x - 1u;
     }
@@ -194,17 +204,9 @@ __global__ void sparse_xent_mean(const T* __restrict__ p, const long long* __res
     __threadfence();
     double t = 0.0;
     for (int b = threadIdx.x; b < (int)gridDim.x; b += blockDim.x) t += partial[b];
-    d[threadIdx.x] = t;
-    __syncthreads();
-    for (int n = blockDim.x; n > 1;) {
-        const int half = (n + 1) >> 1;
-        if ((int)threadIdx.x < n - half)
-            d[threadIdx.x] += d[threadIdx.x + half];
-        __syncthreads();
-        n = half;
-    }
+    const double total = sm_block_sum(d, t);
     if (threadIdx.x == 0) {
-        mean[0] = (T)(d[0] / (double)rows);
+        mean[0] = (T)(total / (double)rows);
         *done = 0u;
     }
 }
