@@ -1216,8 +1216,10 @@ class CSVLogger(Callback):
         append: add to an existing file (a header only if it is empty)
             instead of overwriting it.
 
-    The columns come from the first epoch's logs, plus any ``val_*`` name in
-    ``model.metrics_names`` missing from them; a missing value is ``NA``.
+    The columns come from the first epoch's logs; when those have no
+    ``val_*`` entry (no validation, or ``validation_freq > 1``), a ``val_``
+    column for each of them follows, as Keras 3.15 writes it. A missing
+    value is ``NA``.
     Lines end with ``\\r\\n`` (Python's csv "excel" dialect, as Keras). A
     list-like value is written as ``[a, b]``.
     """
@@ -1268,8 +1270,8 @@ class CSVLogger(Callback):
             self.on_train_begin()
         if self.keys is None:
             self.keys = sorted(logs.keys())
-            names = getattr(self.model, "metrics_names", None) or []
-            self.keys += [name for name in names if name.startswith("val_") and name not in self.keys]
+            if self.keys and not any(key.startswith("val_") for key in self.keys):
+                self.keys += [f"val_{key}" for key in self.keys]
         if self.writer is None:
             dialect = type("_Dialect", (csv.excel,), {"delimiter": self.sep})
             self.writer = csv.DictWriter(self.csv_file, fieldnames=["epoch", *self.keys], dialect=dialect)

@@ -109,21 +109,22 @@ def _check_same_shape(fn, t, p, y_true, y_pred):
 
 
 def accuracy(y_true, y_pred):
-    """How often ``y_pred == y_true`` exactly, averaged over the last axis."""
+    """``y_pred == y_true`` element by element, as floats (1.0 or 0.0), as Keras's: a metric averages them
+    per sample (over every axis after the first), so rank-1 labels count one match each."""
     y_true, y_pred = unwrap(y_true), unwrap(y_pred)
     xp = _namespace(y_pred, y_true)
     y_pred = _float_pred(xp, y_pred)
     y_true = xp.asarray(y_true)
     t, p = squeeze_or_expand_to_same_rank(y_true.astype(y_pred.dtype, copy=False), y_pred)
     _check_same_shape("accuracy", t, p, y_true, y_pred)
-    return xp.mean((t == p).astype(xp.float64), axis=-1)
+    return (t == p).astype(xp.float64)
 
 
 def binary_accuracy(y_true, y_pred, threshold=0.5):
-    """How often ``(y_pred > threshold) == y_true``, averaged over the last axis.
+    """``(y_pred > threshold) == y_true`` element by element, as floats (1.0 or 0.0), as Keras's.
 
     As in Keras, ``y_true`` is compared as given (a soft label 0.9 never
-    matches) and rank-1 inputs give one value for the whole batch.
+    matches); a metric averages the matches per sample.
     """
     y_true, y_pred = unwrap(y_true), unwrap(y_pred)
     xp = _namespace(y_pred, y_true)
@@ -132,7 +133,7 @@ def binary_accuracy(y_true, y_pred, threshold=0.5):
     t, p = squeeze_or_expand_to_same_rank(y_true, y_pred)
     _check_same_shape("binary_accuracy", t, p, y_true, y_pred)
     pred = (p > xp.asarray(threshold, dtype=p.dtype)).astype(t.dtype)
-    return xp.mean((t == pred).astype(xp.float64), axis=-1)
+    return (t == pred).astype(xp.float64)
 
 
 def categorical_accuracy(y_true, y_pred):

@@ -732,7 +732,11 @@ def test_csv_logger_contents(tmp_path):
     run_fit([C.CSVLogger(path)], model, logs)
     with open(path, newline="") as f:
         text = f.read()
-    assert text == "epoch,acc,loss,val_loss,val_acc\r\n0,0.25,1.5,NA,NA\r\n1,0.75,0.5,0.8,NA\r\n"
+    # Keras 3.15.1: no val_* in the first epoch's logs (validation_freq > 1), so a val_ column per key, NA until then.
+    assert text == "epoch,acc,loss,val_acc,val_loss\r\n0,0.25,1.5,NA,NA\r\n1,0.75,0.5,NA,0.8\r\n"
+    path2 = tmp_path / "with_val.csv"
+    run_fit([C.CSVLogger(path2)], model, [{"loss": 1.5, "val_loss": 2.0}, {"loss": 0.5}])
+    assert path2.read_bytes() == b"epoch,loss,val_loss\r\n0,1.5,2.0\r\n1,0.5,NA\r\n"
 
 
 def test_csv_logger_append_and_overwrite(tmp_path):
@@ -740,22 +744,22 @@ def test_csv_logger_append_and_overwrite(tmp_path):
     run_fit([C.CSVLogger(path, separator="\t")], FakeModel(), loss_logs([1.0, 0.5], "loss"))
     run_fit([C.CSVLogger(path, separator="\t", append=True)], FakeModel(), loss_logs([0.25], "loss"))
     with open(path, newline="") as f:
-        assert f.read() == "epoch\tloss\r\n0\t1.0\r\n1\t0.5\r\n0\t0.25\r\n"
+        assert f.read() == "epoch\tloss\tval_loss\r\n0\t1.0\tNA\r\n1\t0.5\tNA\r\n0\t0.25\tNA\r\n"
     run_fit([C.CSVLogger(path, separator="\t")], FakeModel(), loss_logs([2.0], "loss"))
     with open(path, newline="") as f:
-        assert f.read() == "epoch\tloss\r\n0\t2.0\r\n"
+        assert f.read() == "epoch\tloss\tval_loss\r\n0\t2.0\tNA\r\n"
 
 
 def test_csv_logger_append_to_new_file_writes_header(tmp_path):
     path = tmp_path / "new.csv"
     run_fit([C.CSVLogger(path, append=True)], FakeModel(), loss_logs([1.0], "loss"))
-    assert path.read_bytes() == b"epoch,loss\r\n0,1.0\r\n"
+    assert path.read_bytes() == b"epoch,loss,val_loss\r\n0,1.0,NA\r\n"
 
 
 def test_csv_logger_list_values_and_errors(tmp_path):
     path = tmp_path / "l.csv"
     run_fit([C.CSVLogger(path)], FakeModel(), [{"loss": 1.0, "per_class": np.array([0.5, 0.25])}])
-    assert path.read_text().splitlines()[1] == '0,1.0,"[0.5, 0.25]"'
+    assert path.read_text().splitlines()[1] == '0,1.0,"[0.5, 0.25]",NA,NA'
     with pytest.raises(ValueError, match="separator=';;'"):
         C.CSVLogger(path, separator=";;")
     with pytest.raises(TypeError, match="filename=None"):

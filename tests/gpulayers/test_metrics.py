@@ -94,17 +94,32 @@ def test_binary_accuracy_hand_counts(threshold):
     assert m.result() == pytest.approx(hits / count)
 
 
-def test_binary_accuracy_rank_one_counts_each_batch_once():
-    # Keras: rank-1 y_true/y_pred give one value per batch (mean over the last axis),
-    # so each batch counts once whatever its size.
-    m = M.BinaryAccuracy()
-    m.update_state(np.array([1, 0]), np.array([0.9, 0.8]))  # 0.5
-    m.update_state(np.array([1, 1, 1, 1]), np.array([0.9, 0.8, 0.7, 0.6]))  # 1.0
-    assert m.result() == pytest.approx(0.75)
-    m2 = M.BinaryAccuracy()
-    m2.update_state(np.array([[1], [0]]), np.array([[0.9], [0.8]]))
-    m2.update_state(np.array([1, 1, 1, 1]), np.array([[0.9], [0.8], [0.7], [0.6]]))
-    assert m2.result() == pytest.approx(5 / 6)
+def test_binary_accuracy_rank_one_counts_each_element():
+    # Keras 3.15.1 compares element by element: 1 of 2, then 4 of 4 (Keras gives 0.8333), whatever the rank.
+    for t0, p0, t1, p1 in ((np.array([1, 0]), np.array([0.9, 0.8]), np.array([1, 1, 1, 1]), np.array([0.9, 0.8, 0.7, 0.6])),
+                           (np.array([[1], [0]]), np.array([[0.9], [0.8]]), np.array([1, 1, 1, 1]),
+                            np.array([[0.9], [0.8], [0.7], [0.6]]))):
+        m = M.BinaryAccuracy()
+        m.update_state(t0, p0)
+        m.update_state(t1, p1)
+        assert m.result() == pytest.approx(5 / 6)
+
+
+def test_accuracy_counts_rank_one_labels_one_by_one_and_takes_element_weights():
+    # Keras 3.15.1's numbers: four batches all right, then 3 of 4 (0.95); weights per element or per row.
+    m = M.Accuracy()
+    for _ in range(4):
+        m.update_state(np.array([1, 2, 3, 4]), np.array([1, 2, 3, 4]))
+    m.update_state(np.array([1, 2, 3, 4]), np.array([1, 2, 3, 0]))
+    assert m.result() == pytest.approx(0.95)
+    t, p = np.array([[1, 2], [3, 4]]), np.array([[1, 0], [3, 4]])
+    for sw, want in ((np.array([[1, 0], [1, 1]]), 1.0), (np.array([1, 3]), 0.875), (None, 0.75)):
+        m = M.Accuracy()
+        m.update_state(t, p, sample_weight=sw)
+        assert m.result() == pytest.approx(want)
+    np.testing.assert_array_equal(M.accuracy(t, p), [[1.0, 0.0], [1.0, 1.0]])
+    np.testing.assert_array_equal(M.binary_accuracy(np.array([[1, 0], [1, 1]]), np.array([[0.9, 0.2], [0.3, 0.8]])),
+                                  [[1.0, 1.0], [0.0, 1.0]])
 
 
 def test_soft_labels_never_match_in_binary_accuracy():
