@@ -85,7 +85,9 @@ class InputLayer(Layer):
                 f"Input of layer '{self.name}' is incompatible with the layer: expected shape "
                 f"{self.batch_shape}. Received: inputs.shape={tuple(input_shape)}"
             )
-        for got, want in zip(input_shape, self.batch_shape):
+        # The batch axis is not checked, as Keras checks a model's inputs: an Input(batch_size=4) takes
+        # a last, partial batch too.
+        for got, want in zip(input_shape[1:], self.batch_shape[1:]):
             if want is not None and got is not None and got != want:
                 raise ValueError(
                     f"Input of layer '{self.name}' is incompatible with the layer: expected shape "

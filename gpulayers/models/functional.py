@@ -316,17 +316,20 @@ class Functional(Model):
         return flat
 
     def _check_shape(self, shape, ref):
-        """``shape`` after Keras's rank adjustment to ``ref`` (a trailing axis of 1 dropped or added), checked."""
+        """``shape`` after Keras's rank adjustment to ``ref`` (a trailing axis of 1 dropped or added), checked
+        as Keras checks a model's inputs: every axis but the batch axis (an ``Input(batch_size=4)`` takes a
+        last, partial batch too)."""
         shape = tuple(shape)
         if len(shape) == len(ref.shape) + 1 and shape[-1] == 1:
             shape = shape[:-1]
         elif len(shape) == len(ref.shape) - 1 and ref.shape[-1] == 1:
             shape = shape + (1,)
-        if len(shape) != len(ref.shape) or any(
-            r is not None and d is not None and d != r for d, r in zip(shape, ref.shape)
+        expected = (None,) + tuple(ref.shape[1:]) if ref.shape else ()
+        if len(shape) != len(expected) or any(
+            r is not None and d is not None and d != r for d, r in zip(shape, expected)
         ):
             raise ValueError(
-                f"Input {ref.name} of model '{self.name}' is incompatible: expected shape {ref.shape}, but received "
+                f"Input {ref.name} of model '{self.name}' is incompatible: expected shape {expected}, but received "
                 f"a tensor with shape {shape}."
             )
         return shape

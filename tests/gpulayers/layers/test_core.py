@@ -422,10 +422,25 @@ def test_input_layer_passes_inputs_through_and_checks_them():
         layer(np.zeros((2, 3, 2), np.float32))
     with pytest.raises(ValueError, match=r"inputs\.shape=\(2, 6\)"):
         layer(np.zeros((2, 6), np.float32))
+    # A fixed batch size is not enforced (Keras checks a model's inputs without the batch axis).
     fixed = InputLayer(batch_shape=(4, 3))
-    with pytest.raises(ValueError, match=r"inputs\.shape=\(2, 3\)"):
-        fixed(np.zeros((2, 3), np.float32))
-    assert to_np(fixed(np.zeros((4, 3), np.float32))).shape == (4, 3)
+    assert to_np(fixed(np.zeros((2, 3), np.float32))).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"inputs\.shape=\(4, 2\)"):
+        fixed(np.zeros((4, 2), np.float32))
+
+
+def test_a_fixed_batch_size_takes_the_last_partial_batch():
+    # Keras 3.15.1 fits Input(batch_size=4) on 8 training rows and 2 validation rows.
+    import gpulayers
+
+    for model in (gpulayers.Sequential([Input((3,), batch_size=4), Dense(1)]),
+                  gpulayers.Model(*(lambda x: (x, Dense(1)(x)))(Input((3,), batch_size=4)))):
+        model.compile(optimizer="sgd", loss="mse")
+        history = model.fit(np.ones((10, 3)), np.ones((10, 1)), batch_size=4, validation_split=0.2, verbose=0)
+        assert sorted(history.history) == ["loss", "val_loss"]
+        assert to_np(model(np.ones((2, 3), np.float32))).shape == (2, 1)
+        with pytest.raises(ValueError, match="incompatible"):
+            model(np.ones((2, 5), np.float32))
 
 
 @pytest.mark.parametrize(
