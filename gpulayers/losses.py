@@ -731,6 +731,9 @@ _BY_FUNCTION_NAME.update({
     "mape": MeanAbsolutePercentageError, "MAPE": MeanAbsolutePercentageError,
     "msle": MeanSquaredLogarithmicError, "MSLE": MeanSquaredLogarithmicError,
 })
+_FUNCTION_BY_NAME = {fn.__name__: fn for fn in _FUNCTIONS}
+_FUNCTION_BY_NAME.update({alias: {cls: fn for fn, cls in _FUNCTIONS.items()}[_BY_FUNCTION_NAME[alias]]
+                          for alias in _BY_FUNCTION_NAME if alias not in _FUNCTION_BY_NAME})
 _ALL_NAMES = sorted(set(_BY_CLASS_NAME) | set(_BY_FUNCTION_NAME))
 
 
@@ -793,7 +796,7 @@ def deserialize(config_):
         )
     custom = object_registration.deserialize_custom(config_)  # the user's losses come first, as in Keras
     if custom is not None:
-        return get(custom)
+        return to_loss(custom)
     if isinstance(config_, str):
         return _lookup(config_)
     name, module, kwargs = config_.get("class_name"), config_.get("module"), config_.get("config", {})
@@ -818,7 +821,23 @@ def deserialize(config_):
 
 
 def get(identifier):
-    """Resolve a loss identifier to a :class:`Loss` (None stays None).
+    """Keras's ``keras.losses.get``: a loss class's name gives an instance, a function's name or alias the
+    function itself (per-sample values, unreduced), as Keras 3.15 does; a config dict, a Loss instance or
+    subclass, or a callable as :func:`to_loss` takes them, a callable given back unchanged.
+
+    Example:
+        >>> get("MeanSquaredError").name, get("mse").__name__
+        ('mean_squared_error', 'mean_squared_error')
+    """
+    if isinstance(identifier, str) and identifier not in _BY_CLASS_NAME and identifier in _FUNCTION_BY_NAME:
+        return _FUNCTION_BY_NAME[identifier]
+    if callable(identifier) and not isinstance(identifier, type) and not isinstance(identifier, Loss):
+        return identifier
+    return to_loss(identifier)
+
+
+def to_loss(identifier):
+    """Resolve a loss identifier to a :class:`Loss` (None stays None): what ``compile(loss=...)`` trains.
 
     Accepts a name (class names ``"CategoricalCrossentropy"``, function names
     ``"categorical_crossentropy"`` and Keras's aliases ``"mse"``, ``"mae"``,
@@ -828,7 +847,7 @@ def get(identifier):
     it reduces like any loss and trains through the tape.
 
     Example:
-        >>> get("mse").name
+        >>> to_loss("mse").name
         'mse'
     """
     if identifier is None:

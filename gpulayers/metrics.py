@@ -704,7 +704,7 @@ def _kind_from_loss(loss):
     if loss is None:
         return None
     try:
-        obj = losses.get(loss)
+        obj = losses.to_loss(loss)
     except (TypeError, ValueError):
         return None
     if isinstance(obj, losses.BinaryCrossentropy):

@@ -59,7 +59,7 @@ def flatten_like_outputs(value, keys, argument, allow_missing=False):
 
 
 def _loss_object(identifier):
-    loss = losses_module.get(identifier)
+    loss = losses_module.to_loss(identifier)
     if hasattr(loss, "check_labels"):
         # fit/evaluate check every label once up front; skip the per-batch device-to-host check
         # (on a copy: the user's object stays as it was).

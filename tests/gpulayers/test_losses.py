@@ -634,10 +634,26 @@ def test_argument_errors():
     (L.mean_squared_error, L.MeanSquaredError, "mean_squared_error"),
     (L.Huber, L.Huber, "huber_loss"),
 ])
-def test_get_names(identifier, cls, name):
-    loss = L.get(identifier)
+def test_to_loss_names(identifier, cls, name):
+    loss = L.to_loss(identifier)  # what compile(loss=...) trains
     assert type(loss) is cls and loss.name == name
     assert loss.reduction == "sum_over_batch_size"
+
+
+def test_get_gives_functions_for_function_names_as_keras():
+    # Keras 3.15.1: get("mse") is the per-sample function ([0.125, 0.5]), get("MeanSquaredError") an instance.
+    y_true, y_pred = np.array([[0.0, 1.0], [1.0, 1.0]]), np.array([[0.5, 1.0], [0.0, 1.0]])
+    for name in ("mse", "MSE", "mean_squared_error"):
+        assert L.get(name) is L.mean_squared_error
+    np.testing.assert_allclose(to_np(L.get("mse")(y_true, y_pred)), [0.125, 0.5])
+    assert L.get("huber") is L.huber and L.get("bce") is L.binary_crossentropy and L.get("MAPE") is L.mean_absolute_percentage_error
+    assert type(L.get("MeanSquaredError")) is L.MeanSquaredError and type(L.get("Huber")) is L.Huber
+    assert L.get(L.mean_squared_error) is L.mean_squared_error and type(L.get(L.Huber)) is L.Huber
+
+    def mine(y_true, y_pred):
+        return y_pred
+
+    assert L.get(mine) is mine
 
 
 def test_get_instances_dicts_and_round_trips():
@@ -677,10 +693,10 @@ def test_a_plain_callable_trains_through_the_tape():
     def my_loss(y_true, y_pred):
         return np.mean(np.abs(y_true - y_pred) ** 3, axis=-1)  # NumPy on tensors: recorded as the ops
 
-    loss = L.get(my_loss)
+    loss = L.to_loss(my_loss)
     t, p = np.zeros((2, 2)), np.ones((2, 2))
     assert loss.name == "my_loss" and float(loss(t, p)) == 1.0
-    assert float(L.get(my_loss)(t, p, sample_weight=np.array([1.0, 0.0]))) == 0.5
+    assert float(L.to_loss(my_loss)(t, p, sample_weight=np.array([1.0, 0.0]))) == 0.5
     t, p, w = RNG.normal(size=(3, 2)), RNG.normal(size=(3, 2)), RNG.uniform(size=3)
     _, grad = value_and_grad(loss, t, p, w)  # computed in floatx (float32), as Keras casts a loss's inputs
     expected = 3 * (p - t) * np.abs(p - t) / 2 * w[:, None] / 3
@@ -697,7 +713,7 @@ def test_a_plain_callable_gets_targets_of_the_predictions_rank():
         seen.append((tuple(y_true.shape), tuple(y_pred.shape)))
         return ops.mean(ops.square(y_true - y_pred), axis=-1)
 
-    loss = L.get(squared)
+    loss = L.to_loss(squared)
     t, p = np.array([1.0, 0.0, 1.0]), np.array([[0.2], [0.4], [0.9]])
     want = np.mean((t - p[:, 0]) ** 2)
     assert float(loss(t, p)) == pytest.approx(want, rel=1e-6) and seen[-1] == ((3, 1), (3, 1))
