@@ -37,7 +37,6 @@ class SGD(Optimizer):
         >>> opt.apply([grad], [variable])
     """
 
-    _default_name = "SGD"
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
@@ -91,7 +90,6 @@ class Adam(Optimizer):
         **kwargs: the common arguments of :class:`~gpulayers.optimizers.base.Optimizer`.
     """
 
-    _default_name = "adam"
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
                  weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False,
@@ -150,7 +148,6 @@ class AdamW(Adam):
     before the Adam step (Keras 3's AdamW is exactly this).
     """
 
-    _default_name = "adamw"
 
     def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
                  amsgrad=False, clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False,
@@ -184,7 +181,6 @@ class RMSprop(Optimizer):
         **kwargs: the common arguments of :class:`~gpulayers.optimizers.base.Optimizer`.
     """
 
-    _default_name = "rmsprop"
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
                  weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False,
@@ -248,7 +244,6 @@ class Adagrad(Optimizer):
     ``adagrad_1``... (counted with the layer names; ``clear_session`` resets).
     """
 
-    _default_name = None
 
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, weight_decay=None,
                  clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,

@@ -118,7 +118,7 @@ def _clip_by_global_norm(grads, clip_norm):
 class Optimizer:
     """Base class of the optimizers (Keras 3's ``keras.optimizers.Optimizer`` API).
 
-    Subclasses set ``_default_name``, list their state in :meth:`_slots` and
+    Subclasses list their state in :meth:`_slots` and
     implement :meth:`_update_step`.
 
     Args:
@@ -137,7 +137,6 @@ class Optimizer:
         name: the optimizer's name; None gives Keras's default for the class.
     """
 
-    _default_name = None  # None: the snake_case class name, made unique (Keras's auto_name)
 
     def __init__(
         self,
@@ -160,7 +159,7 @@ class Optimizer:
         if kwargs:
             raise ValueError(f"Argument(s) not recognized by {cls}: {kwargs}")
         if name is None:
-            name = self._default_name or utils.unique_name(utils.to_snake_case(cls))
+            name = utils.unique_name(utils.to_snake_case(cls))  # Keras 3.15's auto_name: sgd, sgd_1, adam_w
         self.name = check_name(name)
         self.weight_decay = check_real(weight_decay, "weight_decay", minimum=0, allow_none=True)
         self.clipnorm = check_real(clipnorm, "clipnorm", minimum=0, allow_none=True)

@@ -38,7 +38,6 @@ class LossScaleOptimizer(Optimizer):
         name: the optimizer's name (default ``"loss_scale_optimizer"``).
     """
 
-    _default_name = "loss_scale_optimizer"
 
     def __init__(self, inner_optimizer, initial_scale=2.0**15, dynamic_growth_steps=2000, name=None, **kwargs):
         if not kwargs.pop("dynamic", True):

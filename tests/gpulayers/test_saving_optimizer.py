@@ -11,6 +11,7 @@ weights and, per weight, over its names).
 import importlib.util
 import io
 import json
+import re
 import os
 import warnings
 import zipfile
@@ -317,8 +318,9 @@ def test_compile_config_is_keras_schema(tmp_path):
         "jit_compile": False,
     }
     assert (adam["module"], adam["class_name"], adam["registered_name"]) == ("keras.optimizers", "Adam", None)
+    assert re.fullmatch(r"adam(_\d+)?", adam["config"].pop("name"))  # Keras's auto_name: adam, adam_1...
     assert adam["config"] == {
-        "name": "adam", "learning_rate": 0.001, "weight_decay": None, "clipnorm": None, "global_clipnorm": None,
+        "learning_rate": 0.001, "weight_decay": None, "clipnorm": None, "global_clipnorm": None,
         "clipvalue": None, "use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None,
         "loss_scale_factor": None, "gradient_accumulation_steps": None, "beta_1": 0.9, "beta_2": 0.999,
         "epsilon": 1e-07, "amsgrad": False,

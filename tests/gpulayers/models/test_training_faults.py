@@ -140,7 +140,7 @@ def test_out_of_memory_in_the_optimizer_changes_nothing(monkeypatch):
         return update(self, g, w, lr, st)
 
     monkeypatch.setattr(type(opt), "_update_step", no_memory_on_the_third)
-    with pytest.raises(MemoryError, match=r"optimizer 'adam' updating variable 'dense_\d+/kernel' of shape \(8, 2\)"):
+    with pytest.raises(MemoryError, match=r"optimizer 'adam(_\d+)?' updating variable 'dense_\d+/kernel' of shape \(8, 2\)"):
         model.train_on_batch(x[8:16], y[8:16])
     for a, b in zip(weights, model.get_weights()):
         np.testing.assert_array_equal(a, b)
