@@ -24,6 +24,7 @@ def _non_negative(value, argument, layer, allow_none=False):
 
 
 class _Elementwise(Layer):
+    built_at_construction = True
     single_input = True
     input_cast = "float"
 

@@ -114,6 +114,9 @@ class Layer:
         return obj
 
     single_input = False  # the built-in layers take one tensor; a user's layer may take a list or dict
+    # Keras 3.15 builds the layers whose build has nothing to make (pooling, Dropout, Activation, Reshape,
+    # the activation layers) in their constructor: built is True at once, and build() is never called.
+    built_at_construction = False
     # Which inputs __call__ casts to the layer's dtype (with autocast): "float" ones, as Keras's autocast
     # (a user's layer may take integer indices), "all" numeric ones (the built-in layers compute in their
     # dtype), or None (a model leaves that to its layers).
@@ -160,7 +163,7 @@ class Layer:
             if batch_size is not None:
                 batch_size = standardize_int(batch_size, "batch_size", maximum=MAX_DIM)
             self._batch_input_shape = (batch_size,) + standardize_shape(input_shape, "input_shape")
-        self.__dict__.setdefault("built", False)
+        self.__dict__.setdefault("built", self.built_at_construction)
         self.__dict__.setdefault("input_spec", None)
         self._build_input_shape = None
         self._initialized = True
@@ -713,8 +716,15 @@ class Layer:
                 if y.ndim > 0:  # Keras 3.14+: the penalty is per sample
                     loss = ops_module.divide_no_nan(loss, ops_module.cast(y.shape[0], loss.dtype))
                 self.add_loss(loss)
+        self._note_input_shape(shape)
         self.built = True
         return outputs
+
+    def _note_input_shape(self, shape):
+        """A layer built at construction learns its input shape from its first call (``output_shape``)."""
+        if self._build_input_shape is None and self.built_at_construction and isinstance(shape, tuple) \
+                and all(d is None or isinstance(d, int) for d in shape):
+            self._build_input_shape = (None,) + shape[1:] if shape else ()
 
     def _symbolic_call(self, args, kwargs):
         """A call on KerasTensors: build, find the output spec, record a Node; nothing is computed."""
@@ -737,6 +747,7 @@ class Layer:
             if unbuild is not None:
                 unbuild()  # a refused first call leaves the layer unbuilt
             raise
+        self._note_input_shape(shape_structure(inputs))
         self.built = True
         Node(self, args, kwargs, outputs)
         return outputs

@@ -348,6 +348,8 @@ class Activation(Layer):
         array([[0., 2.]], dtype=float32)
     """
 
+    built_at_construction = True
+
     single_input = True
     input_cast = "all"  # numeric inputs are computed in the layer's dtype
 

@@ -39,6 +39,8 @@ __all__ = [
 class _Pooling(Layer):
     """Shared arguments of the windowed pooling layers (``rank`` spatial axes)."""
 
+    built_at_construction = True
+
     rank = 2
     single_input = True
     input_cast = "all"  # numeric inputs are computed in the layer's dtype
@@ -194,6 +196,8 @@ def _check_seed(seed):
 
 class GlobalPooling2D(Layer):
     """Shared arguments of global pooling: data_format and keepdims."""
+
+    built_at_construction = True
 
     single_input = True
     input_cast = "all"  # numeric inputs are computed in the layer's dtype
@@ -373,6 +377,8 @@ class AveragePooling1D(Pooling1D):
 
 class GlobalPooling1D(Layer):
     """Shared arguments of 1-D global pooling: data_format and keepdims."""
+
+    built_at_construction = True
 
     single_input = True
     input_cast = "all"

@@ -27,6 +27,8 @@ class Dropout(Layer):
         >>> y = layer(np.ones((2, 4)), training=True)  # entries are 0 or 2
     """
 
+    built_at_construction = True
+
     single_input = True
     input_cast = "all"  # numeric inputs are computed in the layer's dtype
 

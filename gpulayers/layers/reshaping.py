@@ -136,6 +136,8 @@ class Reshape(Layer):
         (5, 3, 2, 2)
     """
 
+    built_at_construction = True
+
     single_input = True
 
     def __init__(self, target_shape, **kwargs):

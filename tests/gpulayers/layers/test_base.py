@@ -515,7 +515,8 @@ def test_non_numeric_inputs_raise_type_error_naming_inputs(x, pattern):
     for layer in layers:
         with pytest.raises(TypeError, match=pattern):
             layer(x, training=True)
-        assert not layer.built and layer.weights == []
+        # A refused call builds nothing (the weightless layers are built from the start, as Keras's).
+        assert layer.built is type(layer).built_at_construction and layer.weights == []
 
 
 def test_refused_inputs_leave_a_built_layer_unchanged():
@@ -614,3 +615,21 @@ def test_fuzz_shapes_raise_only_value_or_type_errors(index, first, second, train
             assert dy.shape != tuple(y.shape)
         else:
             assert dy.shape == tuple(y.shape) and (dx is None or tuple(dx.shape) == shape)
+
+
+def test_weightless_layers_are_built_at_construction_as_in_keras():
+    # Keras 3.15.1: the layers whose build makes nothing are built by their constructor; the others
+    # (Flatten, Permute, the merges, Dense...) when first called.
+    from gpulayers import layers as L
+
+    built = [L.MaxPooling2D(), L.AveragePooling2D(2), L.MaxPooling1D(), L.AveragePooling1D(2), L.StochasticPooling2D(),
+             L.GlobalAveragePooling2D(), L.GlobalMaxPooling1D(), L.Dropout(0.5), L.Activation("relu"), L.Reshape((2,)),
+             L.ReLU(), L.LeakyReLU(), L.ELU(), L.Softmax()]
+    unbuilt = [L.Flatten(), L.Permute((2, 1)), L.RepeatVector(2), L.UpSampling2D(), L.Add(), L.Concatenate(),
+               L.ZeroPadding2D(), L.Lambda(lambda x: x), L.Dense(2), L.Conv2D(2, 3), L.BatchNormalization()]
+    assert all(layer.built for layer in built) and not any(layer.built for layer in unbuilt)
+    pool = L.MaxPooling2D()
+    assert pool(np.ones((1, 4, 4, 3), np.float32)).shape == (1, 2, 2, 3)
+    assert pool.output_shape == (None, 2, 2, 3)  # learnt from the first call
+    with pytest.raises(ValueError):
+        pool(np.ones((1, 4, 4), np.float32))  # its input spec is still checked
