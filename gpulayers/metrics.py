@@ -157,19 +157,40 @@ def sparse_categorical_accuracy(y_true, y_pred):
     y_pred = xp.asarray(y_pred)
     y_true = xp.asarray(y_true)
     t = y_true
-    if y_pred.ndim >= 1 and t.ndim == y_pred.ndim and t.shape[-1] == 1:
+    squeezed = y_pred.ndim >= 1 and t.ndim == y_pred.ndim and t.shape[-1] == 1
+    if squeezed:
         t = t.reshape(t.shape[:-1])
-    if y_pred.ndim < 1 or tuple(t.shape) != tuple(y_pred.shape[:-1]):
+    if y_pred.ndim < 1:
         raise ValueError(
-            "In sparse_categorical_accuracy, `y_true` must have y_pred's shape without its last axis "
-            f"(optionally with a trailing 1). Received: y_true.shape={tuple(y_true.shape)}, "
-            f"y_pred.shape={tuple(y_pred.shape)}"
+            "In sparse_categorical_accuracy, `y_pred` needs a class axis. "
+            f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
         )
+    if tuple(t.shape) != tuple(y_pred.shape[:-1]):
+        return _broadcast_sparse_matches(xp, y_true, t, y_pred, squeezed)
     ops = get_ops()
     if xp is ops.xp and t.dtype.kind in "iu" and y_pred.size:  # one kernel on the GPU
         return ops.top1_matches(y_pred.reshape(-1, y_pred.shape[-1]), t.reshape(-1)).reshape(t.shape)
     pred = xp.argmax(y_pred, axis=-1).astype(t.dtype)  # float labels compare as floats, as in Keras
     return (t == pred).astype(xp.float64)
+
+
+def _broadcast_sparse_matches(xp, y_true, t, y_pred, squeezed):
+    """Keras's sparse_categorical_accuracy for labels that are not y_pred's shape without its class axis:
+    the labels and the argmax compared by broadcasting, the matches put back in the labels' shape when a
+    trailing 1 was squeezed, and a trailing 1 of the matches dropped."""
+    pred = xp.argmax(y_pred, axis=-1).astype(t.dtype)
+    try:
+        matches = (t == pred).astype(xp.float64)
+        if squeezed:
+            matches = matches.reshape(y_true.shape)
+    except ValueError:
+        raise ValueError(
+            "In sparse_categorical_accuracy, `y_true` must broadcast against y_pred's shape without its last "
+            f"axis. Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
+        ) from None
+    if matches.ndim > 1 and matches.shape[-1] == 1:
+        matches = matches.reshape(matches.shape[:-1])
+    return matches
 
 
 # ---------------------------------------------------------------------------

@@ -830,7 +830,10 @@ class Layer:
         return autodiff.record(op, y, tensors, guarded, {"layer": self.name})
 
     def _activate(self, z):
-        """``self.activation(z)``; a user's activation must give a float tensor of ``z``'s shape."""
+        """``self.activation(z)`` (``z`` itself when the activation was set to None, as Keras's layers
+        allow); a user's activation must give a float tensor of ``z``'s shape."""
+        if self.activation is None:
+            return z
         y = self.activation(z)
         if activations.is_builtin(self.activation):
             return y

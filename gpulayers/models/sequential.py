@@ -77,6 +77,9 @@ class Sequential(Model):
         else:
             if not self._layers and layer._batch_input_shape is not None:
                 added.append(InputLayer(batch_shape=layer._batch_input_shape, dtype=layer.dtype))
+            elif not self._layers and _built_model_input_shape(layer) is not None:
+                # A built model as the first layer (Keras: a first layer with an input_shape): its input is ours.
+                added.append(InputLayer(batch_shape=_built_model_input_shape(layer), dtype=layer.dtype))
             added.append(layer)
         names = {l.name for l in self._layers}
         for new in added:
@@ -312,3 +315,17 @@ class Sequential(Model):
             model.build(build_shape)
         return model
 
+
+def _built_model_input_shape(layer):
+    """The one input's shape (batch axis None) of a built Sequential or Functional model, else None."""
+    from gpulayers.models.functional import Functional
+
+    if not isinstance(layer, (Sequential, Functional)) or not layer.built:
+        return None
+    try:
+        shape = layer.input_shape
+    except AttributeError:
+        return None
+    if not isinstance(shape, tuple) or not all(d is None or isinstance(d, int) for d in shape):
+        return None  # several inputs: the first layer of a Sequential takes one
+    return (None,) + shape[1:]

@@ -18,6 +18,8 @@ Example:
 import difflib
 import math
 
+import numpy as np
+
 from gpulayers.optimizers._checks import check_bool, check_name, check_real, is_real
 
 __all__ = [
@@ -35,12 +37,13 @@ KERAS_MODULE = "keras.optimizers.schedules"
 
 
 def _step(step):
-    """The optimizer step as a float (an int, a NumPy/CuPy integer or a 0-d array)."""
+    """The optimizer step as a float (an int, a NumPy/CuPy integer or a 0-d array); finite. A negative step
+    is taken as Keras takes it: the formula extended below 0 (ExponentialDecay(0.1, 10, 0.5)(-1) > 0.1)."""
     if is_real(step) or (getattr(step, "shape", None) == () and hasattr(step, "dtype")):
         value = float(step)
-        if math.isfinite(value) and value >= 0:
+        if math.isfinite(value):
             return value
-    raise ValueError(f"Invalid value for `step`: expected a non-negative number. Received: step={step!r}")
+    raise ValueError(f"Invalid value for `step`: expected a finite number. Received: step={step!r}")
 
 
 class LearningRateSchedule:
@@ -213,11 +216,13 @@ class PolynomialDecay(LearningRateSchedule):
         step = _step(step)
         decay_steps = float(self.decay_steps)
         if self.cycle:
-            decay_steps *= 1.0 if step == 0 else math.ceil(step / decay_steps)
+            decay_steps *= 1.0 if step == 0 else float(np.ceil(step / decay_steps))  # -0.0 below 0, as Keras
         else:
             step = min(step, decay_steps)
-        p = step / decay_steps
-        return (self.initial_learning_rate - self.end_learning_rate) * (1.0 - p) ** self.power + self.end_learning_rate
+        with np.errstate(divide="ignore", invalid="ignore"):  # a negative step's cycle is 0 steps long: inf, as Keras
+            p = np.float64(step) / decay_steps
+            lr = (self.initial_learning_rate - self.end_learning_rate) * (1.0 - p) ** self.power + self.end_learning_rate
+        return float(lr)
 
     def get_config(self):
         return {

@@ -379,3 +379,15 @@ def test_float32_inputs():
     b = M.BinaryAccuracy()
     b.update_state(np.array([[1.0]], dtype=np.float32), np.array([[0.5000001]], dtype=np.float32))
     assert m.result() == 1.0 and b.result() == 1.0 and isinstance(b.result(), float)
+
+
+def test_sparse_categorical_accuracy_broadcasts_as_keras():
+    # Keras 3.15.1's test_reshape_matches: labels (2, 1) against predictions (1, 2, 3) compare by broadcasting.
+    m = M.SparseCategoricalAccuracy()
+    m.update_state(np.array([[0], [0]]), np.array([[[0.9, 0.1, 0.0], [0.8, 0.15, 0.05]]], np.float32))
+    assert m.result() == 1.0
+    m = M.SparseCategoricalAccuracy()
+    m.update_state(np.array([1, 0]), np.array([[[0.1, 0.9]], [[0.8, 0.2]]]))  # (2,) against argmax (2, 1): 0.5
+    assert m.result() == 0.5
+    with pytest.raises(ValueError, match="broadcast"):
+        M.sparse_categorical_accuracy(np.array([1, 0, 1]), np.ones((2, 4)))

@@ -749,3 +749,22 @@ def test_a_user_subclass_is_serialized_as_a_custom_object_and_refused_on_load():
     with pytest.raises(ValueError, match="not a gpulayers built-in optimizer"):
         O.deserialize(config)
     assert O.serialize(O.Adam())["module"] == "keras.optimizers"
+
+
+def test_schedules_take_a_negative_step_as_keras():
+    # Keras 3.15.1 extends each formula below step 0 (values from Keras on JAX, steps -3, -1, 0, 3).
+    S = O.schedules
+    cases = [
+        (S.ExponentialDecay(0.1, 10, 0.5), [0.123114, 0.107177, 0.1, 0.081225]),
+        (S.ExponentialDecay(0.1, 10, 0.5, staircase=True), [0.2, 0.2, 0.1, 0.1]),
+        (S.InverseTimeDecay(0.1, 10, 0.5), [0.117647, 0.105263, 0.1, 0.086957]),
+        (S.PiecewiseConstantDecay([5, 10], [0.1, 0.05, 0.01]), [0.1, 0.1, 0.1, 0.1]),
+        (S.PolynomialDecay(0.1, 10, 0.01), [0.127, 0.109, 0.1, 0.073]),
+        (S.PolynomialDecay(0.1, 10, 0.01, cycle=True), [-np.inf, -np.inf, 0.1, 0.073]),
+        (S.CosineDecay(0.1, 10), [0.079389, 0.097553, 0.1, 0.079389]),
+        (S.CosineDecay(0.1, 10, warmup_target=0.2, warmup_steps=5), [0.04, 0.08, 0.1, 0.16]),
+    ]
+    for schedule, want in cases:
+        np.testing.assert_allclose([schedule(s) for s in (-3, -1, 0, 3)], want, rtol=1e-5, err_msg=type(schedule).__name__)
+    with pytest.raises(ValueError, match="finite"):
+        S.ExponentialDecay(0.1, 10, 0.5)(float("nan"))

@@ -495,3 +495,18 @@ def test_input_layer_takes_keras_3_arguments_and_refuses_what_it_cannot_do():
             InputLayer(shape=(3,), **{arg: True})
     with pytest.raises(ValueError, match="input_tensor"):
         InputLayer(shape=(3,), input_tensor=np.zeros((1, 3)))
+
+
+def test_activation_set_to_none_after_construction_is_linear():
+    # Keras's layers check `activation is not None` at call time.
+    from gpulayers.layers import Conv2D
+
+    x = np.random.default_rng(8).standard_normal((2, 3)).astype(np.float32)
+    layer = Dense(4, activation="relu", bias_initializer="ones")
+    layer(x)
+    layer.activation = None
+    kernel, bias = layer.get_weights()
+    np.testing.assert_allclose(to_np(layer(x)), x @ kernel + bias, rtol=1e-6)
+    conv = Conv2D(2, 1, activation="sigmoid")
+    conv.activation = None
+    assert to_np(conv(np.ones((1, 2, 2, 1), np.float32))).shape == (1, 2, 2, 2)

@@ -234,3 +234,20 @@ def test_dropout_is_only_active_in_training():
     np.testing.assert_array_equal(model.predict(x, verbose=0), x)
     y = to_np(model(x, training=True))
     assert set(np.unique(y)) <= {0.0, 2.0} and 0 < (y == 0).mean() < 1
+
+
+def test_a_built_model_as_the_first_layer_builds_the_stack():
+    # Keras 3.15.1: Sequential([inner, Dense(1)]) with a built inner model is built at once.
+    import gpulayers
+
+    inner = gpulayers.Sequential([gpulayers.layers.Input((3,)), gpulayers.layers.Dense(2)])
+    outer = gpulayers.Sequential([inner, gpulayers.layers.Dense(1)])
+    assert outer.built and outer.output_shape == (None, 1) and [layer.name for layer in outer.layers] == [inner.name, outer.layers[1].name]
+    assert len(outer.get_weights()) == 4
+    again = gpulayers.Sequential.from_config(outer.get_config())
+    assert again.built
+    again.set_weights(outer.get_weights())
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(outer(x)))
+    unbuilt = gpulayers.Sequential([gpulayers.layers.Dense(2)])
+    assert not gpulayers.Sequential([unbuilt, gpulayers.layers.Dense(1)]).built
