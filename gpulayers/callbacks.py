@@ -47,6 +47,7 @@ import sys
 import time
 import warnings
 
+from gpulayers.argument_validation import standardize_int
 from gpulayers.progbar import Progbar
 
 __all__ = [
@@ -97,16 +98,6 @@ def _print(message):
 
 def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_int(value, argument, low=0):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"Invalid type for `{argument}`: expected an int. Received: {argument}={value!r} of type {type(value).__name__}"
-        )
-    if value < low:
-        raise ValueError(f"Invalid value for `{argument}`: expected an int >= {low}. Received: {argument}={value!r}")
-    return int(value)
 
 
 def _check_real(value, argument, allow_none=False):
@@ -638,12 +629,12 @@ class EarlyStopping(_Monitor, Callback):
         super().__init__()
         self.monitor = _check_monitor(monitor)
         self.min_delta = abs(_check_real(min_delta, "min_delta"))
-        self.patience = _check_int(patience, "patience")
+        self.patience = standardize_int(patience, "patience", minimum=0)
         self.verbose = _check_verbose(verbose)
         self.mode = _check_mode(mode)
         self.baseline = _check_real(baseline, "baseline", allow_none=True)
         self.restore_best_weights = bool(restore_best_weights)
-        self.start_from_epoch = _check_int(start_from_epoch, "start_from_epoch")
+        self.start_from_epoch = standardize_int(start_from_epoch, "start_from_epoch", minimum=0)
         self._direction = None
         self.wait = 0
         self.stopped_epoch = 0
@@ -886,11 +877,11 @@ class ReduceLROnPlateau(_Monitor, Callback):
                 f"Invalid value for `factor`: ReduceLROnPlateau needs 0 <= factor < 1. Received: factor={factor!r}"
             )
         self.factor = factor
-        self.patience = _check_int(patience, "patience")
+        self.patience = standardize_int(patience, "patience", minimum=0)
         self.verbose = _check_verbose(verbose)
         self.mode = _check_mode(mode)
         self.min_delta = _check_real(min_delta, "min_delta")
-        self.cooldown = _check_int(cooldown, "cooldown")
+        self.cooldown = standardize_int(cooldown, "cooldown", minimum=0)
         min_lr = _check_real(min_lr, "min_lr")
         if min_lr < 0:
             raise ValueError(f"Invalid value for `min_lr`: expected a number >= 0. Received: min_lr={min_lr!r}")
@@ -1042,21 +1033,21 @@ class TensorBoard(Callback):
     ):
         super().__init__()
         self.log_dir = str(os.fspath(log_dir))
-        self.histogram_freq = _check_int(histogram_freq, "histogram_freq")
+        self.histogram_freq = standardize_int(histogram_freq, "histogram_freq", minimum=0)
         self.write_graph = bool(write_graph)
         self.write_images = bool(write_images)
         self.write_steps_per_second = bool(write_steps_per_second)
         if update_freq == "batch":
             update_freq = 1
         elif update_freq != "epoch":
-            update_freq = _check_int(update_freq, "update_freq", low=1)
+            update_freq = standardize_int(update_freq, "update_freq")
         self.update_freq = update_freq
         if profile_batch:
             raise ValueError(
                 "Profiling is not available in gpulayers. Received: "
                 f"profile_batch={profile_batch} (must be 0)"
             )
-        self.embeddings_freq = _check_int(embeddings_freq, "embeddings_freq")
+        self.embeddings_freq = standardize_int(embeddings_freq, "embeddings_freq", minimum=0)
         if self.embeddings_freq or embeddings_metadata is not None:
             raise ValueError(
                 "Embedding projections are not supported by gpulayers' TensorBoard (they need TensorFlow's "

@@ -48,6 +48,7 @@ import numpy as np
 
 from backends import array_namespace
 from gpulayers import config, object_registration, ops
+from gpulayers.argument_validation import standardize_bool
 from gpulayers.autodiff import record, unwrap
 from gpulayers.ops.core import unbroadcast as _unbroadcast
 from gpulayers.ops.crossentropy import check_sparse_labels, sparse_crossentropy
@@ -98,12 +99,6 @@ def standardize_reduction(reduction):
             f"Received: reduction={reduction!r}"
         )
     return reduction
-
-
-def _check_bool(value, argument):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"Invalid value for `{argument}`: expected a bool. Received: {argument}={value!r}")
-    return bool(value)
 
 
 def _check_smoothing(value):
@@ -520,7 +515,7 @@ class CategoricalCrossentropy(Loss):
     def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
                  reduction="sum_over_batch_size", name="categorical_crossentropy", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.from_logits = standardize_bool(from_logits, "from_logits")
         self.label_smoothing = _check_smoothing(label_smoothing)
         self.axis = _check_axis(axis)
 
@@ -555,7 +550,7 @@ class SparseCategoricalCrossentropy(Loss):
     def __init__(self, from_logits=False, ignore_class=None,
                  reduction="sum_over_batch_size", name="sparse_categorical_crossentropy", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.from_logits = standardize_bool(from_logits, "from_logits")
         if ignore_class is not None and (
             isinstance(ignore_class, (bool, np.bool_)) or not isinstance(ignore_class, numbers.Integral)
         ):
@@ -595,7 +590,7 @@ class BinaryCrossentropy(Loss):
     def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
                  reduction="sum_over_batch_size", name="binary_crossentropy", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.from_logits = standardize_bool(from_logits, "from_logits")
         self.label_smoothing = _check_smoothing(label_smoothing)
         self.axis = _check_axis(axis)
 

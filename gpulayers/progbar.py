@@ -32,22 +32,11 @@ import numbers
 import sys
 import time
 
+from gpulayers.argument_validation import standardize_int
+
 __all__ = ["Progbar"]
 
 _clock = time.monotonic  # elapsed-time source (tests replace it)
-
-
-def _check_int(value, argument, low, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"Invalid type for `{argument}`: expected an int{' or None' if allow_none else ''}. "
-            f"Received: {argument}={value!r} of type {type(value).__name__}"
-        )
-    if value < low:
-        raise ValueError(f"Invalid value for `{argument}`: expected an int >= {low}. Received: {argument}={value!r}")
-    return int(value)
 
 
 def _is_number(value):
@@ -109,8 +98,8 @@ class Progbar:
     """
 
     def __init__(self, target, width=30, verbose=1, interval=0.05, stateful_metrics=None, unit_name="step"):
-        self.target = _check_int(target, "target", 0, allow_none=True)
-        self.width = _check_int(width, "width", 1)
+        self.target = standardize_int(target, "target", minimum=0, allow_none=True)
+        self.width = standardize_int(width, "width")
         if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"Invalid value for `verbose`: expected 0, 1 or 2. Received: verbose={verbose!r}")
         self.verbose = int(verbose)

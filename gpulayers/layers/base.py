@@ -27,7 +27,7 @@ import numpy as np
 from backends import get_ops
 from gpulayers import activations, autodiff, config, constraints, dtype_policies, initializers, regularizers, utils
 from gpulayers.autodiff import Tensor, no_backward
-from gpulayers.layers.arguments import MAX_DIM, standardize_int, standardize_shape
+from gpulayers.argument_validation import MAX_DIM, standardize_int, standardize_shape
 from gpulayers.layers.arrays import (
     LayerOutOfMemoryError,
     check_finite,

@@ -2,16 +2,14 @@
 
 from backends import get_ops
 from gpulayers import activations, constraints, initializers, regularizers
-from gpulayers.layers.arguments import (
-    conv_output_length,
-    same_pads,
+from gpulayers.argument_validation import (
     standardize_bool,
     standardize_data_format,
     standardize_int,
     standardize_padding,
     standardize_tuple,
-    window_pads,
 )
+from gpulayers.window_geometry import conv_output_length, same_pads, window_pads
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_spec import InputSpec
 from gpulayers.layers.core import check_no_lora

@@ -7,7 +7,7 @@ import numpy as np
 
 from backends import get_ops
 from gpulayers import activations, constraints, initializers, regularizers
-from gpulayers.layers.arguments import standardize_bool, standardize_int
+from gpulayers.argument_validation import standardize_bool, standardize_int
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_spec import InputSpec
 from gpulayers.ops.activations import softmax_node

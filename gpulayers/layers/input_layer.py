@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from gpulayers.layers.arguments import MAX_DIM, standardize_dtype, standardize_int, standardize_shape
+from gpulayers.argument_validation import MAX_DIM, standardize_dtype, standardize_int, standardize_shape
 from gpulayers.layers.base import Layer
 from gpulayers.symbolic import KerasTensor, Node
 

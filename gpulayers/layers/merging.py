@@ -17,6 +17,7 @@ import math
 import numbers
 
 from gpulayers import ops
+from gpulayers.argument_validation import standardize_bool
 from gpulayers.layers.base import Layer
 
 __all__ = [
@@ -326,11 +327,10 @@ class Dot(Merge):
 
     def __init__(self, axes, normalize=False, **kwargs):
         axes = _standardize_dot_axes(axes)
-        if not isinstance(normalize, (bool, numbers.Integral)) or normalize not in (0, 1):
-            raise TypeError(f"Invalid type for `normalize`: expected a bool. Received: normalize={normalize!r}")
+        normalize = standardize_bool(normalize, "normalize")
         super().__init__(**kwargs)
         self.axes = axes
-        self.normalize = bool(normalize)
+        self.normalize = normalize
 
     def _resolved_axes(self, shapes):
         pair = (self.axes, self.axes) if _is_int(self.axes) else tuple(self.axes)

@@ -5,7 +5,7 @@ import numbers
 
 from backends import get_ops
 from gpulayers import constraints, initializers, ops, regularizers
-from gpulayers.layers.arguments import standardize_bool
+from gpulayers.argument_validation import standardize_bool
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_spec import InputSpec
 from gpulayers.utils import finite_real

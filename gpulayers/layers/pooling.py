@@ -2,15 +2,8 @@
 
 from backends import get_ops
 from gpulayers import utils
-from gpulayers.layers.arguments import (
-    standardize_bool,
-    standardize_data_format,
-    standardize_padding,
-    conv_output_length,
-    same_pads,
-    standardize_tuple,
-    window_pads,
-)
+from gpulayers.argument_validation import standardize_bool, standardize_data_format, standardize_padding, standardize_tuple
+from gpulayers.window_geometry import conv_output_length, same_pads, window_pads
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_spec import InputSpec
 from gpulayers.layers.convolutional import check_rank4, lift_1d, spatial_axes, windowed_output_shape

@@ -12,7 +12,7 @@ import numpy as np
 
 from backends import get_ops
 from gpulayers import autodiff, ops
-from gpulayers.layers.arguments import standardize_data_format, standardize_side_pairs, standardize_tuple
+from gpulayers.argument_validation import standardize_data_format, standardize_side_pairs, standardize_tuple
 from gpulayers.layers.base import Layer
 from gpulayers.layers.convolutional import check_rank4, spatial_axes
 from gpulayers.layers.input_spec import InputSpec

@@ -18,7 +18,7 @@ import numpy as np
 
 from backends import get_ops
 from gpulayers import activations, autodiff, constraints, initializers, random as random_module, regularizers
-from gpulayers.layers.arguments import standardize_bool, standardize_int
+from gpulayers.argument_validation import standardize_bool, standardize_int
 from gpulayers.layers.arrays import compute_array
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_spec import InputSpec

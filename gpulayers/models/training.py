@@ -19,6 +19,7 @@ import numpy as np
 
 from backends import get_ops
 from gpulayers import autodiff, losses as losses_module, metrics as metrics_module, optimizers, utils
+from gpulayers.argument_validation import standardize_bool
 from gpulayers.autodiff import no_backward, unwrap
 from gpulayers.callbacks import CallbackList
 from gpulayers.models import array_data
@@ -100,12 +101,6 @@ def _interrupts_between_steps():
 COMPILE_KEYS = frozenset(
     {"optimizer", "loss", "loss_weights", "metrics", "weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile"}
 )
-
-
-def _check_compile_bool(value, argument):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"Invalid value for `{argument}`: expected a bool. Received: {argument}={value!r}")
-    return bool(value)
 
 
 def _function_name(entry):
@@ -248,10 +243,10 @@ class Trainer:
         ``weighted_metrics`` take Keras's lists (one entry per output) or
         dicts keyed by output name; one loss applies to every output.
         """
-        run_eagerly = _check_compile_bool(run_eagerly, "run_eagerly")
-        auto_scale_loss = _check_compile_bool(auto_scale_loss, "auto_scale_loss")
+        run_eagerly = standardize_bool(run_eagerly, "run_eagerly")
+        auto_scale_loss = standardize_bool(auto_scale_loss, "auto_scale_loss")
         if jit_compile != "auto":
-            jit_compile = _check_compile_bool(jit_compile, "jit_compile")
+            jit_compile = standardize_bool(jit_compile, "jit_compile")
         if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, numbers.Integral) \
                 or steps_per_execution < 1:
             raise ValueError(

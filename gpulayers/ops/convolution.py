@@ -12,21 +12,16 @@ import numpy as np
 
 from backends import get_ops
 from gpulayers import config
+from gpulayers.argument_validation import standardize_padding, standardize_tuple
 from gpulayers.autodiff import record
 from gpulayers.ops import numpy as numpy_ops
 from gpulayers.ops.core import cast, convert_to_tensor, xp
 from gpulayers.ops.elementwise import _float
+from gpulayers.window_geometry import conv_output_length, window_pads
 
 __all__ = [
     "average_pool", "conv", "conv_transpose", "depthwise_conv", "max_pool",
 ]
-
-
-def _arguments():
-    # Imported on use: the layers package imports the activations, which import this module.
-    from gpulayers.layers import arguments
-
-    return arguments
 
 
 def _spatial_rank(name, x):
@@ -57,15 +52,14 @@ def _drop(y, data_format):
 def _geometry(x4, window, strides, dilation, padding, data_format, name):
     h_ax, w_ax = (1, 2) if data_format == "channels_last" else (2, 3)
     h, w = x4.shape[h_ax], x4.shape[w_ax]
-    args = _arguments()
-    out = [args.conv_output_length(n, k, s, d, padding) for n, k, s, d in zip((h, w), window, strides, dilation)]
+    out = [conv_output_length(n, k, s, d, padding) for n, k, s, d in zip((h, w), window, strides, dilation)]
     if x4.size and (out[0] < 1 or out[1] < 1):
         raise ValueError(
             f"The {name} operation resulted in an empty output: the input is too small for the window, strides, "
             f"dilation and padding. Received: inputs spatial shape={(h, w)}, window={tuple(window)}, "
             f"strides={tuple(strides)}, dilation_rate={tuple(dilation)}, padding={padding!r}"
         )
-    return args.window_pads((h, w), window, strides, dilation, padding)
+    return window_pads((h, w), window, strides, dilation, padding)
 
 
 def _window_dtype(*tensors):
@@ -102,10 +96,9 @@ def _conv_setup(name, inputs, kernel, strides, padding, data_format, dilation_ra
             f"(spatial dims, in, out). Received: kernel.shape={k.shape}"
         )
     data_format = config.standardize_data_format(data_format)
-    args = _arguments()
-    padding = args.standardize_padding(padding)
-    strides = args.standardize_tuple(strides, n, "strides")
-    dilation = args.standardize_tuple(dilation_rate, n, "dilation_rate")
+    padding = standardize_padding(padding)
+    strides = standardize_tuple(strides, n, "strides")
+    dilation = standardize_tuple(dilation_rate, n, "dilation_rate")
     dtype = _window_dtype(x, k)
     x, k = cast(x, dtype), cast(k, dtype)
     if n == 1:
@@ -266,7 +259,7 @@ def conv_transpose(inputs, kernel, strides=1, padding="valid", output_padding=No
     if output_padding is None:
         extra = (None,) * n
     else:
-        extra = _arguments().standardize_tuple(output_padding, n, "output_padding", allow_zero=True)
+        extra = standardize_tuple(output_padding, n, "output_padding", allow_zero=True)
     if n == 1:
         extra = (None,) + extra  # the unit axis (kernel 1, stride 1) stays 1 long
     y = _conv_transpose2d(x, k, strides, padding, extra, dilation, data_format)
@@ -283,8 +276,8 @@ def _depthwise2d(x, kernel, strides, padding, dilation, data_format):
     an = a.transpose(0, 2, 3, 1) if first else a
     nb, h, w, _ = an.shape
     top, bottom, left, right = pads
-    oh = _arguments().conv_output_length(h, kh, strides[0], dilation[0], padding)
-    ow = _arguments().conv_output_length(w, kw, strides[1], dilation[1], padding)
+    oh = conv_output_length(h, kh, strides[0], dilation[0], padding)
+    ow = conv_output_length(w, kw, strides[1], dilation[1], padding)
     padded = np_.pad(an, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
     def tap(i, j):
@@ -356,10 +349,9 @@ def _pool(kind, inputs, pool_size, strides, padding, data_format):
     name = "max_pool" if kind == "max" else "average_pool"
     n = _spatial_rank(name, x)
     data_format = config.standardize_data_format(data_format)
-    args = _arguments()
-    padding = args.standardize_padding(padding)
-    pool = args.standardize_tuple(pool_size, n, "pool_size")
-    strides = pool if strides is None else args.standardize_tuple(strides, n, "strides")
+    padding = standardize_padding(padding)
+    pool = standardize_tuple(pool_size, n, "pool_size")
+    strides = pool if strides is None else standardize_tuple(strides, n, "strides")
     if n == 1:
         x = _lift(x, data_format)
         pool, strides = (1,) + pool, (1,) + strides

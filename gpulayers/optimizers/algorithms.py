@@ -13,7 +13,7 @@ The rules, defaults and default names are those of ``keras/src/optimizers/``
 import math
 
 from backends import array_namespace
-from gpulayers.optimizers._checks import check_bool, check_real
+from gpulayers.argument_validation import check_real, standardize_bool
 from gpulayers.optimizers.base import Optimizer
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "RMSprop"]
@@ -48,7 +48,7 @@ class SGD(Optimizer):
                          loss_scale_factor=loss_scale_factor, gradient_accumulation_steps=gradient_accumulation_steps,
                          name=name, **kwargs)
         self.momentum = check_real(momentum, "momentum", minimum=0, maximum=1)
-        self.nesterov = check_bool(nesterov, "nesterov")
+        self.nesterov = standardize_bool(nesterov, "nesterov")
 
     def _slots(self):
         return ("momentum",) if self.momentum != 0 else ()
@@ -103,7 +103,7 @@ class Adam(Optimizer):
         self.beta_1 = check_real(beta_1, "beta_1", minimum=0, maximum=1, max_open=True)
         self.beta_2 = check_real(beta_2, "beta_2", minimum=0, maximum=1, max_open=True)
         self.epsilon = check_real(epsilon, "epsilon", minimum=0)
-        self.amsgrad = check_bool(amsgrad, "amsgrad")
+        self.amsgrad = standardize_bool(amsgrad, "amsgrad")
 
     def _slots(self):
         return ("momentum", "velocity", "velocity_hat") if self.amsgrad else ("momentum", "velocity")
@@ -194,7 +194,7 @@ class RMSprop(Optimizer):
         self.rho = check_real(rho, "rho", minimum=0, maximum=1)
         self.momentum = check_real(momentum, "momentum", minimum=0, maximum=1)
         self.epsilon = check_real(epsilon, "epsilon", minimum=0)
-        self.centered = check_bool(centered, "centered")
+        self.centered = standardize_bool(centered, "centered")
 
     def _slots(self):
         return ("velocity",) + (("momentum",) if self.momentum > 0 else ()) + \

@@ -54,7 +54,7 @@ from backends import array_namespace, get_ops
 from gpulayers import utils
 from gpulayers.autodiff import unwrap
 from gpulayers.optimizers import schedules as _schedules
-from gpulayers.optimizers._checks import check_bool, check_int, check_name, check_real, is_real, scalar_to_float
+from gpulayers.argument_validation import check_name, check_real, is_real, scalar_to_float, standardize_bool, standardize_int
 
 __all__ = ["Optimizer"]
 
@@ -170,7 +170,7 @@ class Optimizer:
                 "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. "
                 f"Received: clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}"
             )
-        if check_bool(use_ema, "use_ema"):
+        if standardize_bool(use_ema, "use_ema"):
             raise ValueError(
                 f"Invalid value for `use_ema`: the exponential moving average of weights is not supported by "
                 f"gpulayers optimizers. Received: use_ema={use_ema!r}"
@@ -259,7 +259,7 @@ class Optimizer:
 
     @iterations.setter
     def iterations(self, value):
-        self._iterations = check_int(value, "iterations")
+        self._iterations = standardize_int(value, "iterations", minimum=0)
 
     # ------------------------------------------------------------ state
 
@@ -383,7 +383,7 @@ class Optimizer:
     def _prepare_import(self, variables, iterations, learning_rate, slots):
         """Check and convert the state to import; returns the function that assigns it (and cannot fail)."""
         variables = self._check_variables(variables)
-        check_int(iterations, "iterations")
+        standardize_int(iterations, "iterations", minimum=0)
         new_lr = self._learning_rate
         if learning_rate is not None and isinstance(self._learning_rate, float):
             saved = np.asarray(learning_rate)

@@ -13,7 +13,7 @@ is ``mixed_float16`` (``auto_scale_loss=True``).
 import numpy as np
 
 from backends import array_namespace
-from gpulayers.optimizers._checks import check_int, check_real
+from gpulayers.argument_validation import check_real, standardize_int
 from gpulayers.optimizers.base import Optimizer
 
 __all__ = ["LossScaleOptimizer"]
@@ -61,7 +61,7 @@ class LossScaleOptimizer(Optimizer):
         if isinstance(inner_optimizer, LossScaleOptimizer):
             raise ValueError("Invalid value for `inner_optimizer`: it is already a LossScaleOptimizer.")
         initial_scale = check_real(initial_scale, "initial_scale", minimum=0, min_open=True)
-        dynamic_growth_steps = check_int(dynamic_growth_steps, "dynamic_growth_steps", minimum=1)
+        dynamic_growth_steps = standardize_int(dynamic_growth_steps, "dynamic_growth_steps")
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer
         self.initial_scale = float(initial_scale)
@@ -160,7 +160,7 @@ class LossScaleOptimizer(Optimizer):
 
     def _prepare_import(self, variables, iterations, learning_rate=None, slots=(), step_counter=0,
                         dynamic_scale=None):
-        step_counter = check_int(step_counter, "step_counter")
+        step_counter = standardize_int(step_counter, "step_counter", minimum=0)
         if dynamic_scale is not None:
             dynamic_scale = np.float32(check_real(dynamic_scale, "dynamic_scale", minimum=0, min_open=True))
         inner = self.inner_optimizer._prepare_import(variables, iterations, learning_rate, slots)

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from gpulayers.optimizers._checks import check_bool, check_name, check_real, is_real
+from gpulayers.argument_validation import check_name, check_real, is_real, standardize_bool
 
 __all__ = [
     "CosineDecay",
@@ -90,7 +90,7 @@ class ExponentialDecay(LearningRateSchedule):
         self.initial_learning_rate = check_real(initial_learning_rate, "initial_learning_rate", minimum=0)
         self.decay_steps = check_real(decay_steps, "decay_steps", minimum=0, min_open=True)
         self.decay_rate = check_real(decay_rate, "decay_rate", minimum=0)
-        self.staircase = check_bool(staircase, "staircase")
+        self.staircase = standardize_bool(staircase, "staircase")
         self.name = check_name(name, allow_none=True)
 
     def __call__(self, step):
@@ -124,7 +124,7 @@ class InverseTimeDecay(LearningRateSchedule):
         self.initial_learning_rate = check_real(initial_learning_rate, "initial_learning_rate", minimum=0)
         self.decay_steps = check_real(decay_steps, "decay_steps", minimum=0, min_open=True)
         self.decay_rate = check_real(decay_rate, "decay_rate", minimum=0)
-        self.staircase = check_bool(staircase, "staircase")
+        self.staircase = standardize_bool(staircase, "staircase")
         self.name = check_name(name, allow_none=True)
 
     def __call__(self, step):
@@ -209,7 +209,7 @@ class PolynomialDecay(LearningRateSchedule):
         self.decay_steps = check_real(decay_steps, "decay_steps", minimum=0, min_open=True)
         self.end_learning_rate = check_real(end_learning_rate, "end_learning_rate", minimum=0)
         self.power = check_real(power, "power", minimum=0)
-        self.cycle = check_bool(cycle, "cycle")
+        self.cycle = standardize_bool(cycle, "cycle")
         self.name = check_name(name, allow_none=True)
 
     def __call__(self, step):

@@ -425,7 +425,7 @@ def test_early_stopping_verbose_messages(capsys):
     "kwargs, exc, text",
     [
         ({"patience": -1}, ValueError, "patience=-1"),
-        ({"patience": 1.5}, TypeError, "patience=1.5"),
+        ({"patience": 1.5}, ValueError, "patience=1.5"),
         ({"mode": "maximum"}, ValueError, "mode='maximum'"),
         ({"monitor": None}, TypeError, "monitor=None"),
         ({"min_delta": "0.1"}, ValueError, "min_delta='0.1'"),
@@ -641,7 +641,7 @@ def test_reduce_lr_needs_an_optimizer():
         ({"factor": -0.5}, ValueError, "factor=-0.5"),
         ({"min_lr": -1}, ValueError, "min_lr=-1"),
         ({"cooldown": -1}, ValueError, "cooldown=-1"),
-        ({"patience": None}, TypeError, "patience=None"),
+        ({"patience": None}, ValueError, "patience=None"),
         ({"mode": "auto-max"}, ValueError, "mode='auto-max'"),
     ],
 )

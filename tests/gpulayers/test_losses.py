@@ -604,8 +604,9 @@ def test_argument_errors():
         L.MeanSquaredError(reduction="avg")
     with pytest.raises(ValueError, match="label_smoothing"):
         L.CategoricalCrossentropy(label_smoothing=1.5)
-    with pytest.raises(ValueError, match="from_logits"):
+    with pytest.raises(TypeError, match="from_logits"):
         L.BinaryCrossentropy(from_logits="yes")
+    assert L.BinaryCrossentropy(from_logits=1).from_logits is True  # 0 and 1 pass as bools, as in Keras
     with pytest.raises(ValueError, match="axis"):
         L.CategoricalCrossentropy(axis=True)
     with pytest.raises(ValueError, match="ignore_class"):

@@ -200,7 +200,7 @@ def test_compile_wraps_the_optimizer_under_mixed_float16():
     plain, _, _ = small_model("mixed_float16")
     plain.compile(optimizers.SGD(0.1), "sparse_categorical_crossentropy", auto_scale_loss=False)
     assert isinstance(plain.optimizer, optimizers.SGD)
-    with pytest.raises(ValueError, match="auto_scale_loss='yes'"):
+    with pytest.raises(TypeError, match="auto_scale_loss='yes'"):
         plain.compile("sgd", "mse", auto_scale_loss="yes")
     mixed_precision.set_global_policy("float32")
     f32, _, _ = small_model()

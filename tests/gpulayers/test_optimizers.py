@@ -685,7 +685,7 @@ def test_callable_learning_rate_config_is_not_loadable():
         (lambda: O.Adam(beta_1=1.0), ValueError, r"`beta_1`.*beta_1=1.0"),
         (lambda: O.Adam(beta_2=-0.5), ValueError, r"`beta_2`.*beta_2=-0.5"),
         (lambda: O.Adam(epsilon=-1e-7), ValueError, r"`epsilon`"),
-        (lambda: O.Adam(amsgrad=1), TypeError, r"`amsgrad`.*amsgrad=1"),
+        (lambda: O.Adam(amsgrad="yes"), TypeError, r"`amsgrad`.*amsgrad='yes'"),
         (lambda: O.AdamW(weight_decay=None), ValueError, r"weight_decay=None"),
         (lambda: O.RMSprop(rho=1.5), ValueError, r"`rho`.*rho=1.5"),
         (lambda: O.RMSprop(centered=None), TypeError, r"`centered`"),

@@ -241,7 +241,7 @@ def test_eta_format(seconds, text):
     "kwargs, exc, text",
     [
         ({"target": -1}, ValueError, "target=-1"),
-        ({"target": 2.5}, TypeError, "target=2.5"),
+        ({"target": 2.5}, ValueError, "target=2.5"),
         ({"target": 3, "width": 0}, ValueError, "width=0"),
         ({"target": 3, "verbose": 3}, ValueError, "verbose=3"),
         ({"target": 3, "verbose": True}, ValueError, "verbose=True"),

@@ -352,9 +352,9 @@ def test_compile_config_serializes_objects_and_keeps_names():
 
 def test_compile_arguments_checked():
     model = make_model()
-    with pytest.raises(ValueError, match="run_eagerly"):
+    with pytest.raises(TypeError, match="run_eagerly"):
         model.compile(optimizer="sgd", loss="mse", run_eagerly="yes")
-    with pytest.raises(ValueError, match="jit_compile"):
+    with pytest.raises(TypeError, match="jit_compile"):
         model.compile(optimizer="sgd", loss="mse", jit_compile=None)
     assert not model._compiled
     with pytest.raises(ValueError, match="unknown compile argument"):

@@ -222,7 +222,8 @@ def test_dense_trainable_false():
 
 @pytest.mark.parametrize(
     "units,error",
-    [(0, ValueError), (-1, ValueError), (2.5, TypeError), ("3", TypeError), (True, TypeError), (None, TypeError), (3.0, TypeError)],
+    # Keras 3.15.1 raises ValueError for every bad `units` (a float, a string, None); a bool is refused too.
+    [(0, ValueError), (-1, ValueError), (2.5, ValueError), ("3", ValueError), (True, ValueError), (None, ValueError), (3.0, ValueError)],
 )
 def test_dense_units_must_be_a_positive_int(units, error):
     with pytest.raises(error, match=r"units.*" + re.escape(f"units={units!r}")):

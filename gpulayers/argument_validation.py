@@ -1,9 +1,18 @@
-"""Argument standardization shared by the layers, with Keras's messages.
+"""Argument validation shared by the layers, losses, metrics, optimizers and models, with Keras's messages.
 
-Each helper raises ValueError or TypeError naming the argument and the value
-it received, so a bad constructor argument is refused before anything is built.
+Every helper raises ValueError or TypeError naming the argument and repeating
+the value it received (``Invalid value for `units`: expected an int >= 1.
+Received: units=2.5``), so a bad argument is refused before anything is
+built or changed. The rules follow Keras 3.15's own checks:
+
+* an integer argument is an int or a NumPy integer (a bool or a float is
+  refused): ValueError, as Keras's ``units``/``input_dim`` checks;
+* a boolean argument is a bool, a NumPy bool, or the int 0 or 1 (Keras
+  programs pass ``1`` and ``0``): TypeError for anything else;
+* a real argument is a finite Python or NumPy number within its bounds.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -12,28 +21,31 @@ from gpulayers import config
 
 __all__ = [
     "MAX_DIM",
-    "conv_output_length",
-    "same_pads",
+    "check_name",
+    "check_real",
+    "is_real",
+    "scalar_to_float",
     "standardize_bool",
+    "standardize_data_format",
     "standardize_dtype",
     "standardize_int",
     "standardize_padding",
-    "standardize_side_pairs",
     "standardize_shape",
+    "standardize_side_pairs",
     "standardize_tuple",
-    "window_pads",
 ]
 
 
 def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def standardize_int(value, name, minimum=1, maximum=None):
-    """An int >= ``minimum`` (and <= ``maximum``, if given); a bool or float is refused."""
-    if not _is_int(value):
-        raise TypeError(f"Invalid type for `{name}`: expected an int. Received: {name}={value!r}")
-    if value < minimum:
+def standardize_int(value, name, minimum=1, maximum=None, allow_none=False):
+    """An int >= ``minimum`` (and <= ``maximum``, if given) as a Python int, or None where allowed; ValueError
+    otherwise (a bool or a float too, as Keras refuses ``Dense(units=2.5)``)."""
+    if value is None and allow_none:
+        return None
+    if not _is_int(value) or value < minimum:
         raise ValueError(f"Invalid value for `{name}`: expected an int >= {minimum}. Received: {name}={value!r}")
     if maximum is not None and value > maximum:
         raise ValueError(f"Invalid value for `{name}`: expected an int <= {maximum}. Received: {name}={value!r}")
@@ -41,9 +53,10 @@ def standardize_int(value, name, minimum=1, maximum=None):
 
 
 def standardize_bool(value, name):
-    if not isinstance(value, (bool, numbers.Integral)) or value not in (0, 1):
-        raise TypeError(f"Invalid type for `{name}`: expected a bool. Received: {name}={value!r}")
-    return bool(value)
+    """A bool, a NumPy bool or the int 0 or 1, as a Python bool; TypeError otherwise."""
+    if isinstance(value, (bool, np.bool_)) or (_is_int(value) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"Invalid type for `{name}`: expected a bool. Received: {name}={value!r}")
 
 
 def standardize_tuple(value, n, name, allow_zero=False):
@@ -109,34 +122,6 @@ def standardize_data_format(value):
     return config.standardize_data_format(value)
 
 
-def conv_output_length(n, kernel, stride, dilation, padding):
-    """Keras's output length: 'same' -> ceil(n / stride), 'valid' -> floor((n - span) / stride) + 1.
-
-    ``None`` (an unknown size) gives ``None``; a result below 1 gives 0 and the
-    caller refuses it.
-    """
-    if n is None:
-        return None
-    span = (kernel - 1) * dilation + 1
-    if padding == "same":
-        return (n - 1) // stride + 1
-    return max((n - span) // stride + 1, 0) if n >= span else 0
-
-
-def same_pads(n, kernel, stride, dilation):
-    """(before, after) zero padding for 'same': the extra pixel goes after (bottom/right)."""
-    out = (n - 1) // stride + 1
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - n, 0)
-    return total // 2, total - total // 2
-
-
-def window_pads(spatial, kernel, strides, dilation, padding):
-    """(top, bottom, left, right) for a 2-D window op on a (H, W) input."""
-    if padding == "valid":
-        return (0, 0, 0, 0)
-    top, bottom = same_pads(spatial[0], kernel[0], strides[0], dilation[0])
-    left, right = same_pads(spatial[1], kernel[1], strides[1], dilation[1])
-    return (top, bottom, left, right)
 
 
 _FLOAT_DTYPES = ("float16", "float32", "float64")
@@ -183,3 +168,67 @@ def standardize_shape(value, name):
                 f"Received: {name}={value!r}"
             )
     return tuple(None if v is None else int(v) for v in items)
+
+
+def is_real(value):
+    """A real Python or NumPy number (bools excluded)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_real(value, argument, minimum=None, maximum=None, min_open=False, max_open=False, allow_none=False):
+    """A finite real number inside the given bounds, returned as a Python number.
+
+    ints stay ints (so configs keep what the user gave); NumPy scalars become
+    Python numbers. Anything else raises ValueError naming ``argument``.
+    """
+    if value is None and allow_none:
+        return None
+    ok = is_real(value) and math.isfinite(value)
+    if ok and minimum is not None:
+        ok = value > minimum if min_open else value >= minimum
+    if ok and maximum is not None:
+        ok = value < maximum if max_open else value <= maximum
+    if not ok:
+        if minimum is not None and maximum is not None:
+            need = f"a float in {'(' if min_open else '['}{minimum}, {maximum}{')' if max_open else ']'}"
+        elif minimum is not None:
+            need = f"a float {'>' if min_open else '>='} {minimum}"
+        elif maximum is not None:
+            need = f"a float {'<' if max_open else '<='} {maximum}"
+        else:
+            need = "a finite float"
+        if allow_none:
+            need = f"None or {need}"
+        raise ValueError(f"Invalid value for `{argument}`: expected {need}. Received: {argument}={value!r}")
+    return _plain(value)
+
+
+def check_name(value, argument="name", allow_none=False):
+    """A non-empty string (or None when allowed)."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(
+            f"Invalid value for `{argument}`: expected a non-empty string. Received: {argument}={value!r}"
+        )
+    return value
+
+
+def scalar_to_float(value, argument):
+    """A real number or a 0-d numeric array (NumPy or CuPy) as a Python float; finite."""
+    if is_real(value):
+        out = float(value)
+    elif getattr(value, "shape", None) == () and getattr(getattr(value, "dtype", None), "kind", None) in ("f", "i", "u"):
+        out = float(value)  # a 0-d array (a device scalar is copied to the host)
+    else:
+        raise ValueError(
+            f"Invalid value for `{argument}`: expected a float. Received: {argument}={value!r} "
+            f"of type {type(value).__name__}"
+        )
+    if not math.isfinite(out):
+        raise ValueError(f"Invalid value for `{argument}`: expected a finite float. Received: {argument}={value!r}")
+    return out
