@@ -123,9 +123,11 @@ def _check_monitor(monitor):
     return monitor
 
 
-def _check_mode(mode):
+def _check_mode(mode, callback):
+    """Keras's rule: an unknown mode is warned about and taken as 'auto'."""
     if mode not in ("auto", "min", "max"):
-        raise ValueError(f"Invalid value for `mode`: expected 'auto', 'min' or 'max'. Received: mode={mode!r}")
+        warnings.warn(f"{type(callback).__name__} mode '{mode}' is unknown, fallback to auto mode.", stacklevel=3)
+        return "auto"
     return mode
 
 
@@ -631,7 +633,7 @@ class EarlyStopping(_Monitor, Callback):
         self.min_delta = abs(_check_real(min_delta, "min_delta"))
         self.patience = standardize_int(patience, "patience", minimum=0)
         self.verbose = _check_verbose(verbose)
-        self.mode = _check_mode(mode)
+        self.mode = _check_mode(mode, self)
         self.baseline = _check_real(baseline, "baseline", allow_none=True)
         self.restore_best_weights = bool(restore_best_weights)
         self.start_from_epoch = standardize_int(start_from_epoch, "start_from_epoch", minimum=0)
@@ -731,7 +733,7 @@ class ModelCheckpoint(_Monitor, Callback):
         self.verbose = _check_verbose(verbose)
         self.save_best_only = bool(save_best_only)
         self.save_weights_only = bool(save_weights_only)
-        self.mode = _check_mode(mode)
+        self.mode = _check_mode(mode, self)
         if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, numbers.Integral) or save_freq < 1):
             raise ValueError(f"Invalid value for `save_freq`: expected 'epoch' or an int >= 1. Received: save_freq={save_freq!r}")
         self.save_freq = save_freq if save_freq == "epoch" else int(save_freq)
@@ -879,7 +881,7 @@ class ReduceLROnPlateau(_Monitor, Callback):
         self.factor = factor
         self.patience = standardize_int(patience, "patience", minimum=0)
         self.verbose = _check_verbose(verbose)
-        self.mode = _check_mode(mode)
+        self.mode = _check_mode(mode, self)
         self.min_delta = _check_real(min_delta, "min_delta")
         self.cooldown = standardize_int(cooldown, "cooldown", minimum=0)
         min_lr = _check_real(min_lr, "min_lr")

@@ -21,6 +21,7 @@ import contextlib
 import inspect
 import math
 import threading
+import warnings
 
 import numpy as np
 
@@ -158,6 +159,11 @@ class Layer:
         if batch_input_shape is not None:
             self._batch_input_shape = standardize_shape(batch_input_shape, "batch_input_shape")
         elif input_shape is not None or input_dim is not None:
+            warnings.warn(
+                "Do not pass an `input_shape`/`input_dim` argument to a layer. When using Sequential models, "
+                "prefer using an `Input(shape)` object as the first layer in the model instead.",
+                stacklevel=3,
+            )
             if input_shape is None:
                 input_shape = (standardize_int(input_dim, "input_dim", maximum=MAX_DIM),)
             if batch_size is not None:

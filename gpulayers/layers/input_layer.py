@@ -54,6 +54,8 @@ class InputLayer(Layer):
             raise ValueError("Invalid value for `input_tensor`: gpulayers builds its inputs from a shape only.")
         if shape is not None and batch_shape is not None:
             raise ValueError("You cannot pass both `shape` and `batch_shape` at the same time.")
+        if batch_size is not None and batch_shape is not None:
+            raise ValueError("You cannot pass both `batch_size` and `batch_shape` at the same time.")
         if batch_shape is None:
             if shape is None:
                 raise ValueError("You must pass a `shape` argument (or `batch_shape`) to InputLayer.")

@@ -60,7 +60,7 @@ class Sequential(Model):
         if isinstance(layer, KerasTensor):
             layer = layer._keras_history[0]
         if not isinstance(layer, Layer):
-            raise TypeError(
+            raise ValueError(
                 "Only instances of `gpulayers.layers.Layer` can be added to a Sequential model. "
                 f"Received: layer={layer!r:.80} (of type {type(layer).__name__})"
             )

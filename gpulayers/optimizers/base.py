@@ -538,6 +538,13 @@ class Optimizer:
         pairs = [(self._check_gradient(g, v, i), v) for i, (g, v) in enumerate(zip(grads, variables)) if g is not None]
         if not pairs:
             raise ValueError("No gradients provided for any variable.")
+        if len(pairs) < len(variables):  # as Keras: the step goes on without them, with a warning
+            missing = [v.path for g, v in zip(grads, variables) if g is None]
+            warnings.warn(
+                f"Gradients do not exist for variables {missing} when minimizing the loss. If using "
+                "`model.compile()`, did you forget to provide a `loss` argument?",
+                stacklevel=2,
+            )
         if not self.built:
             self.build(variables)
         grads = [g for g, _ in pairs]

@@ -768,3 +768,14 @@ def test_schedules_take_a_negative_step_as_keras():
         np.testing.assert_allclose([schedule(s) for s in (-3, -1, 0, 3)], want, rtol=1e-5, err_msg=type(schedule).__name__)
     with pytest.raises(ValueError, match="finite"):
         S.ExponentialDecay(0.1, 10, 0.5)(float("nan"))
+
+
+def test_missing_gradients_are_skipped_with_keras_warning():
+    from gpulayers.variables import Variable
+
+    opt = O.SGD(learning_rate=0.5)
+    v, w = Variable(np.ones(2, np.float32), name="v"), Variable(np.ones(2, np.float32), name="w")
+    with pytest.warns(UserWarning, match=r"Gradients do not exist for variables \['v'\] when minimizing the loss"):
+        opt.apply([None, np.ones(2, np.float32)], [v, w])
+    np.testing.assert_array_equal(v.numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal(w.numpy(), [0.5, 0.5])

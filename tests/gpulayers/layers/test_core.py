@@ -511,3 +511,13 @@ def test_activation_set_to_none_after_construction_is_linear():
     conv = Conv2D(2, 1, activation="sigmoid")
     conv.activation = None
     assert to_np(conv(np.ones((1, 2, 2, 1), np.float32))).shape == (1, 2, 2, 2)
+
+
+def test_input_layer_and_input_shape_arguments_as_keras():
+    # Keras 3.15.1: batch_size with batch_shape is a ValueError; input_shape on a layer warns (any layer).
+    with pytest.raises(ValueError, match="both `batch_size` and `batch_shape`"):
+        InputLayer(batch_size=2, batch_shape=(3, 4))
+    with pytest.warns(UserWarning, match="Do not pass an `input_shape`/`input_dim` argument to a layer"):
+        Dense(2, input_shape=(3,))
+    with pytest.warns(UserWarning, match="input_dim"):
+        Dense(2, input_dim=3)

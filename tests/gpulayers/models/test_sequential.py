@@ -54,9 +54,11 @@ def test_output_shape_unknown_until_built():
 
 def test_rejects_non_layers_duplicates_and_second_input():
     model = Sequential([Input((4,))])
-    with pytest.raises(TypeError, match="layer="):
+    with pytest.raises(ValueError, match="layer="):  # Keras 3.15.1 raises ValueError
         model.add("dense")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=r"layer=\{\}"):
+        model.add({})
+    with pytest.raises(ValueError):
         Sequential([lambda x: x])
     model.add(Dense(2, name="d"))
     with pytest.raises(ValueError, match="unique names.*'d'"):
