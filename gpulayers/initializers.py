@@ -22,6 +22,7 @@ import numbers
 
 import numpy as np
 
+from backends import get_ops
 from gpulayers import config, utils
 from gpulayers.registry import Registry
 
@@ -209,26 +210,68 @@ class Ones(Initializer):
 
 
 class Constant(Initializer):
-    """Every entry equal to the scalar ``value``.
+    """Every entry equal to ``value``: a real scalar, or an array (a list or NumPy array) that broadcasts to
+    the shape asked for, as Keras 3.15's (``value * ones(shape)``).
 
     Args:
-        value: a real scalar.
+        value: a real scalar or an array of reals.
 
     Example:
         >>> Constant(0.5)((2,), "float32")
         array([0.5, 0.5], dtype=float32)
+        >>> Constant([1.0, 2.0])((2, 2), "float32")
+        array([[1., 2.],
+               [1., 2.]], dtype=float32)
     """
 
     def __init__(self, value=0.0):
-        if not _is_real(value) or (isinstance(value, numbers.Integral) and utils.finite_real(value) is None):
-            raise ValueError(f"Invalid value for `value`: expected a real scalar. Received: value={value!r}")
-        self.value = value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, (list, tuple, np.ndarray)):
+            array = np.asarray(value)
+            if array.dtype.kind not in "biuf" or not np.isfinite(array.astype(np.float64)).all():
+                raise ValueError(f"Invalid value for `value`: expected finite real numbers. Received: value={value!r}")
+            self.value = array if isinstance(value, np.ndarray) else value
+        elif not _is_real(value) or (isinstance(value, numbers.Integral) and utils.finite_real(value) is None):
+            raise ValueError(f"Invalid value for `value`: expected a real scalar or an array. Received: value={value!r}")
+        else:
+            self.value = value.item() if isinstance(value, np.generic) else value
 
     def __call__(self, shape, dtype=None):
-        return np.full(_check_shape(shape), self.value, dtype=_dtype(dtype))
+        shape, dtype = _check_shape(shape), _dtype(dtype)
+        value = np.asarray(self.value, dtype=dtype)
+        try:
+            return np.array(np.broadcast_to(value, shape))
+        except ValueError:
+            raise ValueError(
+                f"Incompatible shapes for broadcasting: Constant's value of shape {value.shape} cannot fill a "
+                f"weight of shape {shape}"
+            ) from None
 
     def get_config(self):
+        if isinstance(self.value, np.ndarray):  # Keras's form of a NumPy array in a config
+            return {"value": {"class_name": "__numpy__",
+                              "config": {"value": self.value.tolist(), "dtype": self.value.dtype.name}}}
         return {"value": self.value}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        value = config.get("value", 0.0)
+        if isinstance(value, dict) and value.get("class_name") == "__numpy__" and isinstance(value.get("config"), dict):
+            inner = value["config"]
+            value = np.asarray(inner.get("value"), dtype=_array_dtype(inner.get("dtype")))
+        config["value"] = value
+        return cls(**config)
+
+
+def _array_dtype(name):
+    """A real NumPy dtype named in a config (``"float64"``...); anything else refused."""
+    try:
+        dtype = np.dtype(name)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or dtype.kind not in "biuf":
+        raise ValueError(f"Invalid value for `value`: an array of dtype {name!r} is not a real array")
+    return dtype
 
 
 class RandomInitializer(Initializer):
@@ -562,11 +605,32 @@ def get(identifier, argument="initializer"):
     Args:
         identifier: None (returns None), a name (``"glorot_uniform"`` or
             ``"GlorotUniform"``), a Keras config dict, an Initializer instance
-            or subclass, or a callable ``(shape, dtype) -> array``.
+            or subclass, a callable ``(shape, dtype) -> array``, or an array
+            (NumPy or a tensor): the weight's values, as Keras takes them (the
+            shape asked for must be the array's).
         argument: the caller's argument name, used in error messages.
 
     Example:
         >>> get("he_normal", argument="kernel_initializer")
         HeNormal(seed=None, input_axes=None, output_axes=None)
     """
+    from gpulayers.autodiff import Tensor  # imported on use: autodiff is not needed to build the registry
+
+    if isinstance(identifier, (np.ndarray, np.generic, Tensor, get_ops().xp.ndarray)):
+        return _values_initializer(identifier, argument)
     return _REGISTRY.get(identifier, argument)
+
+
+def _values_initializer(values, argument):
+    values = np.array(get_ops().to_numpy(getattr(values, "data", values)))
+    if values.dtype.kind not in "biuf":
+        raise TypeError(f"Invalid type for `{argument}`: an array of dtype {values.dtype} is not a real array")
+
+    def initialize(shape, dtype=None):
+        if tuple(_check_shape(shape)) != values.shape:
+            raise ValueError(
+                f"Expected `shape` to be {values.shape} for an array given as `{argument}`. Received: shape={tuple(shape)}"
+            )
+        return values.astype(_dtype(dtype))
+
+    return initialize

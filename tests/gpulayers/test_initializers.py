@@ -409,3 +409,36 @@ def test_bad_axes_are_refused(argument, value):
         I.VarianceScaling(**{argument: value})
     with pytest.raises(ValueError, match=rf"`{argument}`"):
         I.HeNormal(**{argument: value})
+
+
+def test_constant_takes_arrays_that_broadcast_and_saves_them_as_keras():
+    # Keras 3.15.1: Constant(value) fills value * ones(shape); a NumPy value is saved as its "__numpy__" config.
+    value = np.arange(6.0).reshape(2, 3)
+    c = I.Constant(value)
+    np.testing.assert_array_equal(c((2, 3), "float32"), value.astype(np.float32))
+    assert c.get_config() == {"value": {"class_name": "__numpy__",
+                                        "config": {"value": [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], "dtype": "float64"}}}
+    again = I.deserialize(I.serialize(c))
+    np.testing.assert_array_equal(again((2, 3)), c((2, 3)))
+    row = I.Constant([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(row((2, 3)), [[1, 2, 3], [1, 2, 3]])
+    assert row.get_config() == {"value": [1.0, 2.0, 3.0]}
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) cannot fill a weight of shape \(4,\)"):
+        c((4,))
+    with pytest.raises(ValueError, match="value"):
+        I.Constant(["a"])
+    with pytest.raises(ValueError, match="value"):
+        I.Constant([1.0, float("nan")])
+
+
+def test_an_array_as_the_initializer_gives_its_values():
+    from gpulayers.layers import Dense
+
+    kernel = np.arange(6.0).reshape(3, 2)
+    init = I.get(kernel, argument="kernel_initializer")
+    np.testing.assert_array_equal(init((3, 2), "float32"), kernel)
+    with pytest.raises(ValueError, match=r"Expected `shape` to be \(3, 2\).*kernel_initializer"):
+        init((2, 3))
+    layer = Dense(2, kernel_initializer=kernel)
+    layer(np.ones((1, 3), np.float32))
+    np.testing.assert_array_equal(layer.kernel.numpy(), kernel)
