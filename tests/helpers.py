@@ -1,8 +1,23 @@
 """Shared test tools: host conversion and finite-difference gradient checks."""
 
+import os
+
 import numpy as np
+import pytest
 
 from backends import get_ops
+
+
+def keras_or_skip():
+    """Keras 3 on a backend that trains (torch unless KERAS_BACKEND says otherwise), or skip the test."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    try:
+        import keras
+    except Exception as exc:  # not installed, or its backend is missing
+        pytest.skip(f"Keras 3 is not importable here ({type(exc).__name__}: {exc})")
+    if keras.backend.backend() == "numpy":
+        pytest.skip("Keras's numpy backend cannot train")
+    return keras
 
 
 def to_np(x):

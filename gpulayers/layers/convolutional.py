@@ -88,6 +88,16 @@ class _ConvBase(Layer):
     def _standardize_padding(padding):
         return standardize_padding(padding)
 
+    @staticmethod
+    def _standardize_groups(groups, filters):
+        groups = standardize_int(groups, "groups")
+        if filters % groups:
+            raise ValueError(
+                "The number of filters must be evenly divisible by the number of groups. "
+                f"Received: groups={groups}, filters={filters}"
+            )
+        return groups
+
     def _keep(self, arguments):
         for name, value in arguments.items():
             setattr(self, name, value)
@@ -108,8 +118,14 @@ class _ConvBase(Layer):
                 f"The channel axis of the input of layer '{self.name}' must be known. "
                 f"Received: input_shape={tuple(input_shape)}"
             )
+        groups = getattr(self, "groups", 1)
+        if channels % groups:
+            raise ValueError(
+                "The number of input channels must be evenly divisible by the number of groups. "
+                f"Received: groups={groups}, input_shape={tuple(input_shape)}"
+            )
         self.kernel = self.add_weight(
-            shape=self._kernel_shape(channels),
+            shape=self._kernel_shape(channels // groups),
             initializer=self.kernel_initializer,
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
@@ -125,6 +141,33 @@ class _ConvBase(Layer):
             )
         self.input_spec = InputSpec(ndim=self.rank + 2, axes={self._channel_axis: channels})
         self.built = True
+
+    def _grouped(self, single, x, kernel, bias):
+        """A grouped convolution (Keras's ``groups``): the input channels in ``groups`` equal slices, slice ``i``
+        convolved with the kernel's output-channel slice ``i`` by ``single(x_i, kernel_i, None) -> (z_i,
+        backward_i)``, the outputs concatenated on the channel axis, then the bias."""
+        ops = get_ops()
+        xp, axis, groups = ops.xp, self._channel_axis, self.groups
+        cin, cout = x.shape[axis] // groups, kernel.shape[-1] // groups
+
+        def channels(a, i, width):
+            return xp.ascontiguousarray(a[(slice(None),) * axis + (slice(i * width, (i + 1) * width),)])
+
+        parts = [single(channels(x, i, cin), xp.ascontiguousarray(kernel[..., i * cout:(i + 1) * cout]), None)
+                 for i in range(groups)]
+        z = xp.concatenate([z_i for z_i, _ in parts], axis=axis)
+        if bias is not None:
+            ops.bias_add(z, bias, axis)
+
+        def backward(dz, needs):
+            grads = [backward_i(channels(dz, i, cout), (needs[0], needs[1], False))
+                     for i, (_, backward_i) in enumerate(parts)]
+            dx = xp.concatenate([g[0] for g in grads], axis=axis) if needs[0] else None
+            dk = xp.concatenate([g[1] for g in grads], axis=-1) if needs[1] else None
+            db = ops.channel_sum(dz, axis) if needs[2] else None
+            return dx, dk, db
+
+        return z, backward
 
     def _conv_config(self, **own):
         """Keras's config keys, in Keras's order, with the class's own keys (``own``) after ``padding``."""
@@ -160,7 +203,8 @@ class Conv2D(_ConvBase):
         data_format: ``'channels_last'`` (N, H, W, C) or ``'channels_first'``
             (N, C, H, W); default ``gpulayers.config.image_data_format()``.
         dilation_rate: Int or tuple of 2 ints (default 1).
-        groups: Must be 1 (grouped convolution is not supported yet).
+        groups: Number of groups the input channels are split into, each convolved with its own
+            ``filters / groups`` filters (both counts divisible by it).
         activation, use_bias, kernel_initializer, bias_initializer,
         kernel_regularizer, bias_regularizer, activity_regularizer,
         kernel_constraint, bias_constraint: As in :class:`Dense`.
@@ -204,12 +248,7 @@ class Conv2D(_ConvBase):
             kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer, kernel_constraint,
             bias_constraint,
         )
-        groups = standardize_int(groups, "groups")
-        if groups != 1:
-            raise ValueError(
-                f"Invalid value for `groups`: grouped convolution is not supported yet, only groups=1. "
-                f"Received: groups={groups}"
-            )
+        groups = self._standardize_groups(groups, arguments["filters"])
         check_no_lora(lora_rank, lora_alpha)
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self._keep(arguments)
@@ -229,6 +268,9 @@ class Conv2D(_ConvBase):
         return window_pads((x_shape[h], x_shape[w]), self.kernel_size, self.strides, self.dilation_rate, self.padding)
 
     def call(self, inputs):
+        if self.groups > 1:
+            return self._activate(self._record("conv2d", lambda *a: self._grouped(self._conv, *a), inputs, self.kernel,
+                                               self.bias))
         if self.activation is activations.relu:  # bias and ReLU in one pass, one node
             return self._record("conv2d", self._conv_relu, inputs, self.kernel, self.bias)
         return self._activate(self._record("conv2d", self._conv, inputs, self.kernel, self.bias))
@@ -402,7 +444,8 @@ class Conv1D(_ConvBase):
         data_format: ``'channels_last'`` (N, steps, C) or ``'channels_first'``
             (N, C, steps); default ``gpulayers.config.image_data_format()``.
         dilation_rate: Int or tuple of 1 int (default 1).
-        groups: Must be 1 (grouped convolution is not supported yet).
+        groups: Number of groups the input channels are split into, each convolved with its own
+            ``filters / groups`` filters (both counts divisible by it).
         activation, use_bias, kernel_initializer, bias_initializer,
         kernel_regularizer, bias_regularizer, activity_regularizer,
         kernel_constraint, bias_constraint: As in :class:`Conv2D`.
@@ -442,12 +485,7 @@ class Conv1D(_ConvBase):
             kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer, kernel_constraint,
             bias_constraint,
         )
-        groups = standardize_int(groups, "groups")
-        if groups != 1:
-            raise ValueError(
-                f"Invalid value for `groups`: grouped convolution is not supported yet, only groups=1. "
-                f"Received: groups={groups}"
-            )
+        groups = self._standardize_groups(groups, arguments["filters"])
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self._keep(arguments)
         self.groups = groups
@@ -497,7 +535,8 @@ class Conv1D(_ConvBase):
         return (0, 0) + same_pads(steps, k, s, d)
 
     def call(self, inputs):
-        return self._activate(self._record("conv1d", self._conv, inputs, self.kernel, self.bias))
+        conv = self._conv if self.groups == 1 else (lambda *a: self._grouped(self._conv, *a))
+        return self._activate(self._record("conv1d", conv, inputs, self.kernel, self.bias))
 
     def _conv(self, x, kernel, bias):
         ops = get_ops()

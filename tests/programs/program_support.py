@@ -6,10 +6,9 @@ something): an MNIST-like digit is a dark image with a bright square whose
 position is its class.
 """
 
-import os
-
 import numpy as np
-import pytest
+
+from helpers import keras_or_skip  # noqa: F401 -- the programs' tests take it from here
 
 
 def digits(n, seed=0):
@@ -23,13 +22,3 @@ def digits(n, seed=0):
     return images, labels
 
 
-def keras_or_skip():
-    """Keras 3 on a backend that trains (torch by default), or skip the test."""
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    try:
-        import keras
-    except Exception as exc:  # not installed, or its backend is missing
-        pytest.skip(f"Keras 3 is not importable here ({type(exc).__name__}: {exc})")
-    if keras.backend.backend() == "numpy":
-        pytest.skip("Keras's numpy backend cannot train")
-    return keras

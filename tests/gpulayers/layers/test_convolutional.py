@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from gpulayers import regularizers
 from gpulayers.layers import Conv2D, Convolution2D
-from helpers import forward, check_layer_gradients, numeric_grad, to_np
+from helpers import forward, check_layer_gradients, keras_or_skip, numeric_grad, to_np
 
 # ---------------------------------------------------------------- references (plain loops)
 
@@ -363,7 +363,7 @@ def test_property_gradient_of_sum(args, channels, filters, seed):
         (dict(dilation_rate=0), ValueError, r"dilation_rate.*0"),
         (dict(strides=2, dilation_rate=2), ValueError, r"`strides > 1` not supported in conjunction with `dilation_rate > 1`"),
         (dict(strides=(1, 2), dilation_rate=(2, 1)), ValueError, r"dilation_rate=\(2, 1\)"),
-        (dict(groups=2), ValueError, r"groups.*2"),
+        (dict(groups=3), ValueError, r"filters must be evenly divisible by the number of groups.*groups=3"),
         (dict(groups=0), ValueError, r"groups.*0"),
         (dict(padding="full"), ValueError, r"padding.*'full'"),
         (dict(padding="causal"), ValueError, r"padding.*'causal'"),
@@ -491,3 +491,55 @@ def test_backward_dy_of_wrong_shape_is_refused():
     with pytest.raises(ValueError, match=r"output_gradient"):
         backward(np.ones((1, 3, 3, 3), np.float32))
     assert to_np(backward(np.ones(y.shape, np.float32))).shape == (1, 5, 5, 1)
+
+
+# ---------------------------------------------------------------- groups
+
+
+def ref_grouped_conv2d(x, kernel, bias, groups, data_format, **geometry):
+    """Each group's input channels convolved (by the loop reference) with its slice of the filters."""
+    axis = 3 if data_format == "channels_last" else 1
+    cin, cout = np.asarray(x).shape[axis] // groups, kernel.shape[-1] // groups
+    outs = [ref_conv2d(np.take(x, range(g * cin, (g + 1) * cin), axis=axis), kernel[..., g * cout:(g + 1) * cout],
+                       None, data_format=data_format, **geometry) for g in range(groups)]
+    out = np.concatenate(outs, axis=axis)
+    if bias is not None:
+        out += np.asarray(bias).reshape([-1 if i == axis else 1 for i in range(4)])
+    return out
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("groups, channels, filters", [(2, 4, 6), (3, 3, 3), (4, 8, 4)])
+def test_grouped_convolution_matches_the_loop_reference_and_differentiates(groups, channels, filters, data_format):
+    rng = np.random.default_rng(11)
+    layer = Conv2D(filters, (3, 2), strides=(1, 2), padding="same", groups=groups, data_format=data_format,
+                   dtype="float64")
+    x = make_input(rng, 2, 5, 6, channels, data_format)
+    layer(x)
+    assert layer.kernel.shape == (3, 2, channels // groups, filters)  # Keras's kernel layout for groups
+    random_weights(layer, rng)
+    kernel, bias = layer.get_weights()
+    want = ref_grouped_conv2d(x, kernel, bias, groups, data_format, strides=(1, 2), padding="same", dilation=(1, 1))
+    np.testing.assert_allclose(to_np(layer(x)), want, rtol=1e-10, atol=1e-12)
+    check_layer_gradients(layer, x)
+
+
+def test_grouped_convolution_checks_the_input_channels():
+    with pytest.raises(ValueError, match="input channels must be evenly divisible by the number of groups"):
+        Conv2D(4, 3, groups=2)(np.ones((1, 5, 5, 3), np.float32))
+
+
+def test_grouped_convolution_equals_keras():
+    keras = keras_or_skip()
+    import gpulayers
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 7, 6, 4)).astype(np.float32)
+    for ours, theirs, data in ((Conv2D(6, 3, groups=2, padding="same"), keras.layers.Conv2D(6, 3, groups=2, padding="same"), x),
+                               (gpulayers.layers.Conv1D(4, 3, groups=4), keras.layers.Conv1D(4, 3, groups=4), x[:, 0])):
+        ours(data)
+        theirs(data)
+        weights = [rng.standard_normal(w.shape).astype(np.float32) for w in ours.get_weights()]
+        ours.set_weights(weights)
+        theirs.set_weights(weights)
+        np.testing.assert_allclose(to_np(ours(data)), keras.ops.convert_to_numpy(theirs(data)), rtol=1e-4, atol=1e-5)
