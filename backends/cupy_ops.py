@@ -24,7 +24,7 @@ How the wrappers treat their inputs:
   here), never at import. A missing NVRTC or a failed compile raises one
   RuntimeError naming the cause.
 * Window geometry far beyond the input (huge strides, dilations, windows or
-  padding) is first reduced by :class:`backends.ops.Ops` (``_axis_plan``), so
+  padding) is first reduced by :class:`backends.ops.Ops` (``backends/window_plans.py``), so
   the kernels get small int32 arguments; pooling kernels also visit only the
   window cells inside the input.
 * The im2col workspace is bounded by :attr:`CupyOps.im2col_limit_bytes`
@@ -46,7 +46,8 @@ import weakref
 
 import numpy
 
-from backends.ops import Ops, out_size
+from backends.ops import Ops
+from backends.window_plans import out_size
 
 __all__ = ["CupyOps", "IM2COL_LIMIT_ENV"]
 

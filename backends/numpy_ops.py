@@ -45,7 +45,8 @@ from collections import OrderedDict
 
 import numpy
 
-from backends.ops import Ops, _taps, out_size
+from backends.ops import Ops
+from backends.window_plans import out_size, taps as _taps
 
 __all__ = ["NumpyOps", "cpu_threads"]
 
@@ -479,7 +480,7 @@ class NumpyOps(Ops):
         """im2col and one GEMM; with our own threads, image by image in each thread's cache
         (the patches of a few images, then their GEMM), so no patch matrix is written out."""
         reduced = self._reduced_conv2d_forward(x, kernel, strides, pads, dilation, data_format)
-        if reduced is not None:  # huge strides, dilation or padding (see ops._axis_plan)
+        if reduced is not None:  # huge strides, dilation or padding (see window_plans._axis_plan)
             return reduced
         if not self._fast(x) or 0 in x.shape or 0 in kernel.shape:
             return super().conv2d_forward(x, kernel, strides, pads, dilation, data_format)

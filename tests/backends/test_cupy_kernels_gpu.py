@@ -189,7 +189,7 @@ def _chunked_ops(limit_bytes):
 
 def _per_image_bytes(case, dtype):
     """im2col bytes of one image for a CONV_CASES entry (rows * K * itemsize)."""
-    from backends.ops import out_size
+    from backends.window_plans import out_size
 
     (n, h, w, c), (kh, kw, _, _), (sh, sw), (t, b, l, r), (dh, dw) = case
     rows = out_size(h, kh, sh, dh, t + b) * out_size(w, kw, sw, dw, l + r)

@@ -17,9 +17,10 @@ import time
 import numpy as np
 import pytest
 
-import backends.ops as ops_module
+import backends.window_plans as plans_module
 from backends.numpy_ops import NumpyOps
-from backends.ops import Ops, out_size
+from backends.ops import Ops
+from backends.window_plans import out_size
 from helpers import numeric_grad_of
 
 OPS = NumpyOps()
@@ -368,7 +369,7 @@ def test_ordinary_geometry_is_left_alone(in_hw, window, strides, dilation, paddi
     only see padding. test_reduced_geometry_matches_the_full_computation covers that.)"""
     (h, w), (kh, kw), (sh, sw), (dh, dw) = in_hw, window, strides, dilation
     pads = same_pads(h, kh, sh, dh) + same_pads(w, kw, sw, dw) if padding == "same" else (0, 0, 0, 0)
-    assert ops_module._window_plan(in_hw, window, strides, dilation, pads) is None
+    assert plans_module.window_plan(in_hw, window, strides, dilation, pads) is None
 
 
 def _random_geometry(rng):
@@ -393,7 +394,7 @@ def test_reduced_geometry_matches_the_full_computation(backend, monkeypatch):
     planned = 0
     for trial in range(120):
         (h, w), window, strides, dilation, pads = _random_geometry(rng)
-        planned += ops_module._window_plan((h, w), window, strides, dilation, pads) is not None
+        planned += plans_module.window_plan((h, w), window, strides, dilation, pads) is not None
         df = FORMATS[trial % 2]
         dtype = (np.float32, np.float64)[trial // 2 % 2]
         x_nhwc = gen.integers(-2, 3, (2, h, w, 2)).astype(dtype)
@@ -425,7 +426,7 @@ def test_reduced_geometry_matches_the_full_computation(backend, monkeypatch):
 
         conv, pool = run_all()
         with monkeypatch.context() as m:
-            m.setattr(ops_module, "_window_plan", lambda *a: None)
+            m.setattr(plans_module, "window_plan", lambda *a: None)
             conv0, pool0 = run_all()
         what = f"{(h, w)} {window} {strides} {dilation} {pads} {df} {np.dtype(dtype).name}"
         for a, b in zip(pool, pool0):

@@ -3,7 +3,7 @@
 im2col is data movement: it must equal NumpyOps' im2col bit for bit. col2im
 sums, per input element, the patch gradients in tap order (i, j); the
 reference below sums the same values in the same order with NumpyOps' own
-tap geometry (``backends.ops._taps``), so it is compared exactly too, and the
+tap geometry (``backends.window_plans.taps``), so it is compared exactly too, and the
 whole backward-input product is compared with NumpyOps.conv2d_backward_input
 within float tolerance (its GEMMs round differently).
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from backends.numpy_ops import NumpyOps
-from backends.ops import _taps, out_size
+from backends.window_plans import out_size, taps as _taps
 from emu_helpers import LAUNCHES, assert_same_bits, expr, i32, i64, poison, same_pads, tol
 
 pytestmark = pytest.mark.kernels

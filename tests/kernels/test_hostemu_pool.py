@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from backends.numpy_ops import NumpyOps
-from backends.ops import out_size
+from backends.window_plans import out_size
 from emu_helpers import (
     LAUNCHES,
     ORDERS_BARRIER,
