@@ -51,6 +51,7 @@ from gpulayers.argument_validation import standardize_int
 from gpulayers.progbar import Progbar
 
 __all__ = [
+    "BackupAndRestore",
     "CSVLogger",
     "Callback",
     "CallbackList",
@@ -1318,3 +1319,7 @@ class LambdaCallback(Callback):
             if not callable(fn):
                 raise TypeError(f"Invalid type for `{name}`: expected a function. Received: {name}={fn!r}")
             setattr(self, name, fn)
+
+
+# Defined in its own module; imported last, since it subclasses Callback.
+from gpulayers.callbacks_backup import BackupAndRestore  # noqa: E402

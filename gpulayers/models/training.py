@@ -194,6 +194,7 @@ class Trainer:
     _compiled = False
     _auto_loss_scale = None  # the LossScaleOptimizer compile wrapped around the given optimizer
     _step_graphs = None  # compile(jit_compile=True) on the GPU: models/step_graphs.py
+    _initial_epoch = None  # set in on_train_begin by a callback that restored a backup (BackupAndRestore)
     optimizer = None
     loss = None
     stop_training = False
@@ -693,6 +694,9 @@ class Trainer:
                            epochs=epochs, steps=train.num_batches)
         self.stop_training = False
         cbs.on_train_begin()
+        # BackupAndRestore restores a backup in on_train_begin and sets where this fit resumes; taken once,
+        # so a later fit starts where it is told to.
+        initial_epoch, self._initial_epoch = self._initial_epoch or initial_epoch, None
         logs = {}
         try:
             with train, _interrupts_between_steps() as check_interrupt:
