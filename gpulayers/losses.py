@@ -24,6 +24,11 @@ Formulas follow ``keras/src/losses/losses.py``:
 * ``mean((y_pred - y_true)**2, -1)``, ``mean(|y_pred - y_true|, -1)``, and
   Huber ``mean(where(|e| <= d, e**2 / 2, d * |e| - d**2 / 2), -1)``.
 
+The hinge losses (:mod:`gpulayers.losses_margin`), KL, Poisson and the focal
+cross-entropies (:mod:`gpulayers.losses_probabilistic`), and cosine similarity,
+log-cosh, Dice and Tversky (:mod:`gpulayers.losses_similarity`) are built on
+this module's :class:`Loss` and reductions, and are looked up here too.
+
 Reductions (Keras's ``reduce_weighted_values``): per-sample values are
 multiplied by ``sample_weight`` (after Keras's squeeze/expand of a trailing
 size-1 axis), then ``"sum"`` sums, ``"sum_over_batch_size"`` and ``"mean"``
@@ -55,33 +60,15 @@ from gpulayers.ops.crossentropy import check_sparse_labels, sparse_crossentropy
 from gpulayers.utils import to_snake_case, unique_name
 
 __all__ = [
-    "BinaryCrossentropy",
-    "CategoricalCrossentropy",
-    "Huber",
-    "Loss",
-    "MeanAbsoluteError",
-    "MeanAbsolutePercentageError",
-    "MeanSquaredError",
-    "MeanSquaredLogarithmicError",
-    "SparseCategoricalCrossentropy",
-    "binary_crossentropy",
-    "categorical_crossentropy",
-    "deserialize",
-    "get",
-    "huber",
-    "is_builtin",
-    "mae",
-    "mape",
-    "mean_absolute_error",
-    "mean_absolute_percentage_error",
-    "mean_squared_error",
-    "mean_squared_logarithmic_error",
-    "mse",
-    "msle",
-    "serialize",
-    "sparse_categorical_crossentropy",
-    "squeeze_or_expand_to_same_rank",
-    "standardize_reduction",
+    "BinaryCrossentropy", "BinaryFocalCrossentropy", "CategoricalCrossentropy", "CategoricalFocalCrossentropy",
+    "CategoricalHinge", "CosineSimilarity", "Dice", "Hinge", "Huber", "KLDivergence", "LogCosh", "Loss",
+    "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanSquaredError", "MeanSquaredLogarithmicError",
+    "Poisson", "SparseCategoricalCrossentropy", "SquaredHinge", "Tversky", "binary_crossentropy",
+    "binary_focal_crossentropy", "categorical_crossentropy", "categorical_focal_crossentropy", "categorical_hinge",
+    "cosine_similarity", "deserialize", "dice", "get", "hinge", "huber", "is_builtin", "kl_divergence", "log_cosh",
+    "mae", "mape", "mean_absolute_error", "mean_absolute_percentage_error", "mean_squared_error",
+    "mean_squared_logarithmic_error", "mse", "msle", "poisson", "serialize", "sparse_categorical_crossentropy",
+    "squared_hinge", "squeeze_or_expand_to_same_rank", "standardize_reduction", "tversky",
 ]
 
 KERAS_MODULE = "keras.losses"
@@ -191,6 +178,11 @@ def _same_shape(fn_name, y_true, y_pred, hint=""):
         )
     return t, p
 
+
+def _pair(fn_name, y_true, y_pred, dtype=None):
+    """(y_true, y_pred) as tensors of the compute dtype and of one shape (Keras's squeeze/expand, then checked)."""
+    p = _prediction(y_pred, dtype)
+    return _same_shape(fn_name, _target(y_true, p), p)
 
 
 def _axis_index(axis, ndim, shape):
@@ -703,8 +695,18 @@ class _FunctionLoss(Loss):
 # ---------------------------------------------------------------------------
 # Lookup and (de)serialization
 # ---------------------------------------------------------------------------
+# Keras's other losses live in modules of their own that build on the names above, hence imported here.
+from gpulayers.losses_margin import CategoricalHinge, Hinge, SquaredHinge, categorical_hinge, hinge, squared_hinge  # noqa: E402
+from gpulayers.losses_probabilistic import (  # noqa: E402
+    BinaryFocalCrossentropy, CategoricalFocalCrossentropy, KLDivergence, Poisson, binary_focal_crossentropy,
+    categorical_focal_crossentropy, kl_divergence, poisson)
+from gpulayers.losses_similarity import (  # noqa: E402
+    CosineSimilarity, Dice, LogCosh, Tversky, cosine_similarity, dice, log_cosh, tversky)
+
 _CLASSES = (CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy,
-            MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredLogarithmicError, Huber)
+            MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredLogarithmicError, Huber,
+            Hinge, SquaredHinge, CategoricalHinge, KLDivergence, Poisson, CategoricalFocalCrossentropy,
+            BinaryFocalCrossentropy, CosineSimilarity, LogCosh, Dice, Tversky)
 _BY_CLASS_NAME = {cls.__name__: cls for cls in _CLASSES}
 _FUNCTIONS = {
     categorical_crossentropy: CategoricalCrossentropy,
@@ -715,6 +717,10 @@ _FUNCTIONS = {
     mean_absolute_percentage_error: MeanAbsolutePercentageError,
     mean_squared_logarithmic_error: MeanSquaredLogarithmicError,
     huber: Huber,
+    hinge: Hinge, squared_hinge: SquaredHinge, categorical_hinge: CategoricalHinge,
+    kl_divergence: KLDivergence, poisson: Poisson,
+    categorical_focal_crossentropy: CategoricalFocalCrossentropy, binary_focal_crossentropy: BinaryFocalCrossentropy,
+    cosine_similarity: CosineSimilarity, log_cosh: LogCosh, dice: Dice, tversky: Tversky,
 }
 # Function names and Keras 3's aliases: the loss is the class with default
 # arguments, named as the identifier (as Keras's compile names its wrapper).
@@ -725,6 +731,7 @@ _BY_FUNCTION_NAME.update({
     "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError,
     "mape": MeanAbsolutePercentageError, "MAPE": MeanAbsolutePercentageError,
     "msle": MeanSquaredLogarithmicError, "MSLE": MeanSquaredLogarithmicError,
+    "kld": KLDivergence, "KLD": KLDivergence,
 })
 _FUNCTION_BY_NAME = {fn.__name__: fn for fn in _FUNCTIONS}
 _FUNCTION_BY_NAME.update({alias: {cls: fn for fn, cls in _FUNCTIONS.items()}[_BY_FUNCTION_NAME[alias]]
