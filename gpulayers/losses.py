@@ -475,8 +475,15 @@ class Loss:
         return self.call(y_true, y_pred), None
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        values, mask = self._values(y_true, y_pred)
+        values, mask = self._values(y_true, y_pred) if not self._call_overridden() else Loss._values(self, y_true, y_pred)
         return _reduced(values, sample_weight, mask, self.reduction)
+
+    def _call_overridden(self):
+        """Whether a subclass of a built-in loss has its own ``call``: Keras then calls it, so its values
+        come from it and not from the built-in's own computation."""
+        owner = next(c for c in type(self).__mro__ if "call" in c.__dict__)
+        values_owner = next(c for c in type(self).__mro__ if "_values" in c.__dict__)
+        return owner is not values_owner and issubclass(owner, values_owner) and owner not in _CLASSES
 
     def get_config(self):
         config_ = {"name": self.name, "reduction": self.reduction}
@@ -561,6 +568,8 @@ class SparseCategoricalCrossentropy(Loss):
     def __call__(self, y_true, y_pred, sample_weight=None):
         # Unweighted, a mean reduction is the mean of the values: the cross-entropy may compute it as one
         # node (a 0-d result, which the reduction passes through unchanged).
+        if self._call_overridden():
+            return super().__call__(y_true, y_pred, sample_weight)
         mean = sample_weight is None and self.reduction in ("sum_over_batch_size", "mean", "mean_with_sample_weight") \
             and type(self)._values is SparseCategoricalCrossentropy._values
         values, mask = self._values(y_true, y_pred, mean=mean)

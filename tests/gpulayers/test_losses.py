@@ -763,3 +763,25 @@ def test_label_check_can_be_skipped_after_upfront_validation():
     labels = np.array([0, 3, 2])
     assert float(loss(labels, p)) == pytest.approx(float(L.SparseCategoricalCrossentropy()(labels, p)))
     assert "check_labels" not in loss.get_config()
+
+
+def test_a_subclass_of_a_builtin_loss_that_overrides_call_is_called():
+    # Keras's Loss.__call__ calls `call`: a subclass's own call replaces the built-in computation.
+    class Doubled(L.SparseCategoricalCrossentropy):
+        def call(self, y_true, y_pred):
+            return 2.0 * L.sparse_categorical_crossentropy(y_true, y_pred)
+
+    class Halved(L.MeanSquaredError):
+        def call(self, y_true, y_pred):
+            return 0.5 * L.mean_squared_error(y_true, y_pred)
+
+    p = np.array([[0.2, 0.8], [0.6, 0.4]], np.float32)
+    y = np.array([1, 1])
+    assert float(Doubled()(y, p)) == pytest.approx(2 * float(L.SparseCategoricalCrossentropy()(y, p)), rel=1e-6)
+    t = np.array([[0.0, 1.0], [1.0, 1.0]], np.float32)
+    assert float(Halved()(t, p)) == pytest.approx(0.5 * float(L.MeanSquaredError()(t, p)), rel=1e-6)
+
+    class Plain(L.MeanSquaredError):  # no call of its own: the built-in computation
+        pass
+
+    assert float(Plain()(t, p)) == float(L.MeanSquaredError()(t, p))
