@@ -1,6 +1,7 @@
 """Optimizers with Keras 3's classes, update rules, defaults and configs.
 
-``SGD``, ``Adam``, ``AdamW``, ``RMSprop`` and ``Adagrad`` update
+``SGD``, ``Adam``, ``AdamW``, ``RMSprop``, ``Adagrad`` (``algorithms``) and
+``Nadam``, ``Adamax``, ``Adadelta``, ``Lion``, ``Ftrl`` (``algorithms_adaptive``) update
 :class:`~gpulayers.variables.Variable` objects by replacing their
 ``value``, on whichever array module (NumPy or CuPy) holds each variable;
 ``schedules`` holds the learning-rate schedules. See
@@ -19,18 +20,20 @@ Example:
 
 from gpulayers.optimizers import schedules
 from gpulayers.optimizers.algorithms import SGD, Adagrad, Adam, AdamW, RMSprop
+from gpulayers.optimizers.algorithms_adaptive import Adadelta, Adamax, Ftrl, Lion, Nadam
 from gpulayers.optimizers.base import Optimizer
 from gpulayers.optimizers.loss_scale import LossScaleOptimizer
 from gpulayers.registry import Registry
 
-__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "LossScaleOptimizer", "Optimizer", "RMSprop", "deserialize", "get", "schedules", "serialize"]
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "Lion", "LossScaleOptimizer", "Nadam",
+           "Optimizer", "RMSprop", "deserialize", "get", "schedules", "serialize"]
 
 KERAS_MODULE = "keras.optimizers"
-_CLASSES = (SGD, Adam, AdamW, RMSprop, Adagrad, LossScaleOptimizer)
+_CLASSES = (SGD, Adam, AdamW, RMSprop, Adagrad, Nadam, Adamax, Adadelta, Lion, Ftrl, LossScaleOptimizer)
 # Keras 3 looks names up case-insensitively: the lower-cased class name.
 _BY_NAME = {cls.__name__.lower(): cls for cls in _CLASSES}
 # Keras 3 optimizers that gpulayers does not provide (named in the error message).
-_NOT_PROVIDED = ("adadelta", "adafactor", "adamax", "ftrl", "lion", "muon", "nadam")
+_NOT_PROVIDED = ("adafactor", "lamb", "muon", "schedulefreeadamw")
 
 
 _REGISTRY = Registry("optimizer", KERAS_MODULE, _BY_NAME, _CLASSES, Optimizer, any_case=True,

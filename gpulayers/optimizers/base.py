@@ -20,10 +20,9 @@ constraints runs instead as one multi-tensor launch per 32 variables
 (:meth:`Optimizer._apply_fused`), with the same arithmetic, updating the
 variables and their state in place.
 
-Optimizer state (momentums, velocities...) is one array per variable and
-slot, created on the variable's first update (or by :meth:`Optimizer.build`)
-with the variable's own array module, shape and dtype, so it lives where the
-variable lives (host or GPU) and float32 training stays float32.
+Optimizer state (momentums, velocities..., and optimizer-wide arrays such as
+Nadam's ``u_product``) is kept by :class:`~gpulayers.optimizers.state.OptimizerState`,
+the base of :class:`Optimizer`.
 
 Differences from Keras 3, all deliberate:
 
@@ -34,14 +33,23 @@ Differences from Keras 3, all deliberate:
   calls it, ``f()``.
 - ``use_ema=True``, ``loss_scale_factor`` and ``gradient_accumulation_steps``
   are refused (ValueError); their config keys are still written.
-- ``variables`` lists the state arrays only (Keras also lists its
-  ``iteration`` and ``learning_rate`` variables), slot by slot.
 
-Saving: :meth:`Optimizer.export_state` gives the state of a model's
-variables as Keras 3 stores it in a weights file (iterations, the float
-learning rate, then the slots in Keras's build order) and
-:meth:`Optimizer.import_state` restores it; ``gpulayers.saving`` writes and
-reads the ``optimizer/vars`` group with them.
+- The update rules use the exact Python float of a float learning rate
+  (Keras: its float32 variable), and ``get_config`` writes that float (Keras:
+  the float32 value, 0.001 as 0.0010000000474974513). The two agree for
+  float32 weights, where the rate is rounded to float32 anyway.
+- ``iterations`` is an int64 Variable (Keras: int32 on JAX and torch).
+
+``learning_rate``, ``iterations`` and ``variables`` give Keras's Variables
+(:mod:`gpulayers.optimizers.state_variables`): views of the Python float, the
+int and the state arrays the optimizer keeps, so that assigning one changes
+the optimizer (``optimizer.learning_rate.assign(0.01)``) and one held across
+steps stays current.
+
+Saving: ``export_state`` gives the state of a model's variables as Keras 3
+stores it in a weights file (iterations, the float learning rate, then the
+slots in Keras's build order) and ``import_state`` restores it;
+``gpulayers.saving`` writes and reads the ``optimizer/vars`` group with them.
 """
 
 import inspect
@@ -52,8 +60,11 @@ import numpy as np
 
 from backends import array_namespace, get_ops
 from gpulayers import utils
-from gpulayers.autodiff import unwrap
+from gpulayers.autodiff import Tensor, unwrap
+from gpulayers.config import floatx
 from gpulayers.optimizers import schedules as _schedules
+from gpulayers.optimizers.state import OptimizerState, _as_host
+from gpulayers.optimizers.state_variables import LearningRateValue, LearningRateVariable, ScalarVariable
 from gpulayers.argument_validation import check_name, check_real, is_real, scalar_to_float, standardize_bool, standardize_int
 
 __all__ = ["Optimizer"]
@@ -89,12 +100,6 @@ def _constrained(variable, value):
     return out if out.dtype == value.dtype else out.astype(value.dtype)
 
 
-def _as_host(grad):
-    """A gradient from another array module as a NumPy array."""
-    getter = getattr(grad, "get", None)  # CuPy's device -> host copy
-    return getter() if callable(getter) else np.asarray(grad)
-
-
 def _clip_by_global_norm(grads, clip_norm):
     """Keras's ``clip_by_global_norm``: scale every gradient by ``clip_norm / max(norm, clip_norm)``.
 
@@ -115,7 +120,7 @@ def _clip_by_global_norm(grads, clip_norm):
                 for g in grads]
 
 
-class Optimizer:
+class Optimizer(OptimizerState):
     """Base class of the optimizers (Keras 3's ``keras.optimizers.Optimizer`` API).
 
     Subclasses list their state in :meth:`_slots` and
@@ -200,6 +205,9 @@ class Optimizer:
         self._iterations = 0
         self._learning_rate, self._lr_takes_step = self._standardize_learning_rate(learning_rate)
         self._state = {}  # id(variable) -> (variable, {slot: array}), in creation order
+        self._global_state = {}  # name -> 0-d host array: the optimizer-wide state (Nadam's u_product)
+        self._step_globals = {}  # the values _global_state takes if the step in progress succeeds
+        self._views = {}  # the Variables of `iterations`, `learning_rate` and `variables`, made on first use
         self._built_variables = []
         self.built = False
         self._exclude_vars = {}  # id -> variable (kept alive so ids stay unique)
@@ -209,6 +217,8 @@ class Optimizer:
 
     @staticmethod
     def _standardize_learning_rate(value):
+        if isinstance(value, Tensor):  # a learning-rate Variable or a 0-d tensor: its number
+            value = unwrap(value)
         if isinstance(value, _schedules.LearningRateSchedule):
             return value, True
         if callable(value) and not is_real(value):
@@ -224,23 +234,39 @@ class Optimizer:
             raise ValueError(f"Invalid value for `learning_rate`: expected a float >= 0. Received: learning_rate={value!r}")
         return lr, False
 
-    @property
-    def learning_rate(self):
-        """The learning rate of the next update, as a Python float.
+    def _current_learning_rate(self):
+        """The learning rate of the next update as a Python float, what the update rules use.
 
-        A schedule is evaluated at ``iterations``. Setting a float replaces a
-        float learning rate (what ``ReduceLROnPlateau`` does); setting a float
-        over a schedule or a callable raises TypeError, as in Keras. A
-        schedule or a callable may always be set.
+        A float rate is the exact float set (its floatx rounding is what the
+        ``learning_rate`` Variable shows); a schedule is evaluated at ``iterations``.
         """
         lr = self._learning_rate
         if isinstance(lr, float):
             return lr
         value = lr(self._iterations) if self._lr_takes_step else lr()
-        return scalar_to_float(value, "learning_rate")
+        return scalar_to_float(unwrap(value), "learning_rate")
+
+    @property
+    def learning_rate(self):
+        """The learning rate, as Keras 3 gives it.
+
+        With a float rate: Keras's ``learning_rate`` Variable (floatx, shape
+        ``()``; ``assign``, ``numpy()``, ``float()``, arithmetic), always the
+        same object. With a schedule or a callable: its value at the current
+        step, a 0-d floatx tensor. Setting a float replaces a float rate (what
+        ``ReduceLROnPlateau`` does); setting a float over a schedule or a
+        callable raises TypeError, as in Keras. A schedule or a callable may
+        always be set (the Variable is then detached from the optimizer).
+        """
+        if isinstance(self._learning_rate, float):
+            return self._learning_rate_variable()
+        value = np.asarray(self._current_learning_rate(), dtype=floatx())
+        return LearningRateValue(get_ops().asarray(value))
 
     @learning_rate.setter
     def learning_rate(self, value):
+        if isinstance(value, Tensor):
+            value = unwrap(value)
         if not isinstance(value, _schedules.LearningRateSchedule) and not (callable(value) and not is_real(value)):
             if not isinstance(self._learning_rate, float):
                 kind = ("a `LearningRateSchedule` object"
@@ -250,191 +276,50 @@ class Optimizer:
                     "learning rate is not settable. If you need the learning rate to be settable, you should "
                     "instantiate the optimizer with a float `learning_rate` argument."
                 )
-        self._learning_rate, self._lr_takes_step = self._standardize_learning_rate(value)
+        new = self._standardize_learning_rate(value)
+        if not isinstance(new[0], float):  # Keras untracks its learning-rate variable
+            view = self._views.pop("learning_rate", None)
+            if view is not None:
+                view._detach()
+        self._learning_rate, self._lr_takes_step = new
+
+    def _learning_rate_variable(self):
+        view = self._views.get("learning_rate")
+        if view is None:
+            view = self._views["learning_rate"] = LearningRateVariable(self, floatx())
+        return view
 
     @property
     def iterations(self):
-        """The number of updates applied so far (an int)."""
-        return self._iterations
+        """The number of updates applied so far: Keras's ``iteration`` Variable (an integer scalar).
+
+        ``int(optimizer.iterations)``, ``.numpy()`` and ``.assign(n)`` work as
+        in Keras; setting ``optimizer.iterations = n`` also does.
+        """
+        return self._iterations_variable()
 
     @iterations.setter
     def iterations(self, value):
+        if isinstance(value, Tensor):
+            value = unwrap(value)
+        if getattr(value, "shape", None) == () and getattr(getattr(value, "dtype", None), "kind", None) in ("i", "u"):
+            value = int(value)  # a 0-d integer array
         self._iterations = standardize_int(value, "iterations", minimum=0)
 
-    # ------------------------------------------------------------ state
+    def _iterations_variable(self):
+        # this optimizer's own count (a LossScaleOptimizer's `iterations` is its inner optimizer's)
+        view = self._views.get("iteration")
+        if view is None:
+            view = self._views["iteration"] = ScalarVariable(
+                "iteration", f"{self.name}/iteration", np.int64, lambda: self._iterations,
+                lambda array: Optimizer.iterations.fset(self, array))
+        return view
 
-    def _slots(self):
-        """Names of the per-variable state arrays (Keras's variable names)."""
-        return ()
-
-    def _init_slot(self, slot, value):
-        """A new state array for ``slot``, like ``value`` (same module, device, shape, dtype)."""
-        return array_namespace(value).zeros_like(value)
+    # ------------------------------------------------------------ the update rule
 
     def _update_step(self, grad, value, learning_rate, state):
         """The variable's new value from its gradient (cast to its dtype); updates ``state`` in place."""
         raise NotImplementedError(f"{type(self).__name__} must implement `_update_step`.")
-
-    @staticmethod
-    def _check_variables(variables):
-        if isinstance(variables, (str, bytes)) or not hasattr(variables, "__iter__"):
-            raise TypeError(f"Invalid type for `variables`: expected a list of Variables. Received: variables={variables!r}")
-        variables = list(variables)
-        for i, v in enumerate(variables):
-            if not hasattr(getattr(v, "value", None), "shape") or not hasattr(v, "name"):
-                raise TypeError(
-                    f"Invalid type for `variables[{i}]`: expected a Variable (with `value` and `name`). "
-                    f"Received: {v!r} of type {type(v).__name__}"
-                )
-        return variables
-
-    def _state_for(self, variable):
-        entry = self._state.get(id(variable))
-        if entry is None:
-            entry = (variable, {slot: self._init_slot(slot, variable.value) for slot in self._slots()})
-            self._state[id(variable)] = entry
-        else:
-            for slot, array in entry[1].items():
-                if tuple(array.shape) != tuple(variable.value.shape):
-                    raise ValueError(
-                        f"Invalid shape for variable '{getattr(variable, 'path', variable.name)}': the optimizer's "
-                        f"'{slot}' state has shape {tuple(array.shape)}. Received: "
-                        f"value.shape={tuple(variable.value.shape)} (recreate the optimizer for new variables)"
-                    )
-        return entry[1]
-
-    def build(self, variables):
-        """Create the state of ``variables`` now (otherwise it is created on their first update).
-
-        ``apply(grads)`` without variables then updates these variables.
-        """
-        variables = self._check_variables(variables)
-        for v in variables:
-            self._state_for(v)
-        self._built_variables = variables
-        self.built = True
-
-    def _slot_groups(self):
-        """The slots in Keras's build order: one tuple per ``add_optimizer_variables`` call.
-
-        Keras creates the slots of one call variable by variable (Adam: the
-        first variable's momentum and velocity, then the second's...), and
-        the calls one after the other. By default each slot is its own call.
-        """
-        return tuple((slot,) for slot in self._slots())
-
-    def _state_order(self, variables):
-        """``(variable, slot)`` for each state array of ``variables``, in Keras's ``optimizer.variables`` order."""
-        return [(v, slot) for group in self._slot_groups() for v in variables for slot in group]
-
-    @property
-    def variables(self):
-        """The state arrays in Keras's order (without its ``iteration`` and ``learning_rate``).
-
-        Variables in the order they were first seen; slots in Keras's build
-        order (Adam: each variable's momentum and velocity, then every
-        ``velocity_hat``).
-        """
-        seen = [v for v, _ in self._state.values()]
-        return [self._state[id(v)][1][slot] for v, slot in self._state_order(seen)]
-
-    # ------------------------------------------------------------ saving and restoring the state
-
-    def export_state(self, variables):
-        """The state of ``variables`` as Keras 3 saves it (the ``optimizer/vars`` group of a weights file).
-
-        Returns:
-            A dict: ``iterations`` (int); ``learning_rate``, the float
-            learning rate, or None for a schedule or a callable (Keras keeps
-            no variable for those); ``slots``, NumPy copies of the state
-            arrays in Keras's order (:meth:`_state_order`), or ``[]`` when
-            none of ``variables`` has state yet (Keras's unbuilt optimizer).
-            A variable without state among others that have it contributes
-            the arrays its first update would start from.
-        """
-        variables = self._check_variables(variables)
-        lr = self._learning_rate if isinstance(self._learning_rate, float) else None
-        slots = []
-        if any(id(v) in self._state for v in variables):
-            for v, slot in self._state_order(variables):
-                entry = self._state.get(id(v))
-                array = entry[1][slot] if entry is not None else self._init_slot(slot, v.value)
-                slots.append(np.array(_as_host(array)))
-        return {"iterations": self._iterations, "learning_rate": lr, "slots": slots}
-
-    def import_state(self, variables, iterations, learning_rate=None, slots=()):
-        """Restore what :meth:`export_state` gave (or a Keras 3 file holds) for ``variables``.
-
-        Args:
-            variables: the Variables, in the order the state was exported for.
-            iterations: int >= 0.
-            learning_rate: the saved float learning rate, or None. It
-                replaces a float learning rate only where the two differ in
-                the saved value's precision (a NumPy scalar keeps its dtype),
-                so a float32 copy of the rate does not overwrite the exact
-                Python float (nor is a schedule replaced).
-            slots: the state arrays in Keras's order, or empty: the saved
-                optimizer had no state, so these variables start afresh.
-
-        Everything is checked and converted before anything is assigned.
-        """
-        self._prepare_import(variables, iterations, learning_rate, slots)()
-
-    def _prepare_import(self, variables, iterations, learning_rate, slots):
-        """Check and convert the state to import; returns the function that assigns it (and cannot fail)."""
-        variables = self._check_variables(variables)
-        standardize_int(iterations, "iterations", minimum=0)
-        new_lr = self._learning_rate
-        if learning_rate is not None and isinstance(self._learning_rate, float):
-            saved = np.asarray(learning_rate)
-            if saved.shape != () or saved.dtype.kind != "f":
-                raise ValueError(f"Invalid value for `learning_rate`: expected a float. Received: learning_rate={learning_rate!r}")
-            if saved != np.asarray(self._learning_rate, dtype=saved.dtype):
-                new_lr, _ = self._standardize_learning_rate(float(saved))
-        new_state = self._converted_slots(variables, list(slots))
-
-        def commit():
-            self._iterations = int(iterations)
-            self._learning_rate = new_lr
-            for v in variables:
-                if new_state is None:
-                    self._state.pop(id(v), None)  # the saved optimizer had none: created afresh on the next update
-                else:
-                    self._state[id(v)] = (v, new_state[id(v)])
-            if not self.built:
-                self._built_variables = list(variables)
-                self.built = True
-
-        return commit
-
-    def _converted_slots(self, variables, slots):
-        """``{id(variable): {slot: array}}`` from the arrays in Keras's order, on each variable's device; None when empty."""
-        if not slots:
-            return None
-        order = self._state_order(variables)
-        if len(slots) != len(order):
-            raise ValueError(
-                f"Invalid value for `slots`: optimizer '{self.name}' ({type(self).__name__}) keeps {len(order)} state "
-                f"arrays for {len(variables)} variables. Received: {len(slots)} arrays"
-            )
-        new_state = {id(v): {} for v in variables}
-        for i, ((v, slot), array) in enumerate(zip(order, slots)):
-            value = v.value
-            if tuple(getattr(array, "shape", ())) != tuple(value.shape):
-                raise ValueError(
-                    f"Invalid shape for `slots[{i}]`: the '{slot}' state of variable "
-                    f"'{getattr(v, 'path', v.name)}' has shape {tuple(value.shape)}. "
-                    f"Received: slots[{i}].shape={tuple(getattr(array, 'shape', ()))}"
-                )
-            if getattr(getattr(array, "dtype", None), "kind", None) not in ("f", "i", "u"):
-                raise ValueError(
-                    f"Invalid dtype for `slots[{i}]`: expected a numeric array for the '{slot}' state of variable "
-                    f"'{getattr(v, 'path', v.name)}'. Received: {type(array).__name__} of dtype {getattr(array, 'dtype', None)}"
-                )
-            xp = array_namespace(value)
-            source = _as_host(array) if xp is np else array  # a CuPy array comes to the host for a NumPy variable
-            new_state[id(v)][slot] = xp.array(source, dtype=value.dtype, copy=True)
-        return new_state
 
     # ------------------------------------------------------------ weight decay
 
@@ -547,14 +432,16 @@ class Optimizer:
             )
         if not self.built:
             self.build(variables)
+        self._ensure_globals(variables)
         grads = [g for g, _ in pairs]
         variables = [v for _, v in pairs]
         states = [self._state_for(v) for v in variables]
-        lr = self.learning_rate
+        lr = self._current_learning_rate()
 
         # All new values are computed before any is assigned: a step that
         # fails part way (out of GPU memory) leaves weights and state as they were.
         grads = self._clip_gradients(grads)
+        self._step_globals = self._next_globals()
         if self._apply_fused(grads, variables, states, lr):
             return
         results = []
@@ -584,6 +471,8 @@ class Optimizer:
         for v, state, (new, new_state) in zip(variables, states, results):
             v.value = new
             state.update(new_state)
+        self._global_state.update(self._step_globals)
+        self._step_globals = {}
 
     def _apply_fused(self, grads, variables, states, lr):
         """The update of every variable in one multi-tensor launch, where the backend has one.
@@ -622,6 +511,8 @@ class Optimizer:
             ) from exc
         if done:
             self._iterations += 1
+            self._global_state.update(self._step_globals)
+            self._step_globals = {}
         return done
 
     def scale_loss(self, loss):
@@ -629,7 +520,7 @@ class Optimizer:
         return loss
 
     def apply_gradients(self, grads_and_vars):
-        """Keras's pair form: ``apply_gradients([(grad, variable), ...])``; returns ``iterations``."""
+        """Keras's pair form: ``apply_gradients([(grad, variable), ...])``; returns the ``iterations`` Variable."""
         pairs = list(grads_and_vars)
         for i, pair in enumerate(pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -638,7 +529,7 @@ class Optimizer:
                 )
         if pairs:
             self.apply([g for g, _ in pairs], [v for _, v in pairs])
-        return self._iterations
+        return self.iterations
 
     # ------------------------------------------------------------ config
 

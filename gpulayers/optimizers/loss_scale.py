@@ -15,6 +15,7 @@ import numpy as np
 from backends import array_namespace
 from gpulayers.argument_validation import check_real, standardize_int
 from gpulayers.optimizers.base import Optimizer
+from gpulayers.optimizers.state_variables import ScalarVariable
 
 __all__ = ["LossScaleOptimizer"]
 
@@ -114,7 +115,26 @@ class LossScaleOptimizer(Optimizer):
 
     @property
     def variables(self):
-        return self.inner_optimizer.variables
+        """Keras's list: this optimizer's own ``iteration`` (0) and ``learning_rate`` (0.0), its
+        ``step_counter`` and ``dynamic_scale`` once built, then the inner optimizer's variables."""
+        own = [self._iterations_variable(), self._learning_rate_variable()]
+        if self.inner_optimizer.built:
+            own += [self._scale_variable("step_counter", np.int64), self._scale_variable("dynamic_scale", np.float32)]
+        return own + self.inner_optimizer.variables
+
+    def _scale_variable(self, name, dtype):
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = ScalarVariable(
+                name, f"{self.name}/{name}", dtype, lambda: getattr(self, name), lambda a: self._set_scale(name, a))
+        return view
+
+    def _set_scale(self, name, array):
+        """An assigned ``step_counter`` (an int >= 0) or ``dynamic_scale`` (a float > 0)."""
+        if name == "step_counter":
+            self._step_counter = standardize_int(int(array), "step_counter", minimum=0)
+        else:
+            self._dynamic_scale = np.float32(check_real(float(array), "dynamic_scale", minimum=0, min_open=True))
 
     def build(self, variables):
         self.inner_optimizer.build(variables)

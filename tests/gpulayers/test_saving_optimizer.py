@@ -362,7 +362,7 @@ def test_compile_arguments_checked():
     with pytest.raises(TypeError):
         model.compile_from_config([1])
     with pytest.raises(ValueError, match="not provided"):
-        model.compile_from_config({"optimizer": {"module": "keras.optimizers", "class_name": "Nadam", "config": {}}, "loss": "mse"})
+        model.compile_from_config({"optimizer": {"module": "keras.optimizers", "class_name": "Adafactor", "config": {}}, "loss": "mse"})
     with pytest.raises(ValueError, match="metrics"):
         model.compile_from_config({"optimizer": "sgd", "loss": "mse", "metrics": {"a": "mae"}})
     assert not model._compiled and model.get_compile_config() == {}
@@ -466,7 +466,7 @@ HOSTILE_COMPILE_CONFIGS = {  # refused before any layer is built
 }
 
 UNBUILDABLE_COMPILE_CONFIGS = {  # refused when compiling (after the layers are built, before any weight is read)
-    "unknown optimizer": _compile(optimizer={"module": "keras.optimizers", "class_name": "Nadam", "config": {}}),
+    "unknown optimizer": _compile(optimizer={"module": "keras.optimizers", "class_name": "Adafactor", "config": {}}),
     "unknown loss function": _compile(loss={"module": "keras.losses", "class_name": "function", "config": "evil",
                                             "registered_name": "evil"}),
     "unknown metric": _compile(metrics=["evil"]),
