@@ -1,11 +1,21 @@
 """Stateful metrics with Keras 3's names, defaults and formulas.
 
 Each metric accumulates with ``update_state(y_true, y_pred, sample_weight=None)``
-and reports with ``result()`` (a Python float; a list of floats for
-Precision/Recall with several thresholds); ``reset_state()`` starts over.
-The running sums stay on the arrays' device (0-d NumPy or CuPy arrays,
-accumulated in float64); ``result()`` is the only place that copies a value
-to the host, so a training loop syncs only when it logs.
+and reports with ``result()`` (a Python float; a list of floats where Keras
+gives a vector: several thresholds, per-class F-scores); ``reset_state()``
+starts over. The running sums stay on the arrays' device (0-d NumPy or CuPy
+arrays, or Keras's state variables, accumulated in float64); ``result()`` is
+the only place that copies a value to the host, so a training loop syncs only
+when it logs.
+
+This module holds the base classes, the means, the accuracies and the
+regression metrics, and the lookup; Keras's other families live in modules of
+their own and are importable from here too: the confusion-matrix metrics
+(:mod:`gpulayers.metrics_confusion`: Precision, Recall, the counts and the
+metrics at a fixed recall, precision, sensitivity or specificity), AUC
+(:mod:`gpulayers.metrics_auc`), the F-scores (:mod:`gpulayers.metrics_fscore`),
+the IoU metrics (:mod:`gpulayers.metrics_iou`) and the top-k accuracies
+(:mod:`gpulayers.metrics_top_k`).
 
 :func:`get` resolves compile-style identifiers as Keras 3's ``compile`` does:
 ``"accuracy"``/``"acc"`` (any case) become binary, sparse categorical or
@@ -24,6 +34,7 @@ Example:
 """
 
 import difflib
+import inspect
 import numbers
 
 import numpy as np
@@ -35,20 +46,38 @@ from gpulayers.losses import squeeze_or_expand_to_same_rank
 from gpulayers.utils import to_snake_case, unique_name
 
 __all__ = [
+    "AUC",
     "Accuracy",
     "BinaryAccuracy",
+    "BinaryIoU",
     "CategoricalAccuracy",
+    "F1Score",
+    "FBetaScore",
+    "FalseNegatives",
+    "FalsePositives",
+    "IoU",
     "Mean",
     "MeanAbsoluteError",
     "MeanAbsolutePercentageError",
+    "MeanIoU",
     "MeanMetricWrapper",
     "MeanSquaredError",
     "MeanSquaredLogarithmicError",
     "Metric",
+    "OneHotIoU",
+    "OneHotMeanIoU",
     "Precision",
+    "PrecisionAtRecall",
     "Recall",
+    "RecallAtPrecision",
+    "SensitivityAtSpecificity",
     "SparseCategoricalAccuracy",
+    "SparseTopKCategoricalAccuracy",
+    "SpecificityAtSensitivity",
     "Sum",
+    "TopKCategoricalAccuracy",
+    "TrueNegatives",
+    "TruePositives",
     "accuracy",
     "binary_accuracy",
     "categorical_accuracy",
@@ -56,6 +85,8 @@ __all__ = [
     "get",
     "serialize",
     "sparse_categorical_accuracy",
+    "sparse_top_k_categorical_accuracy",
+    "top_k_categorical_accuracy",
 ]
 
 KERAS_MODULE = "keras.metrics"
@@ -370,13 +401,16 @@ class Mean(Metric):
 
 def device_result(metric):
     """``metric.result()`` left on the device where that needs no host read (the built-in Sum and
-    Mean results, unless a subclass overrides ``result``): the fit loop reads it on the host only
-    when a callback needs the logs. Any other metric's ``result()`` as it is."""
+    Mean results and those of the variable-state metrics, unless a subclass overrides ``result``):
+    the fit loop reads it on the host only when a callback needs the logs. Any other metric's
+    ``result()`` as it is."""
     result = type(metric).result
     if result is Mean.result:
         return metric._device_result()
     if result is Sum.result:
         return metric.total
+    if result is _StateMetric.result:
+        return metric._device_result()
     return metric.result()
 
 
@@ -400,7 +434,7 @@ _METRIC_FUNCTIONS = {
 def _serialize_fn(fn):
     name = getattr(fn, "__name__", None)
     if name in _METRIC_FUNCTIONS and _METRIC_FUNCTIONS[name] is fn:
-        module = KERAS_MODULE if fn.__module__ == __name__ else losses.KERAS_MODULE
+        module = losses.KERAS_MODULE if fn.__module__.startswith(losses.__name__) else KERAS_MODULE
         return {"module": module, "class_name": "function", "config": name, "registered_name": name}
     if isinstance(fn, losses.Loss):
         return losses.serialize(fn)
@@ -568,137 +602,66 @@ class _ResolvingAccuracy(MeanMetricWrapper):
 
 
 # ---------------------------------------------------------------------------
-# Precision and recall (binary, thresholded)
+# Metrics that keep Keras's state variables (confusion counts, F-scores, IoU)
 # ---------------------------------------------------------------------------
-def _parse_thresholds(thresholds):
-    values = [0.5] if thresholds is None else (
-        list(thresholds) if isinstance(thresholds, (list, tuple)) else [thresholds])
-    bad = [t for t in values if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Real)
-           or not 0.0 <= float(t) <= 1.0]
-    if not values or bad:
-        raise ValueError(
-            "Invalid value for `thresholds`: threshold values must be in [0, 1]. "
-            f"Received: thresholds={thresholds!r}"
-        )
-    return [float(t) for t in values]
+def _state_dtype(dtype):
+    """The dtype of a variable-state metric's counts: float64 for a float metric (the built-ins accumulate
+    in float64), an integer dtype as it is (IoU's confusion matrix, int32 in Keras, truncates weights)."""
+    return dtype if np.dtype(dtype).kind in "iu" else "float64"
 
 
-class _ConfusionMetric(Metric):
-    _counts = ()  # names of the counters: "tp", "fp", "fn"
-
-    def __init__(self, thresholds=None, top_k=None, class_id=None, name=None, dtype=None):
-        super().__init__(name=name, dtype=dtype)
-        if top_k is not None:
-            raise ValueError(
-                f"Invalid value for `top_k`: gpulayers' {type(self).__name__} does not implement top_k; "
-                f"use None. Received: top_k={top_k!r}"
-            )
-        if class_id is not None and (isinstance(class_id, (bool, np.bool_)) or not isinstance(class_id, numbers.Integral)
-                                     or class_id < 0):
-            raise ValueError(f"Invalid value for `class_id`: expected None or a non-negative int. Received: class_id={class_id!r}")
-        self.init_thresholds = thresholds
-        self.thresholds = _parse_thresholds(thresholds)
-        self.top_k = top_k
-        self.class_id = None if class_id is None else int(class_id)
-        self.reset_state()
-
-    def reset_state(self):
-        for c in self._counts:
-            setattr(self, c, None)
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true, y_pred, sample_weight = unwrap(y_true), unwrap(y_pred), unwrap(sample_weight)
-        xp = _namespace(y_pred, y_true)
-        y_pred = _float_pred(xp, y_pred)
-        y_true = xp.asarray(y_true)
-        p, t = squeeze_or_expand_to_same_rank(y_pred, y_true)
-        if tuple(p.shape) != tuple(t.shape):
-            raise ValueError(
-                f"In {type(self).__name__}, `y_true` and `y_pred` must have the same shape. "
-                f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
-            )
-        sw = None
-        if sample_weight is not None:
-            sw = xp.asarray(sample_weight, dtype=xp.float64)
-            sw = sw.reshape(sw.shape + (1,))
-            _, sw = squeeze_or_expand_to_same_rank(t, sw, expand_rank_1=False)
-        if self.class_id is not None:
-            if p.ndim < 2 or self.class_id >= p.shape[-1]:
-                raise ValueError(
-                    f"Invalid value for `class_id`: y_pred must have shape (num_samples, num_classes) with "
-                    f"class_id < num_classes. Received: class_id={self.class_id}, y_pred.shape={tuple(y_pred.shape)}"
-                )
-            p = p[..., self.class_id, None]
-            t = t[..., self.class_id, None]
-        if sw is not None:
-            try:
-                sw = xp.broadcast_to(sw, p.shape).reshape(1, -1)
-            except ValueError:
-                raise ValueError(
-                    "Invalid value for `sample_weight`: it cannot be broadcast to y_pred. Received: "
-                    f"sample_weight.shape={tuple(xp.asarray(sample_weight).shape)}, y_pred.shape={tuple(y_pred.shape)}"
-                ) from None
-        thresholds = xp.asarray(self.thresholds, dtype=p.dtype).reshape(-1, 1)
-        pred_pos = p.reshape(1, -1) > thresholds  # (thresholds, values)
-        label_pos = (t != 0).reshape(1, -1)
-        cells = {"tp": (label_pos, pred_pos), "fp": (~label_pos, pred_pos), "fn": (label_pos, ~pred_pos)}
-        for c in self._counts:
-            label, pred = cells[c]
-            hits = (label & pred).astype(xp.float64)
-            if sw is not None:
-                hits = hits * sw
-            count = xp.sum(hits, axis=1)
-            old = getattr(self, c)
-            setattr(self, c, count if old is None else old + count)
-
-    def _ratio(self, other):
-        if self.tp is None:
-            values = [0.0] * len(self.thresholds)
-        else:
-            tp = np.asarray(self.tp.get() if hasattr(self.tp, "get") else self.tp, dtype=np.float64)
-            ot = np.asarray(getattr(self, other).get() if hasattr(getattr(self, other), "get")
-                            else getattr(self, other), dtype=np.float64)
-            den = tp + ot
-            values = [0.0 if d == 0 else float(n / d) for n, d in zip(tp, den)]
-        return values[0] if len(values) == 1 else values
-
-    def get_config(self):
-        return {**super().get_config(), "thresholds": self.init_thresholds,
-                "top_k": self.top_k, "class_id": self.class_id}
+def _host_result(value):
+    """A device result as Keras's numbers on the host: a Python float, or a list of floats for a vector."""
+    host = value if isinstance(value, (np.ndarray, np.generic)) else get_ops().to_numpy(value)
+    host = np.asarray(host, dtype=np.float64)
+    return float(host) if host.ndim == 0 else [float(v) for v in host.reshape(-1)]
 
 
-class Precision(_ConfusionMetric):
-    """``tp / (tp + fp)`` with ``y_pred > threshold`` as positive and nonzero ``y_true`` as true.
+class _StateMetric(Metric):
+    """A metric whose state is Keras's variables (names, shapes and order as Keras 3.15's).
 
-    Args:
-        thresholds: None (0.5), a float or a list of floats in [0, 1]; with
-            several, ``result()`` is a list.
-        top_k: must be None (not implemented here).
-        class_id: only look at this class of a ``(N, num_classes)`` output.
-        name, dtype: as :class:`Metric`.
+    Subclasses make them with :meth:`_add_state`, add to them with
+    :meth:`_accumulate` and compute the result on the device in
+    ``_device_result``; ``result()`` copies it to the host (a float or a list
+    of floats), and the fit loop takes the device value (:func:`device_result`).
     """
 
-    _counts = ("tp", "fp")
+    def _add_state(self, name, shape):
+        return self.add_variable(shape, "zeros", dtype=_state_dtype(self.dtype), name=name)
+
+    @staticmethod
+    def _accumulate(variable, delta):
+        variable.assign(variable.value + delta.astype(variable.value.dtype, copy=False))
+
+    def _device_result(self):
+        raise NotImplementedError(f"{type(self).__name__} does not implement _device_result().")
 
     def result(self):
-        return self._ratio("fp")
-
-
-class Recall(_ConfusionMetric):
-    """``tp / (tp + fn)``; arguments as :class:`Precision`."""
-
-    _counts = ("tp", "fn")
-
-    def result(self):
-        return self._ratio("fn")
+        return _host_result(self._device_result())
 
 
 # ---------------------------------------------------------------------------
 # Lookup and (de)serialization
 # ---------------------------------------------------------------------------
+# Keras's other metric families live in modules of their own that build on the names above, hence imported here.
+from gpulayers.metrics_confusion import (  # noqa: E402
+    FalseNegatives, FalsePositives, Precision, PrecisionAtRecall, Recall, RecallAtPrecision,
+    SensitivityAtSpecificity, SpecificityAtSensitivity, TrueNegatives, TruePositives)
+from gpulayers.metrics_auc import AUC  # noqa: E402
+from gpulayers.metrics_fscore import F1Score, FBetaScore  # noqa: E402
+from gpulayers.metrics_iou import IoU, BinaryIoU, MeanIoU, OneHotIoU, OneHotMeanIoU  # noqa: E402
+from gpulayers.metrics_top_k import (  # noqa: E402
+    SparseTopKCategoricalAccuracy, TopKCategoricalAccuracy, sparse_top_k_categorical_accuracy,
+    top_k_categorical_accuracy)
+
+_METRIC_FUNCTIONS.update({"top_k_categorical_accuracy": top_k_categorical_accuracy,
+                          "sparse_top_k_categorical_accuracy": sparse_top_k_categorical_accuracy})
 _CLASSES = (Mean, Sum, MeanMetricWrapper, Accuracy, BinaryAccuracy, CategoricalAccuracy,
             SparseCategoricalAccuracy, MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError,
-            MeanSquaredLogarithmicError, Precision, Recall)
+            MeanSquaredLogarithmicError, TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy, Precision, Recall,
+            TruePositives, FalsePositives, TrueNegatives, FalseNegatives, PrecisionAtRecall, RecallAtPrecision,
+            SensitivityAtSpecificity, SpecificityAtSensitivity, AUC, F1Score, FBetaScore, IoU, BinaryIoU, MeanIoU,
+            OneHotIoU, OneHotMeanIoU)
 _BY_NAME = {cls.__name__: cls for cls in _CLASSES}
 _BY_NAME.update({to_snake_case(cls.__name__): cls for cls in _CLASSES})
 _BY_NAME.update({"mse": MeanSquaredError, "MSE": MeanSquaredError, "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError,
@@ -739,6 +702,12 @@ def _kind_from_loss(loss):
 
 _ACCURACY_CLASSES = {"binary": BinaryAccuracy, "sparse": SparseCategoricalAccuracy,
                      "categorical": CategoricalAccuracy}
+
+
+def _required_arguments(cls):
+    """The constructor arguments of ``cls`` without a default (``num_classes`` for MeanIoU, ``fn``...)."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    return [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def _unknown(identifier):
@@ -824,9 +793,11 @@ def get(identifier, loss=None, y_true_shape=None, y_pred_shape=None):
         if identifier not in _BY_NAME:
             raise _unknown(identifier)
         cls = _BY_NAME[identifier]
-        if cls in (Mean, Sum, MeanMetricWrapper):
+        required = _required_arguments(cls)
+        if cls in (Mean, Sum, MeanMetricWrapper) or required:
+            needs = f" ({', '.join(required)})" if required else ""
             raise ValueError(
-                f"Invalid value for `metrics`: {identifier!r} needs arguments and cannot be given by name; "
+                f"Invalid value for `metrics`: {identifier!r} needs arguments{needs} and cannot be given by name; "
                 f"pass an instance. Received: metrics={identifier!r}"
             )
         return cls(name=identifier)

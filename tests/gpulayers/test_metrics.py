@@ -248,7 +248,7 @@ def test_precision_recall_shapes_class_id_and_errors():
     with pytest.raises(ValueError, match="thresholds"):
         M.Recall(thresholds=[0.2, -0.1])
     with pytest.raises(ValueError, match="top_k"):
-        M.Precision(top_k=2)
+        M.Precision(top_k=0)  # top_k itself is covered in test_metrics_confusion.py
     with pytest.raises(ValueError, match=r"\(3,\).*\(2,\)"):
         M.Precision().update_state(np.ones(3), np.ones(2))
     assert M.Precision().name.startswith("precision") and M.Recall().name.startswith("recall")
