@@ -534,46 +534,6 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
         return {"name": self.name, "dtype": self.dtype}
 
 
-class MeanSquaredError(MeanMetricWrapper):
-    """The mean of ``mean((y_true - y_pred)**2, axis=-1)``."""
-
-    def __init__(self, name="mean_squared_error", dtype=None):
-        super().__init__(losses.mean_squared_error, name=name, dtype=dtype)
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
-
-
-class MeanAbsoluteError(MeanMetricWrapper):
-    """The mean of ``mean(|y_true - y_pred|, axis=-1)``."""
-
-    def __init__(self, name="mean_absolute_error", dtype=None):
-        super().__init__(losses.mean_absolute_error, name=name, dtype=dtype)
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
-
-
-class MeanAbsolutePercentageError(MeanMetricWrapper):
-    """The mean of ``100 * mean(|(y_true - y_pred) / max(|y_true|, epsilon)|, axis=-1)``."""
-
-    def __init__(self, name="mean_absolute_percentage_error", dtype=None):
-        super().__init__(losses.mean_absolute_percentage_error, name=name, dtype=dtype)
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
-
-
-class MeanSquaredLogarithmicError(MeanMetricWrapper):
-    """The mean of ``mean((log(max(y_pred, eps) + 1) - log(max(y_true, eps) + 1))**2, axis=-1)``."""
-
-    def __init__(self, name="mean_squared_logarithmic_error", dtype=None):
-        super().__init__(losses.mean_squared_logarithmic_error, name=name, dtype=dtype)
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
-
-
 _ACCURACY_FNS = {
     "binary": binary_accuracy,
     "sparse": sparse_categorical_accuracy,
@@ -650,10 +610,17 @@ from gpulayers.metrics_confusion import (  # noqa: E402
 from gpulayers.metrics_auc import AUC  # noqa: E402
 from gpulayers.metrics_fscore import F1Score, FBetaScore  # noqa: E402
 from gpulayers.metrics_iou import IoU, BinaryIoU, MeanIoU, OneHotIoU, OneHotMeanIoU  # noqa: E402
+from gpulayers.metrics_losses import (  # noqa: E402
+    BinaryCrossentropy, CategoricalCrossentropy, CategoricalHinge, CosineSimilarity, Hinge, KLDivergence, LogCoshError,
+    MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredError, MeanSquaredLogarithmicError, Poisson,
+    RootMeanSquaredError, SparseCategoricalCrossentropy, SquaredHinge, cosine_similarity)
 from gpulayers.metrics_top_k import (  # noqa: E402
     SparseTopKCategoricalAccuracy, TopKCategoricalAccuracy, sparse_top_k_categorical_accuracy,
     top_k_categorical_accuracy)
 
+_METRIC_FUNCTIONS.update({"hinge": losses.hinge, "squared_hinge": losses.squared_hinge,
+                          "categorical_hinge": losses.categorical_hinge, "kl_divergence": losses.kl_divergence,
+                          "poisson": losses.poisson, "log_cosh": losses.log_cosh, "cosine_similarity": cosine_similarity})
 _METRIC_FUNCTIONS.update({"top_k_categorical_accuracy": top_k_categorical_accuracy,
                           "sparse_top_k_categorical_accuracy": sparse_top_k_categorical_accuracy})
 _CLASSES = (Mean, Sum, MeanMetricWrapper, Accuracy, BinaryAccuracy, CategoricalAccuracy,
@@ -661,12 +628,15 @@ _CLASSES = (Mean, Sum, MeanMetricWrapper, Accuracy, BinaryAccuracy, CategoricalA
             MeanSquaredLogarithmicError, TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy, Precision, Recall,
             TruePositives, FalsePositives, TrueNegatives, FalseNegatives, PrecisionAtRecall, RecallAtPrecision,
             SensitivityAtSpecificity, SpecificityAtSensitivity, AUC, F1Score, FBetaScore, IoU, BinaryIoU, MeanIoU,
-            OneHotIoU, OneHotMeanIoU)
+            OneHotIoU, OneHotMeanIoU, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy,
+            Hinge, SquaredHinge, CategoricalHinge, KLDivergence, Poisson, CosineSimilarity, LogCoshError,
+            RootMeanSquaredError)
 _BY_NAME = {cls.__name__: cls for cls in _CLASSES}
 _BY_NAME.update({to_snake_case(cls.__name__): cls for cls in _CLASSES})
 _BY_NAME.update({"mse": MeanSquaredError, "MSE": MeanSquaredError, "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError,
                  "mape": MeanAbsolutePercentageError, "MAPE": MeanAbsolutePercentageError,
-                 "msle": MeanSquaredLogarithmicError, "MSLE": MeanSquaredLogarithmicError})
+                 "msle": MeanSquaredLogarithmicError, "MSLE": MeanSquaredLogarithmicError,
+                 "logcosh": LogCoshError})
 _ALL_NAMES = sorted(set(_BY_NAME) | {"acc"})
 
 
