@@ -75,6 +75,9 @@ def _check_object(obj, path, where, functions=False):
         if set(obj) - {"class_name", "config"} or not isinstance(obj.get("config"), dict):
             raise _bad(path, where, f"a {class_name} entry holds only its 'config'.")
         return
+    if class_name in ("__numpy__", "__tensor__"):  # an array argument (Constant's value, AUC's label_weights)
+        _check_array_entry(obj, class_name, path, where)
+        return
     if class_name == "__lambda__":
         from gpulayers.layers.lambda_layer import bytecode_refusal
 
@@ -91,6 +94,31 @@ def _check_object(obj, path, where, functions=False):
             raise _bad(path, where, f"'registered_name' should be a string or null. Received: {registered!r:.80}")
         if ">" in registered and registered != f"{_GPULAYERS_PACKAGE}>{class_name}":
             raise _bad(path, where, f"custom object {registered!r} is not one of gpulayers' classes.")
+
+
+def _check_array_entry(obj, class_name, path, where):
+    """Keras's form of an array in a config: ``{"class_name": "__numpy__", "config": {"value": nested lists of
+    numbers, "dtype": a real dtype name}}``; data only."""
+    config = obj.get("config")
+    if set(obj) - {"class_name", "config"} or not isinstance(config, dict) or set(config) - {"value", "dtype"}:
+        raise _bad(path, where, f"a {class_name} entry holds only its 'config' with 'value' and 'dtype'.")
+    dtype = config.get("dtype")
+    if not isinstance(dtype, str) or dtype not in _REAL_DTYPES:
+        raise _bad(path, where, f"a {class_name} entry's dtype should be a real dtype name. Received: {dtype!r:.80}")
+
+    def numbers_only(value, depth=0):
+        if isinstance(value, list):
+            return depth < 32 and all(numbers_only(v, depth + 1) for v in value)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) or value is None
+
+    if not numbers_only(config.get("value")):
+        raise _bad(path, where, f"a {class_name} entry's value should be nested lists of numbers.")
+
+
+_REAL_DTYPES = frozenset(
+    {"float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+     "uint64", "bool"}
+)
 
 
 def _check_keras_tensor(obj, path, where):

@@ -33,6 +33,7 @@ from gpulayers.layers import (
     StochasticPooling2D,
 )
 from gpulayers.models import Sequential
+from helpers import keras_or_skip
 
 # ---------------------------------------------------------------- models
 
@@ -919,3 +920,33 @@ def test_real_keras_layer_configs_are_those_gpulayers_writes(tmp_path):
     for entry, layer in zip(entries["config"]["layers"][1:], mine.layers, strict=True):
         assert entry["class_name"] == type(layer).__name__
         assert json.loads(json.dumps(layer.get_config())) == entry["config"]
+
+
+def test_arrays_in_configs_load_both_ways(tmp_path):
+    # Keras writes an array argument (Constant's value, AUC's label_weights) as {"class_name": "__numpy__" or
+    # "__tensor__", "config": {"value": ..., "dtype": ...}}: data, which loads; anything more in it is refused.
+    from gpulayers.saving import config_checks
+
+    entry = {"class_name": "__numpy__", "config": {"value": [[1.0, 2.0]], "dtype": "float64"}}
+    config_checks._check_object(entry, "m.keras", "config")
+    for bad in ({**entry, "module": "os"}, {"class_name": "__numpy__", "config": {"value": ["rm -rf"], "dtype": "float64"}},
+                {"class_name": "__tensor__", "config": {"value": [1.0], "dtype": "object"}}):
+        with pytest.raises(ValueError):
+            config_checks._check_object(bad, "m.keras", "config")
+    keras = keras_or_skip()
+    import gpulayers
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, kernel_initializer=keras.initializers.Constant(
+        np.arange(6.0).reshape(3, 2)))])
+    model.compile(optimizer="sgd", loss="mse",
+                  metrics=[keras.metrics.AUC(multi_label=True, num_labels=2, label_weights=[1.0, 2.0])])
+    model.save(tmp_path / "k.keras")
+    ours = gpulayers.saving.load_model(tmp_path / "k.keras")
+    np.testing.assert_array_equal(ours.get_weights()[0], np.arange(6.0).reshape(3, 2))
+    init = ours.layers[0].kernel_initializer
+    np.testing.assert_array_equal(init((3, 2)), np.arange(6.0).reshape(3, 2))
+    assert ours.get_compile_config()["metrics"][0]["config"]["label_weights"]["config"]["value"] == [1.0, 2.0]
+    ours.save(tmp_path / "g.keras")
+    # compile=False: Keras 3.15.1 cannot rebuild an AUC with label_weights from its own files either.
+    back = keras.saving.load_model(tmp_path / "g.keras", compile=False)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(back.layers[0].kernel), np.arange(6.0).reshape(3, 2))
