@@ -31,8 +31,10 @@ Differences from Keras 3, all deliberate:
 - ``learning_rate`` may also be a callable taking the step,
   ``lr = f(iterations)``; a callable taking no argument is called as Keras
   calls it, ``f()``.
-- ``use_ema=True``, ``loss_scale_factor`` and ``gradient_accumulation_steps``
-  are refused (ValueError); their config keys are still written.
+- ``use_ema=True`` and ``gradient_accumulation_steps`` are refused
+  (ValueError); their config keys are still written. ``loss_scale_factor``
+  scales the loss the training step differentiates and divides the
+  gradients by it before clipping, as Keras's.
 
 - The update rules use the exact Python float of a float learning rate
   (Keras: its float32 variable), and ``get_config`` writes that float (Keras:
@@ -136,7 +138,8 @@ class Optimizer(OptimizerState):
         clipvalue: clip each gradient's entries to ``[-clipvalue, clipvalue]``.
         global_clipnorm: clip all gradients together to this global L2 norm.
             Only one of the three may be set; 0 means no clipping, as in Keras.
-        use_ema, ema_momentum, ema_overwrite_frequency, loss_scale_factor,
+        loss_scale_factor: None, or a float > 0: a static loss scale (see above).
+        use_ema, ema_momentum, ema_overwrite_frequency,
         gradient_accumulation_steps: Keras's arguments, accepted at their
             defaults only (kept in the config).
         name: the optimizer's name; None gives Keras's default for the class.
@@ -192,14 +195,14 @@ class Optimizer(OptimizerState):
                 f"Received: ema_overwrite_frequency={ema_overwrite_frequency!r}"
             )
         self.ema_overwrite_frequency = None if ema_overwrite_frequency is None else int(ema_overwrite_frequency)
-        for argument, value in (("loss_scale_factor", loss_scale_factor),
-                                ("gradient_accumulation_steps", gradient_accumulation_steps)):
-            if value is not None:
-                raise ValueError(
-                    f"Invalid value for `{argument}`: not supported by gpulayers optimizers (only None). "
-                    f"Received: {argument}={value!r}"
-                )
-        self.loss_scale_factor = None
+        if gradient_accumulation_steps is not None:
+            raise ValueError(
+                "Invalid value for `gradient_accumulation_steps`: not supported by gpulayers optimizers (only "
+                f"None). Received: gradient_accumulation_steps={gradient_accumulation_steps!r}"
+            )
+        # Keras's static loss scaling: the step differentiates loss * factor and divides the gradients by it.
+        self.loss_scale_factor = check_real(loss_scale_factor, "loss_scale_factor", minimum=0, min_open=True,
+                                            allow_none=True)
         self.gradient_accumulation_steps = None
 
         self._iterations = 0
@@ -440,6 +443,8 @@ class Optimizer(OptimizerState):
 
         # All new values are computed before any is assigned: a step that
         # fails part way (out of GPU memory) leaves weights and state as they were.
+        if self.loss_scale_factor is not None:  # unscaled before clipping, as Keras
+            grads = [g / self.loss_scale_factor for g in grads]
         grads = self._clip_gradients(grads)
         self._step_globals = self._next_globals()
         if self._apply_fused(grads, variables, states, lr):
@@ -516,8 +521,9 @@ class Optimizer(OptimizerState):
         return done
 
     def scale_loss(self, loss):
-        """The loss the training step differentiates: ``loss`` itself (a LossScaleOptimizer scales it)."""
-        return loss
+        """The loss the training step differentiates: ``loss * loss_scale_factor`` when that is set, else
+        ``loss`` itself (a LossScaleOptimizer scales it by its dynamic scale)."""
+        return loss if self.loss_scale_factor is None else loss * self.loss_scale_factor
 
     def apply_gradients(self, grads_and_vars):
         """Keras's pair form: ``apply_gradients([(grad, variable), ...])``; returns the ``iterations`` Variable."""

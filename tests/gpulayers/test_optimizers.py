@@ -702,7 +702,7 @@ def test_callable_learning_rate_config_is_not_loadable():
         (lambda: O.SGD(clipnorm=1.0, clipvalue=1.0), ValueError, r"Only one of `clipnorm`, `clipvalue`"),
         (lambda: O.Adam(clipnorm=1.0, global_clipnorm=1.0), ValueError, r"Only one of"),
         (lambda: O.Adam(use_ema=True), ValueError, r"`use_ema`.*not supported"),
-        (lambda: O.Adam(loss_scale_factor=128.0), ValueError, r"`loss_scale_factor`.*loss_scale_factor=128.0"),
+        (lambda: O.Adam(loss_scale_factor=-2.0), ValueError, r"`loss_scale_factor`.*loss_scale_factor=-2.0"),
         (lambda: O.Adam(gradient_accumulation_steps=4), ValueError, r"`gradient_accumulation_steps`"),
         (lambda: O.Adam(ema_overwrite_frequency=0), ValueError, r"ema_overwrite_frequency=0"),
         (lambda: O.Adam(name=""), ValueError, r"`name`"),
@@ -785,3 +785,31 @@ def test_missing_gradients_are_skipped_with_keras_warning():
         opt.apply([None, np.ones(2, np.float32)], [v, w])
     np.testing.assert_array_equal(v.numpy(), [1.0, 1.0])
     np.testing.assert_array_equal(w.numpy(), [0.5, 0.5])
+
+
+def test_loss_scale_factor_scales_the_loss_and_unscales_the_gradients():
+    # Keras 3.15: the step differentiates loss * factor; apply divides the gradients by it before clipping.
+    import gpulayers
+    from gpulayers import layers
+
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((16, 4)).astype(np.float32), rng.standard_normal((16, 1)).astype(np.float32)
+    weights = []
+    for factor in (None, 1024.0, 3.0):
+        gpulayers.set_random_seed(3)
+        model = gpulayers.Sequential([layers.Input((4,)), layers.Dense(3, activation="tanh"), layers.Dense(1)])
+        model.compile(optimizer=O.SGD(0.1, loss_scale_factor=factor, clipnorm=0.5), loss="mse")
+        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+        assert np.isfinite(history.history["loss"]).all()
+        weights.append(model.get_weights())
+        if factor is not None:
+            assert model.optimizer.get_config()["loss_scale_factor"] == factor
+            assert float(model.optimizer.scale_loss(np.float32(2.0))) == 2.0 * factor
+    for a, b in zip(weights[0], weights[1]):  # a power of two: the same bits
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(weights[0], weights[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="loss_scale_factor"):
+        O.SGD(loss_scale_factor=0.0)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
+        O.SGD(gradient_accumulation_steps=2)
