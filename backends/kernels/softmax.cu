@@ -24,8 +24,6 @@ __device__ inline float sm_log(float v) { return logf(v); }
 __device__ inline double sm_log(double v) { return log(v); }
 __device__ inline float sm_nan(float) { return __int_as_float(0x7fc00000); }
 __device__ inline double sm_nan(double) { return __longlong_as_double(0x7ff8000000000000ll); }
-__device__ inline float sm_inf(float) { return __int_as_float(0x7f800000); }
-__device__ inline double sm_inf(double) { return __longlong_as_double(0x7ff0000000000000ll); }
 
 // Combine s[row * w + lane] over the w lanes of each row into s[row * w]:
 // the sum, or the max (NaN-propagating, as numpy's). Every thread of the block calls it.
@@ -43,11 +41,9 @@ __device__ inline void sm_lane_tree(T* s, int row, int lane, int w, bool active,
     }
 }
 
-// y = softmax(x) by rows; with a bias (bias != nullptr) x is updated in place to x + bias[col] first (read
-// and written by the same lane, so the later passes see the sum). Every thread of the block calls it.
+// y = softmax(x) by rows. Every thread of the block calls it.
 template <typename T>
-__device__ inline void sm_softmax_rows(T* x, const T* __restrict__ bias, T* __restrict__ y, long long rows, int cols,
-                                       int width)
+__device__ inline void sm_softmax_rows(const T* __restrict__ x, T* __restrict__ y, long long rows, int cols, int width)
 {
     __shared__ T s[SM_MAX_BLOCK];
     const int w = width < (int)blockDim.x ? width : (int)blockDim.x;
@@ -59,19 +55,10 @@ __device__ inline void sm_softmax_rows(T* x, const T* __restrict__ bias, T* __re
     for (long long u = blockIdx.x; u < groups; u += gridDim.x) {
         const long long r = u * ny + row;
         const bool live = active && r < rows;
-        T* xr = x + (live ? r : 0) * cols;
+        const T* xr = x + (live ? r : 0) * cols;
         T m = live ? xr[0] : T(0);
-        if (live && bias != nullptr) {
-            m = -sm_inf(T(0));  // below every value (xr[0] may be being rewritten by lane 0): a lane may have none
-#pragma unroll 1
-            for (int j = lane; j < cols; j += w) {
-                const T v = xr[j] + bias[j];
-                xr[j] = v;
-                m = v > m || v != v ? v : m;
-            }
-        } else if (live) {
+        if (live)
             for (int j = lane; j < cols; j += w) m = xr[j] > m || xr[j] != xr[j] ? xr[j] : m;
-        }
         s[threadIdx.x] = m;
         __syncthreads();
         sm_lane_tree(s, row, lane, w, active, true);
@@ -93,15 +80,26 @@ __device__ inline void sm_softmax_rows(T* x, const T* __restrict__ bias, T* __re
 template <typename T>
 __global__ void __launch_bounds__(SM_MAX_BLOCK) softmax_rows(const T* __restrict__ x, T* __restrict__ y, long long rows, int cols, int width)
 {
-    sm_softmax_rows(const_cast<T*>(x), (const T*)nullptr, y, rows, cols, width);  // x only read
+    sm_softmax_rows(x, y, rows, cols, width);
 }
 
-// A Dense layer's bias and softmax in one pass: z += bias (in place: z is the layer's output, the logits),
-// then y = softmax(z).
+// A Dense layer's bias and softmax in one launch: z += bias (in place: z is the layer's output, the logits) on
+// the rows this block normalizes, then softmax_rows' pass over them (two phases, so each fits 64 registers).
 template <typename T>
-__global__ void __launch_bounds__(SM_MAX_BLOCK) bias_softmax_rows(T* z, const T* __restrict__ bias, T* __restrict__ y, long long rows, int cols, int width)
+__global__ void __launch_bounds__(SM_MAX_BLOCK) bias_softmax_rows(T* __restrict__ z, const T* __restrict__ bias, T* __restrict__ y, long long rows, int cols, int width)
 {
-    sm_softmax_rows(z, bias, y, rows, cols, width);
+    const int w = width < (int)blockDim.x ? width : (int)blockDim.x;
+    const int ny = blockDim.x / w;
+    const int lane = threadIdx.x % w;
+    const int row = threadIdx.x / w;
+    const long long groups = (rows + ny - 1) / ny;
+    for (long long u = blockIdx.x; u < groups; u += gridDim.x) {
+        const long long r = u * ny + row;
+        if (row < ny && r < rows)
+            for (int j = lane; j < cols; j += w) z[r * cols + j] = z[r * cols + j] + bias[j];
+    }
+    __syncthreads();  // the block's rows are biased before any lane reads them
+    sm_softmax_rows(z, y, rows, cols, width);
 }
 
 // The value of row r for lane 0 of its threads (0 for the other lanes and for rows past the end). Every
