@@ -19,7 +19,7 @@ that keeps the state its update rule reads and writes:
 
 import numpy as np
 
-from backends import array_namespace
+from backends import array_namespace, get_ops
 from gpulayers.config import floatx
 from gpulayers.argument_validation import standardize_int
 from gpulayers.optimizers.state_variables import GlobalSlot, ScalarVariable, SlotVariable
@@ -161,6 +161,30 @@ class OptimizerState:
         out += [self._slot_variable(v, slot) for v, slot in self._slot_order(seen)]
         out += [self._global_variable(name) for name in self._global_slots() if name in self._global_state]
         return out
+
+    def set_weights(self, weights):
+        """Keras's ``optimizer.set_weights``: each of :attr:`variables`, in order, from ``weights`` (arrays of
+        their shapes, all checked before any is assigned)."""
+        if not self.built:
+            raise ValueError(
+                "You are calling `set_weights()` on an optimizer that has not yet been built. Please call "
+                "`optimizer.build(trainable_variables)` to create the optimizer weights before calling `set_weights()`."
+            )
+        variables = self.variables
+        arrays = [get_ops().to_numpy(getattr(w, "data", w)) if not isinstance(w, np.ndarray) else w for w in weights]
+        if len(arrays) != len(variables):
+            raise ValueError(
+                f"Invalid value for `weights`: optimizer '{self.name}' has {len(variables)} variables. "
+                f"Received: {len(arrays)} arrays"
+            )
+        for v, a in zip(variables, arrays):
+            if tuple(np.shape(a)) != tuple(v.shape):
+                raise ValueError(
+                    f"Optimizer variable {v.path} has shape {tuple(v.shape)} not compatible with provided weight "
+                    f"shape {tuple(np.shape(a))}."
+                )
+        for v, a in zip(variables, arrays):
+            v.assign(np.asarray(a))
 
     def _slot_variable(self, variable, slot):
         key = ("slot", id(variable), slot)

@@ -354,3 +354,32 @@ def test_an_assigned_rate_is_saved_and_loaded(tmp_path):
     for a, b in zip(model.optimizer.variables, loaded.optimizer.variables, strict=True):
         assert a.path.split("/", 1)[-1] == b.path.split("/", 1)[-1]
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_set_weights_takes_the_variables_of_another_optimizer():
+    # Keras's optimizer.set_weights: every optimizer variable (iterations, learning rate, slots), in order.
+    from gpulayers.variables import Variable
+
+    def stepped(opt, steps):
+        w = Variable(np.array([1.0, -2.0], np.float32), name="w")
+        opt.build([w])
+        for i in range(steps):
+            opt.apply([np.array([0.5, 0.25 * (i + 1)], np.float32)], [w])
+        return w
+
+    a = O.Adam(learning_rate=0.01)
+    wa = stepped(a, 3)
+    b = O.Adam(learning_rate=0.5)
+    wb = stepped(b, 0)
+    wb.assign(wa.numpy())
+    b.set_weights([v.numpy() for v in a.variables])
+    assert int(b.iterations) == 3 and float(b.learning_rate) == pytest.approx(0.01)
+    for opt, w in ((a, wa), (b, wb)):
+        opt.apply([np.array([0.1, 0.2], np.float32)], [w])
+    np.testing.assert_array_equal(wa.numpy(), wb.numpy())
+    with pytest.raises(ValueError, match="not compatible with provided weight shape"):
+        b.set_weights([v.numpy() for v in a.variables][:-1] + [np.zeros(3, np.float32)])
+    with pytest.raises(ValueError, match="has 4 variables"):
+        b.set_weights([np.int64(1)])
+    with pytest.raises(ValueError, match="has not yet been built"):
+        O.SGD().set_weights([])
