@@ -1,5 +1,6 @@
 """Shared test tools: host conversion and finite-difference gradient checks."""
 
+import importlib.util
 import os
 
 import numpy as np
@@ -9,14 +10,19 @@ from backends import get_ops
 
 
 def keras_or_skip():
-    """Keras 3 on a backend that trains (torch unless KERAS_BACKEND says otherwise), or skip the test."""
-    os.environ.setdefault("KERAS_BACKEND", "torch")
+    """Keras 3 on a backend that trains (KERAS_BACKEND, else the first of torch, jax, tensorflow installed), or
+    skip the test. The first import fixes the backend for the whole test process."""
+    if "KERAS_BACKEND" not in os.environ:
+        for backend in ("torch", "jax", "tensorflow"):
+            if importlib.util.find_spec(backend) is not None:
+                os.environ["KERAS_BACKEND"] = backend
+                break
     try:
         import keras
     except Exception as exc:  # not installed, or its backend is missing
         pytest.skip(f"Keras 3 is not importable here ({type(exc).__name__}: {exc})")
-    if keras.backend.backend() == "numpy":
-        pytest.skip("Keras's numpy backend cannot train")
+    if not keras.__version__.startswith("3.") or keras.backend.backend() == "numpy":
+        pytest.skip(f"needs Keras 3 on a backend that trains, found {keras.__version__} on {keras.backend.backend()}")
     return keras
 
 

@@ -68,6 +68,7 @@ from gpulayers.datasets import cifar, cifar10, cifar100, fashion_mnist, mnist  #
 from gpulayers.datasets.pickle_reader import PickleDataError, read_pickle_data  # noqa: E402
 from gpulayers.file_utils import DownloadError  # noqa: E402
 from local_http import LocalServer, refused_url  # noqa: E402
+from helpers import keras_or_skip
 
 RNG = np.random.default_rng(1234)
 
@@ -590,9 +591,6 @@ def test_cifar_archive_with_an_unsafe_member_is_refused(keras_home, server, monk
 # ------------------------------------------------------------------ the same arrays as Keras's loaders
 
 
-def _keras():
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    return pytest.importorskip("keras", reason="Keras 3 is not installed: the comparison needs it")
 
 
 def _assert_same(ours, theirs):
@@ -609,7 +607,7 @@ def test_same_arrays_as_keras_loaders(keras_home, server, monkeypatch, data_form
     Keras's cifar10.load_data hard-codes 10,000 images a batch, so for CIFAR-10 its load_batch is
     compared batch by batch instead; MNIST, Fashion-MNIST and CIFAR-100 are compared whole.
     """
-    keras = _keras()
+    keras = keras_or_skip()
     from keras.src.datasets import cifar as k_cifar
     from keras.src.datasets import cifar100 as k_cifar100
     from keras.src.datasets import fashion_mnist as k_fashion

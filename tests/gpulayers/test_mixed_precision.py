@@ -11,6 +11,7 @@ import gpulayers
 from gpulayers import dtype_policies, layers, mixed_precision, ops, optimizers
 from gpulayers.autodiff import GradientTape
 from gpulayers.optimizers import LossScaleOptimizer
+from helpers import keras_or_skip
 
 
 @pytest.fixture(autouse=True)
@@ -235,17 +236,6 @@ def test_keras_file_round_trip_keeps_the_loss_scale(tmp_path):
 # ---------------------------------------------------------------- against Keras 3 (optional)
 
 
-def _keras_or_skip():
-    import os
-
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    try:
-        import keras
-    except Exception as exc:
-        pytest.skip(f"Keras 3 is not importable here ({type(exc).__name__}: {exc})")
-    if not keras.__version__.startswith("3.") or keras.backend.backend() == "numpy":
-        pytest.skip("needs Keras 3 on a backend that trains")
-    return keras
 
 
 def keras_twin(keras):
@@ -262,7 +252,7 @@ def keras_twin(keras):
 
 
 def test_mixed_float16_training_matches_keras():
-    keras = _keras_or_skip()
+    keras = keras_or_skip()
     model, x, y = small_model("mixed_float16")
     theirs = keras_twin(keras)
     theirs.set_weights([w.numpy() for w in model.weights])
@@ -279,7 +269,7 @@ def test_mixed_float16_training_matches_keras():
 
 
 def test_keras_reads_our_loss_scale_file_and_we_read_its(tmp_path):
-    keras = _keras_or_skip()
+    keras = keras_or_skip()
     model, x, y = small_model("mixed_float16")
     # momentum, not Adam: Adam turns the float16 noise in the conv bias's ~0 gradient (BN cancels it) into
     # full-size steps, which no tolerance compares

@@ -8,11 +8,9 @@ build order (each ``add_optimizer_variables`` call loops over the trainable
 weights and, per weight, over its names).
 """
 
-import importlib.util
 import io
 import json
 import re
-import os
 import warnings
 import zipfile
 
@@ -24,6 +22,7 @@ from gpulayers import losses, metrics, optimizers, serialization
 from gpulayers.layers import BatchNormalization, Conv2D, Dense, Flatten, Input
 from gpulayers.models import Sequential, load_model
 from gpulayers.optimizers import schedules
+from helpers import keras_or_skip
 
 # ---------------------------------------------------------------- models and data
 
@@ -678,16 +677,6 @@ def test_optimizer_import_state_checks_before_assigning():
 # ---------------------------------------------------------------- real Keras 3 (optional)
 
 
-def _keras_or_skip():
-    if "KERAS_BACKEND" not in os.environ:
-        for backend in ("torch", "jax", "tensorflow"):
-            if importlib.util.find_spec(backend) is not None:
-                os.environ["KERAS_BACKEND"] = backend
-                break
-    keras = pytest.importorskip("keras", reason="Keras 3 is not installed: the interop check needs it")
-    if not keras.__version__.startswith("3."):
-        pytest.skip(f"needs Keras 3, found {keras.__version__}")
-    return keras
 
 
 def keras_model(keras, weights):
@@ -741,7 +730,7 @@ def assert_close_states(a, b, exact=False):
 
 @pytest.mark.parametrize("opt_id", sorted(KERAS_OPTIMIZERS))
 def test_keras_trained_file_resumes_in_gpulayers(tmp_path, opt_id):
-    keras = _keras_or_skip()
+    keras = keras_or_skip()
     make_keras, _ = KERAS_OPTIMIZERS[opt_id]
     data = batches(5)
     kmodel = keras_model(keras, make_model().get_weights())
@@ -769,7 +758,7 @@ def test_keras_trained_file_resumes_in_gpulayers(tmp_path, opt_id):
 
 @pytest.mark.parametrize("opt_id", sorted(KERAS_OPTIMIZERS))
 def test_gpulayers_file_resumes_in_keras(tmp_path, opt_id):
-    keras = _keras_or_skip()
+    keras = keras_or_skip()
     _, make_mine = KERAS_OPTIMIZERS[opt_id]
     data = batches(5)
     model = compiled(make_mine())
@@ -810,7 +799,7 @@ KERAS_COMPILE_ARGUMENTS = {  # id -> compile() arguments, built with the keras m
 
 @pytest.mark.parametrize("case", sorted(KERAS_COMPILE_ARGUMENTS))
 def test_keras_compile_configs_load_and_resume(tmp_path, case):
-    keras = _keras_or_skip()
+    keras = keras_or_skip()
     data = batches(4)
     kmodel = keras_model(keras, make_model().get_weights())
     kmodel.compile(**KERAS_COMPILE_ARGUMENTS[case](keras))
@@ -833,7 +822,7 @@ def test_keras_compile_configs_load_and_resume(tmp_path, case):
 
 
 def test_keras_compiled_never_trained_file_loads_in_gpulayers_and_back(tmp_path):
-    keras = _keras_or_skip()
+    keras = keras_or_skip()
     kmodel = keras_model(keras, make_model().get_weights())
     kmodel.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
     kmodel.save(str(tmp_path / "k.keras"))

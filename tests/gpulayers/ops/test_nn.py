@@ -2,13 +2,12 @@
 against finite differences, and the cross-entropies' fusion with softmax/sigmoid."""
 
 import functools
-import os
 import math
 import warnings
 
 import numpy as np
 import pytest
-from helpers import check_op_gradients, grad_of
+from helpers import check_op_gradients, grad_of, keras_or_skip
 
 from gpulayers import autodiff, config, ops
 from gpulayers.autodiff import Tensor
@@ -872,14 +871,11 @@ def test_conv_transpose_errors_and_dtypes():
     assert ops.conv_transpose is N.conv_transpose and "conv_transpose" in ops.__all__
 
 
-def _keras():
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    return pytest.importorskip("keras")
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras's torch backend converting to NumPy
-def test_conv_transpose_matches_keras():
-    keras = _keras()
+def test_conv_transpose_matcheskeras_or_skip():
+    keras = keras_or_skip()
     rng = np.random.default_rng(35)
     for kernel, strides, padding, output_padding, dilation, hw in CONV_TRANSPOSE_CASES:
         for data_format in ("channels_last", "channels_first"):
