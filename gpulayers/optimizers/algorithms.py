@@ -114,7 +114,7 @@ class Adam(Optimizer):
 
     def _alpha(self, lr):
         """The step size with both bias corrections, for step ``iterations + 1``."""
-        t = self._iterations + 1
+        t = self._updates_done() + 1
         return lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
 
     def _update_step(self, g, w, lr, state):

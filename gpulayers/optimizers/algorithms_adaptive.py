@@ -79,7 +79,7 @@ class Nadam(Optimizer):
     def _next_globals(self):
         u_product = self._global_state["u_product"][()]
         dt = type(u_product)
-        step = dt(self._iterations + 1)
+        step = dt(self._updates_done() + 1)
         # Keras: u_product * beta_1 * (1 - 0.5 * 0.96**t), in u_product's dtype
         return {"u_product": np.asarray(u_product * dt(self.beta_1) * (dt(1.0) - dt(0.5) * dt(0.96) ** step))}
 
@@ -87,7 +87,7 @@ class Nadam(Optimizer):
         xp = array_namespace(w)
         dt = w.dtype.type
         step_globals = self._step_globals or self._next_globals()
-        local_step, next_step = dt(self._iterations + 1), dt(self._iterations + 2)
+        local_step, next_step = dt(self._updates_done() + 1), dt(self._updates_done() + 2)
         decay, beta_1, beta_2 = dt(0.96), dt(self.beta_1), dt(self.beta_2)
         u_t = beta_1 * (dt(1.0) - dt(0.5) * decay ** local_step)
         u_t_1 = beta_1 * (dt(1.0) - dt(0.5) * decay ** next_step)
@@ -144,7 +144,7 @@ class Adamax(Optimizer):
     def _update_step(self, g, w, lr, state):
         xp = array_namespace(w)
         dt = w.dtype.type
-        beta_1_power = dt(self.beta_1) ** dt(self._iterations + 1)
+        beta_1_power = dt(self.beta_1) ** dt(self._updates_done() + 1)
         m, u = state["momentum"], state["norm"]
         m = m + (g - m) * (1 - self.beta_1)
         u = xp.maximum(u * self.beta_2, xp.abs(g))

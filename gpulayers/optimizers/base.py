@@ -31,8 +31,10 @@ Differences from Keras 3, all deliberate:
 - ``learning_rate`` may also be a callable taking the step,
   ``lr = f(iterations)``; a callable taking no argument is called as Keras
   calls it, ``f()``.
-- ``use_ema=True`` and ``gradient_accumulation_steps`` are refused
-  (ValueError); their config keys are still written. ``loss_scale_factor``
+- ``use_ema=True`` is refused (ValueError); its config keys are still
+  written. ``gradient_accumulation_steps=n`` sums the gradients of n calls
+  and applies their mean at the n-th, as Keras's (``gradient_accumulator``
+  slots first in the state, ``iterations`` the updates). ``loss_scale_factor``
   scales the loss the training step differentiates and divides the
   gradients by it before clipping, as Keras's.
 
@@ -139,9 +141,9 @@ class Optimizer(OptimizerState):
         global_clipnorm: clip all gradients together to this global L2 norm.
             Only one of the three may be set; 0 means no clipping, as in Keras.
         loss_scale_factor: None, or a float > 0: a static loss scale (see above).
-        use_ema, ema_momentum, ema_overwrite_frequency,
-        gradient_accumulation_steps: Keras's arguments, accepted at their
-            defaults only (kept in the config).
+        gradient_accumulation_steps: None, or an int >= 2 (see above).
+        use_ema, ema_momentum, ema_overwrite_frequency: Keras's arguments,
+            accepted at their defaults only (kept in the config).
         name: the optimizer's name; None gives Keras's default for the class.
     """
 
@@ -196,14 +198,13 @@ class Optimizer(OptimizerState):
             )
         self.ema_overwrite_frequency = None if ema_overwrite_frequency is None else int(ema_overwrite_frequency)
         if gradient_accumulation_steps is not None:
-            raise ValueError(
-                "Invalid value for `gradient_accumulation_steps`: not supported by gpulayers optimizers (only "
-                f"None). Received: gradient_accumulation_steps={gradient_accumulation_steps!r}"
-            )
+            gradient_accumulation_steps = standardize_int(gradient_accumulation_steps, "gradient_accumulation_steps",
+                                                          minimum=2)
         # Keras's static loss scaling: the step differentiates loss * factor and divides the gradients by it.
         self.loss_scale_factor = check_real(loss_scale_factor, "loss_scale_factor", minimum=0, min_open=True,
                                             allow_none=True)
-        self.gradient_accumulation_steps = None
+        # Keras's gradient accumulation: the gradients summed over that many calls, their mean applied at the last.
+        self.gradient_accumulation_steps = gradient_accumulation_steps
 
         self._iterations = 0
         self._learning_rate, self._lr_takes_step = self._standardize_learning_rate(learning_rate)
@@ -297,8 +298,13 @@ class Optimizer(OptimizerState):
         """The number of updates applied so far: Keras's ``iteration`` Variable (an integer scalar).
 
         ``int(optimizer.iterations)``, ``.numpy()`` and ``.assign(n)`` work as
-        in Keras; setting ``optimizer.iterations = n`` also does.
+        in Keras; setting ``optimizer.iterations = n`` also does. With gradient
+        accumulation, Keras's value: the calls so far over the accumulation
+        steps, a 0-d integer tensor (the ``iteration`` Variable of
+        :attr:`variables` keeps counting the calls).
         """
+        if self.gradient_accumulation_steps:
+            return Tensor(np.asarray(self._updates_done(), dtype=np.int64))
         return self._iterations_variable()
 
     @iterations.setter
@@ -445,9 +451,14 @@ class Optimizer(OptimizerState):
         # fails part way (out of GPU memory) leaves weights and state as they were.
         if self.loss_scale_factor is not None:  # unscaled before clipping, as Keras
             grads = [g / self.loss_scale_factor for g in grads]
+        if self.gradient_accumulation_steps:
+            grads = self._accumulated(grads, variables, states)
+            if grads is None:
+                return
         grads = self._clip_gradients(grads)
         self._step_globals = self._next_globals()
         if self._apply_fused(grads, variables, states, lr):
+            self._reset_accumulators(states)
             return
         results = []
         for g, v, state in zip(grads, variables, states):
@@ -478,6 +489,39 @@ class Optimizer(OptimizerState):
             state.update(new_state)
         self._global_state.update(self._step_globals)
         self._step_globals = {}
+        self._reset_accumulators(states)
+
+    def _updates_done(self):
+        """The number of updates applied: ``iterations``, or with gradient accumulation the calls over the
+        accumulation steps (Keras's ``iterations`` then, which the rules' step counts use)."""
+        steps = self.gradient_accumulation_steps
+        return self._iterations // steps if steps else self._iterations
+
+    def _accumulated(self, grads, variables, states):
+        """Gradient accumulation (Keras's): on all calls but every ``gradient_accumulation_steps``-th, the
+        gradients are added to the accumulators and only ``iterations`` (and the constraints) move: None comes
+        back. On that call the mean of the accumulated gradients and these comes back (the accumulators are reset
+        once the update is done)."""
+        steps = self.gradient_accumulation_steps
+        accumulators = [state["gradient_accumulator"] for state in states]
+        if (self._iterations + 1) % steps:
+            new = [acc + g.astype(acc.dtype, copy=False) for acc, g in zip(accumulators, grads)]
+            constrained = [_constrained(v, v.value) if getattr(v, "constraint", None) is not None else None
+                           for v in variables]
+            for state, acc in zip(states, new):
+                state["gradient_accumulator"] = acc
+            for v, value in zip(variables, constrained):
+                if value is not None:
+                    v.value = value
+            self._iterations += 1
+            return None
+        return [(g.astype(acc.dtype, copy=False) + acc) / steps for g, acc in zip(grads, accumulators)]
+
+    def _reset_accumulators(self, states):
+        if self.gradient_accumulation_steps:  # after the update: a step that fails keeps them
+            for state in states:
+                state["gradient_accumulator"] = array_namespace(state["gradient_accumulator"]).zeros_like(
+                    state["gradient_accumulator"])
 
     def _apply_fused(self, grads, variables, states, lr):
         """The update of every variable in one multi-tensor launch, where the backend has one.

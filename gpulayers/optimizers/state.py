@@ -61,7 +61,7 @@ class OptimizerState:
     def _state_for(self, variable):
         entry = self._state.get(id(variable))
         if entry is None:
-            entry = (variable, {slot: self._init_slot(slot, variable.value) for slot in self._slots()})
+            entry = (variable, {slot: self._init_slot(slot, variable.value) for slot in self._all_slots()})
             self._state[id(variable)] = entry
         else:
             for slot, array in entry[1].items():
@@ -94,9 +94,16 @@ class OptimizerState:
         """
         return tuple((slot,) for slot in self._slots())
 
+    def _all_slots(self):
+        """Every per-variable state array: Keras's ``gradient_accumulator`` (with gradient accumulation), then
+        the rule's slots."""
+        return (("gradient_accumulator",) if self.gradient_accumulation_steps else ()) + tuple(self._slots())
+
     def _slot_order(self, variables):
-        """``(variable, slot)`` for each per-variable state array of ``variables``, in Keras's order."""
-        return [(v, slot) for group in self._slot_groups() for v in variables for slot in group]
+        """``(variable, slot)`` for each per-variable state array of ``variables``, in Keras's order (the
+        gradient accumulators, which Keras's base ``build`` makes, first)."""
+        groups = ((("gradient_accumulator",),) if self.gradient_accumulation_steps else ()) + tuple(self._slot_groups())
+        return [(v, slot) for group in groups for v in variables for slot in group]
 
     # ------------------------------------------------------------ optimizer-wide state
 

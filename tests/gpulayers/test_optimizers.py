@@ -18,7 +18,7 @@ from backends import get_ops
 from gpulayers import optimizers as O
 from gpulayers.variables import Variable
 from gpulayers.optimizers import schedules as S
-from helpers import to_np
+from helpers import keras_or_skip, to_np
 
 
 def var(values, name="kernel", dtype=np.float64, constraint=None):
@@ -703,7 +703,7 @@ def test_callable_learning_rate_config_is_not_loadable():
         (lambda: O.Adam(clipnorm=1.0, global_clipnorm=1.0), ValueError, r"Only one of"),
         (lambda: O.Adam(use_ema=True), ValueError, r"`use_ema`.*not supported"),
         (lambda: O.Adam(loss_scale_factor=-2.0), ValueError, r"`loss_scale_factor`.*loss_scale_factor=-2.0"),
-        (lambda: O.Adam(gradient_accumulation_steps=4), ValueError, r"`gradient_accumulation_steps`"),
+        (lambda: O.Adam(gradient_accumulation_steps=1), ValueError, r"`gradient_accumulation_steps`.*=1"),
         (lambda: O.Adam(ema_overwrite_frequency=0), ValueError, r"ema_overwrite_frequency=0"),
         (lambda: O.Adam(name=""), ValueError, r"`name`"),
         (lambda: O.Adam(lr=0.1), ValueError, r"not recognized.*'lr'"),
@@ -811,5 +811,67 @@ def test_loss_scale_factor_scales_the_loss_and_unscales_the_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="loss_scale_factor"):
         O.SGD(loss_scale_factor=0.0)
+
+
+def test_gradient_accumulation_applies_the_mean_every_n_calls():
+    # Keras 3.15: the gradients of n calls are summed; the n-th call applies their mean; iterations counts updates.
+    from gpulayers.variables import Variable
+
+    w = Variable(np.array([1.0, -1.0]), name="w")
+    opt = O.SGD(learning_rate=0.5, gradient_accumulation_steps=3)
+    grads = [np.array([0.3, 0.6]), np.array([0.9, -0.3]), np.array([0.0, 0.3]), np.array([1.2, 1.2])]
+    expected = np.array([1.0, -1.0])
+    for i, g in enumerate(grads):
+        opt.apply([g], [w])
+        if i == 2:
+            expected = expected - 0.5 * (grads[0] + grads[1] + grads[2]) / 3
+        np.testing.assert_allclose(w.numpy(), expected, rtol=1e-15)
+    assert int(opt.iterations) == 1 and int(opt.variables[0].numpy()) == 4  # updates vs calls
+    np.testing.assert_allclose(opt.variables[2].numpy(), grads[3])  # the accumulator holds the 4th call
+    assert opt.get_config()["gradient_accumulation_steps"] == 3
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):
-        O.SGD(gradient_accumulation_steps=2)
+        O.SGD(gradient_accumulation_steps=1)
+
+
+@pytest.mark.parametrize("name, kwargs", [("SGD", dict(learning_rate=0.1, momentum=0.9)), ("Adam", dict(learning_rate=0.01)),
+                                          ("AdamW", dict(learning_rate=0.01, weight_decay=0.1))])
+def test_gradient_accumulation_equals_keras(name, kwargs):
+    keras = keras_or_skip()
+    from gpulayers.variables import Variable
+
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((3, 2)).astype(np.float32)
+    theirs, ours = (getattr(m, name)(gradient_accumulation_steps=3, **kwargs) for m in (keras.optimizers, O))
+    kv, gv = keras.Variable(w0.copy(), name="w"), Variable(w0.copy(), name="w")
+    for _ in range(7):
+        g = rng.standard_normal((3, 2)).astype(np.float32)
+        theirs.apply_gradients([(keras.ops.convert_to_tensor(g), kv)])
+        ours.apply_gradients([(g, gv)])
+    assert int(keras.ops.convert_to_numpy(theirs.iterations)) == int(ours.iterations) == 2
+    assert [v.name for v in theirs.variables] == [v.name for v in ours.variables]
+    for a, b in zip(theirs.variables, ours.variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.name)
+
+
+def test_gradient_accumulation_state_moves_both_ways_in_keras_files(tmp_path):
+    # The accumulators are optimizer variables (first after iteration and learning_rate, as Keras builds them):
+    # a mid-accumulation .keras file resumes on either side.
+    keras = keras_or_skip()
+    import gpulayers
+    from gpulayers import layers
+
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((10, 3)).astype(np.float32), rng.standard_normal((10, 1)).astype(np.float32)
+    ours = gpulayers.Sequential([layers.Input((3,)), layers.Dense(2), layers.Dense(1)])
+    ours.compile(optimizer=O.Adam(0.01, gradient_accumulation_steps=2), loss="mse")
+    ours.fit(x, y, batch_size=2, epochs=1, verbose=0, shuffle=False)  # 5 calls: an accumulation under way
+    ours.save(tmp_path / "g.keras")
+    theirs = keras.saving.load_model(tmp_path / "g.keras")
+    assert [v.name for v in theirs.optimizer.variables] == [v.name for v in ours.optimizer.variables]
+    for a, b in zip(theirs.optimizer.variables, ours.optimizer.variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), b.numpy(), rtol=1e-6, err_msg=a.name)
+    theirs.save(tmp_path / "k.keras")
+    again = gpulayers.saving.load_model(tmp_path / "k.keras")
+    for a, b in zip(again.optimizer.variables, ours.optimizer.variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, err_msg=a.name)
+    assert int(again.optimizer.iterations) == 2 and again.optimizer.get_config()["gradient_accumulation_steps"] == 2
