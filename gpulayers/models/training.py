@@ -707,6 +707,8 @@ class Trainer:
         finally:
             if val is not None:
                 val.close()
+        if self.optimizer is not None and epochs > 0 and getattr(self.optimizer, "built", False):
+            self.optimizer.finalize_variable_values(self.trainable_weights)  # Keras's: EMA weights take over
         cbs.on_train_end(logs)
         return self.history
 

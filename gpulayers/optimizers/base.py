@@ -31,8 +31,10 @@ Differences from Keras 3, all deliberate:
 - ``learning_rate`` may also be a callable taking the step,
   ``lr = f(iterations)``; a callable taking no argument is called as Keras
   calls it, ``f()``.
-- ``use_ema=True`` is refused (ValueError); its config keys are still
-  written. ``gradient_accumulation_steps=n`` sums the gradients of n calls
+- ``use_ema=True`` keeps Keras's moving average of each variable
+  (``average`` slots, first in the state; ``ema_momentum``,
+  ``ema_overwrite_frequency``), which ``finalize_variable_values`` (the end
+  of ``fit``) copies into the variables. ``gradient_accumulation_steps=n`` sums the gradients of n calls
   and applies their mean at the n-th, as Keras's (``gradient_accumulator``
   slots first in the state, ``iterations`` the updates). ``loss_scale_factor``
   scales the loss the training step differentiates and divides the
@@ -142,8 +144,8 @@ class Optimizer(OptimizerState):
             Only one of the three may be set; 0 means no clipping, as in Keras.
         loss_scale_factor: None, or a float > 0: a static loss scale (see above).
         gradient_accumulation_steps: None, or an int >= 2 (see above).
-        use_ema, ema_momentum, ema_overwrite_frequency: Keras's arguments,
-            accepted at their defaults only (kept in the config).
+        use_ema, ema_momentum, ema_overwrite_frequency: the moving average of
+            the weights (see above): a bool, a float in [0, 1], None or an int >= 1.
         name: the optimizer's name; None gives Keras's default for the class.
     """
 
@@ -180,12 +182,8 @@ class Optimizer(OptimizerState):
                 "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. "
                 f"Received: clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}"
             )
-        if standardize_bool(use_ema, "use_ema"):
-            raise ValueError(
-                f"Invalid value for `use_ema`: the exponential moving average of weights is not supported by "
-                f"gpulayers optimizers. Received: use_ema={use_ema!r}"
-            )
-        self.use_ema = False
+        # Keras's exponential moving average of the weights: `average` slots, updated after each call.
+        self.use_ema = standardize_bool(use_ema, "use_ema")
         self.ema_momentum = check_real(ema_momentum, "ema_momentum", minimum=0, maximum=1)
         if ema_overwrite_frequency is not None and (
             isinstance(ema_overwrite_frequency, (bool, np.bool_))
@@ -426,6 +424,41 @@ class Optimizer(OptimizerState):
             grads: one array (or None, skipped) per variable.
             variables: the Variables; None means those given to :meth:`build`.
         """
+        updates_before = self._updates_done()
+        calls_before = self._iterations
+        self._apply(grads, variables)
+        if self.use_ema and self._iterations != calls_before:
+            self._update_moving_averages(updates_before)
+
+    def _update_moving_averages(self, updates_before):
+        """Keras's EMA after a call: ``average = m * average + (1 - m) * variable`` for every variable the
+        optimizer holds, m = ema_momentum (0 at the first update, so the average starts at the variable); every
+        ``ema_overwrite_frequency`` updates the variables take their averages."""
+        momentum = 0.0 if updates_before == 0 else self.ema_momentum
+        for v, state in self._state.values():
+            w = v.value
+            state["average"] = (momentum * state["average"] + (1 - momentum) * w).astype(w.dtype, copy=False)
+        freq = self.ema_overwrite_frequency
+        if freq and (updates_before + 1) % freq == 0:
+            self.finalize_variable_values([v for v, _ in self._state.values()])
+
+    def finalize_variable_values(self, var_list):
+        """Keras's end of training: with ``use_ema`` each variable of ``var_list`` takes its moving average
+        (``fit`` calls it after its last epoch); nothing otherwise."""
+        if not self.use_ema:
+            return
+        var_list = list(var_list)
+        states = [self._state.get(id(v)) for v in var_list]
+        if any(s is None for s in states) or len(var_list) != len(self._state):
+            raise ValueError(
+                f"The length of model variables ({len(var_list)}) to override does not match the length of model "
+                f"variables stored in the optimizer ({len(self._state)}). Please check if the optimizer was called "
+                "on your model."
+            )
+        for v, (_, state) in zip(var_list, states):
+            v.assign(state["average"])
+
+    def _apply(self, grads, variables):
         grads, variables = self._checked_pairs(grads, variables)
         if not grads:
             return

@@ -83,6 +83,10 @@ class LossScaleOptimizer(Optimizer):
         """Finite steps since the scale last changed."""
         return self._step_counter
 
+    def finalize_variable_values(self, var_list):
+        """The inner optimizer's (its moving averages, with ``use_ema``), as Keras's."""
+        self.inner_optimizer.finalize_variable_values(var_list)
+
     def scale_loss(self, loss):
         """``loss * dynamic_scale`` (the initial scale before the first step)."""
         return loss * self._dynamic_scale

@@ -95,14 +95,17 @@ class OptimizerState:
         return tuple((slot,) for slot in self._slots())
 
     def _all_slots(self):
-        """Every per-variable state array: Keras's ``gradient_accumulator`` (with gradient accumulation), then
-        the rule's slots."""
-        return (("gradient_accumulator",) if self.gradient_accumulation_steps else ()) + tuple(self._slots())
+        """Every per-variable state array: Keras's ``average`` (with ``use_ema``) and ``gradient_accumulator``
+        (with gradient accumulation), then the rule's slots."""
+        return ((("average",) if self.use_ema else ()) + (("gradient_accumulator",) if self.gradient_accumulation_steps
+                                                         else ()) + tuple(self._slots()))
 
     def _slot_order(self, variables):
         """``(variable, slot)`` for each per-variable state array of ``variables``, in Keras's order (the
-        gradient accumulators, which Keras's base ``build`` makes, first)."""
-        groups = ((("gradient_accumulator",),) if self.gradient_accumulation_steps else ()) + tuple(self._slot_groups())
+        averages and the gradient accumulators, which Keras's base ``build`` makes, first)."""
+        groups = (((("average",),) if self.use_ema else ()) + ((("gradient_accumulator",),)
+                                                             if self.gradient_accumulation_steps else ())
+                  + tuple(self._slot_groups()))
         return [(v, slot) for group in groups for v in variables for slot in group]
 
     # ------------------------------------------------------------ optimizer-wide state

@@ -701,7 +701,7 @@ def test_callable_learning_rate_config_is_not_loadable():
         (lambda: O.SGD(clipvalue="1"), ValueError, r"`clipvalue`"),
         (lambda: O.SGD(clipnorm=1.0, clipvalue=1.0), ValueError, r"Only one of `clipnorm`, `clipvalue`"),
         (lambda: O.Adam(clipnorm=1.0, global_clipnorm=1.0), ValueError, r"Only one of"),
-        (lambda: O.Adam(use_ema=True), ValueError, r"`use_ema`.*not supported"),
+        (lambda: O.Adam(use_ema="yes"), TypeError, r"`use_ema`.*'yes'"),
         (lambda: O.Adam(loss_scale_factor=-2.0), ValueError, r"`loss_scale_factor`.*loss_scale_factor=-2.0"),
         (lambda: O.Adam(gradient_accumulation_steps=1), ValueError, r"`gradient_accumulation_steps`.*=1"),
         (lambda: O.Adam(ema_overwrite_frequency=0), ValueError, r"ema_overwrite_frequency=0"),
@@ -875,3 +875,60 @@ def test_gradient_accumulation_state_moves_both_ways_in_keras_files(tmp_path):
     for a, b in zip(again.optimizer.variables, ours.optimizer.variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, err_msg=a.name)
     assert int(again.optimizer.iterations) == 2 and again.optimizer.get_config()["gradient_accumulation_steps"] == 2
+
+
+def test_ema_hand_computed_and_finalized():
+    # Keras 3.15: average = m * average + (1 - m) * w after each update (m = 0 at the first), and
+    # finalize_variable_values (fit's end) gives the variables their averages.
+    from gpulayers.variables import Variable
+
+    w = Variable(np.array([1.0, 2.0]), name="w")
+    opt = O.SGD(learning_rate=0.5, use_ema=True, ema_momentum=0.75)
+    average, value = None, np.array([1.0, 2.0])
+    for g in (np.array([1.0, 0.0]), np.array([0.0, 2.0]), np.array([2.0, 2.0])):
+        opt.apply([g], [w])
+        value = value - 0.5 * g
+        average = value.copy() if average is None else 0.75 * average + 0.25 * value
+        np.testing.assert_allclose(w.numpy(), value)
+        np.testing.assert_allclose(opt.variables[2].numpy(), average)
+    assert opt.variables[2].name == "w_average"
+    opt.finalize_variable_values([w])
+    np.testing.assert_allclose(w.numpy(), average)
+    with pytest.raises(ValueError, match="does not match the length"):
+        opt.finalize_variable_values([w, Variable(np.zeros(2), name="other")])
+
+
+@pytest.mark.parametrize("kwargs", [dict(use_ema=True), dict(use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3),
+                                    dict(use_ema=True, gradient_accumulation_steps=2)], ids=str)
+def test_ema_equals_keras(kwargs):
+    keras = keras_or_skip()
+    from gpulayers.variables import Variable
+
+    rng = np.random.default_rng(1)
+    w0 = rng.standard_normal((3, 2)).astype(np.float32)
+    theirs, ours = keras.optimizers.Adam(0.01, **kwargs), O.Adam(0.01, **kwargs)
+    kv, gv = keras.Variable(w0.copy(), name="w"), Variable(w0.copy(), name="w")
+    for _ in range(7):
+        g = rng.standard_normal((3, 2)).astype(np.float32)
+        theirs.apply_gradients([(keras.ops.convert_to_tensor(g), kv)])
+        ours.apply_gradients([(g, gv)])
+    assert [v.name for v in theirs.variables] == [v.name for v in ours.variables]
+    for a, b in zip(theirs.variables, ours.variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.name)
+    theirs.finalize_variable_values([kv])
+    ours.finalize_variable_values([gv])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kv), gv.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_fit_ends_on_the_moving_averages():
+    import gpulayers
+    from gpulayers import layers
+
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((12, 3)).astype(np.float32), rng.standard_normal((12, 1)).astype(np.float32)
+    model = gpulayers.Sequential([layers.Input((3,)), layers.Dense(1)])
+    model.compile(optimizer=O.SGD(0.1, use_ema=True), loss="mse")
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    averages = [v.numpy() for v in model.optimizer.variables if v.name.endswith("_average")]
+    for w, average in zip(model.get_weights(), averages):
+        np.testing.assert_array_equal(w, average)
