@@ -853,9 +853,11 @@ def test_gradient_accumulation_equals_keras(name, kwargs):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.name)
 
 
-def test_gradient_accumulation_state_moves_both_ways_in_keras_files(tmp_path):
-    # The accumulators are optimizer variables (first after iteration and learning_rate, as Keras builds them):
-    # a mid-accumulation .keras file resumes on either side.
+@pytest.mark.parametrize("kwargs", [dict(gradient_accumulation_steps=2), dict(use_ema=True, gradient_accumulation_steps=2)],
+                         ids=str)
+def test_gradient_accumulation_and_ema_state_move_both_ways_in_keras_files(tmp_path, kwargs):
+    # The accumulators and averages are optimizer variables (first after iteration and learning_rate, as Keras
+    # builds them): a mid-accumulation .keras file resumes on either side.
     keras = keras_or_skip()
     import gpulayers
     from gpulayers import layers
@@ -863,7 +865,7 @@ def test_gradient_accumulation_state_moves_both_ways_in_keras_files(tmp_path):
     rng = np.random.default_rng(4)
     x, y = rng.standard_normal((10, 3)).astype(np.float32), rng.standard_normal((10, 1)).astype(np.float32)
     ours = gpulayers.Sequential([layers.Input((3,)), layers.Dense(2), layers.Dense(1)])
-    ours.compile(optimizer=O.Adam(0.01, gradient_accumulation_steps=2), loss="mse")
+    ours.compile(optimizer=O.Adam(0.01, **kwargs), loss="mse")
     ours.fit(x, y, batch_size=2, epochs=1, verbose=0, shuffle=False)  # 5 calls: an accumulation under way
     ours.save(tmp_path / "g.keras")
     theirs = keras.saving.load_model(tmp_path / "g.keras")
