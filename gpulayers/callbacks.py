@@ -1083,8 +1083,10 @@ class TensorBoard(Callback):
         self._writers = {}
 
     def _iterations(self):
-        optimizer = getattr(self.model, "optimizer", None)
-        return getattr(optimizer, "iterations", None)
+        """The optimizer's update count as an int (Keras's ``iterations``: a Variable, or a tensor with gradient
+        accumulation), or None without an optimizer."""
+        iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
+        return None if iterations is None else int(_to_float(iterations))
 
     @staticmethod
     def _scalars(logs):

@@ -934,3 +934,16 @@ def test_fit_ends_on_the_moving_averages():
     averages = [v.numpy() for v in model.optimizer.variables if v.name.endswith("_average")]
     for w, average in zip(model.get_weights(), averages):
         np.testing.assert_array_equal(w, average)
+
+
+def test_tensorboard_reads_iterations_under_gradient_accumulation(tmp_path):
+    # optimizer.iterations is then a tensor of the updates (Keras's): TensorBoard takes it as an int.
+    import gpulayers
+    from gpulayers import layers
+
+    model = gpulayers.Sequential([layers.Input((3,)), layers.Dense(1)])
+    model.compile(optimizer=O.SGD(gradient_accumulation_steps=2), loss="mse")
+    board = gpulayers.callbacks.TensorBoard(str(tmp_path), write_steps_per_second=True)
+    model.fit(np.ones((8, 3)), np.ones((8, 1)), epochs=2, batch_size=2, verbose=0, validation_split=0.25,
+              callbacks=[board])
+    assert board._iterations() == 3 and list((tmp_path / "train").iterdir())
