@@ -94,11 +94,15 @@ class ElementwiseKernels:
             lanes *= 2
         return lanes
 
+    def _row_grid(self, rows, cols):
+        """The blocks a row kernel launches: one per group of rows, capped (the grid strides past the cap)."""
+        return min(-(-rows // (_BLOCK // self._row_lanes(cols))), self._grid_cap())
+
     def _row_launch(self, kernel, dtype, rows, cols, arrays, scalars=()):
-        """A softmax.cu row kernel: ``(*arrays, rows, cols, lanes, *scalars)``, one block per group of rows."""
+        """A softmax.cu row kernel: ``(*arrays, rows, cols, lanes, *scalars)`` on :meth:`_row_grid` blocks."""
         lanes = self._row_lanes(cols)
         args = tuple(arrays) + (_i64(rows), _i32(cols, "classes"), _i32(lanes, "lanes")) + tuple(scalars)
-        self._launch_blocks("softmax", kernel, dtype, -(-rows // (_BLOCK // lanes)), args)
+        self._launch_blocks("softmax", kernel, dtype, self._row_grid(rows, cols), args)
 
     def softmax(self, x, axis):
         if axis != x.ndim - 1 or x.dtype not in (_F32, _F64) or x.size == 0:
@@ -140,13 +144,11 @@ class ElementwiseKernels:
         cupy = self.xp
         p, labels = self._rows_and_labels(p, labels)
         rows, cols = p.shape
-        lanes = self._row_lanes(cols)
-        grid = min(-(-rows // (_BLOCK // lanes)), self._grid_cap())
-        mean, partial = cupy.empty((), dtype=p.dtype), cupy.empty((grid,), dtype=_F64)
+        # one partial sum per block launched
+        mean, partial = cupy.empty((), dtype=p.dtype), cupy.empty((self._row_grid(rows, cols),), dtype=_F64)
         t = p.dtype.type
-        self._launch_blocks("softmax", "sparse_xent_mean", p.dtype, grid,
-                            (p, labels, mean, partial, self._blocks_done(), _i64(rows), _i32(cols, "classes"),
-                             _i32(lanes, "lanes"), t(lo), t(hi)))
+        self._row_launch("sparse_xent_mean", p.dtype, rows, cols, (p, labels, mean, partial, self._blocks_done()),
+                         (t(lo), t(hi)))
         return mean
 
     def _blocks_done(self):
