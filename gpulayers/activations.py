@@ -24,18 +24,23 @@ from gpulayers.ops.elementwise import _float
 from gpulayers.registry import Registry
 
 __all__ = [
+    "celu",
     "deserialize",
     "elu",
     "erf",
     "exponential",
     "gelu",
     "get",
+    "glu",
+    "hard_shrink",
     "hard_sigmoid",
     "hard_silu",
     "hard_swish",
+    "hard_tanh",
     "is_builtin",
     "leaky_relu",
     "linear",
+    "log_sigmoid",
     "log_softmax",
     "mish",
     "relu",
@@ -44,11 +49,18 @@ __all__ = [
     "serialize",
     "sigmoid",
     "silu",
+    "soft_shrink",
     "softmax",
     "softplus",
     "softsign",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "sparsemax",
+    "squareplus",
     "swish",
     "tanh",
+    "tanh_shrink",
+    "threshold",
 ]
 
 
@@ -245,12 +257,74 @@ def linear(x):
     return convert_to_tensor(x)
 
 
+def celu(x, alpha=1.0):
+    """Continuously differentiable ELU: ``max(x, 0) + alpha * (exp(min(x, 0) / alpha) - 1)``."""
+    return _nn.celu(x, alpha=alpha)
+
+
+def glu(x, axis=-1):
+    """Gated linear unit: ``a * sigmoid(b)``, ``a`` and ``b`` the halves of ``x`` along ``axis``."""
+    return _nn.glu(x, axis=axis)
+
+
+def log_sigmoid(x):
+    """``log(sigmoid(x))``, computed as ``-softplus(-x)``."""
+    return _nn.log_sigmoid(x)
+
+
+def hard_tanh(x):
+    """``clip(x, -1, 1)``."""
+    return _nn.hard_tanh(x)
+
+
+def hard_shrink(x, threshold=0.5):
+    """``x`` where ``|x| > threshold``, else 0."""
+    return _nn.hard_shrink(x, threshold=threshold)
+
+
+def soft_shrink(x, threshold=0.5):
+    """``x`` moved ``threshold`` towards 0, and 0 within ``threshold`` of it."""
+    return _nn.soft_shrink(x, threshold=threshold)
+
+
+def tanh_shrink(x):
+    """``x - tanh(x)``."""
+    return _nn.tanh_shrink(x)
+
+
+def threshold(x, threshold, default_value):
+    """``x`` where ``x > threshold``, else ``default_value``."""
+    return _nn.threshold(x, threshold, default_value)
+
+
+def sparse_plus(x):
+    """A piecewise softplus: 0 up to -1, ``(x + 1)**2 / 4`` up to 1, then ``x``."""
+    return _nn.sparse_plus(x)
+
+
+def sparse_sigmoid(x):
+    """A piecewise sigmoid: 0 up to -1, ``(x + 1) / 2`` up to 1, then 1."""
+    return _nn.sparse_sigmoid(x)
+
+
+def squareplus(x, b=4):
+    """``(x + sqrt(x**2 + b)) / 2``, a smooth ReLU."""
+    return _nn.squareplus(x, b=b)
+
+
+def sparsemax(x, axis=-1):
+    """The projection of ``x`` onto the probability simplex along ``axis`` (sparse softmax)."""
+    return _nn.sparsemax(x, axis=axis)
+
+
 # Keras 3 names. Aliases map to the same function; serialize gives the
 # function's own name (swish -> "silu", as Keras does).
 _BY_NAME = {
     fn.__name__: fn
     for fn in (relu, leaky_relu, relu6, softmax, log_softmax, elu, selu, softplus, softsign,
-               sigmoid, tanh, silu, gelu, exponential, hard_sigmoid, hard_silu, mish, linear)
+               sigmoid, tanh, silu, gelu, exponential, hard_sigmoid, hard_silu, mish, linear, celu, glu,
+               log_sigmoid, hard_tanh, hard_shrink, soft_shrink, tanh_shrink, threshold, sparse_plus,
+               sparse_sigmoid, squareplus, sparsemax)
 }
 _ALIASES = {"swish": silu, "hard_swish": hard_silu}
 _ALL = {**_BY_NAME, **_ALIASES}

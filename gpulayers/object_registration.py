@@ -77,6 +77,8 @@ class CustomObjectScope:
     """``with custom_object_scope({"Name": cls}):`` makes the objects known to every load inside the block."""
 
     def __init__(self, custom_objects):
+        if custom_objects is None:  # as Keras: an empty scope
+            custom_objects = {}
         if not isinstance(custom_objects, dict):
             raise TypeError(f"Invalid type for `custom_objects`: expected a dict. Received: {custom_objects!r:.80}")
         self.custom_objects = dict(custom_objects)

@@ -1,5 +1,7 @@
 """The entry point of a functional model: ``InputLayer`` and ``Input`` (Keras's ``keras.Input``)."""
 
+import warnings
+
 import numpy as np
 
 from gpulayers.argument_validation import MAX_DIM, standardize_dtype, standardize_int, standardize_shape
@@ -40,8 +42,10 @@ class InputLayer(Layer):
         name=None,
         **kwargs,
     ):
+        if "input_shape" in kwargs:
+            warnings.warn("Argument `input_shape` is deprecated. Use `shape` instead.", UserWarning, stacklevel=2)
         for legacy in ("input_shape", "batch_input_shape"):
-            if legacy in kwargs:  # Keras 2 spelling, still found in old configs
+            if legacy in kwargs:  # Keras 2 spellings, still found in old configs
                 value = kwargs.pop(legacy)
                 if legacy == "input_shape" and shape is None:
                     shape = value
@@ -70,6 +74,7 @@ class InputLayer(Layer):
         super().__init__(name=name, dtype=input_dtype if np.dtype(input_dtype).kind == "f" else None, **kwargs)
         self._input_dtype = input_dtype
         self.batch_shape = batch_shape
+        self.sparse = self.ragged = self.optional = False  # refused above unless false, as Keras's attributes
         self.built = True
         self._build_input_shape = (None,) + batch_shape[1:]
         # The layer's one node has no inputs: its output is the symbolic tensor Input() returns.
@@ -78,7 +83,8 @@ class InputLayer(Layer):
     # An Input's dtype is its own (an integer or bool one too), whatever the policy.
     dtype = compute_dtype = variable_dtype = property(lambda self: self._input_dtype)
 
-    def call(self, inputs):
+    def call(self, inputs=None):
+        # Keras's InputLayer.call() takes nothing and returns None; a graph passes its input through.
         return inputs
 
     def compute_output_shape(self, input_shape):

@@ -24,8 +24,10 @@ from gpulayers.ops.elementwise import _float, _unary
 from gpulayers.ops.math import erf_array
 
 __all__ = [
-    "celu", "elu", "gelu", "glu", "hard_sigmoid", "hard_silu", "hard_swish", "leaky_relu", "log_sigmoid",
-    "log_softmax", "relu", "relu6", "selu", "sigmoid", "silu", "softmax", "softplus", "softsign", "swish",
+    "celu", "elu", "gelu", "glu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish", "hard_tanh",
+    "leaky_relu", "log_sigmoid", "log_softmax", "relu", "relu6", "selu", "sigmoid", "silu", "soft_shrink",
+    "softmax", "softplus", "softsign", "sparse_plus", "sparse_sigmoid", "sparsemax", "squareplus", "swish",
+    "tanh_shrink", "threshold",
 ]
 
 
@@ -207,6 +209,134 @@ def glu(x, axis=-1):
         raise ValueError(f"Invalid value for `x`: glu needs an even size along axis {axis}. Received: x.shape={x.shape}")
     first, second = numpy_ops.split(x, 2, axis=ax)
     return numpy_ops.multiply(first, sigmoid(second))
+
+
+# ---------------------------------------------------------------- piecewise and shrinking activations
+
+
+def _scalar(value, a):
+    """A Python number as a 0-d array of ``a``'s dtype, so float32 stays float32."""
+    return xp().asarray(value, dtype=a.dtype)
+
+
+def hard_tanh(x):
+    """``clip(x, -1, 1)``; gradient 1 strictly inside."""
+    return _unary(
+        "hard_tanh", _float(x), lambda a: xp().clip(a, _scalar(-1.0, a), _scalar(1.0, a)),
+        lambda g, a, y: g * ((a > -1) & (a < 1)),
+    )
+
+
+def hard_shrink(x, threshold=0.5):
+    """``x`` where ``|x| > threshold``, else 0; gradient 1 there."""
+    t = check_real(threshold, "threshold")
+    return _unary(
+        "hard_shrink", _float(x), lambda a: xp().where(xp().abs(a) > t, a, _scalar(0.0, a)),
+        lambda g, a, y: g * (xp().abs(a) > t),
+    )
+
+
+def soft_shrink(x, threshold=0.5):
+    """``x - threshold`` above ``threshold``, ``x + threshold`` below ``-threshold``, else 0."""
+    t = check_real(threshold, "threshold")
+
+    def compute(a):
+        zero = _scalar(0.0, a)
+        return xp().where(a > t, a - _scalar(t, a), xp().where(a < -t, a + _scalar(t, a), zero))
+
+    return _unary("soft_shrink", _float(x), compute, lambda g, a, y: g * ((a > t) | (a < -t)))
+
+
+def threshold(x, threshold, default_value):
+    """``x`` where ``x > threshold``, else ``default_value``; gradient 1 where ``x`` passes."""
+    t = check_real(threshold, "threshold")
+    fill = check_real(default_value, "default_value")
+    return _unary(
+        "threshold", _float(x), lambda a: xp().where(a > t, a, _scalar(fill, a)), lambda g, a, y: g * (a > t)
+    )
+
+
+def sparse_plus(x):
+    """0 for ``x <= -1``, ``(x + 1)**2 / 4`` for ``-1 < x < 1``, ``x`` above; gradient 0, ``(x + 1) / 2``, 1."""
+
+    def compute(a):
+        middle = _scalar(0.25, a) * (a + _scalar(1.0, a)) ** 2
+        return xp().where(a <= -1, _scalar(0.0, a), xp().where(a < 1, middle, a))
+
+    def grad(g, a, y):
+        return g * xp().where(a <= -1, _scalar(0.0, a), xp().where(a < 1, (a + _scalar(1.0, a)) * _scalar(0.5, a),
+                                                                     _scalar(1.0, a)))
+
+    return _unary("sparse_plus", _float(x), compute, grad)
+
+
+def sparse_sigmoid(x):
+    """0 for ``x <= -1``, 1 for ``x >= 1``, ``(x + 1) / 2`` between; gradient 1/2 strictly between."""
+
+    def compute(a):
+        middle = _scalar(0.5, a) * (a + _scalar(1.0, a))
+        return xp().where(a <= -1, _scalar(0.0, a), xp().where(a >= 1, _scalar(1.0, a), middle))
+
+    return _unary("sparse_sigmoid", _float(x), compute, lambda g, a, y: g * ((a > -1) & (a < 1)) * _scalar(0.5, a))
+
+
+def squareplus(x, b=4):
+    """``(x + sqrt(x**2 + b)) / 2``, a smooth ReLU; gradient ``(1 + x / sqrt(x**2 + b)) / 2``."""
+    b = check_real(b, "b")
+    if b < 0:
+        raise ValueError(f"Invalid value for `b`: squareplus takes the square root of x**2 + b, so b must be >= 0. "
+                         f"Received: b={b!r}")
+
+    def grad(g, a, y):
+        root = 2.0 * y - a  # sqrt(x**2 + b), recovered from the output
+        with_root = xp().where(root > 0, a / xp().where(root > 0, root, _scalar(1.0, a)), xp().sign(a))
+        return g * (_scalar(1.0, a) + with_root) * _scalar(0.5, a)
+
+    return _unary("squareplus", _float(x), lambda a: (a + xp().sqrt(a * a + _scalar(b, a))) / _scalar(2.0, a), grad)
+
+
+def tanh_shrink(x):
+    """``x - tanh(x)``; gradient ``tanh(x)**2``."""
+
+    def grad(g, a, y):
+        t = xp().tanh(a)
+        return g * (t * t)
+
+    return _unary("tanh_shrink", _float(x), lambda a: a - xp().tanh(a), grad)
+
+
+def sparsemax(x, axis=-1):
+    """The Euclidean projection of ``x`` onto the simplex along ``axis``: ``max(x - tau, 0)``.
+
+    ``tau`` makes each slice sum to 1 (Martins & Astudillo, 2016). The
+    Jacobian is ``diag(s) - s s^T / k`` on the support ``s`` (``k`` entries),
+    so the input gradient is ``s * (g - sum(s * g) / k)``.
+    """
+    x = _float(x)
+    if not x.ndim:
+        raise ValueError("Invalid value for `x`: sparsemax needs a tensor of rank >= 1. Received: a 0-d tensor")
+    ax = normalize_axis(axis, x.ndim)
+    a = x.data
+    np_ = xp()
+    if a.size == 0:
+        return record("sparsemax", np_.empty_like(a), (x,), lambda g, needs: (np_.zeros_like(a),))
+    descending = -np_.sort(-a, axis=ax)
+    cumulative = np_.cumsum(descending, axis=ax)
+    rank_shape = [1] * a.ndim
+    rank_shape[ax] = -1
+    ranks = np_.arange(1, a.shape[ax] + 1, dtype=a.dtype).reshape(rank_shape)
+    # The support is a prefix of the sorted slice (never empty: the largest
+    # entry always passes); tau comes from the cumulative sum at its end.
+    k = (descending - (cumulative - 1) / ranks > 0).sum(axis=ax, keepdims=True)
+    tau = (np_.take_along_axis(cumulative, k - 1, axis=ax) - 1) / k.astype(a.dtype)
+    y = np_.maximum(a - tau, 0).astype(a.dtype, copy=False)
+
+    def backward(g, needs):
+        s = (y > 0).astype(a.dtype)
+        count = np_.maximum(s.sum(axis=ax, keepdims=True), 1)
+        return (s * (g - (s * g).sum(axis=ax, keepdims=True) / count),)
+
+    return record("sparsemax", y, (x,), backward)
 
 
 def _softmax_axes(x, axis):

@@ -25,7 +25,7 @@ from gpulayers.ops.shapes import *  # noqa: F401,F403
 from gpulayers.ops.shapes import __all__ as _shapes_all
 
 _CREATION = [
-    "arange", "empty", "eye", "full", "full_like", "identity", "linspace", "ones", "ones_like", "zeros",
+    "arange", "array", "empty", "eye", "full", "full_like", "identity", "linspace", "ones", "ones_like", "zeros",
     "zeros_like",
 ]
 
@@ -41,6 +41,11 @@ def _dtype_or_floatx(dtype):
 
 def _shape_arg(shape):
     return (int(shape),) if isinstance(shape, (numbers.Integral, np.integer)) else tuple(int(d) for d in shape)
+
+
+def array(x, dtype=None):
+    """A Tensor holding ``x`` (``keras.ops.array``): ``convert_to_tensor``'s dtype rules."""
+    return convert_to_tensor(x, dtype=dtype)
 
 
 def zeros(shape, dtype=None):

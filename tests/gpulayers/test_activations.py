@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import check_op_gradients, grad_of
+from helpers import check_op_gradients, grad_of, keras_or_skip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -78,6 +78,16 @@ REFS = {
     "hard_swish": lambda v: v * ref_hard_sigmoid(v),
     "mish": lambda v: v * math.tanh(ref_softplus(v)),
     "linear": lambda v: v,
+    "celu": lambda v, alpha=1.0: max(v, 0.0) + alpha * math.expm1(min(v, 0.0) / alpha),
+    "log_sigmoid": lambda v: math.log(ref_sigmoid(v)),
+    "hard_tanh": lambda v: min(max(v, -1.0), 1.0),
+    "hard_shrink": lambda v, threshold=0.5: v if abs(v) > threshold else 0.0,
+    "soft_shrink": lambda v, threshold=0.5: v - threshold if v > threshold else (v + threshold if v < -threshold else 0.0),
+    "tanh_shrink": lambda v: v - math.tanh(v),
+    "threshold": lambda v, threshold, default_value: v if v > threshold else default_value,
+    "sparse_plus": lambda v: 0.0 if v <= -1 else ((v + 1) ** 2 / 4 if v < 1 else v),
+    "sparse_sigmoid": lambda v: 0.0 if v <= -1 else (1.0 if v >= 1 else (v + 1) / 2),
+    "squareplus": lambda v, b=4: (v + math.sqrt(v * v + b)) / 2,
 }
 
 # (name, kwargs, kink points where the derivative jumps)
@@ -112,6 +122,20 @@ CASES = [
     ("hard_swish", {}, [-3.0, 3.0]),
     ("mish", {}, []),
     ("linear", {}, []),
+    ("celu", {}, [0.0]),
+    ("celu", {"alpha": 2.0}, [0.0]),
+    ("log_sigmoid", {}, []),
+    ("hard_tanh", {}, [-1.0, 1.0]),
+    ("hard_shrink", {}, [-0.5, 0.5]),
+    ("hard_shrink", {"threshold": 2.0}, [-2.0, 2.0]),
+    ("soft_shrink", {}, [-0.5, 0.5]),
+    ("soft_shrink", {"threshold": 1.5}, [-1.5, 1.5]),
+    ("tanh_shrink", {}, []),
+    ("threshold", {"threshold": 0.5, "default_value": -2.0}, [0.5]),
+    ("sparse_plus", {}, [-1.0, 1.0]),
+    ("sparse_sigmoid", {}, [-1.0, 1.0]),
+    ("squareplus", {}, []),
+    ("squareplus", {"b": 0.5}, []),
 ]
 CASE_IDS = [f"{n}-{k}" if k else n for n, k, _ in CASES]
 
@@ -242,6 +266,76 @@ def test_gradients_at_the_kinks_follow_the_conventions():
     np.testing.assert_array_equal(d, [1, 1, 0.2, 1])
     _, (d,) = grad_of(lambda t: A.relu(t, max_value=6.0), at)
     np.testing.assert_array_equal(d, [0, 0, 0, 1])
+
+
+def test_squareplus_with_b_zero_is_relu_with_half_gradient_at_zero():
+    _, (d,) = grad_of(lambda t: A.squareplus(t, b=0), np.array([-2.0, 0.0, 3.0]))
+    np.testing.assert_array_equal(A.squareplus(np.array([-2.0, 0.0, 3.0]), b=0), [0.0, 0.0, 3.0])
+    np.testing.assert_array_equal(d, [0.0, 0.5, 1.0])
+    with pytest.raises(ValueError, match="`b`"):
+        A.squareplus(np.ones(2), b=-1)
+
+
+# ----------------------------------------------------------------- glu and sparsemax
+
+
+def ref_sparsemax(x, axis):
+    """Martins & Astudillo's algorithm over every 1-D slice, in float64 Python."""
+    moved = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    out = np.empty_like(moved)
+    for idx in np.ndindex(moved.shape[:-1]):
+        z = sorted((float(v) for v in moved[idx]), reverse=True)
+        total, k, k_total = 0.0, 0, 0.0
+        for j, v in enumerate(z, start=1):
+            total += v
+            if 1 + j * v > total:
+                k, k_total = j, total
+        tau = (k_total - 1) / k
+        out[idx] = [max(float(v) - tau, 0.0) for v in moved[idx]]
+    return np.moveaxis(out, -1, axis)
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_sparsemax_is_the_simplex_projection(axis):
+    x = np.random.default_rng(7).normal(size=(3, 5, 4)) * 2
+    y = ops.convert_to_numpy(A.sparsemax(x.astype(np.float32), axis=axis))
+    np.testing.assert_allclose(y, ref_sparsemax(x, axis), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y.sum(axis=axis), 1.0, rtol=1e-5)
+    assert (y == 0).any() and (y > 0).sum() > y.size // 5  # supports of several sizes
+    # Keras's own cases: one dominant entry per slice takes everything
+    np.testing.assert_array_equal(A.sparsemax(np.linspace(1, 12, 12)), np.eye(12)[-1])
+
+
+def test_sparsemax_gradient_matches_finite_differences():
+    # inputs whose supports do not change under the finite-difference step
+    x = np.array([[0.1, 0.5, 0.3, -2.0], [2.0, 0.0, -1.0, 1.5], [0.2, 0.21, 0.19, 0.2]])
+    check_op_gradients(lambda t: A.sparsemax(t) * ops.convert_to_tensor(np.arange(4.0)), x, rtol=1e-6, atol=1e-8)
+    check_op_gradients(lambda t: A.sparsemax(t, axis=0) * t, x, rtol=1e-6, atol=1e-8)
+
+
+def test_glu_halves_along_the_axis():
+    x = np.random.default_rng(2).normal(size=(2, 6, 4))
+    for axis in (-1, 1):
+        a, b = np.split(x, 2, axis=axis)
+        np.testing.assert_allclose(A.glu(x, axis=axis), a / (1 + np.exp(-b)), rtol=1e-12)
+        check_op_gradients(lambda t: A.glu(t, axis=axis), x)
+    with pytest.raises(ValueError, match="even"):
+        A.glu(np.ones((2, 3)))
+
+
+def test_the_activations_keras_added_match_keras():
+    keras = keras_or_skip()
+    x = np.random.default_rng(4).normal(size=(3, 8)).astype(np.float32) * 2
+    calls = [("celu", {}), ("glu", {}), ("log_sigmoid", {}), ("hard_tanh", {}), ("hard_shrink", {}),
+             ("soft_shrink", {"threshold": 0.7}), ("tanh_shrink", {}), ("sparse_plus", {}), ("sparse_sigmoid", {}),
+             ("squareplus", {"b": 2}), ("threshold", {"threshold": 0.1, "default_value": -1.0})]
+    for name, kwargs in calls:
+        ours = ops.convert_to_numpy(getattr(A, name)(x, **kwargs))
+        theirs = keras.ops.convert_to_numpy(getattr(keras.activations, name)(x, **kwargs))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6, err_msg=name)
+    # sparsemax agrees where Keras's tau is the paper's: a support of one entry per slice
+    peaked = x + 10 * np.eye(8, dtype=np.float32)[:3]
+    np.testing.assert_allclose(A.sparsemax(peaked), keras.ops.convert_to_numpy(keras.activations.sparsemax(peaked)))
 
 
 # ----------------------------------------------------------------- softmax
@@ -375,15 +469,16 @@ def test_get_errors_name_the_argument_and_value():
         A.get({"class_name": "ReLU", "config": {}})
 
 
-@pytest.mark.parametrize("name", sorted(set(n for n, _, _ in CASES)))
+@pytest.mark.parametrize("name", sorted(set(n for n, _, _ in CASES) | {"glu", "sparsemax"}))
 def test_serialize_deserialize_round_trip(name):
     fn = getattr(A, name)
     text = A.serialize(fn)
     assert isinstance(text, str)
     back = A.deserialize(text)
     assert back is fn
-    x = np.linspace(-3, 3, 7)
-    np.testing.assert_array_equal(back(x), fn(x))
+    x = np.linspace(-3, 3, 8)
+    kwargs = {"threshold": 0.5, "default_value": 0.0} if name == "threshold" else {}
+    np.testing.assert_array_equal(back(x, **kwargs), fn(x, **kwargs))
     assert A.deserialize({"module": "keras.activations", "class_name": "function", "config": text}) is fn
 
 

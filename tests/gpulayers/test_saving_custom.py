@@ -65,6 +65,10 @@ def test_registration_names_and_scope():
     with saving.custom_object_scope({"Block": Block}):
         assert saving.get_registered_object("Block") is Block
     assert saving.get_registered_object("Block") is None
+    with saving.custom_object_scope(None):  # as Keras: an empty scope
+        assert saving.get_registered_object("tests>Scale") is Scale
+    with pytest.raises(TypeError, match="custom_objects"):
+        saving.custom_object_scope([Block])
     with pytest.raises(ValueError, match="package"):
         saving.register_keras_serializable(package="a>b")
     with pytest.raises(ValueError, match="get_config"):

@@ -44,6 +44,15 @@ def _softplus(x):
 
 
 _SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+def _sparsemax_tau(x):
+    """Sparsemax's threshold along the last axis, by trying every support size (float64)."""
+    z = -np.sort(-x, axis=-1)
+    k = np.arange(1, x.shape[-1] + 1)
+    cumulative = np.cumsum(z, axis=-1)
+    support = (1 + k * z > cumulative).sum(axis=-1, keepdims=True)
+    return (np.take_along_axis(cumulative, support - 1, axis=-1) - 1) / support
+
+
 REFERENCE_ACTIVATIONS = {
     "linear": lambda x: x,
     "relu": lambda x: np.maximum(x, 0),
@@ -65,9 +74,24 @@ REFERENCE_ACTIVATIONS = {
     "hard_silu": lambda x: x * np.clip(x + 3, 0, 6) / 6,
     "hard_swish": lambda x: x * np.clip(x + 3, 0, 6) / 6,
     "mish": lambda x: x * np.tanh(_softplus(x)),
+    "celu": lambda x: np.maximum(x, 0) + np.expm1(np.minimum(x, 0)),
+    "glu": lambda x: np.split(x, 2, axis=-1)[0] * _sigmoid(np.split(x, 2, axis=-1)[1]),
+    "log_sigmoid": lambda x: np.log(_sigmoid(x)),
+    "hard_tanh": lambda x: np.clip(x, -1, 1),
+    "hard_shrink": lambda x: np.where(np.abs(x) > 0.5, x, 0.0),
+    "soft_shrink": lambda x: np.sign(x) * np.maximum(np.abs(x) - 0.5, 0.0),
+    "tanh_shrink": lambda x: x - np.tanh(x),
+    "sparse_plus": lambda x: np.where(x <= -1, 0.0, np.where(x < 1, (x + 1) ** 2 / 4, x)),
+    "sparse_sigmoid": lambda x: np.clip((x + 1) / 2, 0, 1),
+    "squareplus": lambda x: (x + np.sqrt(x * x + 4)) / 2,
+    "sparsemax": lambda x: np.maximum(x - _sparsemax_tau(x), 0.0),
 }
 
-KINKS = np.array([0.0, -3.0, 3.0, 6.0])  # relu, relu6, hard_sigmoid, hard_silu, selu...
+# Activations that need arguments an Activation layer cannot pass (Keras's `threshold`).
+ARGUMENT_ACTIVATIONS = {"threshold"}
+
+# relu, relu6, hard_sigmoid, hard_silu, selu, the shrinks and the sparse ones...
+KINKS = np.array([0.0, -3.0, 3.0, 6.0, -1.0, 1.0, -0.5, 0.5])
 
 
 def away_from_kinks(rng, shape, low=-5.0, high=7.0):
@@ -346,7 +370,7 @@ ACTIVATION_NAMES = sorted(REFERENCE_ACTIVATIONS)
 def test_every_activation_name_is_covered():
     from gpulayers import activations
 
-    assert set(activations._ALL) <= set(REFERENCE_ACTIVATIONS), "add a reference for the new activation"
+    assert set(activations._ALL) - ARGUMENT_ACTIVATIONS <= set(REFERENCE_ACTIVATIONS), "add a reference for it"
 
 
 @pytest.mark.parametrize("name", ACTIVATION_NAMES)
@@ -355,7 +379,8 @@ def test_activation_layer_forward(name):
     x = away_from_kinks(rng, (3, 4))
     layer = Activation(name, dtype="float64")
     y = to_np(layer(x))
-    assert y.shape == x.shape == layer.compute_output_shape(x.shape)
+    if name != "glu":  # glu halves the last axis (Keras's Activation.compute_output_shape does not know it either)
+        assert y.shape == x.shape == layer.compute_output_shape(x.shape)
     np.testing.assert_allclose(y, REFERENCE_ACTIVATIONS[name](x), rtol=1e-6, atol=1e-7)
     y32 = to_np(Activation(name)(x.astype(np.float32)))
     assert y32.dtype == np.float32
@@ -365,6 +390,8 @@ def test_activation_layer_forward(name):
 @pytest.mark.parametrize("name", ACTIVATION_NAMES)
 @pytest.mark.parametrize("shape", [(3, 4), (2, 2, 2, 3)])
 def test_activation_layer_gradients(name, shape):
+    if name == "glu" and shape[-1] % 2:
+        pytest.skip("glu halves the last axis")
     rng = np.random.default_rng(8)
     x = away_from_kinks(rng, shape, low=-4.0, high=4.0 if name == "exponential" else 7.0)
     dx, grads = check_layer_gradients(Activation(name, dtype="float64"), x)
@@ -477,8 +504,15 @@ def test_input_integer_and_bool_dtypes():
 
 
 def test_input_layer_legacy_keras2_arguments():
-    assert InputLayer(input_shape=(3,)).batch_shape == (None, 3)
+    with pytest.warns(UserWarning, match="`input_shape` is deprecated. Use `shape` instead"):  # as Keras
+        assert InputLayer(input_shape=(3,)).batch_shape == (None, 3)
     assert InputLayer(batch_input_shape=(2, 3)).batch_shape == (2, 3)
+
+
+def test_input_layer_attributes_and_call_as_keras():
+    layer = InputLayer(shape=(32,))
+    assert (layer.sparse, layer.ragged, layer.optional) == (False, False, False)
+    assert layer.call() is None
 
 
 def test_input_layer_takes_keras_3_arguments_and_refuses_what_it_cannot_do():

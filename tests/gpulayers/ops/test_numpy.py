@@ -258,6 +258,10 @@ def test_creation_ops():
     assert ops.zeros_like(x).dtype == np.float64 and ops.ones_like(x, dtype="float32").dtype == np.float32
     np.testing.assert_array_equal(to_np(ops.full_like(x, 2)), np.full((2, 2), 2.0))
     assert ops.identity(3).shape == (3, 3)
+    # ops.array: convert_to_tensor's dtype rules (float lists floatx, int lists int32, arrays kept)
+    assert ops.array([1.5, 2.0]).dtype == np.float32 and ops.array([1, 2]).dtype == np.int32
+    assert ops.array(x).dtype == np.float64 and ops.array([1, 2], dtype="float16").dtype == np.float16
+    np.testing.assert_array_equal(to_np(ops.array([[1, 2]])), [[1, 2]])
 
 
 def test_tensor_methods_and_operators_are_the_ops():
