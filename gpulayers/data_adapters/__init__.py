@@ -28,6 +28,7 @@ from gpulayers.data_adapters.adapters import (
     is_torch_dataloader,
 )
 from gpulayers.data_adapters.conversion import (
+    check_class_weight,
     class_weight_to_sample_weights,
     is_torch_tensor,
     to_device_leaf,
@@ -46,6 +47,7 @@ __all__ = [
     "PyDatasetAdapter",
     "Sequence",
     "TorchDataLoaderAdapter",
+    "check_class_weight",
     "check_validation_split",
     "class_weight_to_sample_weights",
     "get_data_adapter",

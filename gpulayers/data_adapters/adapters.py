@@ -10,7 +10,8 @@ import numpy as np
 
 from gpulayers import utils
 from gpulayers.data_adapters.conversion import (
-    class_weight_to_sample_weights, is_cupy_array, is_torch_tensor, map_batch, to_device_leaf, to_numpy_leaf,
+    check_class_weight, class_weight_to_sample_weights, is_cupy_array, is_torch_tensor, map_batch, to_device_leaf,
+    to_numpy_leaf,
 )
 from gpulayers.data_adapters.py_dataset import OrderedPrefetcher, PyDataset
 
@@ -368,8 +369,7 @@ def get_data_adapter(x, y=None, sample_weight=None, batch_size=None, steps_per_e
     del batch_size, steps_per_epoch  # the source makes its own batches
     if isinstance(x, DataAdapter):
         return x
-    if class_weight is not None and not isinstance(class_weight, collections.abc.Mapping):
-        raise TypeError(f"Invalid type for `class_weight`: expected a dict {{class: weight}}. Received: class_weight={class_weight!r:.100}")
+    class_weight = check_class_weight(class_weight)
     if is_py_dataset(x):
         _refuse_separate_arrays(y, sample_weight, "PyDataset")
         if shuffle and x.num_batches is None:

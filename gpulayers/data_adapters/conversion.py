@@ -5,12 +5,15 @@ torch tensor is recognised by its class, and cupy is imported only to take a
 CUDA tensor in through DLPack.
 """
 
+import collections.abc
+import numbers
+
 import numpy as np
 
 from gpulayers import config, tree
 
 __all__ = [
-    "class_weight_to_sample_weights", "is_cupy_array", "is_torch_tensor", "map_batch", "to_device_leaf",
+    "check_class_weight", "class_weight_to_sample_weights", "is_cupy_array", "is_torch_tensor", "map_batch", "to_device_leaf",
     "to_numpy_leaf", "torch_to_cupy",
 ]
 
@@ -108,6 +111,31 @@ def map_batch(leaf_fn, x, y, sample_weight):
         return None if part is None else tree.map_structure(leaf_fn, part)
 
     return convert(x), convert(y), convert(sample_weight)
+
+
+def check_class_weight(class_weight):
+    """``class_weight`` as ``{class index: weight}`` (ints to floats), or None; TypeError naming it and the
+    entry otherwise."""
+    if class_weight is None:
+        return None
+    if not isinstance(class_weight, collections.abc.Mapping):
+        raise TypeError(
+            f"Invalid type for `class_weight`: expected a dict {{class: weight}}. Received: class_weight={class_weight!r:.100}"
+        )
+    checked = {}
+    for key, weight in class_weight.items():
+        if isinstance(key, (bool, np.bool_)) or not isinstance(key, numbers.Integral):
+            raise TypeError(
+                "Invalid type for `class_weight`: its keys must be class indices (ints). "
+                f"Received: class_weight={class_weight!r:.100} with the key {key!r:.100}"
+            )
+        if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, numbers.Real):
+            raise TypeError(
+                "Invalid type for `class_weight`: its values must be numbers (the weights). "
+                f"Received: class_weight[{key!r}]={weight!r:.100}"
+            )
+        checked[int(key)] = float(weight)
+    return checked
 
 
 def class_weight_to_sample_weights(y, class_weight):

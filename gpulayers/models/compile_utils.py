@@ -1,4 +1,5 @@
-"""What ``compile(loss=..., loss_weights=..., metrics=...)`` becomes for a model with one or several outputs.
+"""What ``compile(loss=..., loss_weights=..., metrics=...)`` becomes for a model with one or several outputs,
+and the compile arguments as Keras 3's ``compile_config`` holds them.
 
 A model's outputs are flat here, in the order of ``model.outputs``; each has
 a key (the dict key for dict outputs, else the output layer's name), which
@@ -12,7 +13,68 @@ import copy
 
 from gpulayers import losses as losses_module, metrics as metrics_module
 
-__all__ = ["CompileLoss", "CompileMetrics", "flatten_like_outputs", "is_per_output"]
+__all__ = [
+    "COMPILE_KEYS", "CompileLoss", "CompileMetrics", "compile_entries_ok", "flatten_like_outputs", "function_names",
+    "is_per_output", "serialize_nested",
+]
+
+
+# The keys of Keras 3's compile_config.
+COMPILE_KEYS = frozenset(
+    {"optimizer", "loss", "loss_weights", "metrics", "weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile"}
+)
+
+
+def function_name(entry):
+    """Keras's reference to a built-in function, ``{"class_name": "function", "module": "builtins" or
+    "keras...", "config": name}``, as the name, which compile() looks up among gpulayers' own (as Keras
+    looks it up in its built-in modules); anything else as it is."""
+    if isinstance(entry, dict) and entry.get("class_name") == "function" and isinstance(entry.get("config"), str):
+        module = entry.get("module")
+        if isinstance(module, str) and (module in ("builtins", "keras") or module.startswith("keras.")):
+            return entry["config"]
+    return entry
+
+
+def serialize_compile_entry(value, serialize):
+    """A compile argument as Keras's compile_config holds it: names and dicts as given, objects serialized."""
+    if value is None or isinstance(value, (str, dict)):
+        return value
+    return serialize(value)
+
+
+def compile_entries_ok(value, numbers_only=False, depth=0):
+    """A compile_config entry: None, a name or serialized object (a number for loss weights), or lists and
+    dicts of them, two levels deep at most."""
+    if value is None:
+        return True
+    if numbers_only and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    if not numbers_only and (isinstance(value, str) or (isinstance(value, dict) and "class_name" in value)):
+        return True
+    if depth < 2 and isinstance(value, list):
+        return all(compile_entries_ok(v, numbers_only, depth + 1) for v in value)
+    if depth < 2 and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return all(compile_entries_ok(v, numbers_only, depth + 1) for v in value.values())
+    return False
+
+
+def serialize_nested(value, serialize):
+    """A compile argument (one entry, a list, a list of lists, a dict) with its objects serialized."""
+    if isinstance(value, dict) and "class_name" not in value:
+        return {k: serialize_nested(v, serialize) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [serialize_nested(v, serialize) for v in value]
+    return serialize_compile_entry(value, serialize)
+
+
+def function_names(value):
+    """:func:`function_name` through lists and dicts of entries (Keras's multi-output forms)."""
+    if isinstance(value, dict) and "class_name" not in value:
+        return {k: function_names(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [function_names(v) for v in value]
+    return function_name(value)
 
 
 def is_per_output(value):

@@ -18,7 +18,9 @@ every weight still bound to another array (``set_weights``, an optimizer
 that assigned a new one) is copied back into the array the graph reads. A
 non-trainable weight that the pass itself replaces (batch normalization's
 moving statistics) is copied into its old array at the end of the graph,
-so the next launch reads the new values.
+so the next launch reads the new values; the graph first copies the old
+values aside, and :meth:`StepGraphs.undo_launch` puts them back when the
+rest of the step fails (``models/step_undo.py``).
 
 A step that cannot be captured (a sync or a host copy inside the model, a
 host-seeded random draw, a ``LossScaleOptimizer``'s per-step scale) runs
@@ -38,10 +40,11 @@ MAX_GRAPHS = 4
 
 
 class _Graph:
-    __slots__ = ("graph", "inputs", "outputs", "pinned")
+    __slots__ = ("graph", "inputs", "outputs", "pinned", "replaced")
 
-    def __init__(self, graph, inputs, outputs, pinned):
+    def __init__(self, graph, inputs, outputs, pinned, replaced):
         self.graph, self.inputs, self.outputs, self.pinned = graph, inputs, outputs, pinned
+        self.replaced = replaced  # (array the pass overwrites, its values before the launch), per such weight
 
 
 def _signature(arrays, weights):
@@ -54,6 +57,8 @@ class StepGraphs:
     def __init__(self):
         self._graphs = collections.OrderedDict()  # signature -> _Graph, or None after the eager first step
         self._disabled = None  # why graphs are off for this model (warned once)
+        self.launches = 0  # graphs launched so far
+        self._last = None  # the graph launched last
 
     @property
     def captured(self):
@@ -96,8 +101,17 @@ class StepGraphs:
                 if fixed is not None:
                     fixed[...] = given
             _repin(entry.pinned)
+        self.launches += 1
+        self._last = entry
         entry.graph.launch()
         return entry.outputs
+
+    def undo_launch(self, launches):
+        """Put back the weights a graph launched since ``launches`` (a value of :attr:`launches`) overwrote
+        in place, with the values they had before it: the step it served failed later."""
+        if self.launches != launches and self._last is not None:
+            for array, before in self._last.replaced:
+                array[...] = before
 
     def _eager(self, why, differentiate, weights, data):
         self._disable(why)
@@ -115,6 +129,7 @@ class StepGraphs:
         fixed_data = _rebuild(data, fixed)
         variables = model.weights
         before = [(v, v.data) for v in variables]
+        replaced = []
 
         def step():
             result = differentiate(weights, *fixed_data)
@@ -125,6 +140,9 @@ class StepGraphs:
                     new = v.data
                     if new.shape != old.shape or new.dtype != old.dtype:
                         raise ValueError(f"the step changed the shape or dtype of variable {v.path!r}")
+                    kept = ops.xp.empty_like(old)
+                    kept[...] = old  # each launch keeps the values it overwrites, for undo_launch
+                    replaced.append((old, kept))
                     old[...] = new
                     v.data = old
             return result
@@ -136,7 +154,7 @@ class StepGraphs:
                 v.data = old
             self._disable(f"it could not be captured as a CUDA graph ({type(exc).__name__}: {exc})")
             return None
-        return _Graph(graph, inputs, (fixed_data, result), [(v, v.data) for v in variables])
+        return _Graph(graph, inputs, (fixed_data, result), [(v, v.data) for v in variables], replaced)
 
 
 def _rebuild(data, fixed):

@@ -245,8 +245,13 @@ class Optimizer(OptimizerState):
         lr = self._learning_rate
         if isinstance(lr, float):
             return lr
-        value = lr(self._iterations) if self._lr_takes_step else lr()
-        return scalar_to_float(unwrap(value), "learning_rate")
+        value = unwrap(lr(self._iterations) if self._lr_takes_step else lr())
+        if is_real(value) or (getattr(value, "shape", None) == ()
+                              and getattr(getattr(value, "dtype", None), "kind", None) in ("f", "i", "u")):
+            # inf or NaN too, as Keras: a growing schedule's overflow reaches the weights, and the loss
+            # (TerminateOnNaN, check_numerics) reports it
+            return float(value)
+        return scalar_to_float(value, "learning_rate")
 
     @property
     def learning_rate(self):

@@ -172,6 +172,16 @@ class LossScaleOptimizer(Optimizer):
         else:
             self._step_counter += 1
 
+    def _step_snapshot(self):
+        inner = self.inner_optimizer._step_snapshot()
+        own = (self._step_counter, self._dynamic_scale, self.built, self._built_variables)
+
+        def restore():
+            inner()
+            self._step_counter, self._dynamic_scale, self.built, self._built_variables = own
+
+        return restore
+
     # ------------------------------------------------------------ saving and restoring the state
 
     def export_state(self, variables):

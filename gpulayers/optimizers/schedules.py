@@ -24,6 +24,7 @@ from gpulayers.argument_validation import check_name, check_real, is_real, stand
 
 __all__ = [
     "CosineDecay",
+    "CosineDecayRestarts",
     "ExponentialDecay",
     "InverseTimeDecay",
     "LearningRateSchedule",
@@ -44,6 +45,12 @@ def _step(step):
         if math.isfinite(value):
             return value
     raise ValueError(f"Invalid value for `step`: expected a finite number. Received: step={step!r}")
+
+
+def _overflow_to_inf():
+    """IEEE arithmetic without warnings: a rate beyond float64 is inf (0 * inf NaN), as Keras's tensors give
+    (Python's ``**`` and ``math.floor`` would raise OverflowError)."""
+    return np.errstate(over="ignore", divide="ignore", invalid="ignore")
 
 
 class LearningRateSchedule:
@@ -94,10 +101,11 @@ class ExponentialDecay(LearningRateSchedule):
         self.name = check_name(name, allow_none=True)
 
     def __call__(self, step):
-        p = _step(step) / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return float(self.initial_learning_rate) * float(self.decay_rate) ** p
+        with _overflow_to_inf():  # a growing rate (decay_rate > 1) overflows to inf, as Keras's
+            p = np.float64(_step(step)) / self.decay_steps
+            if self.staircase:
+                p = np.floor(p)
+            return float(np.float64(self.initial_learning_rate) * np.float64(self.decay_rate) ** p)
 
     def get_config(self):
         return {
@@ -128,10 +136,11 @@ class InverseTimeDecay(LearningRateSchedule):
         self.name = check_name(name, allow_none=True)
 
     def __call__(self, step):
-        p = _step(step) / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return float(self.initial_learning_rate) / (1.0 + self.decay_rate * p)
+        with _overflow_to_inf():  # a tiny decay_steps makes p inf and the rate 0, as Keras's
+            p = np.float64(_step(step)) / self.decay_steps
+            if self.staircase:
+                p = np.floor(p)
+            return float(np.float64(self.initial_learning_rate) / (1.0 + self.decay_rate * p))
 
     def get_config(self):
         return {
@@ -286,7 +295,60 @@ class CosineDecay(LearningRateSchedule):
         }
 
 
-_CLASSES = (CosineDecay, ExponentialDecay, InverseTimeDecay, PiecewiseConstantDecay, PolynomialDecay)
+class CosineDecayRestarts(LearningRateSchedule):
+    """Cosine decay with warm restarts (SGDR, Loshchilov & Hutter).
+
+    The first period lasts ``first_decay_steps``; each next one is ``t_mul``
+    times longer and starts from ``m_mul`` times the previous peak. Within a
+    period: ``initial * ((1 - alpha) * 0.5 * m_mul**i * (1 + cos(pi * f)) + alpha)``,
+    ``i`` the restart index and ``f`` the fraction of the period done.
+
+    Args:
+        initial_learning_rate: >= 0.
+        first_decay_steps: > 0.
+        t_mul: > 0, the growth of each period's length.
+        m_mul: >= 0, the factor on each restart's peak.
+        alpha: the floor as a fraction of ``initial_learning_rate``, in [0, 1].
+        name: kept in the config (default ``"SGDRDecay"``, Keras's).
+    """
+
+    def __init__(self, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0, name="SGDRDecay"):
+        self.initial_learning_rate = check_real(initial_learning_rate, "initial_learning_rate", minimum=0)
+        self.first_decay_steps = check_real(first_decay_steps, "first_decay_steps", minimum=0, min_open=True)
+        self.t_mul = check_real(t_mul, "t_mul", minimum=0, min_open=True)
+        self.m_mul = check_real(m_mul, "m_mul", minimum=0)
+        self.alpha = check_real(alpha, "alpha", minimum=0, maximum=1)
+        self.name = check_name(name, allow_none=True)
+
+    def __call__(self, step):
+        with _overflow_to_inf():
+            done = np.float64(_step(step)) / self.first_decay_steps
+            t_mul = np.float64(self.t_mul)
+            if t_mul == 1.0:
+                restart = np.floor(done)
+                done -= restart
+            else:
+                # periods 1, t, t**2...: the restart is the last i with (1 - t**i) / (1 - t) <= done
+                restart = np.floor(np.log1p(-done * (1.0 - t_mul)) / np.log(t_mul))
+                start = (1.0 - t_mul**restart) / (1.0 - t_mul)
+                done = (done - start) / t_mul**restart
+            cosine = 0.5 * np.float64(self.m_mul) ** restart * (1.0 + np.cos(np.pi * done))
+            return float(np.float64(self.initial_learning_rate) * ((1 - self.alpha) * cosine + self.alpha))
+
+    def get_config(self):
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "first_decay_steps": self.first_decay_steps,
+            "t_mul": self.t_mul,
+            "m_mul": self.m_mul,
+            "alpha": self.alpha,
+            "name": self.name,
+        }
+
+
+_CLASSES = (
+    CosineDecay, CosineDecayRestarts, ExponentialDecay, InverseTimeDecay, PiecewiseConstantDecay, PolynomialDecay,
+)
 _BY_NAME = {cls.__name__: cls for cls in _CLASSES}
 
 

@@ -85,6 +85,29 @@ class OptimizerState:
         self._built_variables = variables
         self.built = True
 
+    def _step_snapshot(self):
+        """A function that puts back everything a step of :meth:`apply` may change, for a training step
+        that failed after it (``gpulayers.models.step_undo``). Only references are kept: the per-variable
+        rules replace arrays, never modify them (the fused GPU step, which does, is a step's last act)."""
+        entries = {key: (v, dict(slots)) for key, (v, slots) in self._state.items()}
+        global_state, global_values = self._global_state, dict(self._global_state)
+        scalars = (self._iterations, self.built, self._built_variables)
+
+        def restore():
+            for key in [key for key in self._state if key not in entries]:
+                del self._state[key]  # slots made by the failed step's build
+            for key, (v, slots) in entries.items():
+                current = self._state.setdefault(key, (v, {}))[1]
+                current.clear()
+                current.update(slots)
+            global_state.clear()
+            global_state.update(global_values)
+            self._global_state = global_state
+            self._iterations, self.built, self._built_variables = scalars
+            self._step_globals = {}
+
+        return restore
+
     def _slot_groups(self):
         """The slots in Keras's build order: one tuple per ``add_optimizer_variables`` call.
 

@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backends import get_ops
-from gpulayers import optimizers as O
+from gpulayers import callbacks, optimizers as O
+from gpulayers.layers import Dense, Input
+from gpulayers.models import Sequential
 from gpulayers.variables import Variable
 from gpulayers.optimizers import schedules as S
 from helpers import keras_or_skip, to_np
@@ -410,6 +412,42 @@ def test_inverse_time_and_polynomial_and_cosine():
     assert cos(2) == pytest.approx(0.9 * 0.5 + 0.1) and cos(9) == pytest.approx(0.1)
     warm = S.CosineDecay(0.0, decay_steps=4, warmup_target=1.0, warmup_steps=2)
     assert [warm(0), warm(1), warm(2), warm(4)] == pytest.approx([0.0, 0.5, 1.0, 0.5])
+
+
+def _sgdr_reference(step, initial, first, t_mul, m_mul, alpha):
+    """Cosine decay with restarts by walking the periods one by one (float64)."""
+    start, period, restart = 0.0, float(first), 0
+    while step >= start + period:
+        start, period, restart = start + period, period * t_mul, restart + 1
+    cosine = 0.5 * m_mul**restart * (1 + math.cos(math.pi * (step - start) / period))
+    return initial * ((1 - alpha) * cosine + alpha)
+
+
+@pytest.mark.parametrize("t_mul,m_mul,alpha", [(2.0, 1.0, 0.0), (1.0, 0.5, 0.1), (1.5, 0.8, 0.0), (0.5, 1.0, 0.2)])
+def test_cosine_decay_restarts(t_mul, m_mul, alpha):
+    schedule = S.CosineDecayRestarts(0.1, first_decay_steps=10, t_mul=t_mul, m_mul=m_mul, alpha=alpha)
+    steps = [s + 0.5 for s in range(60)] if t_mul < 1 else [s + 0.5 for s in range(200)]  # off the restarts
+    if t_mul < 1:  # periods 10, 5, 2.5...: a finite total length of 20
+        steps = [s for s in steps if s < 19]
+    np.testing.assert_allclose([schedule(s) for s in steps],
+                               [_sgdr_reference(s, 0.1, 10, t_mul, m_mul, alpha) for s in steps], rtol=1e-9)
+    assert schedule(0) == pytest.approx(0.1) and schedule(10) == pytest.approx(0.1 * m_mul * (1 - alpha) + 0.1 * alpha)
+    assert S.deserialize(S.serialize(schedule)).get_config() == schedule.get_config() == {
+        "initial_learning_rate": 0.1, "first_decay_steps": 10, "t_mul": t_mul, "m_mul": m_mul, "alpha": alpha,
+        "name": "SGDRDecay"}
+    for bad in ({"first_decay_steps": 0}, {"t_mul": 0.0}, {"m_mul": -1.0}, {"alpha": 1.5}):
+        with pytest.raises(ValueError, match=f"`{next(iter(bad))}`"):
+            S.CosineDecayRestarts(**{"initial_learning_rate": 0.1, "first_decay_steps": 10, **bad})
+
+
+def test_cosine_decay_restarts_matches_keras():
+    keras = keras_or_skip()
+    for kwargs in ({}, {"t_mul": 1.0, "m_mul": 0.5, "alpha": 0.1}, {"t_mul": 3.0, "m_mul": 0.9}):
+        ours = S.CosineDecayRestarts(0.1, 7, **kwargs)
+        theirs = keras.optimizers.schedules.CosineDecayRestarts(0.1, 7, **kwargs)
+        steps = [s + 0.5 for s in range(100)]
+        np.testing.assert_allclose([ours(s) for s in steps], [float(theirs(s)) for s in steps], rtol=2e-5,
+                                   atol=1e-7)
 
 
 def test_callable_learning_rates():
@@ -947,3 +985,39 @@ def test_tensorboard_reads_iterations_under_gradient_accumulation(tmp_path):
     model.fit(np.ones((8, 3)), np.ones((8, 1)), epochs=2, batch_size=2, verbose=0, validation_split=0.25,
               callbacks=[board])
     assert board._iterations() == 3 and list((tmp_path / "train").iterdir())
+
+
+# ---------------------------------------------------------------- schedules that overflow
+
+@pytest.mark.parametrize("schedule, step, want", [
+    (S.ExponentialDecay(0.1, 1, 2.0), 2000, math.inf),  # Python's 2.0 ** 2000 raises OverflowError
+    (S.ExponentialDecay(0.1, 1, 2.0, staircase=True), 2000, math.inf),
+    (S.ExponentialDecay(0.1, 1e-300, 2.0, staircase=True), 1, math.inf),  # floor(inf) raises OverflowError
+    (S.ExponentialDecay(0.0, 1, 2.0), 2000, math.nan),  # 0 * inf, as Keras
+    (S.ExponentialDecay(0.1, 1e-300, 0.5), 1, 0.0),
+    (S.InverseTimeDecay(0.1, 1e-300, 2.0, staircase=True), 1, 0.1 / (1 + 2e300)),
+    (S.InverseTimeDecay(0.1, 1e-300, 1e300), 10**6, 0.0),
+    (S.PolynomialDecay(0.1, 1e-300, power=1e300, cycle=True), 5, 0.0001),
+    (S.CosineDecay(0.1, 1e300, warmup_target=1e300, warmup_steps=1e300), 10**18, 1e18),
+    (S.PiecewiseConstantDecay([1e300], [1e300, 0.1]), 5, 1e300),
+])
+def test_schedules_overflow_to_inf_as_keras_instead_of_raising(schedule, step, want):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor warn
+        got = schedule(step)
+    assert isinstance(got, float)
+    assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, rel=1e-12)
+
+
+def test_an_infinite_scheduled_rate_trains_to_nan_and_terminate_on_nan_stops(capsys):
+    model = Sequential([Input((4,)), Dense(2, activation="softmax")])
+    # 0.1 * 1e100 ** step: inf from the 4th step; Keras's rate is inf there too
+    model.compile(optimizer=O.SGD(S.ExponentialDecay(0.1, 1, 1e100)), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 4)).astype("float32"), rng.integers(0, 2, 64)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[callbacks.TerminateOnNaN()])
+    assert model.optimizer._learning_rate(4) == math.inf
+    assert len(history.history["loss"]) == 1 and math.isnan(history.history["loss"][0])
+    assert "invalid loss nan" in capsys.readouterr().out.lower()

@@ -181,3 +181,40 @@ def test_a_loss_scale_optimizer_runs_eagerly(counter):
         _fit_steps(_model_with(layers.ReLU()), True, optimizer=gpulayers.optimizers.LossScaleOptimizer(
             gpulayers.optimizers.SGD()))
     assert counter.captures == 0
+
+
+@pytest.mark.parametrize("fails_at", [2, 4])  # the capturing step, a replayed one
+def test_a_graph_step_failing_in_the_optimizer_is_undone_whole(counter, monkeypatch, fails_at):
+    import gpulayers
+    from gpulayers import layers
+
+    def model():
+        gpulayers.set_random_seed(2)
+        m = gpulayers.Sequential([layers.Input((6,)), layers.Dense(8), layers.BatchNormalization(),
+                                  layers.Dropout(0.3, seed=5), layers.Dense(3, activation="softmax")])
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=True)
+        return m
+
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((8 * 6, 6)).astype("float32"), rng.integers(0, 3, 8 * 6)
+    batches = [(x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8]) for i in range(6)]
+    with counter.paused():
+        graphed, twin = model(), model()
+        for i, (xb, yb) in enumerate(batches):
+            if i + 1 == fails_at:
+                fused = type(graphed.optimizer)._apply_fused
+                before = [w.numpy() for w in graphed.weights]
+
+                def no_memory(self, *args):
+                    raise MemoryError("cudaErrorMemoryAllocation (simulated)")
+
+                monkeypatch.setattr(type(graphed.optimizer), "_apply_fused", no_memory)
+                with pytest.raises(MemoryError):
+                    graphed.train_on_batch(xb, yb)
+                monkeypatch.setattr(type(graphed.optimizer), "_apply_fused", fused)
+                for a, w in zip(before, graphed.weights):  # the moving statistics the graph wrote are back
+                    np.testing.assert_array_equal(a, w.numpy(), err_msg=w.path)
+            assert graphed.train_on_batch(xb, yb) == twin.train_on_batch(xb, yb)
+        for a, b in zip(graphed.weights, twin.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert graphed._step_graphs.captured == 1
