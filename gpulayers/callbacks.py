@@ -47,7 +47,7 @@ import sys
 import time
 import warnings
 
-from gpulayers.argument_validation import standardize_int
+from gpulayers.argument_validation import standardize_bool, standardize_int
 from gpulayers.progbar import Progbar
 
 __all__ = [
@@ -1185,7 +1185,7 @@ class TerminateOnNaN(Callback):
 
     def __init__(self, raise_error=False):
         super().__init__()
-        self.raise_error = bool(raise_error)
+        self.raise_error = standardize_bool(raise_error, "raise_error")
 
     def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -1198,7 +1198,7 @@ class TerminateOnNaN(Callback):
         if math.isfinite(value):
             return
         if self.raise_error:
-            raise RuntimeError(f"Batch {batch}: invalid loss {value}; terminating training immediately.")
+            raise RuntimeError(f"Invalid loss {value} at batch {batch}: terminating training immediately.")
         _print(f"Batch {batch}: Invalid loss {value}, terminating training")
         self.model.stop_training = True
 
@@ -1289,7 +1289,7 @@ class LambdaCallback(Callback):
 
     Any hook name (see ``Callback``) may be given; each function takes the
     hook's arguments: ``(epoch, logs)``, ``(batch, logs)`` or ``(logs)``.
-    Unknown names are a TypeError.
+    Other keyword arguments become attributes, as in Keras.
     """
 
     def __init__(
@@ -1312,9 +1312,10 @@ class LambdaCallback(Callback):
             on_train_batch_end=on_train_batch_end,
         )
         for name, fn in kwargs.items():
-            if name not in HOOKS:
-                raise TypeError(f"LambdaCallback got an unexpected keyword argument {name!r}; hooks are {', '.join(HOOKS)}.")
-            hooks[name] = fn
+            if name in HOOKS:
+                hooks[name] = fn
+            else:
+                setattr(self, name, fn)
         for name, fn in hooks.items():
             if fn is None:
                 continue
