@@ -24,6 +24,7 @@ import numpy as np
 
 from backends import get_ops
 from gpulayers import config, utils
+from gpulayers.random import SeedGenerator
 from gpulayers.registry import Registry
 
 __all__ = [
@@ -67,11 +68,13 @@ def _check_real(value, argument, minimum=None):
 
 
 def _check_seed(seed):
-    if seed is None:
-        return None
+    if seed is None or isinstance(seed, SeedGenerator):  # a generator: new values at each call, as Keras
+        return seed
+    if isinstance(seed, dict) and seed.get("class_name") == "SeedGenerator" and isinstance(seed.get("config"), dict):
+        return SeedGenerator.from_config(dict(seed["config"]))  # the form get_config writes
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(
-            f"Invalid value for `seed`: expected None or a non-negative int. Received: seed={seed!r}"
+            f"Invalid value for `seed`: expected None, a non-negative int or a SeedGenerator. Received: seed={seed!r}"
         )
     return int(seed)
 
@@ -157,6 +160,8 @@ def compute_fans(shape, input_axes=None, output_axes=None):
 
 
 def _rng(seed):
+    if isinstance(seed, SeedGenerator):
+        seed = seed.next()
     return np.random.default_rng(utils.derive_seed(seed))
 
 
@@ -281,7 +286,14 @@ class RandomInitializer(Initializer):
         self.seed = _check_seed(seed)
 
     def get_config(self):
-        return {"seed": self.seed}
+        return {"seed": _seed_config(self.seed)}
+
+
+def _seed_config(seed):
+    if isinstance(seed, SeedGenerator):  # Keras's entry for it
+        return {"module": "keras.random", "class_name": "SeedGenerator", "config": seed.get_config(),
+                "registered_name": None}
+    return seed
 
 
 class RandomNormal(RandomInitializer):
@@ -447,7 +459,7 @@ class _FixedVarianceScaling(VarianceScaling):
         super().__init__(seed=seed, input_axes=input_axes, output_axes=output_axes, **self._preset)
 
     def get_config(self):
-        return {"seed": self.seed, **self._axes_config()}
+        return {"seed": _seed_config(self.seed), **self._axes_config()}
 
 
 class GlorotUniform(_FixedVarianceScaling):
@@ -606,8 +618,8 @@ def get(identifier, argument="initializer"):
         identifier: None (returns None), a name (``"glorot_uniform"`` or
             ``"GlorotUniform"``), a Keras config dict, an Initializer instance
             or subclass, a callable ``(shape, dtype) -> array``, or an array
-            (NumPy or a tensor): the weight's values, as Keras takes them (the
-            shape asked for must be the array's).
+            (NumPy or a tensor): the weight's values, as ``Constant(array)``
+            (which broadcasts it to the weight's shape).
         argument: the caller's argument name, used in error messages.
 
     Example:
@@ -622,15 +634,9 @@ def get(identifier, argument="initializer"):
 
 
 def _values_initializer(values, argument):
+    """An array given as an initializer: Constant(array), so the layer's config saves and loads (Keras 3.15
+    wraps it in a function whose config neither Keras nor gpulayers can load back)."""
     values = np.array(get_ops().to_numpy(getattr(values, "data", values)))
     if values.dtype.kind not in "biuf":
         raise TypeError(f"Invalid type for `{argument}`: an array of dtype {values.dtype} is not a real array")
-
-    def initialize(shape, dtype=None):
-        if tuple(_check_shape(shape)) != values.shape:
-            raise ValueError(
-                f"Expected `shape` to be {values.shape} for an array given as `{argument}`. Received: shape={tuple(shape)}"
-            )
-        return values.astype(_dtype(dtype))
-
-    return initialize
+    return Constant(values)

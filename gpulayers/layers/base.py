@@ -41,6 +41,7 @@ from gpulayers.layers.arrays import (
 )
 from gpulayers.symbolic import any_symbolic
 from gpulayers.tree import flatten, is_structure, map_shapes, map_structure, shape_structure
+from gpulayers.layers.weight_allocation import active_deferral, check_weight_size
 from gpulayers.variables import Variable
 
 __all__ = ["Layer", "Variable", "no_backward"]
@@ -407,7 +408,10 @@ class Layer:
         ``trainable``, ``regularizer`` (its penalty joins ``losses``),
         ``constraint`` (applied after each optimizer update), ``name``
         (optional). The initial values are drawn on the host with NumPy, so a
-        seed gives the same weights on every backend.
+        seed gives the same weights on every backend; inside
+        ``weight_allocation.deferred_initialization`` (a model being loaded)
+        none are drawn. A weight larger than the process can hold (see
+        ``weight_allocation.weight_byte_limit``) is refused with ValueError first.
         """
         self._check_super_called()
         if args:  # Keras's legacy positional form: (shape, initializer, dtype)
@@ -435,14 +439,20 @@ class Layer:
             initializer = "glorot_uniform" if np.dtype(dtype).kind == "f" else "zeros"
         initializer = initializers.get(initializer, argument="initializer")
         name = name or utils.unique_name("variable")
-        host = np.asarray(initializer(tuple(shape), dtype=dtype), dtype=dtype)
-        if host.shape != tuple(shape):
-            raise ValueError(
-                f"Initializer {initializer!r} returned shape {host.shape} for weight '{name}' "
-                f"of layer '{self.name}', expected {tuple(shape)}"
-            )
+        check_weight_size(self, name, shape, dtype)
+        deferred = active_deferral()
+        if deferred is not None:
+            value = deferred.placeholder(self, name, shape, dtype)
+        else:
+            host = np.asarray(initializer(tuple(shape), dtype=dtype), dtype=dtype)
+            if host.shape != tuple(shape):
+                raise ValueError(
+                    f"Initializer {initializer!r} returned shape {host.shape} for weight '{name}' "
+                    f"of layer '{self.name}', expected {tuple(shape)}"
+                )
+            value = get_ops().asarray(host)
         var = Variable.from_array(
-            get_ops().asarray(host),
+            value,
             trainable=trainable,
             name=name,
             regularizer=regularizers.get(regularizer, argument="regularizer"),
@@ -455,6 +465,8 @@ class Layer:
         self._track_variable(var)
         if trainable and not self._trainable:
             var.trainable = False  # a frozen layer's new weights stay frozen until it is unfrozen
+        if deferred is not None:
+            deferred.pending.append((var, value, initializer))
         return var
 
     add_variable = add_weight

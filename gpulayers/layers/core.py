@@ -1,4 +1,4 @@
-"""Core layers: Dense, Embedding and Activation."""
+"""Core layers: Dense, Embedding, Activation and Identity."""
 
 import math
 import numbers
@@ -11,8 +11,9 @@ from gpulayers.argument_validation import standardize_bool, standardize_int
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_spec import InputSpec
 from gpulayers.ops.activations import softmax_node
+from gpulayers.tree import map_structure
 
-__all__ = ["Activation", "Dense", "Embedding"]
+__all__ = ["Activation", "Dense", "Embedding", "Identity"]
 
 
 class Dense(Layer):
@@ -361,7 +362,38 @@ class Activation(Layer):
         return self._activate(inputs)
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+        shape = tuple(input_shape)
+        if self.activation is activations.glu and shape and shape[-1] is not None:
+            return shape[:-1] + (shape[-1] // 2,)  # glu halves the last axis (Keras's layer does not say so)
+        return shape
 
     def get_config(self):
         return {**super().get_config(), "activation": activations.serialize(self.activation)}
+
+
+class Identity(Layer):
+    """Returns its input (a tensor, or a list or dict of them) unchanged: a placeholder layer.
+
+    As every layer, it casts float inputs to its dtype (autocast); other
+    inputs pass as they are. Input and output shape: any, the same.
+
+    Example:
+        >>> Identity()(np.array([[1.0, 2.0]])).shape
+        (1, 2)
+    """
+
+    built_at_construction = True
+
+    def call(self, inputs):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def compute_output_spec(self, inputs):
+        from gpulayers.symbolic import KerasTensor
+
+        floats = "f" if self.autocast else ""
+        return map_structure(
+            lambda x: KerasTensor(x.shape, self.compute_dtype if np.dtype(x.dtype).kind in floats else x.dtype), inputs
+        )

@@ -13,6 +13,7 @@ the ReLU folded in (one node, one pass each way on the GPU), and the ReLU
 node is skipped; the values are those of the two calls.
 """
 
+import collections
 import warnings
 
 import numpy as np
@@ -94,11 +95,11 @@ def map_graph(inputs, outputs, output_paths=None):
     for path, t in zip(output_paths, outputs):
         if id(t) not in computable:
             raise ValueError(f"Output with path `{path}` is not connected to `inputs`")
-    names = [op.name for op in operations]
-    for name in names:
-        if names.count(name) != 1:
+    counts = collections.Counter(op.name for op in operations)
+    for name, count in counts.items():
+        if count != 1:
             raise ValueError(
-                f'The name "{name}" is used {names.count(name)} times in the model. All operation names should be unique.'
+                f'The name "{name}" is used {count} times in the model. All operation names should be unique.'
             )
     return order, operations
 
@@ -209,8 +210,10 @@ class Functional(Model):
         self._node_ids = {id(n) for n in nodes}
         self._relu_epilogues = relu_epilogues(self._graph_nodes, flat_outputs)
         self._operations = operations
-        for op in operations:
-            self._track(op)
+        # map_graph lists each operation once: its layers are tracked in one pass (_track scans the
+        # tracked layers at each call, quadratic for a model of thousands of layers).
+        known = {id(layer) for layer in self._layers}
+        self._layers.extend(op for op in operations if isinstance(op, Layer) and op is not self and id(op) not in known)
         self.built = True
         self._build_input_shape = None
 

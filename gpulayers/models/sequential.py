@@ -36,10 +36,7 @@ class Sequential(Model):
         if layers is not None:
             if isinstance(layers, (Layer, KerasTensor)) or not hasattr(layers, "__iter__"):
                 raise TypeError(f"Invalid type for `layers`: expected a list of layers. Received: layers={layers!r:.80}")
-            for layer in layers:
-                self.add(layer, rebuild=False)
-            if self.built:
-                self._rebuild_graph()  # once for the whole list, as Keras's constructor
+            self._add_all(layers)  # the graph built once for the whole list, as Keras's constructor
 
     _untracked_attributes = Model._untracked_attributes | {"_functional", "_auto_input"}
 
@@ -57,6 +54,21 @@ class Sequential(Model):
         layers that do not fit the current output (ValueError), leaving the
         model unchanged.
         """
+        self._add_all([layer], rebuild)
+
+    def _add_all(self, layers, rebuild=True):
+        """``add`` each of ``layers``, keeping the name set and the running output shape from one to the
+        next (linear in the count; ``add`` alone finds both anew), and the graph rebuilt once at the end."""
+        names = {l.name for l in self._layers}
+        shape = self._output_shape_or_none()
+        for layer in layers:
+            shape = self._append(layer, names, shape)
+        if rebuild and self.built:
+            self._rebuild_graph()
+
+    def _append(self, layer, names, shape):
+        """Add one layer given the names in the stack and its output shape (None when unknown); both are
+        updated; returns the new output shape."""
         if isinstance(layer, KerasTensor):
             layer = layer._keras_history[0]
         if not isinstance(layer, Layer):
@@ -81,15 +93,13 @@ class Sequential(Model):
                 # A built model as the first layer (Keras: a first layer with an input_shape): its input is ours.
                 added.append(InputLayer(batch_shape=_built_model_input_shape(layer), dtype=layer.dtype))
             added.append(layer)
-        names = {l.name for l in self._layers}
-        for new in added:
-            if new.name in names:
+        new_names = [new.name for new in added]
+        for i, name in enumerate(new_names):
+            if name in names or name in new_names[:i]:
                 raise ValueError(
                     "All layers added to a Sequential model should have unique names. "
-                    f"Name '{new.name}' is already the name of a layer in this model."
+                    f"Name '{name}' is already the name of a layer in this model."
                 )
-            names.add(new.name)
-        shape = self._output_shape_or_none()
         if shape is None and isinstance(added[0], InputLayer):
             shape = added[0].batch_shape
         if shape is not None:
@@ -98,13 +108,11 @@ class Sequential(Model):
                     new.build_from_shape(shape)  # raises before the model changes
                     shape = new.compute_output_shape(shape)
         self._layers.extend(added)
+        names.update(new_names)
         if isinstance(self._layers[0], InputLayer):
             self.built = True
             self._build_input_shape = (None,) + tuple(self._layers[0].batch_shape[1:])
-            if rebuild:
-                self._rebuild_graph()
-        elif self.built and rebuild:
-            self._rebuild_graph()
+        return shape
 
     def _rebuild_graph(self):
         """The stack as a functional graph from its InputLayer (Keras 3 does the same at each change): it gives
@@ -309,8 +317,7 @@ class Sequential(Model):
         build_shape = config.pop("build_input_shape", None)
         kwargs = {k: config[k] for k in ("name", "trainable", "dtype") if k in config}
         model = cls(**kwargs)
-        for entry in entries:
-            model.add(layers_module.deserialize(entry))
+        model._add_all(layers_module.deserialize(entry) for entry in entries)
         if build_shape is not None and not model.built:
             model.build(build_shape)
         return model

@@ -7,7 +7,9 @@
 - ``.weights.h5`` (:func:`save_weights`, :func:`load_weights`): the
   weights (and a compiled model's optimizer state) alone.
 
-The modules: ``archive`` (the zip, atomic writes, metadata), ``config_checks``
+The modules: ``archive`` (the zip, its members read within bounds, metadata),
+``atomic_files`` (atomic writes), ``serialization_lib`` (Keras's
+``serialize_keras_object`` / ``deserialize_keras_object`` for every family), ``config_checks``
 (the config validated before anything is built), ``weights_file`` (the HDF5
 layout, read all or nothing), ``saving_lib`` (the four functions). Loading
 never runs code from a file: no pickle, no eval, no import of a module a
@@ -25,8 +27,7 @@ from gpulayers.object_registration import (
 )
 from gpulayers.saving.archive import KERAS_VERSION
 from gpulayers.saving.saving_lib import load_model, load_weights, save_model, save_weights
-from gpulayers.serialization import deserialize as deserialize_keras_object
-from gpulayers.serialization import serialize as serialize_keras_object
+from gpulayers.saving.serialization_lib import deserialize_keras_object, serialize_keras_object
 
 __all__ = [
     "KERAS_VERSION",

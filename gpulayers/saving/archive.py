@@ -8,17 +8,17 @@ as it was and the temporary file is removed.
 """
 
 import datetime
+import io
 import json
 import os
 import stat
-import tempfile
 import zipfile
 
-from gpulayers.file_utils import fsync_directory
+from gpulayers.saving.atomic_files import atomic_write
 
 __all__ = [
-    "CONFIG", "KERAS_VERSION", "MAX_JSON_BYTES", "METADATA", "WEIGHTS", "atomic_write", "check_metadata",
-    "open_archive", "parse_json", "read_member", "zip_info",
+    "CONFIG", "KERAS_VERSION", "MAX_EXPANSION", "MAX_JSON_BYTES", "METADATA", "WEIGHTS", "atomic_write",
+    "check_metadata", "member_size", "open_archive", "open_regular_file", "parse_json", "read_member", "zip_info",
 ]
 
 # The Keras release written to metadata.json (Keras does not check it; the
@@ -45,97 +45,140 @@ def zip_info(name):
     return info
 
 
-def atomic_write(path, write):
-    """Write through ``write(fileobj)`` to a temporary file beside ``path``, then move it over ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"Cannot save to {path}: the directory {directory} does not exist.")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"Cannot save to {path}: it is a directory.")
+def open_regular_file(path, what):
+    """``path`` opened for reading when it is a regular file (following symlinks), with its size.
+
+    Anything else is refused without being opened (a directory: IsADirectoryError; a FIFO, socket or
+    device: ValueError), and the open itself never blocks (``O_NONBLOCK``: a FIFO swapped in after the
+    check is seen by ``fstat`` and refused, not waited on).
+    """
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        _check_regular(os.stat(path).st_mode, path, what)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        raise FileNotFoundError(f"No such {what}: {path}") from None
     try:
-        with os.fdopen(fd, "wb") as fileobj:
-            write(fileobj)
-            fileobj.flush()
-            os.fsync(fileobj.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        info = os.fstat(fd)
+        _check_regular(info.st_mode, path, what)
+        return os.fdopen(fd, "rb"), info.st_size
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        os.close(fd)
         raise
-    fsync_directory(directory)
 
 
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _check_regular(mode, path, what):
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"Cannot load {path}: it is a directory, not a {what}.")
+    kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or other special file"
+    raise ValueError(f"Invalid {what} {path}: it is {kind}, not a regular file.")
 
 
 class _Archive:
-    """A validated ``.keras`` zip: opened, its members listed, closed on exit."""
+    """A validated ``.keras`` zip: opened, its members listed, closed on exit. ``size``: the file's real size."""
 
     def __init__(self, path, required):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No such model file: {path}")
+        fileobj, self.size = open_regular_file(path, "model file")
         try:
-            self.zip = zipfile.ZipFile(path, "r")
+            self.zip = zipfile.ZipFile(fileobj, "r")
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+            fileobj.close()
             if isinstance(exc, (FileNotFoundError, PermissionError)):
                 raise
             raise ValueError(f"Invalid model file {path}: not a readable .keras (zip) archive ({exc}).") from None
+        self.fileobj = fileobj
         names = self.zip.namelist()
         for name in (METADATA, CONFIG, WEIGHTS):
             if names.count(name) > 1:
-                self.zip.close()
+                self.close()
                 raise ValueError(f"Invalid model file {path}: the archive holds '{name}' more than once.")
         if WEIGHTS not in names and "model.weights.npz" in names:
-            self.zip.close()
+            self.close()
             raise ValueError(
                 f"Invalid model file {path}: its weights are in model.weights.npz, a format that can hold "
                 "pickled objects; gpulayers reads only model.weights.h5."
             )
         for name in required:
             if name not in names:
-                self.zip.close()
+                self.close()
                 raise ValueError(f"Invalid model file {path}: the archive has no '{name}'.")
+        self.zip.archive_size = self.size  # what read_member checks the members' sizes against
+
+    def close(self):
+        self.zip.close()
+        self.fileobj.close()
 
     def __enter__(self):
         return self.zip
 
     def __exit__(self, *exc):
-        self.zip.close()
+        self.close()
 
 
 def open_archive(path, required=(METADATA, CONFIG, WEIGHTS)):
     return _Archive(path, required)
 
 
-def read_member(archive, path, name, limit):
+# A compressed member may expand to this many times its stored size (or to _SMALL_MEMBER_BYTES). Keras and
+# gpulayers store members uncompressed; a re-zipped archive of real weights compresses by a few percent;
+# deflate reaches ~1000x only on runs of zeros, which is what a decompression bomb is made of.
+MAX_EXPANSION = 16
+_SMALL_MEMBER_BYTES = 1 << 20
+
+_CHUNK_BYTES = 1 << 20
+
+
+def member_size(archive, path, name):
+    """The checked uncompressed size of member ``name``: what its header declares, refused unless the
+    archive's real size holds its stored bytes and a compressed member expands at most MAX_EXPANSION times."""
     try:
         info = archive.getinfo(name)
     except KeyError:
         raise ValueError(f"Invalid model file {path}: the archive has no '{name}'.") from None
-    if info.file_size > limit:
+    stored = info.compress_size
+    if stored > archive.archive_size:
         raise ValueError(
-            f"Invalid model file {path}: '{name}' declares {info.file_size} bytes, more than the "
-            f"{limit} allowed for it."
+            f"Invalid model file {path}: '{name}' declares {stored} stored bytes, but the file has "
+            f"{archive.archive_size}."
         )
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size != stored:
+        raise ValueError(
+            f"Invalid model file {path}: '{name}' is stored uncompressed but declares {info.file_size} bytes "
+            f"for its {stored} stored ones."
+        )
+    if info.file_size > max(MAX_EXPANSION * stored, _SMALL_MEMBER_BYTES):
+        raise ValueError(
+            f"Invalid model file {path}: '{name}' declares {info.file_size} bytes compressed into {stored}, "
+            f"more than {MAX_EXPANSION} times its stored size (a decompression bomb?). Keras writes archive "
+            "members uncompressed: re-zip the file without compression (zip -0)."
+        )
+    return info.file_size
+
+
+def read_member(archive, path, name, limit=None):
+    """Member ``name`` in memory (a BytesIO at its start), read in chunks that stop at its checked declared
+    size (see :func:`member_size`) and at ``limit``: a member that inflates past what it declares is
+    refused before it takes more memory than that."""
+    size = member_size(archive, path, name)
+    if limit is not None and size > limit:
+        raise ValueError(
+            f"Invalid model file {path}: '{name}' declares {size} bytes, more than the {limit} allowed for it."
+        )
+    buffer = io.BytesIO()
     try:
-        with archive.open(info, "r") as member:
-            data = member.read(limit + 1)
+        with archive.open(name, "r") as member:
+            while buffer.tell() <= size:
+                chunk = member.read(min(_CHUNK_BYTES, size + 1 - buffer.tell()))
+                if not chunk:
+                    break
+                buffer.write(chunk)
     except Exception as exc:  # zipfile raises BadZipFile, zlib.error, EOFError, RuntimeError...
         raise ValueError(f"Invalid model file {path}: '{name}' cannot be read ({type(exc).__name__}: {exc}).") from None
-    if len(data) > limit:
-        raise ValueError(f"Invalid model file {path}: '{name}' is larger than the {limit} bytes allowed for it.")
-    return data
+    if buffer.tell() != size:
+        raise ValueError(f"Invalid model file {path}: '{name}' does not hold the {size} bytes it declares.")
+    buffer.seek(0)
+    return buffer
 
 
 def _no_duplicate_keys(pairs):

@@ -11,7 +11,7 @@ entry names a class gpulayers builds.
 from gpulayers import object_registration, serialization
 from gpulayers.saving.archive import CONFIG
 
-__all__ = ["check_compile_config", "check_model_config"]
+__all__ = ["MAX_CONFIG_DEPTH", "MAX_LAYERS", "check_compile_config", "check_model_config"]
 
 _GPULAYERS_PACKAGE = serialization.GPULAYERS_PACKAGE
 _MODEL_CLASSES = ("Sequential", "Functional")
@@ -157,12 +157,38 @@ def _check_tree(value, path, where, functions=False):
         raise _bad(path, where, f"unexpected value {value!r:.80}.")
 
 
+# The deepest nesting of JSON objects and lists a config may have: a Functional model inside another
+# adds 6 levels, a Sequential 3, a layer's own arguments about 6; real files stay under 40.
+MAX_CONFIG_DEPTH = 100
+
+# The most layer entries a config may hold, nested models' included: loading is linear in them (about
+# 0.3 ms each), so this bounds the time a file can take, far above real models (ResNet-152: 517 layers).
+MAX_LAYERS = 10_000
+
+
+def _deeper_than(value, limit):
+    """Whether ``value`` nests JSON objects and lists more than ``limit`` deep (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def check_model_config(config, path):
     """Validate the whole config tree before anything is built."""
+    if isinstance(config, (dict, list)) and _deeper_than(config, MAX_CONFIG_DEPTH):
+        raise ValueError(
+            f"Invalid model file {path}: {CONFIG} nests objects and lists more than {MAX_CONFIG_DEPTH} levels "
+            "deep; gpulayers reads configs up to that depth."
+        )
     try:
         _check_tree(config, path, "model")
-        _check_container(config, path, "model")
-    except RecursionError:
+        _check_container(config, path, "model", [0])
+    except RecursionError:  # pragma: no cover - the depth is bounded above
         raise ValueError(f"Invalid model file {path}: {CONFIG} is nested too deeply.") from None
 
 
@@ -184,9 +210,9 @@ def check_compile_config(config, path):
         raise _bad(path, where, "nested too deeply.") from None
 
 
-def _check_container(entry, path, where):
+def _check_container(entry, path, where, count):
     """The model entry: a Sequential or Functional (every layer entry checked, nested models too), or a
-    model class the program made known (its own config is its business)."""
+    model class the program made known (its own config is its business). ``count``: [layer entries so far]."""
     if not isinstance(entry, dict):
         raise _bad(path, where, f"expected a serialized model (a JSON object). Received: {entry!r:.80}")
     class_name = entry.get("class_name")
@@ -207,6 +233,9 @@ def _check_container(entry, path, where):
     entries = config.get("layers", [])
     if not isinstance(entries, list):
         raise _bad(path, f"{where}.config.layers", "expected a list of layers.")
+    count[0] += len(entries)
+    if count[0] > MAX_LAYERS:
+        raise _bad(path, f"{where}.config.layers", f"more than {MAX_LAYERS} layers in all; gpulayers loads at most that many.")
     builtin = serialization.builtin_classes()
     for i, layer in enumerate(entries):
         here = f"{where}.config.layers[{i}]"
@@ -216,7 +245,7 @@ def _check_container(entry, path, where):
         if class_name == "Functional" and not isinstance(layer.get("inbound_nodes", []), list):
             raise _bad(path, f"{here}.inbound_nodes", "expected a list of calls.")
         if name in _MODEL_CLASSES:
-            _check_container(layer, path, here)
+            _check_container(layer, path, here, count)
             continue
         if serialization.is_operation_entry(layer):  # an op called on symbolic tensors (x + y, ops.mean)
             continue

@@ -99,7 +99,6 @@ registered it: it loads compiled with ``custom_objects``, or uncompiled with
 """
 
 import datetime
-import io
 import json
 import os
 import warnings
@@ -108,12 +107,13 @@ import zipfile
 import numpy as np
 
 from gpulayers import object_registration, serialization
+from gpulayers.layers.weight_allocation import deferred_initialization
 from gpulayers.saving.archive import (
-    CONFIG, KERAS_VERSION, MAX_JSON_BYTES, METADATA, WEIGHTS, atomic_write, check_metadata, open_archive, parse_json,
-    read_member, zip_info,
+    CONFIG, KERAS_VERSION, MAX_JSON_BYTES, METADATA, WEIGHTS, atomic_write, check_metadata, member_size, open_archive,
+    open_regular_file, parse_json, read_member, zip_info,
 )
 from gpulayers.saving.config_checks import check_compile_config, check_model_config
-from gpulayers.saving.weights_file import assign, read_weights, weights_size_limit, weights_to_h5_bytes
+from gpulayers.saving.weights_file import assign, read_weights, weights_to_h5_bytes
 
 __all__ = ["load_model", "load_weights", "save_model", "save_weights"]
 
@@ -190,8 +190,16 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
         ValueError: The extension is not ``.keras``, or the file is not a
             valid model file (corrupt or truncated archive, bad JSON, a class
             or module that gpulayers does not build, weights or optimizer
-            state that do not fit the model...). The message names the file
-            and the problem.
+            state that do not fit the model...), a FIFO or device, or a load
+            that runs out of memory. The message names the file and the
+            problem. Before any weight gets memory, the model is built with
+            placeholders and refused if it declares more parameters than
+            ``model.weights.h5`` can hold (2 bytes each); a compressed member
+            may inflate to 16 times its stored size at most, and is read in
+            chunks that stop at its declared size; configs nest at most
+            ``MAX_CONFIG_DEPTH`` (100) levels and hold at most ``MAX_LAYERS``
+            (10 000) layers (``gpulayers.saving.config_checks``).
+        IsADirectoryError: The path is a directory.
         FileNotFoundError: There is no such file.
     """
     path = _check_path(filepath, (".keras",), "load_model")
@@ -203,20 +211,33 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
 
 
 def _load_model(path, compile):
-    with open_archive(path) as archive:
-        metadata = parse_json(read_member(archive, path, METADATA, MAX_JSON_BYTES), path, METADATA)
-        check_metadata(metadata, path)
-        config = parse_json(read_member(archive, path, CONFIG, MAX_JSON_BYTES), path, CONFIG)
-        check_model_config(config, path)
-        compile_config = config.get("compile_config") if compile else None
-        if compile_config:
-            check_compile_config(compile_config, path)
-        model = _build_model(config, path)
-        if compile_config:
-            _compile_model(model, compile_config, path)
-        weights = read_member(archive, path, WEIGHTS, weights_size_limit(model))
-    label = f"{path} ({WEIGHTS})"
-    assign(model, *read_weights(io.BytesIO(weights), model, label), label)
+    """Check the archive and the config, build the model with placeholder weights (no initial values,
+    no memory; no more parameters than the weights member can hold), check the weights member against
+    it, and only then give the weights their values."""
+    try:
+        with open_archive(path) as archive:
+            metadata = parse_json(read_member(archive, path, METADATA, MAX_JSON_BYTES).getvalue(), path, METADATA)
+            check_metadata(metadata, path)
+            config = parse_json(read_member(archive, path, CONFIG, MAX_JSON_BYTES).getvalue(), path, CONFIG)
+            check_model_config(config, path)
+            compile_config = config.get("compile_config") if compile else None
+            if compile_config:
+                check_compile_config(compile_config, path)
+            size = member_size(archive, path, WEIGHTS)
+            with deferred_initialization(size // 2, f"its {size}-byte {WEIGHTS}") as deferred:
+                model = _build_model(config, path)
+            if compile_config:
+                _compile_model(model, compile_config, path)
+            weights = read_member(archive, path, WEIGHTS)
+        label = f"{path} ({WEIGHTS})"
+        arrays, state = read_weights(weights, model, label, data_limit=size)
+        del weights  # the arrays are read: the file's bytes are not needed while they are assigned
+        assign(model, arrays, state, label)
+        deferred.initialize_remaining()
+    except MemoryError as exc:
+        raise ValueError(f"Invalid model file {path}: loading it ran out of memory ({exc}).") from None
+    except RecursionError:
+        raise ValueError(f"Invalid model file {path}: its model is nested too deeply to be built.") from None
     return model
 
 
@@ -258,15 +279,19 @@ def load_weights(model, filepath):
     """
     path = _check_path(filepath, (".weights.h5", ".keras"), "load_weights")
     _check_model(model)
-    if path.endswith(".keras"):
-        with open_archive(path, required=(WEIGHTS,)) as archive:
-            source = io.BytesIO(read_member(archive, path, WEIGHTS, weights_size_limit(model)))
-        label = f"{path} ({WEIGHTS})"
-    else:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No such weights file: {path}")
-        source = label = path
-    assign(model, *read_weights(source, model, label), label)
+    try:
+        if path.endswith(".keras"):
+            with open_archive(path, required=(WEIGHTS,)) as archive:
+                source = read_member(archive, path, WEIGHTS)
+            size, label = len(source.getbuffer()), f"{path} ({WEIGHTS})"
+        else:
+            source, size = open_regular_file(path, "weights file")
+            label = path
+        with source:
+            arrays, state = read_weights(source, model, label, data_limit=size)
+        assign(model, arrays, state, label)
+    except MemoryError as exc:
+        raise ValueError(f"Invalid weights file {path}: loading it ran out of memory ({exc}).") from None
 
 
 def _check_path(filepath, extensions, function):

@@ -22,7 +22,9 @@ slots) before the model changes, so a load replaces all the weights and
 the optimizer state or none.
 """
 
+import contextlib
 import io
+import threading
 import warnings
 
 import numpy as np
@@ -246,11 +248,12 @@ def _plan_layer(layer, path, visited, containers, leaves):
     leaves[path] = (layer, entries)
 
 
-def read_weights(source, model, label):
+def read_weights(source, model, label, data_limit=None):
     """The weights of ``model`` from the HDF5 ``source``, checked, in ``model.weights`` order, and the
     optimizer state to restore (a dict for ``Optimizer.import_state``, or None).
 
-    The optimizer group is read only for a compiled model.
+    The optimizer group is read only for a compiled model. ``data_limit``: the source's size; the arrays
+    read may not take more (Keras stores them uncompressed), so a small file cannot make a large load.
     """
     h5py = _h5py()
     containers, leaves = {}, {}
@@ -263,7 +266,7 @@ def read_weights(source, model, label):
     except (OSError, ValueError) as exc:
         raise ValueError(f"Invalid weights file {label}: not a readable HDF5 file ({exc}).") from None
     try:
-        with h5:
+        with h5, _data_budget(data_limit, label):
             values = _read_checked(h5, model, containers, leaves, label, h5py)
             state = _read_optimizer(h5, model, label, h5py)
     except (OSError, RuntimeError, KeyError, TypeError) as exc:  # h5py read errors on a damaged file
@@ -315,14 +318,14 @@ def _read_checked(h5, model, containers, leaves, label, h5py):
     # The top: 'layers', the model's own (empty) 'vars', and a compiled Keras model's 'optimizer' (ignored).
     extra = sorted(set(h5.keys()) - {"layers", "vars", "optimizer"})
     if extra:
-        raise ValueError(f"Invalid weights file {label}: unexpected top-level entries {extra}.")
+        raise ValueError(f"Invalid weights file {label}: unexpected top-level entries {_some(extra)}.")
     values = {}
     for prefix in sorted(containers, key=len):
         node = h5 if not prefix else _member(h5, prefix, "group", label, prefix, h5py)
         if prefix:
             extra = sorted(set(node.keys()) - {"layers", "vars"})
             if extra:
-                raise ValueError(f"Invalid weights file {label}: unexpected entries {extra} in '{prefix}'.")
+                raise ValueError(f"Invalid weights file {label}: unexpected entries {_some(extra)} in '{prefix}'.")
         if "vars" in node:
             own = _member(node, "vars", "group", label, _join(prefix, "vars"), h5py)
             if len(own):
@@ -332,32 +335,33 @@ def _read_checked(h5, model, containers, leaves, label, h5py):
                 )
         expected = containers[prefix]
         layers_path = _join(prefix, "layers")
-        if "layers" in node:
-            found = set(_member(node, "layers", "group", label, layers_path, h5py).keys())
-        else:
-            found = set()
+        layers_group = _member(node, "layers", "group", label, layers_path, h5py) if "layers" in node else None
+        found = set() if layers_group is None else set(layers_group.keys())
         if found != set(expected):
             missing, unexpected = sorted(set(expected) - found), sorted(found - set(expected))
             raise ValueError(
                 f"Invalid weights file {label}: the layer groups in '{layers_path}' do not match the model "
-                f"'{model.name}' (missing: {missing}, unexpected: {unexpected})."
+                f"'{model.name}' (missing: {_some(missing)}, unexpected: {_some(unexpected)})."
             )
         for group_name, kind in expected.items():
             path = _join(layers_path, group_name)
-            _member(h5, path, "group", label, path, h5py)
+            # looked up in its parent once and passed on: a lookup in a group of thousands costs ~50 us
+            group = _member(layers_group, group_name, "group", label, path, h5py)
             if kind == "layer":
-                _read_layer(h5, path, leaves, values, label, h5py, model)
+                _read_layer(h5, path, leaves, values, label, h5py, model, group)
     return values
 
 
-def _read_layer(h5, path, leaves, values, label, h5py, model):
-    """A layer's group: exactly its ``vars`` and its sublayers' groups; its own weights, then each sublayer's."""
+def _read_layer(h5, path, leaves, values, label, h5py, model, group=None):
+    """A layer's group (``group``, when the caller has it): exactly its ``vars`` and its sublayers' groups;
+    its own weights, then each sublayer's."""
     layer, entries = leaves[path]
-    group = _member(h5, path, "group", label, path, h5py) if path else h5
+    if group is None:
+        group = _member(h5, path, "group", label, path, h5py) if path else h5
     extra = sorted(set(group.keys()) - set(entries) - ({"optimizer"} if not path else set()))
     if extra:
-        raise ValueError(f"Invalid weights file {label}: unexpected entries {extra} in '{path}'.")
-    _read_leaf(h5, _join(path, "vars"), layer, values, label, h5py, model)
+        raise ValueError(f"Invalid weights file {label}: unexpected entries {_some(extra)} in '{path}'.")
+    _read_leaf(group, _join(path, "vars"), layer, values, label, h5py, model)
     between = {}  # the groups of list and dict attributes: path -> the names they must hold
     for child_paths in (e for e in entries.values() if e is not None):
         for child_path in child_paths:
@@ -368,7 +372,8 @@ def _read_layer(h5, path, leaves, values, label, h5py, model):
         found = set(_member(h5, inner, "group", label, inner, h5py).keys())
         if found != names:
             raise ValueError(
-                f"Invalid weights file {label}: '{inner}' holds {sorted(found)}; the model expects {sorted(names)}."
+                f"Invalid weights file {label}: '{inner}' holds {_some(sorted(found))}; the model expects "
+                f"{_some(sorted(names))}."
             )
     for child_paths in (e for e in entries.values() if e is not None):
         for child_path in child_paths:
@@ -377,8 +382,8 @@ def _read_layer(h5, path, leaves, values, label, h5py, model):
                 _read_layer(h5, full, leaves, values, label, h5py, model)
 
 
-def _read_leaf(h5, vars_path, layer, values, label, h5py, model):
-    group = _member(h5, vars_path, "group", label, vars_path, h5py)
+def _read_leaf(parent, vars_path, layer, values, label, h5py, model):
+    group = _member(parent, "vars", "group", label, vars_path, h5py)
     weights = _own_variables(layer)
     keys = set(group.keys())
     wanted = {str(i) for i in range(len(weights))}
@@ -388,8 +393,8 @@ def _read_leaf(h5, vars_path, layer, values, label, h5py, model):
             hint = f" Model '{model.name}' is not built: build it (or call it on data) before loading weights."
         raise ValueError(
             f"Invalid weights file {label}: layer group '{vars_path}' holds {len(keys)} arrays "
-            f"({sorted(keys, key=_int_key)}); layer '{layer.name}' of the model expects {len(weights)} "
-            f"({sorted(wanted, key=_int_key)}).{hint}"
+            f"({_some(sorted(keys, key=_int_key))}); layer '{layer.name}' of the model expects {len(weights)} "
+            f"({_some(sorted(wanted, key=_int_key))}).{hint}"
         )
     for i, weight in enumerate(weights):
         where = f"{vars_path}/{i}"
@@ -425,10 +430,45 @@ def _check_dataset_shape(ds, shape, label, where, owner):
 
 
 def _read_array(ds):
+    budget = getattr(_budget, "left", None)
+    if budget is not None:
+        size = ds.size * ds.dtype.itemsize
+        if size > budget[0]:
+            raise ValueError(
+                f"Invalid weights file {budget[1]}: '{ds.name.lstrip('/')}' holds {size} bytes of data; with the "
+                f"arrays before it that is more than the file's {budget[2]} bytes (gpulayers reads arrays "
+                "stored uncompressed, as Keras writes them)."
+            )
+        budget[0] -= size
     array = np.empty(ds.shape, dtype=ds.dtype.newbyteorder("="))
     if array.size:
         ds.read_direct(array)
     return array
+
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+# Names listed in an error message: the first few, then how many more (a file can hold millions).
+_MESSAGE_NAMES = 10
+
+
+def _some(names):
+    names = list(names)
+    if len(names) <= _MESSAGE_NAMES:
+        return str(names)
+    return f"{str(names[:_MESSAGE_NAMES])[:-1]}, ... and {len(names) - _MESSAGE_NAMES} more]"
+
+
+_budget = threading.local()  # [bytes left, label, limit] while read_weights runs with a data_limit
+
+
+@contextlib.contextmanager
+def _data_budget(limit, label):
+    _budget.left = None if limit is None else [limit, label, limit]
+    try:
+        yield
+    finally:
+        _budget.left = None
 
 
 def _int_key(text):
@@ -464,7 +504,7 @@ def _read_optimizer(h5, model, label, h5py):
     extra = sorted(set(top.keys()) - ({"vars", "inner_optimizer"} if scaled else {"vars"}))
     if extra:
         raise ValueError(
-            f"Invalid weights file {label}: unexpected entries {extra} in 'optimizer'; gpulayers reads a plain "
+            f"Invalid weights file {label}: unexpected entries {_some(extra)} in 'optimizer'; gpulayers reads a plain "
             "optimizer's 'optimizer/vars' only."
         )
     group = _member(h5, "optimizer/vars", "group", label, "optimizer/vars", h5py)
@@ -512,7 +552,7 @@ def _optimizer_count(group, label):
     if keys != {str(i) for i in range(count)} or not count:
         raise ValueError(
             f"Invalid weights file {label}: 'optimizer/vars' should hold datasets named '0' (iterations), "
-            f"'1', ... without gaps. Received: {sorted(keys, key=_int_key)[:20]}"
+            f"'1', ... without gaps. Received: {_some(sorted(keys, key=_int_key))}"
         )
     return count
 
@@ -531,8 +571,10 @@ def _read_iterations(group, label, h5py, index=0, what="the optimizer's iteratio
     ds = _dataset(group, str(index), "iu", label, where, h5py, f"an integer ({what})")
     _check_dataset_shape(ds, (), label, where, f"{what} (a scalar)")
     value = int(_read_array(ds))
-    if value < 0:
-        raise ValueError(f"Invalid weights file {label}: '{where}' holds {what} = {value}; expected an int >= 0.")
+    if not 0 <= value <= _INT64_MAX:  # saved back as int64, as Keras's TensorFlow backend does
+        raise ValueError(
+            f"Invalid weights file {label}: '{where}' holds {what} = {value}; expected an int in [0, {_INT64_MAX}]."
+        )
     return value
 
 

@@ -67,8 +67,14 @@ from gpulayers.layers import (
     MaxPooling2D,
     StochasticPooling2D,
 )
+from gpulayers.layers.weight_allocation import deferred_initialization
 from gpulayers.models import Sequential
 from helpers import forward, reset_randomness, to_np
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -83,6 +89,42 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
+
+
+# ---------------------------------------------------------------- address-space cap
+
+# Room above the address space the process already maps: a request the exclusion or the layers let
+# through by mistake fails with MemoryError (a test failure) instead of waking the OOM killer.
+ADDRESS_SPACE_HEADROOM = int(os.environ.get("GPULAYERS_FUZZ_HEADROOM_MB", "4096")) << 20
+
+
+def _mapped_bytes():
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+@pytest.fixture(autouse=True)
+def address_space_cap():
+    """Every test here runs with RLIMIT_AS lowered to what is mapped now plus the headroom (Linux)."""
+    mapped = _mapped_bytes() if resource is not None else None
+    if mapped is None:
+        yield None
+        return
+    previous = resource.getrlimit(resource.RLIMIT_AS)
+    cap = mapped + ADDRESS_SPACE_HEADROOM
+    if previous[0] != resource.RLIM_INFINITY:
+        cap = min(cap, previous[0])
+    resource.setrlimit(resource.RLIMIT_AS, (cap, previous[1]))
+    try:
+        yield cap
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, previous)
 
 
 # ---------------------------------------------------------------- watchdog
@@ -881,13 +923,21 @@ def check_views_match(layer, x, training, data):
 
 
 def _weights_too_big(layer, shape):
-    """A request for weights too large to allocate here (MemoryError there is the machine's limit, not a bug)."""
-    if isinstance(layer, Dense) and len(shape) >= 1:
-        return (shape[-1] + 1) * layer.units > MAX_WEIGHT_ELEMENTS  # the kernel and the bias (input dim 0 too)
-    if isinstance(layer, Conv2D) and len(shape) == 4:
-        channels = shape[3] if layer.data_format == "channels_last" else shape[1]
-        return math.prod(layer.kernel_size) * max(channels, 1) * layer.filters > MAX_WEIGHT_ELEMENTS
-    return False
+    """A request for weights too large to allocate here (MemoryError there is the machine's limit, not a bug).
+
+    Every weight of every layer class is counted: the layer is built for ``shape`` with placeholder
+    weights (no memory, no initial values, as a loaded model is), then put back unbuilt. A weight the
+    layer itself refuses (larger than the process can hold) is not excluded: the refusal is tested.
+    """
+    restore = layer._snapshot()
+    try:
+        with deferred_initialization() as deferred:
+            layer.build_from_shape(shape)
+    except ALLOWED:
+        pass
+    finally:
+        restore()
+    return deferred.elements > MAX_WEIGHT_ELEMENTS
 
 
 def skip_excluded(layer, x, training):
@@ -1290,3 +1340,45 @@ def test_a_refused_first_call_leaves_the_layer_unbuilt():
         with pytest.raises(TypeError):
             layer(np.ones((1, 3), np.float32))
         assert not layer.built and layer.weights == []
+
+
+def test_fuzz_runs_under_an_address_space_cap(address_space_cap):
+    """The deep run could ask for ~24 GiB (Dense(2**31 - 1) on a (1, 0) input) and meet the OOM killer."""
+    if address_space_cap is None:
+        pytest.skip("no /proc/self/status or resource module here")
+    assert resource.getrlimit(resource.RLIMIT_AS)[0] == address_space_cap
+    with pytest.raises(MemoryError):
+        np.ones(ADDRESS_SPACE_HEADROOM + (1 << 30), np.uint8)
+
+
+@pytest.mark.parametrize(
+    "make,shape,too_big",
+    [
+        (lambda: Dense(1 << 17), (1, 0), True),  # the bias alone
+        (lambda: BatchNormalization(), (2, 1 << 15), True),  # four vectors of 2**15 (was not counted)
+        (lambda: Conv2D(1 << 11, 8), (1, 8, 8, 0), False),  # an empty kernel and 2048 biases (was 64 * 2048)
+    ],
+    ids=["dense_bias", "batch_norm", "conv_empty_kernel"],
+)
+def test_the_exclusion_counts_every_weight(make, shape, too_big):
+    """It counted Dense and Conv2D alone, each by its own formula (the bias was forgotten once)."""
+    layer = make()
+    assert _weights_too_big(layer, shape) == too_big
+    assert not layer.built and layer.weights == []
+
+
+@pytest.mark.parametrize(
+    "make,shape",
+    [
+        (lambda: Dense(2**31 - 1), (1, 0)),  # an 8 GiB bias, beyond the fuzz run's address-space cap
+        (lambda: Dense(10**12), (1, 144)),  # 576 TB: beyond any machine's memory
+        (lambda: Conv2D(10**9, 3), (1, 4, 4, 1000)),
+    ],
+    ids=["dense_bias", "dense_kernel", "conv_kernel"],
+)
+def test_a_weight_too_large_to_allocate_is_refused_by_the_layer(make, shape):
+    """A weight larger than the process can hold used to reach the initializer: MemoryError, or the OOM killer."""
+    layer = make()
+    with pytest.raises(ValueError, match=rf"Layer '{layer.name}' cannot create weight '(kernel|bias)' .* bytes"):
+        layer(np.zeros(shape, np.float32))
+    assert not layer.built and layer.weights == []

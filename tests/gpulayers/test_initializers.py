@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from gpulayers import config, utils
 from gpulayers import initializers as I
+from helpers import keras_or_skip
 
 TRUNC = 0.87962566103423978  # std of a standard normal truncated to [-2, 2]
 
@@ -437,8 +438,41 @@ def test_an_array_as_the_initializer_gives_its_values():
     kernel = np.arange(6.0).reshape(3, 2)
     init = I.get(kernel, argument="kernel_initializer")
     np.testing.assert_array_equal(init((3, 2), "float32"), kernel)
-    with pytest.raises(ValueError, match=r"Expected `shape` to be \(3, 2\).*kernel_initializer"):
+    with pytest.raises(ValueError, match=r"value of shape \(3, 2\) cannot fill a weight of shape \(2, 3\)"):
         init((2, 3))
     layer = Dense(2, kernel_initializer=kernel)
     layer(np.ones((1, 3), np.float32))
     np.testing.assert_array_equal(layer.kernel.numpy(), kernel)
+    # saved as Constant(array), so the layer's config loads back (Keras 3.15's function form does not)
+    again = Dense.from_config(layer.get_config())
+    assert isinstance(again.kernel_initializer, I.Constant)
+    np.testing.assert_array_equal(again.kernel_initializer((3, 2)), kernel)
+
+
+def test_a_seed_generator_as_the_seed_draws_anew_each_call_and_saves_as_keras():
+    from gpulayers.random import SeedGenerator
+
+    for cls in (I.RandomNormal, I.RandomUniform, I.TruncatedNormal, I.GlorotUniform, I.Orthogonal):
+        init = cls(seed=SeedGenerator(5))
+        first, second = init((4, 4)), init((4, 4))
+        assert not np.array_equal(first, second)
+        np.testing.assert_array_equal(cls(seed=SeedGenerator(5))((4, 4)), first)  # the generator's seed decides
+        config = init.get_config()
+        assert config["seed"] == {"module": "keras.random", "class_name": "SeedGenerator",
+                                  "config": {"seed": 5, "name": init.seed.name}, "registered_name": None}
+        again = cls.from_config(config)
+        assert isinstance(again.seed, SeedGenerator)
+        np.testing.assert_array_equal(again((4, 4)), first)
+    with pytest.raises(ValueError, match="SeedGenerator"):
+        I.RandomNormal(seed="seven")
+
+
+def test_seed_generator_configs_move_both_ways_with_keras():
+    from gpulayers.random import SeedGenerator
+
+    keras = keras_or_skip()
+    theirs = keras.initializers.RandomNormal(seed=keras.random.SeedGenerator(9))
+    ours = I.RandomNormal.from_config(theirs.get_config())
+    assert isinstance(ours.seed, SeedGenerator) and ours.get_config() == theirs.get_config()
+    back = keras.initializers.RandomNormal.from_config(I.RandomNormal(seed=SeedGenerator(9)).get_config())
+    assert isinstance(back.seed, keras.random.SeedGenerator)

@@ -379,8 +379,7 @@ def test_activation_layer_forward(name):
     x = away_from_kinks(rng, (3, 4))
     layer = Activation(name, dtype="float64")
     y = to_np(layer(x))
-    if name != "glu":  # glu halves the last axis (Keras's Activation.compute_output_shape does not know it either)
-        assert y.shape == x.shape == layer.compute_output_shape(x.shape)
+    assert y.shape == layer.compute_output_shape(x.shape) == (x.shape[:-1] + (2,) if name == "glu" else x.shape)
     np.testing.assert_allclose(y, REFERENCE_ACTIVATIONS[name](x), rtol=1e-6, atol=1e-7)
     y32 = to_np(Activation(name)(x.astype(np.float32)))
     assert y32.dtype == np.float32
