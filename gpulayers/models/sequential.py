@@ -1,5 +1,7 @@
 """The Sequential model: a plain stack of layers (``keras.Sequential``)."""
 
+import inspect
+
 from gpulayers import layers as layers_module
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_layer import InputLayer
@@ -123,8 +125,11 @@ class Sequential(Model):
         if not self.layers or not isinstance(self._layers[0], InputLayer):
             return
         x = inputs = self._layers[0].output
-        for layer in self._layers[1:]:
-            x = layer(x)
+        try:
+            for layer in self._layers[1:]:
+                x = layer(x)
+        except NotImplementedError:
+            return  # a layer that cannot be called symbolically (as Keras: no graph, the stack runs eagerly)
         self._functional = Functional(inputs, x)
 
     @property
@@ -164,6 +169,11 @@ class Sequential(Model):
         """The added layers, without the InputLayer (as Keras)."""
         return [l for l in self._layers if not isinstance(l, InputLayer)]
 
+    @layers.setter
+    def layers(self, value):
+        raise AttributeError("`Sequential.layers` attribute is reserved and should not be used. "
+                             "Use `add()` and `pop()` to change the layers in the model.")
+
     def _output_shape_or_none(self):
         if not self._layers:
             return None
@@ -190,11 +200,27 @@ class Sequential(Model):
         self.build_from_shape(tuple(input_shape))
 
     def build_from_shape(self, input_shape):
+        if isinstance(input_shape, dict) or any(isinstance(d, (list, tuple, dict)) for d in input_shape):
+            # A stack whose input is a structure (a dict, a list of tensors) is no graph, as in Keras:
+            # each layer builds at its first call.
+            self.built = True
+            return
         input_shape = tuple(None if d is None else int(d) for d in input_shape)
         if not self.layers:
+            if self._layers:  # an Input alone (Keras's nested case): nothing to build
+                self.built = True
+                return
             raise ValueError(f"Sequential model '{self.name}' has no layers to build.")
         self._check_batch_axis(input_shape)
-        self.compute_output_shape(input_shape)  # refuse before any layer is built
+        for layer in self.layers:
+            _check_single_positional_input(layer)
+        try:
+            self.compute_output_shape(input_shape)  # refuse before any layer is built
+        except NotImplementedError:
+            # A layer that cannot infer its shape (Keras: compute_output_spec raising): no graph; the
+            # layers build at their first call.
+            self.built = True
+            return
         # A later layer can still refuse while building (an initializer that
         # refuses its weight's shape): then the earlier ones are unbuilt again.
         restores = [layer._snapshot() for layer in self._layers if not layer.built]
@@ -253,7 +279,7 @@ class Sequential(Model):
 
     def __call__(self, *args, **kwargs):
         """Run the layers in order; returns a Tensor of the active backend."""
-        if not self.layers:
+        if not self._layers:
             raise ValueError(f"Sequential model '{self.name}' has no layers to call.")
         # A layer refusing its input (or a user activation refusing to give a
         # float array) leaves the model as it was: forward passes replace
@@ -321,6 +347,21 @@ class Sequential(Model):
         if build_shape is not None and not model.built:
             model.build(build_shape)
         return model
+
+
+def _check_single_positional_input(layer):
+    """Keras's rule: a layer of a stack takes its input as its only required positional argument."""
+    try:
+        parameters = list(inspect.signature(layer.call).parameters.values())
+    except (TypeError, ValueError):
+        return
+    required = [p.name for p in parameters
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    if len(required) > 1:
+        raise ValueError(
+            "Layers added to a Sequential model can only have a single positional argument, the input tensor. "
+            f"Layer '{layer.name}' ({type(layer).__name__}) has several: {required}"
+        )
 
 
 def _built_model_input_shape(layer):

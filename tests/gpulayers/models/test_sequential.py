@@ -15,6 +15,7 @@ from gpulayers.layers import (
     Flatten,
     Input,
     InputLayer,
+    Layer,
     MaxPooling2D,
 )
 from gpulayers.models import Sequential
@@ -253,3 +254,56 @@ def test_a_built_model_as_the_first_layer_builds_the_stack():
     np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(outer(x)))
     unbuilt = gpulayers.Sequential([gpulayers.layers.Dense(2)])
     assert not gpulayers.Sequential([unbuilt, gpulayers.layers.Dense(1)]).built
+
+
+# ---------------------------------------------------------------- Keras 3.15's sequential_test cases
+
+
+def test_structured_inputs_run_the_stack_eagerly():
+    # A dict or a list of tensors is no graph input (as Keras): each layer builds at its first call.
+    class Passes(Layer):
+        def call(self, inputs):
+            return inputs
+
+    x = {"a": np.ones((3, 2), np.float32), "b": np.zeros((3, 2), np.float32)}
+    out = Sequential([Passes()])(x)
+    assert type(out) is dict and sorted(out) == ["a", "b"]
+    np.testing.assert_array_equal(out["a"], x["a"])
+    out = Sequential([Passes()])([x["a"], x["b"]])
+    assert type(out) is list and len(out) == 2
+
+
+def test_a_stack_of_an_input_alone_nests_and_passes_its_input_through():
+    inner = Sequential()
+    inner.add(Input(shape=(16,)))
+    outer = Sequential([inner])
+    x = np.arange(32, dtype=np.float32).reshape(2, 16)
+    np.testing.assert_array_equal(outer(x), x)
+    with pytest.raises(ValueError, match="no layers"):
+        Sequential()(x)
+
+
+def test_a_layer_that_cannot_be_traced_symbolically_runs_eagerly():
+    class Dynamic(Layer):
+        def call(self, inputs):
+            return inputs + 1.0
+
+        def compute_output_spec(self, *args, **kwargs):
+            raise NotImplementedError
+
+    model = Sequential([Dynamic()])
+    x = np.random.default_rng(0).random((3, 2)).astype(np.float32)
+    np.testing.assert_allclose(model(x), x + 1)
+
+
+def test_a_layer_needing_two_positional_arguments_is_refused_at_build():
+    class TwoInputs(Layer):
+        def call(self, inputs, training):
+            return inputs
+
+    model = Sequential([TwoInputs(name="two")])
+    with pytest.raises(ValueError, match=r"single positional argument.*'two'.*\['inputs', 'training'\]"):
+        model.build((None, 2))
+    assert not model.built
+    with pytest.raises(AttributeError, match=r"Use `add\(\)` and `pop\(\)`"):
+        model.layers = []
