@@ -31,7 +31,6 @@ __all__ = [
     "standardize_int",
     "standardize_padding",
     "standardize_shape",
-    "standardize_side_pairs",
     "standardize_tuple",
 ]
 
@@ -91,31 +90,6 @@ def standardize_padding(value, name="padding"):
             f"Invalid value for `{name}`: expected 'valid' or 'same'. Received: {name}={value!r}"
         )
     return value.lower()
-
-
-def standardize_side_pairs(value, name):
-    """Keras's 2-D padding/cropping amounts as ``((top, bottom), (left, right))``, each int >= 0.
-
-    ``value``: an int (the same on all four sides), a pair of ints
-    ``(symmetric_height, symmetric_width)``, or a pair of pairs
-    ``((top, bottom), (left, right))``; a pair's entries may mix the two forms.
-    """
-    if _is_int(value):
-        if value < 0:
-            raise ValueError(f"`{name}` cannot be negative. Received: {name}={value!r}.")
-        return ((int(value),) * 2,) * 2
-    if not isinstance(value, (list, tuple)):
-        raise TypeError(
-            f"`{name}` should be either an int, a tuple of 2 ints (symmetric_height_{name}, "
-            f"symmetric_width_{name}), or a tuple of 2 tuples of 2 ints ((top_{name}, bottom_{name}), "
-            f"(left_{name}, right_{name})). Received: {name}={value!r}."
-        )
-    if len(value) != 2:
-        raise ValueError(f"`{name}` should have two elements. Received: {name}={value!r}.")
-    return (
-        standardize_tuple(value[0], 2, f"1st entry of {name}", allow_zero=True),
-        standardize_tuple(value[1], 2, f"2nd entry of {name}", allow_zero=True),
-    )
 
 
 def standardize_data_format(value):

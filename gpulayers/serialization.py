@@ -35,6 +35,8 @@ KERAS_LAYER_NAMES = frozenset(
     SeparableConv1D SeparableConv2D SimpleRNN SimpleRNNCell Softmax SpatialDropout1D SpatialDropout2D
     SpatialDropout3D Subtract UpSampling1D UpSampling2D UpSampling3D
     UnitNormalization ZeroPadding1D ZeroPadding2D ZeroPadding3D
+    Identity RMSNormalization SpectralNormalization CenterCrop Normalization RandomBrightness
+    RandomContrast RandomCrop RandomFlip RandomRotation RandomTranslation RandomZoom Resizing
     """.split()
 )
 GPULAYERS_MODULE = "gpulayers.layers"

@@ -3,7 +3,7 @@
 from gpulayers import serialization
 from gpulayers.serialization import deserialize, serialize
 
-from gpulayers.layers.activations import ELU, LeakyReLU, ReLU, Softmax
+from gpulayers.layers.activations import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from gpulayers.layers.base import Layer, Variable
 from gpulayers.layers.input_spec import InputSpec
 from gpulayers.layers.convolutional import (
@@ -14,7 +14,7 @@ from gpulayers.layers.convolutional import (
     Convolution2D,
     Convolution2DTranspose,
 )
-from gpulayers.layers.core import Activation, Dense, Embedding
+from gpulayers.layers.core import Activation, Dense, Embedding, Identity
 from gpulayers.layers.input_layer import Input, InputLayer
 from gpulayers.layers.lambda_layer import Lambda
 from gpulayers.layers.merging import (
@@ -36,6 +36,12 @@ from gpulayers.layers.merging import (
     subtract,
 )
 from gpulayers.layers.normalization import BatchNormalization
+from gpulayers.layers.normalization_per_sample import (
+    GroupNormalization,
+    LayerNormalization,
+    RMSNormalization,
+    UnitNormalization,
+)
 from gpulayers.layers.pooling import (
     AveragePooling1D,
     AveragePooling2D,
@@ -55,16 +61,26 @@ from gpulayers.layers.pooling import (
     MaxPooling2D,
     StochasticPooling2D,
 )
-from gpulayers.layers.regularization import Dropout
+from gpulayers.layers.regularization import (
+    ActivityRegularization,
+    Dropout,
+    SpatialDropout1D,
+    SpatialDropout2D,
+    SpatialDropout3D,
+)
+from gpulayers.layers.regularization_noise import AlphaDropout, GaussianDropout, GaussianNoise
 from gpulayers.layers.rnn import LSTM, LSTMCell
-from gpulayers.layers.reshaping import (
+from gpulayers.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
+from gpulayers.layers.reshaping_spatial import (
+    Cropping1D,
     Cropping2D,
-    Flatten,
-    Permute,
-    RepeatVector,
-    Reshape,
+    Cropping3D,
+    UpSampling1D,
     UpSampling2D,
+    UpSampling3D,
+    ZeroPadding1D,
     ZeroPadding2D,
+    ZeroPadding3D,
 )
 
 __all__ = [
@@ -82,6 +98,10 @@ __all__ = [
     "AvgPool1D",
     "AvgPool2D",
     "BatchNormalization",
+    "GroupNormalization",
+    "LayerNormalization",
+    "RMSNormalization",
+    "UnitNormalization",
     "Concatenate",
     "Conv1D",
     "Conv2D",
@@ -89,10 +109,21 @@ __all__ = [
     "Convolution1D",
     "Convolution2D",
     "Convolution2DTranspose",
+    "Cropping1D",
     "Cropping2D",
+    "Cropping3D",
     "Dense",
     "Dot",
     "Dropout",
+    "ActivityRegularization",
+    "AlphaDropout",
+    "GaussianDropout",
+    "GaussianNoise",
+    "Identity",
+    "PReLU",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
     "Embedding",
     "Flatten",
     "GlobalAveragePooling1D",
@@ -122,9 +153,13 @@ __all__ = [
     "Reshape",
     "StochasticPooling2D",
     "Subtract",
+    "UpSampling1D",
     "UpSampling2D",
+    "UpSampling3D",
     "Variable",
+    "ZeroPadding1D",
     "ZeroPadding2D",
+    "ZeroPadding3D",
     "add",
     "average",
     "concatenate",
@@ -149,14 +184,29 @@ LAYER_CLASSES = {
         AveragePooling1D,
         AveragePooling2D,
         BatchNormalization,
+        GroupNormalization,
+        LayerNormalization,
+        RMSNormalization,
+        UnitNormalization,
         Concatenate,
         Conv1D,
         Conv2D,
         Conv2DTranspose,
+        Cropping1D,
         Cropping2D,
+        Cropping3D,
         Dense,
         Dot,
         Dropout,
+        ActivityRegularization,
+        AlphaDropout,
+        GaussianDropout,
+        GaussianNoise,
+        Identity,
+        PReLU,
+        SpatialDropout1D,
+        SpatialDropout2D,
+        SpatialDropout3D,
         Embedding,
         Flatten,
         GlobalAveragePooling1D,
@@ -177,8 +227,12 @@ LAYER_CLASSES = {
         Reshape,
         StochasticPooling2D,
         Subtract,
+        UpSampling1D,
         UpSampling2D,
+        UpSampling3D,
+        ZeroPadding1D,
         ZeroPadding2D,
+        ZeroPadding3D,
     )
 }
 LAYER_CLASSES.update(

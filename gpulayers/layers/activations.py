@@ -1,16 +1,19 @@
-"""Activation layers: ReLU, LeakyReLU, ELU and Softmax (Keras 3's ``keras.layers`` classes).
+"""Activation layers: ReLU, LeakyReLU, PReLU, ELU and Softmax (Keras 3's ``keras.layers`` classes).
 
-Each computes the activation of :mod:`gpulayers.activations` of the same
-name, so they are differentiable on the tape as they stand, and a
+Each but PReLU computes the activation of :mod:`gpulayers.activations` of
+the same name, so they are differentiable on the tape as they stand, and a
 ``Softmax`` before a probability cross-entropy gets the fused gradient.
+PReLU, with its learned slopes, records one node with its own backward.
 """
 
 import numbers
 
-from gpulayers import activations
+from backends import get_ops
+from gpulayers import activations, constraints, initializers, regularizers
 from gpulayers.layers.base import Layer
+from gpulayers.layers.input_spec import InputSpec
 
-__all__ = ["ELU", "LeakyReLU", "ReLU", "Softmax"]
+__all__ = ["ELU", "LeakyReLU", "PReLU", "ReLU", "Softmax"]
 
 
 def _non_negative(value, argument, layer, allow_none=False):
@@ -72,6 +75,98 @@ class LeakyReLU(_Elementwise):
 
     def get_config(self):
         return {**super().get_config(), "negative_slope": self.negative_slope}
+
+
+class PReLU(Layer):
+    """Parametric ReLU: ``x`` for ``x >= 0``, ``alpha * x`` below, with ``alpha`` learned.
+
+    Args:
+        alpha_initializer: Initializer of ``alpha`` (default ``'Zeros'``: a ReLU at first).
+        alpha_regularizer: Regularizer of ``alpha``.
+        alpha_constraint: Constraint applied to ``alpha`` after updates.
+        shared_axes: An int or a list of ints >= 1, the input axes along which
+            one slope is shared (``[1, 2]`` on NHWC feature maps: one slope per
+            channel). None: a slope per unit.
+
+    Weight: ``alpha`` of shape ``input_shape[1:]`` with 1 on the shared axes.
+    Input and output shape: any rank >= 1, the same. The gradient of the
+    input is 0 at ``x == 0`` exactly (as Keras's ``relu(x) - alpha * relu(-x)``).
+
+    Example:
+        >>> layer = PReLU(alpha_initializer=Constant(0.25), shared_axes=[1, 2])
+        >>> layer(np.ones((2, 4, 4, 3))).shape, layer.alpha.shape
+        ((2, 4, 4, 3), (1, 1, 3))
+    """
+
+    single_input = True
+    input_cast = "all"  # integer inputs too give float outputs, as Keras's
+
+    def __init__(self, alpha_initializer="Zeros", alpha_regularizer=None, alpha_constraint=None, shared_axes=None,
+                 **kwargs):
+        if shared_axes is not None:
+            axes = list(shared_axes) if isinstance(shared_axes, (list, tuple)) else [shared_axes]
+            if any(isinstance(a, bool) or not isinstance(a, numbers.Integral) or a < 1 for a in axes):
+                raise ValueError(
+                    "Invalid value for `shared_axes`: expected None, an int or a list of ints >= 1 (axis 0 is the "
+                    f"batch). Received: shared_axes={shared_axes!r}"
+                )
+            shared_axes = [int(a) for a in axes]
+        self.alpha_initializer = initializers.get(alpha_initializer, argument="alpha_initializer")
+        self.alpha_regularizer = regularizers.get(alpha_regularizer, argument="alpha_regularizer")
+        self.alpha_constraint = constraints.get(alpha_constraint, argument="alpha_constraint")
+        super().__init__(**kwargs)
+        self.shared_axes = shared_axes
+        self.alpha = None
+
+    def _shared(self):
+        return () if self.shared_axes is None else tuple(self.shared_axes)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) < 1 or any(a >= len(input_shape) for a in self._shared()):
+            raise ValueError(
+                f"Invalid input for layer '{self.name}': PReLU needs a batch axis and the axes of "
+                f"`shared_axes`. Received: input_shape={tuple(input_shape)}, shared_axes={self.shared_axes}"
+            )
+        return tuple(input_shape)
+
+    def build(self, input_shape):
+        self.compute_output_shape(input_shape)
+        shared = self._shared()
+        shape = tuple(1 if i in shared else n for i, n in enumerate(input_shape) if i > 0)
+        self.alpha = self.add_weight(shape=shape, name="alpha", initializer=self.alpha_initializer,
+                                     regularizer=self.alpha_regularizer, constraint=self.alpha_constraint)
+        axes = {i: n for i, n in enumerate(input_shape) if i > 0 and i not in shared}
+        self.input_spec = InputSpec(ndim=len(input_shape), axes=axes)
+        self.built = True
+
+    def call(self, inputs):
+        return self._record("prelu", self._prelu, inputs, self.alpha)
+
+    def _prelu(self, x, alpha):
+        xp = get_ops().xp
+        y = xp.where(x > 0, x, alpha * x)
+        # alpha's gradient sums over the batch and the shared axes, where it was broadcast.
+        reduced = (0,) + tuple(i for i in range(1, x.ndim) if alpha.shape[i - 1] == 1 and x.shape[i] != 1)
+
+        def backward(dy, needs):
+            dx = xp.where(x > 0, dy, xp.where(x < 0, alpha * dy, dy.dtype.type(0))) if needs[0] else None
+            dalpha = None
+            if needs[1]:
+                wide = "float32" if dy.dtype.itemsize < 4 else dy.dtype  # float16 sums over a batch overflow
+                dalpha = xp.sum(dy * xp.minimum(x, 0), axis=reduced, keepdims=True, dtype=wide)
+                dalpha = dalpha.reshape(alpha.shape).astype(dy.dtype, copy=False)
+            return dx, dalpha
+
+        return y, backward
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha_initializer": initializers.serialize(self.alpha_initializer),
+            "alpha_regularizer": regularizers.serialize(self.alpha_regularizer),
+            "alpha_constraint": constraints.serialize(self.alpha_constraint),
+            "shared_axes": self.shared_axes,
+        }
 
 
 class ELU(_Elementwise):

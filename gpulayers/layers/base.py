@@ -219,8 +219,9 @@ class Layer:
             return
         (trainable if variable.trainable else others).append(variable)
 
-    def _flatten_layers(self, include_self=True):
-        """This layer (optionally) and every layer inside it, each once, breadth first."""
+    def _flatten_layers(self, include_self=True, recursive=True):
+        """This layer (optionally) and every layer inside it, each once, breadth first (Keras's signature:
+        ``recursive=False`` gives the direct children only)."""
         out, seen, queue = ([self] if include_self else []), {id(self)}, list(self._layers)
         while queue:
             layer = queue.pop(0)
@@ -228,7 +229,8 @@ class Layer:
                 continue
             seen.add(id(layer))
             out.append(layer)
-            queue.extend(layer._layers)
+            if recursive:
+                queue.extend(layer._layers)
         return out
 
     # ------------------------------------------------------------ properties

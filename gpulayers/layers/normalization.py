@@ -4,7 +4,7 @@
 import numbers
 
 from backends import get_ops
-from gpulayers import constraints, initializers, ops, regularizers
+from gpulayers import config, constraints, initializers, ops, regularizers
 from gpulayers.argument_validation import standardize_bool
 from gpulayers.layers.base import Layer
 from gpulayers.layers.input_spec import InputSpec
@@ -188,19 +188,49 @@ class BatchNormalization(Layer):
         self.input_spec = InputSpec(ndim=len(input_shape), axes={axis: size})
         self.built = True
 
-    def call(self, inputs, training=None, _then_relu=False):
+    def call(self, inputs, training=None, mask=None, _then_relu=False):
         # Batch statistics only when training a trainable layer (a frozen one runs in inference mode).
         # _then_relu: a Functional graph whose only use of this output is a ReLU asks for it here, so
         # the two are one node and, on the GPU, one pass each way (models/functional.py).
-        statistics = self._batch_statistics if training and self.trainable else self._moving_statistics
+        if mask is not None:
+            mask = ops.convert_to_tensor(mask)
+            if mask.ndim != inputs.ndim - 1:
+                raise ValueError(
+                    f"Invalid `mask` for layer '{self.name}': the mask provided should be one dimension less than "
+                    f"the inputs. Received: mask.shape={mask.shape}, inputs.shape={inputs.shape}"
+                )
+        batch = training and self.trainable
+        statistics = self._batch_statistics if batch else self._moving_statistics
         half = inputs.dtype == "float16"
         if half:
             # As Keras: float16 statistics overflow, so a float16 input (a float16 or mixed_float16
             # layer) is normalised in float32, with the float32 weights, and the output cast back.
             inputs = ops.cast(inputs, "float32")
-        y = self._record("batch_normalization", lambda x, gamma, beta: statistics(x, gamma, beta, _then_relu),
-                         inputs, self.gamma, self.beta)
+        if batch and mask is not None:
+            y = self._masked_batch_statistics(inputs, mask)
+            y = ops.relu(y) if _then_relu else y
+        else:
+            y = self._record("batch_normalization", lambda x, gamma, beta: statistics(x, gamma, beta, _then_relu),
+                             inputs, self.gamma, self.beta)
         return ops.cast(y, "float16") if half else y
+
+    def _masked_batch_statistics(self, x, mask):
+        """Keras's masked moments (only the unmasked positions count; the mask, nonzero = kept, broadcast
+        over the last axis), then the moving update and the normalization, on the tape (the fused
+        kernels take no mask)."""
+        axis = self._resolved_axis(x.ndim)
+        axes = tuple(a for a in range(x.ndim) if a != axis)
+        kept = ops.broadcast_to(ops.expand_dims(ops.cast(ops.not_equal(mask, 0), x.dtype), -1), x.shape)
+        count = ops.sum(kept, axis=axes, keepdims=True) + config.epsilon()
+        mean = ops.sum(x * kept, axis=axes, keepdims=True) / count
+        difference = (x - mean) * kept
+        variance = ops.sum(difference * difference, axis=axes, keepdims=True) / count
+        mean, variance = ops.reshape(mean, (-1,)), ops.reshape(variance, (-1,))
+        for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            value = moving.value * self.momentum + batch.data * (1.0 - self.momentum)
+            moving.value = value.astype(moving.dtype, copy=False)
+        return ops.batch_normalization(x, mean, variance, axis, offset=self.beta, scale=self.gamma,
+                                       epsilon=self.epsilon)
 
     def _batch_statistics(self, x, gamma, beta, relu):
         ops = get_ops()

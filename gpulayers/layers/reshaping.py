@@ -1,8 +1,8 @@
-"""Reshaping layers, as Keras 3's: Flatten, Reshape, Permute, RepeatVector, UpSampling2D, ZeroPadding2D,
-Cropping2D.
+"""Reshaping layers, as Keras 3's: Flatten, Reshape, Permute, RepeatVector.
 
-They move entries without arithmetic (UpSampling2D's bilinear mode
-interpolates), and are differentiable on the tape; none has weights.
+They move entries without arithmetic and are differentiable on the tape;
+none has weights. The spatial ones (ZeroPadding, Cropping, UpSampling for 1,
+2 and 3 spatial axes) are in ``reshaping_spatial``.
 """
 
 import math
@@ -12,12 +12,11 @@ import numpy as np
 
 from backends import get_ops
 from gpulayers import autodiff, ops
-from gpulayers.argument_validation import standardize_data_format, standardize_side_pairs, standardize_tuple
+from gpulayers.argument_validation import standardize_data_format
 from gpulayers.layers.base import Layer
-from gpulayers.layers.convolutional import check_rank4, spatial_axes
 from gpulayers.layers.input_spec import InputSpec
 
-__all__ = ["Cropping2D", "Flatten", "Permute", "RepeatVector", "Reshape", "UpSampling2D", "ZeroPadding2D"]
+__all__ = ["Flatten", "Permute", "RepeatVector", "Reshape"]
 
 
 def _is_int(value):
@@ -227,209 +226,3 @@ class RepeatVector(Layer):
 
     def get_config(self):
         return {**super().get_config(), "n": self.n}
-
-
-# ---------------------------------------------------------------- UpSampling2D, ZeroPadding2D, Cropping2D
-
-_INTERPOLATIONS = ("nearest", "bilinear")
-_KERAS_ONLY_INTERPOLATIONS = ("bicubic", "lanczos3", "lanczos5")
-
-
-def _bilinear_weights(n, factor, dtype):
-    """The (n, n * factor) matrix of Keras's (JAX's) bilinear resize along one axis, antialias off.
-
-    Output ``o`` samples the input at ``(o + 0.5) / factor - 0.5`` (half-pixel
-    centres) with the triangle kernel ``max(0, 1 - |t - j|)``, the weights of
-    each output normalized to sum to 1 (so the edges repeat the edge pixel).
-    Computed in float64, then cast to ``dtype``, as Keras does.
-    """
-    out = n * factor
-    centres = (np.arange(out, dtype=np.float64) + 0.5) / factor - 0.5
-    w = np.maximum(0.0, 1.0 - np.abs(centres[None, :] - np.arange(n, dtype=np.float64)[:, None]))
-    total = w.sum(axis=0, keepdims=True)
-    w = np.where(np.abs(total) > 1000.0 * np.finfo(np.float32).eps, w / np.where(total != 0, total, 1), 0.0)
-    inside = (centres >= -0.5) & (centres <= n - 0.5)
-    return np.where(inside[None, :], w, 0.0).astype(dtype)
-
-
-class UpSampling2D(Layer):
-    """Upsamples images by integer factors along rows and columns.
-
-    Args:
-        size: Int or tuple of 2 ints, the factors for rows and columns (default 2).
-        data_format: ``'channels_last'`` or ``'channels_first'``; default
-            ``gpulayers.config.image_data_format()``.
-        interpolation: ``'nearest'`` (each pixel repeated) or ``'bilinear'``
-            (Keras's ``ops.image.resize``: half-pixel centres, the edge pixel
-            repeated at the borders, no antialiasing). Keras's ``'bicubic'``,
-            ``'lanczos3'`` and ``'lanczos5'`` are not provided.
-
-    Example:
-        >>> UpSampling2D(size=(1, 2))(np.zeros((2, 2, 1, 3))).shape
-        (2, 2, 2, 3)
-    """
-
-    single_input = True
-    input_cast = "all"  # numeric inputs are computed in the layer's dtype
-
-    def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", **kwargs):
-        size = standardize_tuple(size, 2, "size")
-        text = interpolation.lower() if isinstance(interpolation, str) else interpolation
-        if text not in _INTERPOLATIONS:
-            why = " (Keras's is not provided by gpulayers)" if text in _KERAS_ONLY_INTERPOLATIONS else ""
-            raise ValueError(
-                f"Invalid value for `interpolation`: expected one of {_INTERPOLATIONS}{why}. "
-                f"Received: interpolation={interpolation!r}"
-            )
-        self.data_format = standardize_data_format(data_format)
-        super().__init__(**kwargs)
-        self.size = size
-        self.interpolation = text
-        self.input_spec = InputSpec(ndim=4)
-
-    def compute_output_shape(self, input_shape):
-        check_rank4(self, input_shape)
-        out = list(input_shape)
-        for axis, factor in zip(spatial_axes(self.data_format)[:2], self.size):
-            out[axis] = None if input_shape[axis] is None else input_shape[axis] * factor
-        return tuple(out)
-
-    def call(self, inputs):
-        if self.interpolation == "nearest":
-            return self._record("upsampling2d_nearest", self._nearest, inputs)
-        return self._record("upsampling2d_bilinear", self._bilinear, inputs)
-
-    def _nearest(self, x):
-        xp = get_ops().xp
-        h_axis, w_axis = spatial_axes(self.data_format)[:2]
-        (sh, sw), shape = self.size, x.shape
-        # Insert a unit axis after each spatial one, stretch it to the factor, merge.
-        spread = list(shape)
-        spread.insert(w_axis + 1, sw)
-        spread.insert(h_axis + 1, sh)
-        view = list(shape)
-        view.insert(w_axis + 1, 1)
-        view.insert(h_axis + 1, 1)
-        y = xp.ascontiguousarray(xp.broadcast_to(x.reshape(view), tuple(spread)))
-        out_shape = self.compute_output_shape(shape)
-        y = y.reshape(out_shape)
-
-        def backward(g, needs):
-            return (g.reshape(spread).sum(axis=(h_axis + 1, w_axis + 2)),)
-
-        return y, backward
-
-    def _bilinear(self, x):
-        xp = get_ops().xp
-        steps = [
-            (axis, xp.asarray(_bilinear_weights(x.shape[axis], factor, x.dtype)))
-            for axis, factor in zip(spatial_axes(self.data_format)[:2], self.size)
-            if factor != 1  # Keras resizes only the axes whose size changes
-        ]
-        y = x
-        for axis, w in steps:
-            y = xp.moveaxis(xp.tensordot(y, w, axes=(axis, 0)), -1, axis)
-
-        def backward(g, needs):
-            for axis, w in reversed(steps):
-                g = xp.moveaxis(xp.tensordot(g, w, axes=(axis, 1)), -1, axis)
-            return (xp.ascontiguousarray(g),)
-
-        return xp.ascontiguousarray(y), backward
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "size": self.size,
-            "data_format": self.data_format,
-            "interpolation": self.interpolation,
-        }
-
-
-class ZeroPadding2D(Layer):
-    """Adds rows and columns of zeros around images.
-
-    Args:
-        padding: An int (all four sides), a pair ``(symmetric_height,
-            symmetric_width)``, or ``((top, bottom), (left, right))``; ints >= 0.
-        data_format: ``'channels_last'`` or ``'channels_first'``; default
-            ``gpulayers.config.image_data_format()``.
-
-    Example:
-        >>> ZeroPadding2D(((1, 0), (2, 3)))(np.zeros((1, 4, 4, 2))).shape
-        (1, 5, 9, 2)
-    """
-
-    single_input = True
-
-    def __init__(self, padding=(1, 1), data_format=None, **kwargs):
-        padding = standardize_side_pairs(padding, "padding")
-        self.data_format = standardize_data_format(data_format)
-        super().__init__(**kwargs)
-        self.padding = padding
-        self.input_spec = InputSpec(ndim=4)
-
-    def compute_output_shape(self, input_shape):
-        check_rank4(self, input_shape)
-        out = list(input_shape)
-        for axis, (before, after) in zip(spatial_axes(self.data_format)[:2], self.padding):
-            if out[axis] is not None:
-                out[axis] += before + after
-        return tuple(out)
-
-    def call(self, inputs):
-        widths = [(0, 0)] * 4
-        h_axis, w_axis = spatial_axes(self.data_format)[:2]
-        widths[h_axis], widths[w_axis] = self.padding
-        return ops.pad(inputs, widths)
-
-    def get_config(self):
-        return {**super().get_config(), "padding": self.padding, "data_format": self.data_format}
-
-
-class Cropping2D(Layer):
-    """Removes rows and columns at the edges of images.
-
-    Args:
-        cropping: An int (all four sides), a pair ``(symmetric_height,
-            symmetric_width)``, or ``((top, bottom), (left, right))``; ints >= 0,
-            leaving at least one row and one column.
-        data_format: ``'channels_last'`` or ``'channels_first'``; default
-            ``gpulayers.config.image_data_format()``.
-
-    Example:
-        >>> Cropping2D(((2, 2), (4, 4)))(np.zeros((2, 28, 28, 3))).shape
-        (2, 24, 20, 3)
-    """
-
-    single_input = True
-
-    def __init__(self, cropping=((0, 0), (0, 0)), data_format=None, **kwargs):
-        cropping = standardize_side_pairs(cropping, "cropping")
-        self.data_format = standardize_data_format(data_format)
-        super().__init__(**kwargs)
-        self.cropping = cropping
-        self.input_spec = InputSpec(ndim=4)
-
-    def compute_output_shape(self, input_shape):
-        check_rank4(self, input_shape)
-        out = list(input_shape)
-        axes = spatial_axes(self.data_format)[:2]
-        if any(out[a] is not None and sum(c) >= out[a] for a, c in zip(axes, self.cropping)):
-            raise ValueError(
-                "Values in `cropping` argument should be smaller than the corresponding spatial dimension of the "
-                f"input. Received: input_shape={tuple(input_shape)}, cropping={self.cropping}"
-            )
-        for axis, (before, after) in zip(axes, self.cropping):
-            if out[axis] is not None:
-                out[axis] -= before + after
-        return tuple(out)
-
-    def call(self, inputs):
-        key = [slice(None)] * 4
-        for axis, (before, after) in zip(spatial_axes(self.data_format)[:2], self.cropping):
-            key[axis] = slice(before, inputs.shape[axis] - after)
-        return inputs[tuple(key)]
-
-    def get_config(self):
-        return {**super().get_config(), "cropping": self.cropping, "data_format": self.data_format}

@@ -1,7 +1,8 @@
 """Neural-network ops (``keras.ops`` nn namespace), each differentiable on the tape.
 
 The namespace, and the encoding and normalization ops (``one_hot``,
-``moments``, ``batch_normalization``, ``normalize``), over
+``moments``, ``batch_normalization``, ``normalize``, ``layer_normalization``,
+``rms_normalization``), over
 :mod:`~gpulayers.ops.activations`, :mod:`~gpulayers.ops.crossentropy` and
 :mod:`~gpulayers.ops.convolution`.
 """
@@ -9,6 +10,7 @@ The namespace, and the encoding and normalization ops (``one_hot``,
 import numpy as np
 
 from gpulayers import config
+from gpulayers.argument_validation import standardize_bool
 from gpulayers.autodiff import Tensor, record
 from gpulayers.ops import numpy as numpy_ops
 from gpulayers.ops.activations import *  # noqa: F401,F403
@@ -17,12 +19,14 @@ from gpulayers.ops.convolution import *  # noqa: F401,F403
 from gpulayers.ops.convolution import __all__ as _convolution_all
 from gpulayers.ops.crossentropy import *  # noqa: F401,F403
 from gpulayers.ops.crossentropy import __all__ as _crossentropy_all
-from gpulayers.ops.core import cast, check_real, convert_to_tensor, is_int, normalize_axes, normalize_axis, standardize_dtype, xp
+from gpulayers.ops.core import (
+    cast, check_real, convert_to_tensor, is_int, normalize_axes, normalize_axis, standardize_dtype, unbroadcast, xp,
+)
 from gpulayers.ops.elementwise import _float
 from gpulayers.ops.math import _vector_norm
 
 _OWN = [
-    "batch_normalization", "moments", "normalize", "one_hot",
+    "batch_normalization", "layer_normalization", "moments", "normalize", "one_hot", "rms_normalization",
 ]
 
 __all__ = sorted(_activations_all + _crossentropy_all + _convolution_all + _OWN)
@@ -136,3 +140,113 @@ def normalize(x, axis=-1, order=2, epsilon=None):
         return (g * inv - np_.where(bounded, 0, a * (inv * inv * inv) * along),)
 
     return record("normalize", a * inv, (x,), backward)
+
+
+def layer_normalization(x, gamma=None, beta=None, axis=-1, epsilon=None, rms_scaling=False):
+    """Keras's ``ops.layer_normalization``: ``(x - mean) * rsqrt(var + epsilon) * gamma + beta`` over ``axis``.
+
+    Computed as Keras does, ``x * inv + (beta - mean * inv)`` with
+    ``inv = gamma * rsqrt(var + epsilon)``, in float32 at least (float16 in,
+    float16 out); ``epsilon`` defaults to ``config.epsilon()``. ``gamma`` and
+    ``beta`` span the normalized axes (shape ``x.shape[axis]`` for one axis,
+    the sizes of ``axis`` in order for several; a tensor of ``x``'s rank is
+    used as it is). ``rms_scaling=True`` is Keras's deprecated variant
+    ``x * rsqrt(var + epsilon) * gamma`` (no centering, no ``beta``).
+    """
+    rms_scaling = standardize_bool(rms_scaling, "rms_scaling")
+    mode = "variance" if rms_scaling else "center"
+    return _normalize_over(x, gamma, None if rms_scaling else beta, axis, epsilon, mode, "gamma", "beta")
+
+
+def rms_normalization(x, scale=None, axis=-1, epsilon=None):
+    """Keras's ``ops.rms_normalization``: ``x * rsqrt(mean(x**2, axis) + epsilon) * scale``.
+
+    In float32 at least, ``epsilon`` defaulting to ``config.epsilon()``;
+    ``scale`` spans the normalized axes as ``gamma`` does in
+    :func:`layer_normalization`. A 0-d ``x`` is treated as shape ``(1,)``, as Keras.
+    """
+    return _normalize_over(x, scale, None, axis, epsilon, "rms", "scale", None)
+
+
+def _normalize_over(x, gamma, beta, axis, epsilon, mode, gamma_name, beta_name):
+    """One node: ``x`` normalized over ``axis`` by ``mode``, then scaled by ``gamma`` and shifted by ``beta``.
+
+    ``mode``: "center" (subtract the mean, divide by the standard deviation),
+    "variance" (divide by the standard deviation only) or "rms" (divide by
+    the root mean square). The layers' core too: GroupNormalization passes a
+    grouped view of its input with gammas of the grouped rank.
+    """
+    x = _float(x)
+    if x.ndim == 0:
+        x = numpy_ops.reshape(x, (1,))
+    eps = config.epsilon() if epsilon is None else check_real(epsilon, "epsilon")
+    axes = normalize_axes(axis, x.ndim)
+    out_dtype = x.data.dtype
+    dtype = np.result_type(out_dtype, np.float32)  # as Keras: float16 statistics overflow, so float32 at least
+    spanned = [1] * x.ndim
+    for a in axes:
+        spanned[a] = x.shape[a]
+
+    def parameter(v, name):
+        if v is None:
+            return None
+        v = convert_to_tensor(v)
+        if v.data.dtype.kind != "f":
+            v = cast(v, dtype)
+        if v.ndim != x.ndim and axes != (x.ndim - 1,):  # Keras's rule: a vector over the axes lies along them
+            if v.size != int(np.prod(spanned)):
+                raise ValueError(
+                    f"Invalid shape for `{name}`: expected the sizes of the normalized axes "
+                    f"{tuple(x.shape[a] for a in axes)}. Received: {name}.shape={v.shape}"
+                )
+            v = numpy_ops.reshape(v, spanned)
+        try:
+            np.broadcast_shapes(tuple(v.shape), tuple(x.shape))
+        except ValueError:
+            raise ValueError(
+                f"Invalid shape for `{name}`: it does not broadcast against x.shape={x.shape} with "
+                f"axis={axis!r}. Received: {name}.shape={v.shape}"
+            ) from None
+        return v
+
+    gamma, beta = parameter(gamma, gamma_name), parameter(beta, beta_name)
+    a = x.data.astype(dtype, copy=False)
+    g = None if gamma is None else gamma.data.astype(dtype, copy=False)
+    b = None if beta is None else beta.data.astype(dtype, copy=False)
+    np_ = xp()
+    centered = None
+    with np.errstate(invalid="ignore", divide="ignore"):  # an empty axis gives NaN, as in Keras
+        if mode == "rms":
+            rstd = 1 / np_.sqrt((a * a).mean(axis=axes, keepdims=True) + eps)
+        else:
+            mean = a.mean(axis=axes, keepdims=True)
+            centered = a - mean
+            rstd = 1 / np_.sqrt((centered * centered).mean(axis=axes, keepdims=True) + eps)
+    inv = rstd if g is None else rstd * g
+    if mode == "center":  # Keras's order: x * inv + (beta - mean * inv)
+        shift = -mean * inv
+        y = a * inv + (shift if b is None else shift + b)
+    else:
+        y = a * inv
+
+    def backward(dy, needs):
+        dy = dy.astype(dtype, copy=False)
+        xhat = (centered if mode == "center" else a) * rstd  # what gamma multiplies
+        dx = dgamma = dbeta = None
+        if needs[0]:
+            # The input gradient loses its components along what the statistics depend on.
+            dxhat = dy if g is None else dy * g
+            along = (dxhat * xhat).mean(axis=axes, keepdims=True)
+            if mode == "center":
+                dx = rstd * (dxhat - dxhat.mean(axis=axes, keepdims=True) - xhat * along)
+            else:
+                dx = rstd * (dxhat - (xhat if mode == "rms" else centered * rstd) * along)
+            dx = dx.astype(out_dtype, copy=False)
+        if needs[1]:
+            dgamma = unbroadcast(dy * xhat, gamma.shape).astype(gamma.data.dtype, copy=False)
+        if needs[2]:
+            dbeta = unbroadcast(dy, beta.shape).astype(beta.data.dtype, copy=False)
+        return dx, dgamma, dbeta
+
+    name = "rms_normalization" if mode == "rms" else "layer_normalization"
+    return record(name, y.astype(out_dtype, copy=False), (x, gamma, beta), backward)

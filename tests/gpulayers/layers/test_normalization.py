@@ -365,3 +365,118 @@ def test_rank_one_input_is_refused():
 def test_importable_from_normalization_module():
     assert BatchNormalizationFromModule is BatchNormalization
     assert gpulayers.layers.normalization.BatchNormalization is BatchNormalization
+
+
+# ---------------------------------------------------------------- rank 3 and rank 5 inputs (Conv1D, Conv3D)
+
+
+@pytest.mark.parametrize(
+    "shape,axis", [((4, 5, 3), -1), ((4, 3, 5), 1), ((3, 2, 3, 2, 4), -1), ((3, 4, 2, 3, 2), 1), ((3, 2, 4, 2, 2), 2)]
+)
+def test_rank_3_and_5_training_inference_and_gradients(shape, axis):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape) * 2 + 1
+    layer = BatchNormalization(axis=axis, momentum=0.8)
+    layer.build_from_shape(shape)
+    w = randomize(layer, rng)
+    y = to_np(layer(x.astype(np.float32), training=True))
+    mean, var = ref_batch_stats(x, axis)
+    np.testing.assert_allclose(y, ref_normalize(x, mean, var, w["gamma"], w["beta"], axis, 1e-3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_np(layer.moving_mean.value), w["moving_mean"] * 0.8 + mean * 0.2, rtol=1e-5, atol=1e-6)
+    moving = {n: to_np(v.value) for n, v in (("mean", layer.moving_mean), ("var", layer.moving_variance))}
+    y = to_np(layer(x.astype(np.float32), training=False))
+    ref = ref_normalize(x, moving["mean"], moving["var"], w["gamma"], w["beta"], axis, 1e-3)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    layer64 = BatchNormalization(axis=axis, dtype="float64")
+    layer64.build_from_shape(shape)
+    randomize(layer64, rng)
+    for training in (True, False):
+        check_layer_gradients(layer64, x[:2], training=training)
+
+
+def test_rank_3_and_5_equal_keras():
+    from helpers import keras_or_skip
+
+    keras = keras_or_skip()
+    rng = np.random.default_rng(12)
+    for shape, axis in (((4, 5, 3), -1), ((4, 3, 5), 1), ((3, 2, 3, 2, 4), -1), ((3, 4, 2, 3, 2), 1)):
+        x = (rng.standard_normal(shape) * 3 - 1).astype(np.float32)
+        ours, theirs = BatchNormalization(axis=axis, momentum=0.7), keras.layers.BatchNormalization(axis=axis, momentum=0.7)
+        ours.build_from_shape(shape)
+        theirs.build(shape)
+        weights = [rng.uniform(0.5, 2.0, w.shape).astype(np.float32) for w in ours.get_weights()]
+        ours.set_weights(weights)
+        theirs.set_weights(weights)
+        for training in (True, False, True):
+            np.testing.assert_allclose(to_np(ours(x, training=training)),
+                                       keras.ops.convert_to_numpy(theirs(x, training=training)), rtol=1e-5, atol=1e-5)
+        for a, b in zip(ours.get_weights(), theirs.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- masks (Keras's masked moments)
+
+
+def test_masked_training_statistics_ignore_masked_steps():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 4, 2)).astype(np.float32)
+    mask = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]], np.float32)
+    layer = BatchNormalization(momentum=0.0)
+    y = to_np(layer(x, training=True, mask=mask))
+    kept = x[mask.astype(bool)]  # (6, 2): the unmasked steps
+    count = len(kept) + 1e-7  # Keras divides by the count plus backend epsilon
+    mean = kept.astype(np.float64).sum(axis=0) / count
+    var = ((kept - mean) ** 2).sum(axis=0) / count
+    np.testing.assert_allclose(to_np(layer.moving_mean.value), mean, rtol=1e-5)
+    np.testing.assert_allclose(to_np(layer.moving_variance.value), var, rtol=1e-5)
+    np.testing.assert_allclose(y, ref_normalize(x, mean, var, None, None, -1, 1e-3), rtol=1e-5, atol=1e-5)
+    # In inference the mask changes nothing; a mask of the wrong rank is refused.
+    np.testing.assert_array_equal(to_np(layer(x, mask=mask)), to_np(layer(x)))
+    before = layer.get_weights()
+    with pytest.raises(ValueError, match=r"one dimension less.*mask\.shape=\(3, 4, 2\)"):
+        layer(x, training=True, mask=np.ones_like(x))
+    assert_weights_equal(before, layer.get_weights())
+    full = BatchNormalization(scale=False, center=False)
+    np.testing.assert_array_equal(to_np(full(np.zeros((4, 5)), training=True, mask=np.zeros(4))), 0.0)
+
+
+def test_masked_training_gradients():
+    from backends import get_ops
+    from gpulayers import autodiff, ops as gops
+
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((3, 4, 2))
+    mask = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0]])
+    layer = BatchNormalization(dtype="float64", momentum=0.5)
+    layer.build_from_shape(x.shape)
+    randomize(layer, rng)
+    r = rng.standard_normal(x.shape)
+    moving = [v.value for v in layer.non_trainable_weights]
+
+    def total(inputs, gamma=None):
+        if gamma is not None:
+            layer.gamma.value = get_ops().asarray(gamma)
+        with autodiff.no_backward():
+            out = float(np.sum(r * to_np(layer(inputs, training=True, mask=mask))))
+        for v, value in zip(layer.non_trainable_weights, moving):
+            v.value = value
+        return out
+
+    t = gops.convert_to_tensor(x)
+    with autodiff.GradientTape() as tape:
+        tape.watch(t)
+        scalar = gops.sum(layer(t, training=True, mask=mask) * r)
+    dx, dgamma = (to_np(g) for g in tape.gradient(scalar, [t, layer.gamma]))
+    eps, num = 1e-6, np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += eps
+        down[i] -= eps
+        num[i] = (total(up) - total(down)) / (2 * eps)
+    np.testing.assert_allclose(dx, num, rtol=1e-5, atol=1e-7)
+    gamma = to_np(layer.gamma.value).copy()
+    for k in range(2):
+        up, down = gamma.copy(), gamma.copy()
+        up[k] += eps
+        down[k] -= eps
+        assert abs(dgamma[k] - (total(x, up) - total(x, down)) / (2 * eps)) < 1e-6
