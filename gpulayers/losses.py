@@ -24,9 +24,10 @@ Formulas follow ``keras/src/losses/losses.py``:
 * ``mean((y_pred - y_true)**2, -1)``, ``mean(|y_pred - y_true|, -1)``, and
   Huber ``mean(where(|e| <= d, e**2 / 2, d * |e| - d**2 / 2), -1)``.
 
-The hinge losses (:mod:`gpulayers.losses_margin`), KL, Poisson and the focal
-cross-entropies (:mod:`gpulayers.losses_probabilistic`), and cosine similarity,
-log-cosh, Dice and Tversky (:mod:`gpulayers.losses_similarity`) are built on
+The hinge losses (:mod:`gpulayers.losses_margin`), KL, Poisson, the focal and
+generalized cross-entropies (:mod:`gpulayers.losses_probabilistic`), cosine
+similarity, log-cosh, Dice and Tversky (:mod:`gpulayers.losses_similarity`)
+and Circle (:mod:`gpulayers.losses_metric_learning`) are built on
 this module's :class:`Loss` and reductions, and are looked up here too.
 
 Reductions (Keras's ``reduce_weighted_values``): per-sample values are
@@ -61,7 +62,7 @@ from gpulayers.utils import to_snake_case, unique_name
 
 __all__ = [
     "BinaryCrossentropy", "BinaryFocalCrossentropy", "CategoricalCrossentropy", "CategoricalFocalCrossentropy",
-    "CategoricalHinge", "CosineSimilarity", "Dice", "Hinge", "Huber", "KLDivergence", "LogCosh", "Loss",
+    "CategoricalGeneralizedCrossEntropy", "CategoricalHinge", "Circle", "categorical_generalized_cross_entropy", "circle", "CosineSimilarity", "Dice", "Hinge", "Huber", "KLDivergence", "LogCosh", "Loss",
     "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanSquaredError", "MeanSquaredLogarithmicError",
     "Poisson", "SparseCategoricalCrossentropy", "SquaredHinge", "Tversky", "binary_crossentropy",
     "binary_focal_crossentropy", "categorical_crossentropy", "categorical_focal_crossentropy", "categorical_hinge",
@@ -229,23 +230,21 @@ def _sparse(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1, dtype
         p = ops.reshape(p, pd.shape)
     if p.ndim < 1:
         raise ValueError(f"In {fn}, `y_pred` must have at least one dimension. Received: y_pred.shape={tuple(p.shape)}")
-    if axis not in (-1, p.ndim - 1):
-        raise ValueError(f"Invalid value for `axis`: only axis=-1 is supported. Received: axis={axis}")
-    if labels.ndim == p.ndim and labels.shape[-1] == 1:
-        labels = labels.reshape(labels.shape[:-1])
-    if tuple(labels.shape) != tuple(p.shape[:-1]):
+    ax = _axis_index(axis, p.ndim, p.shape)
+    if labels.ndim == p.ndim and labels.shape[ax] == 1:  # a class axis of size 1 in the labels, as Keras squeezes
+        labels = labels.reshape(labels.shape[:ax] + labels.shape[ax + 1:])
+    if tuple(labels.shape) != tuple(p.shape[:ax] + p.shape[ax + 1:]):
         raise ValueError(
-            f"In {fn}, `y_true` must have y_pred's shape without its last axis (optionally with a "
-            f"trailing axis of size 1). Received: y_true.shape={tuple(raw.shape)}, "
-            f"y_pred.shape={tuple(p.shape)}"
+            f"In {fn}, `y_true` must have y_pred's shape without its class axis {axis} (optionally with that "
+            f"axis of size 1). Received: y_true.shape={tuple(raw.shape)}, y_pred.shape={tuple(p.shape)}"
         )
     if check_labels:
-        check_sparse_labels(labels, p.shape[-1], ignore_class, "y_true", "y_pred's last axis (its classes)")
+        check_sparse_labels(labels, p.shape[ax], ignore_class, "y_true", f"y_pred's axis {axis} (its classes)")
     if ignore_class is None:
-        return sparse_crossentropy(labels, p, from_logits=from_logits, check_labels=False, mean=mean), None
+        return sparse_crossentropy(labels, p, from_logits=from_logits, axis=ax, check_labels=False, mean=mean), None
     mask = labels != ignore_class
     labels = array_namespace(labels).where(mask, labels, 0)
-    values = sparse_crossentropy(labels, p, from_logits=from_logits, check_labels=False)
+    values = sparse_crossentropy(labels, p, from_logits=from_logits, axis=ax, check_labels=False)
     return ops.where(mask, values, 0.0), mask
 
 
@@ -294,7 +293,8 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1):
-    """Per-sample cross-entropy with integer labels of shape ``y_pred.shape[:-1]`` (or ``+ (1,)``).
+    """Per-sample cross-entropy with integer labels of y_pred's shape without the class ``axis`` (or with
+    that axis of size 1).
 
     Labels must be integers (int arrays, or float arrays holding whole
     numbers) in ``[0, num_classes)``; otherwise ValueError names the label.
@@ -536,6 +536,10 @@ class SparseCategoricalCrossentropy(Loss):
         from_logits: whether ``y_pred`` holds logits.
         ignore_class: None, or a label value whose positions get zero loss,
             zero gradient, and are left out of the mean (Keras's mask).
+        axis: the class axis of ``y_pred`` (default -1; ``1`` for
+            channels-first outputs), as Keras 3.15's. The config keeps it
+            (Keras 3.15's leaves it out, so its round trip resets it to -1;
+            Keras reads it either way).
         reduction, name, dtype: as :class:`Loss`.
 
     Every call checks the labels (integers in ``[0, num_classes)``), which
@@ -547,9 +551,10 @@ class SparseCategoricalCrossentropy(Loss):
     check_labels = True
 
     def __init__(self, from_logits=False, ignore_class=None,
-                 reduction="sum_over_batch_size", name="sparse_categorical_crossentropy", dtype=None):
+                 reduction="sum_over_batch_size", axis=-1, name="sparse_categorical_crossentropy", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = standardize_bool(from_logits, "from_logits")
+        self.axis = _check_axis(axis)
         if ignore_class is not None and (
             isinstance(ignore_class, (bool, np.bool_)) or not isinstance(ignore_class, numbers.Integral)
         ):
@@ -559,7 +564,7 @@ class SparseCategoricalCrossentropy(Loss):
         self.ignore_class = None if ignore_class is None else int(ignore_class)
 
     def _values(self, y_true, y_pred, mean=False):
-        return _sparse(y_true, y_pred, self.from_logits, self.ignore_class, -1, self.dtype, self.check_labels,
+        return _sparse(y_true, y_pred, self.from_logits, self.ignore_class, self.axis, self.dtype, self.check_labels,
                        mean=mean)
 
     def call(self, y_true, y_pred):
@@ -576,7 +581,8 @@ class SparseCategoricalCrossentropy(Loss):
         return _reduced(values, sample_weight, mask, self.reduction)
 
     def get_config(self):
-        return {**super().get_config(), "from_logits": self.from_logits, "ignore_class": self.ignore_class}
+        return {**super().get_config(), "from_logits": self.from_logits, "ignore_class": self.ignore_class,
+                "axis": self.axis}
 
 
 class BinaryCrossentropy(Loss):
@@ -707,15 +713,17 @@ class _FunctionLoss(Loss):
 # Keras's other losses live in modules of their own that build on the names above, hence imported here.
 from gpulayers.losses_margin import CategoricalHinge, Hinge, SquaredHinge, categorical_hinge, hinge, squared_hinge  # noqa: E402
 from gpulayers.losses_probabilistic import (  # noqa: E402
-    BinaryFocalCrossentropy, CategoricalFocalCrossentropy, KLDivergence, Poisson, binary_focal_crossentropy,
-    categorical_focal_crossentropy, kl_divergence, poisson)
+    BinaryFocalCrossentropy, CategoricalFocalCrossentropy, CategoricalGeneralizedCrossEntropy, KLDivergence, Poisson,
+    binary_focal_crossentropy, categorical_focal_crossentropy, categorical_generalized_cross_entropy, kl_divergence,
+    poisson)
+from gpulayers.losses_metric_learning import Circle, circle  # noqa: E402
 from gpulayers.losses_similarity import (  # noqa: E402
     CosineSimilarity, Dice, LogCosh, Tversky, cosine_similarity, dice, log_cosh, tversky)
 
 _CLASSES = (CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy,
             MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredLogarithmicError, Huber,
             Hinge, SquaredHinge, CategoricalHinge, KLDivergence, Poisson, CategoricalFocalCrossentropy,
-            BinaryFocalCrossentropy, CosineSimilarity, LogCosh, Dice, Tversky)
+            BinaryFocalCrossentropy, CosineSimilarity, LogCosh, Dice, Tversky, Circle, CategoricalGeneralizedCrossEntropy)
 _BY_CLASS_NAME = {cls.__name__: cls for cls in _CLASSES}
 _FUNCTIONS = {
     categorical_crossentropy: CategoricalCrossentropy,
@@ -729,7 +737,7 @@ _FUNCTIONS = {
     hinge: Hinge, squared_hinge: SquaredHinge, categorical_hinge: CategoricalHinge,
     kl_divergence: KLDivergence, poisson: Poisson,
     categorical_focal_crossentropy: CategoricalFocalCrossentropy, binary_focal_crossentropy: BinaryFocalCrossentropy,
-    cosine_similarity: CosineSimilarity, log_cosh: LogCosh, dice: Dice, tversky: Tversky,
+    cosine_similarity: CosineSimilarity, log_cosh: LogCosh, dice: Dice, tversky: Tversky, circle: Circle,
 }
 # Function names and Keras 3's aliases: the loss is the class with default
 # arguments, named as the identifier (as Keras's compile names its wrapper).

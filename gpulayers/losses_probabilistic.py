@@ -1,7 +1,8 @@
 """Keras 3's probabilistic losses beyond the cross-entropies, differentiable on the tape.
 
-``kl_divergence``, ``poisson``, ``categorical_focal_crossentropy`` and
-``binary_focal_crossentropy`` and their classes, with Keras 3.15's names,
+``kl_divergence``, ``poisson``, ``categorical_focal_crossentropy``,
+``binary_focal_crossentropy`` and ``categorical_generalized_cross_entropy``
+and their classes, with Keras 3.15's names,
 defaults and formulas (``keras/src/losses/losses.py``), ``eps = config.epsilon()``:
 
 * KL divergence: ``sum(t * log(t / p), axis=-1)`` with ``t`` and ``p``
@@ -15,7 +16,9 @@ defaults and formulas (``keras/src/losses/losses.py``), ``eps = config.epsilon()
   ``p_t = t * p + (1 - t) * (1 - p)`` (``p = sigmoid(y_pred)`` with
   ``from_logits``), ``bce`` the binary cross-entropy of ``p`` clipped to
   ``[eps, 1 - eps]``, ``w = t * alpha + (1 - t) * (1 - alpha)`` with
-  ``apply_class_balancing`` (else 1); smoothing ``t * (1 - s) + 0.5 * s``.
+  ``apply_class_balancing`` (else 1); smoothing ``t * (1 - s) + 0.5 * s``;
+* generalized: ``(1 - p**q) / q`` with ``p`` the probability of the integer
+  label (unclipped, as Keras's).
 
 Inputs, dtypes and reductions follow :mod:`gpulayers.losses`.
 
@@ -32,15 +35,18 @@ import numpy as np
 
 from gpulayers import config, ops
 from gpulayers.argument_validation import check_real, standardize_bool
-from gpulayers.losses import Loss, _axis_index, _check_axis, _check_smoothing, _pair
+from gpulayers.autodiff import unwrap
+from gpulayers.losses import Loss, _axis_index, _check_axis, _check_smoothing, _pair, _prediction
 
 __all__ = [
     "BinaryFocalCrossentropy",
     "CategoricalFocalCrossentropy",
+    "CategoricalGeneralizedCrossEntropy",
     "KLDivergence",
     "Poisson",
     "binary_focal_crossentropy",
     "categorical_focal_crossentropy",
+    "categorical_generalized_cross_entropy",
     "kl_divergence",
     "poisson",
 ]
@@ -251,3 +257,54 @@ class BinaryFocalCrossentropy(Loss):
         return {**super().get_config(), "from_logits": self.from_logits, "label_smoothing": self.label_smoothing,
                 "axis": self.axis, "apply_class_balancing": self.apply_class_balancing, "alpha": self.alpha,
                 "gamma": self.gamma}
+
+
+def _check_q(q):
+    return check_real(q, "q", minimum=0.0, maximum=1.0, min_open=True, max_open=True)
+
+
+def categorical_generalized_cross_entropy(y_true, y_pred, q):
+    """Per-sample generalized cross-entropy ``(1 - p**q) / q``, ``p`` the predicted probability of the
+    integer label (Zhang & Sabuncu, 2018): cross-entropy as ``q`` -> 0, MAE-like as ``q`` -> 1."""
+    return _generalized(y_true, y_pred, _check_q(q))
+
+
+def _generalized(y_true, y_pred, q, dtype=None):
+    p = _prediction(y_pred, dtype)
+    labels = ops.convert_to_tensor(unwrap(y_true)).data
+    if labels.ndim == p.ndim and labels.shape[-1] == 1:
+        labels = labels.reshape(labels.shape[:-1])
+    if p.ndim < 1 or tuple(labels.shape) != tuple(p.shape[:-1]):
+        raise ValueError(
+            "In categorical_generalized_cross_entropy, `y_true` must hold integer labels of y_pred's shape "
+            f"without its last axis. Received: y_true.shape={tuple(np.shape(unwrap(y_true)))}, "
+            f"y_pred.shape={tuple(p.shape)}"
+        )
+    # Keras's one-hot of the labels (an out-of-range label selects nothing: p = 0, loss 1 / q)
+    one_hot = ops.one_hot(labels.astype(np.int64), p.shape[-1], dtype=p.dtype)
+    prob = ops.sum(p * one_hot, axis=-1)
+    return (1.0 - ops.power(prob, q)) / q
+
+
+class CategoricalGeneralizedCrossEntropy(Loss):
+    """Generalized cross-entropy of integer labels and class probabilities, ``(1 - p**q) / q`` per sample.
+
+    Args:
+        q: in (0, 1) (default 0.5): near 0 it is cross-entropy, near 1 MAE,
+            more robust to noisy labels. reduction, name, dtype: as
+            :class:`~gpulayers.losses.Loss`.
+    """
+
+    def __init__(self, q=0.5, reduction="sum_over_batch_size", name="categorical_generalized_cross_entropy",
+                 dtype=None):
+        self.q = _check_q(q)
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return _generalized(y_true, y_pred, self.q, self.dtype)
+
+    def _values(self, y_true, y_pred):
+        return self.call(y_true, y_pred), None
+
+    def get_config(self):
+        return {**super().get_config(), "q": self.q}

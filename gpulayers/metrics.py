@@ -14,8 +14,8 @@ their own and are importable from here too: the confusion-matrix metrics
 (:mod:`gpulayers.metrics_confusion`: Precision, Recall, the counts and the
 metrics at a fixed recall, precision, sensitivity or specificity), AUC
 (:mod:`gpulayers.metrics_auc`), the F-scores (:mod:`gpulayers.metrics_fscore`),
-the IoU metrics (:mod:`gpulayers.metrics_iou`) and the top-k accuracies
-(:mod:`gpulayers.metrics_top_k`).
+the IoU metrics (:mod:`gpulayers.metrics_iou`), the top-k accuracies
+(:mod:`gpulayers.metrics_top_k`) and R2Score (:mod:`gpulayers.metrics_regression`).
 
 :func:`get` resolves compile-style identifiers as Keras 3's ``compile`` does:
 ``"accuracy"``/``"acc"`` (any case) become binary, sparse categorical or
@@ -68,6 +68,7 @@ __all__ = [
     "OneHotMeanIoU",
     "Precision",
     "PrecisionAtRecall",
+    "R2Score",
     "Recall",
     "RecallAtPrecision",
     "SensitivityAtSpecificity",
@@ -115,11 +116,24 @@ def _divide_no_nan(num, den):
 
 
 def _check_dtype(value):
+    """The metric's dtype name: a float or integer dtype, a dtype policy's compute dtype (a policy object or
+    a name such as ``"mixed_float16"``), or None for ``floatx()``, as Keras takes them."""
     if value is None:
         return config.floatx()
-    name = value if isinstance(value, str) else str(np.dtype(value))
-    if name not in _FLOAT_DTYPES:
-        raise ValueError(f"Invalid value for `dtype`: expected None or one of {_FLOAT_DTYPES}. Received: dtype={value!r}")
+    policy = getattr(value, "compute_dtype", None)
+    if isinstance(policy, str):
+        value = policy
+    elif isinstance(value, str) and value.startswith("mixed_"):
+        value = value[len("mixed_"):]
+    try:
+        name = np.dtype(value).name
+    except TypeError:
+        name = None
+    if name is None or not (name in _FLOAT_DTYPES or np.dtype(name).kind in "iu"):
+        raise ValueError(
+            f"Invalid value for `dtype`: expected None, a dtype policy, or one of {_FLOAT_DTYPES} or an integer "
+            f"dtype. Received: dtype={value!r}"
+        )
     return name
 
 
@@ -230,17 +244,22 @@ def _broadcast_sparse_matches(xp, y_true, t, y_pred, squeezed):
 class Metric:
     """Base class: ``update_state``, ``result`` and ``reset_state``, as Keras 3's ``keras.metrics.Metric``.
 
-    A subclass keeps its state in variables made by :meth:`add_variable`
-    (they live on the active backend, and the default :meth:`reset_state`
-    sets them back to zeros), updates them in ``update_state`` with
-    ``gpulayers.ops`` and ``variable.assign``, and returns a tensor or a
-    number from ``result``. The built-in metrics return Python floats.
+    A subclass makes its state variables in ``__init__`` with
+    :meth:`add_variable` (they live on the active backend, and the default
+    :meth:`reset_state` sets them back to zeros), updates them in
+    ``update_state`` with ``gpulayers.ops`` and ``variable.assign``, and
+    returns a tensor or a number from ``result``. The built-in metrics return
+    Python floats. As in Keras, Variables and metrics held in attributes
+    (alone or in lists, tuples and dicts) join :attr:`variables`.
 
     Args:
         name: the metric's name; None means the snake-case class name
             (made unique like Keras's: ``precision``, ``precision_1``...).
-        dtype: the dtype of the state variables and results (``floatx()``
-            by default; the built-ins accumulate in float64).
+        dtype: the dtype of the state variables and results: a float or
+            integer dtype, or a dtype policy (its compute dtype);
+            ``floatx()`` by default. The built-ins accumulate a float dtype
+            in float64, an integer one in that dtype (values truncated, as
+            Keras's).
     """
 
     def __init__(self, name=None, dtype=None):
@@ -254,8 +273,40 @@ class Metric:
 
     @property
     def variables(self):
-        """The state variables made by :meth:`add_variable`."""
-        return list(getattr(self, "_variables", []))
+        """The state variables: those made by :meth:`add_variable`, any other Variable held in an attribute,
+        then the variables of the metrics held in attributes (Keras's order)."""
+        return self._tracked_variables(set())
+
+    def _tracked_variables(self, visited):
+        from gpulayers.variables import Variable  # variables -> utils; metrics are imported by layers
+
+        visited.add(id(self))
+        found = list(self.__dict__.get("_variables", []))
+        seen = {id(v) for v in found}
+        submetrics = []
+
+        def walk(value):
+            if isinstance(value, Variable):
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    found.append(value)
+            elif isinstance(value, Metric):
+                if id(value) not in visited:
+                    visited.add(id(value))
+                    submetrics.append(value)
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    walk(item)
+            elif isinstance(value, dict):
+                for item in value.values():
+                    walk(item)
+
+        for key, value in vars(self).items():
+            if key != "_variables":
+                walk(value)
+        for metric in submetrics:
+            found.extend(v for v in metric._tracked_variables(visited) if id(v) not in seen)
+        return found
 
     def add_variable(self, shape, initializer, dtype=None, aggregation="sum", name=None):
         """A state variable (not trainable) of ``shape`` from ``initializer``, e.g. ``"zeros"``."""
@@ -286,6 +337,38 @@ class Metric:
         for v in self.variables:
             v.assign(get_ops().xp.zeros(v.shape, dtype=v.value.dtype))
 
+    # Keras's functional forms: the state given as values, the metric's own left as it was.
+    def _run_on(self, metric_variables, fn):
+        variables = self.variables
+        if metric_variables is not None and len(metric_variables) != len(variables):
+            raise ValueError(
+                f"Invalid value for `metric_variables`: expected {len(variables)} values, one per variable of "
+                f"{type(self).__name__}().variables. Received: {len(metric_variables)} values"
+            )
+        attributes, values = dict(vars(self)), [(v, v.value) for v in variables]
+        try:
+            for v, value in zip(variables, metric_variables or ()):
+                v.assign(value)
+            out = fn()
+            return out, [v.value for v in variables]
+        finally:
+            vars(self).clear()
+            vars(self).update(attributes)
+            for v, value in values:
+                v.value = value
+
+    def stateless_update_state(self, metric_variables, *args, **kwargs):
+        """The variables' values after ``update_state(*args, **kwargs)`` from ``metric_variables``."""
+        return self._run_on(metric_variables, lambda: self.update_state(*args, **kwargs))[1]
+
+    def stateless_result(self, metric_variables):
+        """``result()`` of the state ``metric_variables``."""
+        return self._run_on(metric_variables, self.result)[0]
+
+    def stateless_reset_state(self):
+        """The variables' values after ``reset_state()``."""
+        return self._run_on(None, self.reset_state)[1]
+
     def __call__(self, *args, **kwargs):
         """Update with one batch and return the running result."""
         with no_backward():
@@ -303,31 +386,56 @@ class Metric:
         return f"<{type(self).__name__} name={self.name}>"
 
 
+def _state_dtype(dtype):
+    """The dtype of a built-in metric's state: float64 for a float metric (the built-ins accumulate in
+    float64), an integer dtype as it is (Keras's integer state: values and sums truncated)."""
+    return dtype if np.dtype(dtype).kind in "iu" else "float64"
+
+
+def _add_to(variable, delta):
+    """``variable += delta`` in the variable's dtype (an integer state truncates the sum, as Keras's
+    ``assign_add``); the new array is the variable's own, so it is not copied."""
+    old = variable.value
+    if hasattr(delta, "shape") and not isinstance(delta, np.generic):  # an array: onto the variable's device
+        delta = get_ops().asarray(delta)
+        old = get_ops().asarray(old)  # a count kept on the host (Mean) joins a device sum there
+    # asarray: NumPy gives a scalar for 0-d sums, and casts a float sum into an integer state
+    variable.value = array_namespace(old).asarray(old + delta, dtype=old.dtype)
+    return variable.value
+
+
 class Sum(Metric):
-    """The (weighted) sum of the given values."""
+    """The (weighted) sum of the given values; state: ``total``."""
 
     def __init__(self, name="sum", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.reset_state()
+        self.total = self.add_variable((), "zeros", dtype=_state_dtype(self.dtype), name="total")
 
     def update_state(self, values, sample_weight=None):
-        values, _ = _reduce_to_samplewise(unwrap(values), unwrap(sample_weight), "sum")
-        self.total = self.total + _namespace(values).sum(values)
+        values, _ = _reduce_to_samplewise(unwrap(values), unwrap(sample_weight), "sum", self.dtype)
+        _add_to(self.total, _namespace(values).sum(values))
 
     def reset_state(self):
-        self.total = 0.0
+        self.total.assign(0)
 
     def result(self):
-        return _to_float(self.total)
+        return _to_float(self.total.value)
 
 
-def _reduce_to_samplewise(values, sample_weight, how):
-    """Keras's ``reduce_to_samplewise_values``: per-sample values and weights."""
+def _reduce_to_samplewise(values, sample_weight, how, dtype):
+    """Keras's ``reduce_to_samplewise_values``: per-sample values and weights, in float64 (an integer
+    ``dtype`` first truncates them to integers, as Keras's cast does)."""
     xp = _namespace(values, sample_weight)
-    values = xp.asarray(values, dtype=xp.float64)
+    integer = np.dtype(dtype).kind in "iu"
+
+    def as_float(a):
+        a = xp.asarray(a)
+        return (a.astype(dtype) if integer else a).astype(xp.float64, copy=False)  # no copy when float64
+
+    values = as_float(values)
     reduce_fn = xp.mean if how == "mean" else xp.sum
     if sample_weight is not None:
-        sw = xp.asarray(sample_weight, dtype=xp.float64)
+        sw = as_float(sample_weight)
         values, sw = squeeze_or_expand_to_same_rank(values, sw)
         w_ndim = sw.ndim
         if values.ndim > w_ndim:
@@ -351,7 +459,7 @@ def _reduce_to_samplewise(values, sample_weight, how):
 
 
 class Mean(Metric):
-    """The (weighted) mean of the given values: ``sum(v * w) / sum(w)``.
+    """The (weighted) mean of the given values: ``sum(v * w) / sum(w)``; state: ``total`` and ``count``.
 
     Example:
         >>> m = Mean()
@@ -362,38 +470,67 @@ class Mean(Metric):
 
     def __init__(self, name="mean", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.reset_state()
+        state = _state_dtype(self.dtype)
+        self.total = self.add_variable((), "zeros", dtype=state, name="total")
+        self.count = self.add_variable((), "zeros", dtype=state, name="count")
+        self._host_count = (self.count.value, 0)
+        self._mean = None
+
+    def _known_count(self):
+        """The count as a host number while it is known there (batch sizes and host weights added up), so
+        that the mean needs no device read of it; None once a device weight (or anyone) changed it."""
+        array, value = self._host_count
+        return value if array is self.count.value else None
+
+    def _keep_count_on_host(self, count):
+        # The count variable holds a host array while the count is known on the host (batch sizes, host
+        # weights): updating it launches nothing, and reading it needs no device sync.
+        self.count.value = np.asarray(count, dtype=self.count.value.dtype)
+        self._host_count = (self.count.value, count)
 
     def update_state(self, values, sample_weight=None):
         values, sample_weight = unwrap(values), unwrap(sample_weight)
+        count = self._known_count()
         if (
             isinstance(sample_weight, numbers.Real)
             and not isinstance(sample_weight, (bool, np.bool_))
             and getattr(values, "ndim", None) == 0
+            and self.total.value.dtype == np.float64
+            and count is not None
         ):  # Keras's fast path: a scalar value with a scalar weight
-            self.count = self.count + float(sample_weight)
+            weight = float(sample_weight)
+            count = count + weight
             # one launch on the GPU gives the new total and the result the step's logs take
-            self.total, mean = get_ops().accumulate(self.total, values, float(sample_weight), self.count)
-            self._mean = (self.total, self.count, mean)
+            total, mean = get_ops().accumulate(self.total.value, values, weight, count)
+            self.total.value = get_ops().asarray(total)
+            self._keep_count_on_host(count)
+            self._mean = (self.total.value, self.count.value, mean)
             return
-        values, sw = _reduce_to_samplewise(values, sample_weight, "mean")
+        values, sw = _reduce_to_samplewise(values, sample_weight, "mean", self.dtype)
         xp = _namespace(values)
-        self.total = self.total + xp.sum(values)
+        _add_to(self.total, xp.sum(values))
         if sw is not None:
-            self.count = self.count + xp.sum(sw)
+            host = sw if isinstance(sw, np.ndarray) else None
+            added = xp.sum(sw) if host is None else float(host.sum())
         else:
-            self.count = self.count + (values.shape[0] if values.ndim >= 1 else 1)
+            added = values.shape[0] if values.ndim >= 1 else 1
+        if count is not None and not hasattr(added, "shape"):
+            self._keep_count_on_host(int(count + added) if self.count.value.dtype.kind in "iu" else count + added)
+        else:
+            _add_to(self.count, added)  # a device sum of weights: the count lives on the device from now on
 
     def reset_state(self):
-        self.total = 0.0
-        self.count = 0
+        self.total.assign(0)
+        self.count.assign(0)
+        self._host_count = (self.count.value, 0)
         self._mean = None  # (total, count, total / count) when an update computed the quotient too
 
     def _device_result(self):
         cached = self._mean  # still current only if nothing (a subclass, a restore) changed the state since
-        if cached is not None and cached[0] is self.total and cached[1] is self.count:
+        if cached is not None and cached[0] is self.total.value and cached[1] is self.count.value:
             return cached[2]
-        return _divide_no_nan(self.total, self.count)
+        count = self._known_count()
+        return _divide_no_nan(self.total.value, self.count.value if count is None else count)
 
     def result(self):
         return _to_float(self._device_result())
@@ -408,7 +545,7 @@ def device_result(metric):
     if result is Mean.result:
         return metric._device_result()
     if result is Sum.result:
-        return metric.total
+        return metric.total.value
     if result is _StateMetric.result:
         return metric._device_result()
     return metric.result()
@@ -564,12 +701,6 @@ class _ResolvingAccuracy(MeanMetricWrapper):
 # ---------------------------------------------------------------------------
 # Metrics that keep Keras's state variables (confusion counts, F-scores, IoU)
 # ---------------------------------------------------------------------------
-def _state_dtype(dtype):
-    """The dtype of a variable-state metric's counts: float64 for a float metric (the built-ins accumulate
-    in float64), an integer dtype as it is (IoU's confusion matrix, int32 in Keras, truncates weights)."""
-    return dtype if np.dtype(dtype).kind in "iu" else "float64"
-
-
 def _host_result(value):
     """A device result as Keras's numbers on the host: a Python float, or a list of floats for a vector."""
     host = value if isinstance(value, (np.ndarray, np.generic)) else get_ops().to_numpy(value)
@@ -614,6 +745,7 @@ from gpulayers.metrics_losses import (  # noqa: E402
     BinaryCrossentropy, CategoricalCrossentropy, CategoricalHinge, CosineSimilarity, Hinge, KLDivergence, LogCoshError,
     MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredError, MeanSquaredLogarithmicError, Poisson,
     RootMeanSquaredError, SparseCategoricalCrossentropy, SquaredHinge, cosine_similarity)
+from gpulayers.metrics_regression import R2Score  # noqa: E402
 from gpulayers.metrics_top_k import (  # noqa: E402
     SparseTopKCategoricalAccuracy, TopKCategoricalAccuracy, sparse_top_k_categorical_accuracy,
     top_k_categorical_accuracy)
@@ -630,7 +762,7 @@ _CLASSES = (Mean, Sum, MeanMetricWrapper, Accuracy, BinaryAccuracy, CategoricalA
             SensitivityAtSpecificity, SpecificityAtSensitivity, AUC, F1Score, FBetaScore, IoU, BinaryIoU, MeanIoU,
             OneHotIoU, OneHotMeanIoU, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy,
             Hinge, SquaredHinge, CategoricalHinge, KLDivergence, Poisson, CosineSimilarity, LogCoshError,
-            RootMeanSquaredError)
+            RootMeanSquaredError, R2Score)
 _BY_NAME = {cls.__name__: cls for cls in _CLASSES}
 _BY_NAME.update({to_snake_case(cls.__name__): cls for cls in _CLASSES})
 _BY_NAME.update({"mse": MeanSquaredError, "MSE": MeanSquaredError, "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError,

@@ -37,16 +37,26 @@ __all__ = ["F1Score", "FBetaScore"]
 _AVERAGES = (None, "micro", "macro", "weighted")
 
 
+def _check_float(value, argument, maximum):
+    """A Python float (NumPy's float64 included) in (0, maximum]: Keras refuses ints here too."""
+    if not isinstance(value, float):
+        raise ValueError(
+            f"Invalid value for `{argument}`: expected a Python float. Received: {argument}={value!r} of type "
+            f"{type(value).__name__}"
+        )
+    return float(check_real(value, argument, minimum=0.0, maximum=maximum, min_open=True))
+
+
 class FBetaScore(_StateMetric):
     """The F-beta score: the weighted harmonic mean of precision and recall, recall weighted ``beta`` times.
 
     Args:
         average: None (per-class scores, a list), ``"micro"``, ``"macro"``
             or ``"weighted"``.
-        beta: a float > 0 (default 1.0).
+        beta: a float > 0 (default 1.0; an int is refused, as in Keras).
         threshold: None (each row's largest prediction is positive, unless it
-            is within 1e-9 of 0), or a float in (0, 1]: predictions above it
-            are positive.
+            is within 1e-9 of 0), or a float in (0, 1] (not an int):
+            predictions above it are positive.
         name, dtype: as :class:`~gpulayers.metrics.Metric`.
 
     Example:
@@ -63,9 +73,9 @@ class FBetaScore(_StateMetric):
                 "Invalid value for `average`: expected one of {None, 'micro', 'macro', 'weighted'}. "
                 f"Received: average={average!r}"
             )
-        beta = float(check_real(beta, "beta", minimum=0.0, min_open=True))
+        beta = _check_float(beta, "beta", maximum=None)
         if threshold is not None:
-            threshold = float(check_real(threshold, "threshold", minimum=0.0, maximum=1.0, min_open=True))
+            threshold = _check_float(threshold, "threshold", maximum=1.0)
         super().__init__(name=name, dtype=dtype)
         self.average = average
         self.beta = beta
@@ -78,6 +88,12 @@ class FBetaScore(_StateMetric):
             raise ValueError(
                 f"{type(self).__name__} expects 2D inputs with shape (batch_size, output_dim). Received input "
                 f"shapes: y_pred.shape={tuple(y_pred_shape)} and y_true.shape={tuple(y_true_shape)}."
+            )
+        if y_pred_shape[-1] is None or y_true_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__} expects 2D inputs with shape (batch_size, output_dim), with output_dim "
+                f"fully defined (not None). Received input shapes: y_pred.shape={tuple(y_pred_shape)} and "
+                f"y_true.shape={tuple(y_true_shape)}."
             )
         self._num_classes = int(y_pred_shape[-1])
         shape = () if self.average == "micro" else (self._num_classes,)

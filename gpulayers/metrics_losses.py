@@ -9,9 +9,11 @@ mean, and CosineSimilarity reports the similarity itself (1 for the same
 direction), where the loss of that name is its negative.
 """
 
+from backends import array_namespace
 from gpulayers import losses, ops
 from gpulayers.argument_validation import check_real, standardize_bool
-from gpulayers.metrics import MeanMetricWrapper
+from gpulayers.autodiff import no_backward, unwrap
+from gpulayers.metrics import Mean, MeanMetricWrapper
 
 __all__ = [
     "BinaryCrossentropy", "CategoricalCrossentropy", "CategoricalHinge", "CosineSimilarity", "Hinge", "KLDivergence",
@@ -102,6 +104,19 @@ class SparseCategoricalCrossentropy(_LossMetric):
                  axis=-1):
         super().__init__(name, dtype, from_logits=standardize_bool(from_logits, "from_logits"),
                          ignore_class=ignore_class, axis=axis)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        # As Keras's: the ignored labels' zero values are left out of the mean only when weights are given
+        # (its mask reaches the weights, not the count of an unweighted mean).
+        with no_backward():
+            values, mask = losses._sparse(unwrap(y_true), unwrap(y_pred), self.from_logits, self.ignore_class,
+                                          self.axis)
+        sample_weight = unwrap(sample_weight)
+        if mask is not None and sample_weight is not None:
+            xp = array_namespace(mask)
+            m, sw = losses.squeeze_or_expand_to_same_rank(mask.astype(xp.float64), xp.asarray(sample_weight))
+            sample_weight = sw * m
+        return Mean.update_state(self, values.data, sample_weight=sample_weight)
 
 
 class CosineSimilarity(_LossMetric):

@@ -22,7 +22,8 @@ from gpulayers import ops
 from gpulayers.registry import Registry
 from gpulayers.utils import finite_real
 
-__all__ = ["L1", "L1L2", "L2", "Regularizer", "deserialize", "get", "l1", "l1_l2", "l2", "serialize"]
+__all__ = ["L1", "L1L2", "L2", "OrthogonalRegularizer", "Regularizer", "deserialize", "get", "l1", "l1_l2", "l2",
+           "orthogonal_regularizer", "serialize"]
 
 
 def _check_factor(value, argument):
@@ -122,12 +123,50 @@ class L1L2(Regularizer):
         return {"l1": self.l1, "l2": self.l2}
 
 
-# Keras 3's lower-case names for the classes (keras.regularizers.l2(1e-3)).
-l1, l2, l1_l2 = L1, L2, L1L2
+class OrthogonalRegularizer(Regularizer):
+    """Pushes the rows (or columns) of a 2D weight towards orthogonality:
+    ``factor * 0.5 * sum(|G - diag(G)|) / (n * (n - 1) / 2)``, ``G`` the Gram matrix of the L2-normalised
+    rows (``mode="rows"``, ``n`` rows) or columns (``mode="columns"``), as Keras 3's.
 
-_CLASSES = (L1, L2, L1L2)
+    Args:
+        factor: non-negative factor (default 0.01). mode: ``"rows"`` (default) or ``"columns"``.
+
+    Example:
+        >>> float(OrthogonalRegularizer(factor=1.0)(np.array([[1.0, 0.0], [1.0, 1.0]])))
+        0.7071067811865475
+    """
+
+    def __init__(self, factor=0.01, mode="rows"):
+        self.factor = _check_factor(factor, "factor")
+        if not isinstance(mode, str) or mode not in ("rows", "columns"):
+            raise ValueError(f"Invalid value for `mode`: expected one of {{'rows', 'columns'}}. Received: mode={mode!r}")
+        self.mode = mode
+
+    def __call__(self, x):
+        if len(x.shape) != 2:
+            raise ValueError(
+                f"Invalid value for `inputs` of OrthogonalRegularizer: expected rank 2. Received: inputs.shape="
+                f"{tuple(x.shape)}"
+            )
+        rows = self.mode == "rows"
+        x = ops.normalize(x, axis=1 if rows else 0)
+        product = ops.matmul(x, ops.transpose(x)) if rows else ops.matmul(ops.transpose(x), x)
+        size = x.shape[0] if rows else x.shape[1]
+        off_diagonal = product * (1.0 - ops.eye(size, dtype=ops.dtype(x)))
+        pairs = size * (size - 1.0) / 2.0
+        return self.factor * 0.5 * ops.sum(ops.absolute(off_diagonal)) / pairs
+
+    def get_config(self):
+        return {"factor": self.factor, "mode": self.mode}
+
+
+# Keras 3's lower-case names for the classes (keras.regularizers.l2(1e-3)).
+l1, l2, l1_l2, orthogonal_regularizer = L1, L2, L1L2, OrthogonalRegularizer
+
+_CLASSES = (L1, L2, L1L2, OrthogonalRegularizer)
 # Keras 3's table: class names and their snake_case forms ("L1L2" -> "l1l2").
-_BY_NAME = {"L1": L1, "l1": L1, "L2": L2, "l2": L2, "L1L2": L1L2, "l1l2": L1L2}
+_BY_NAME = {"L1": L1, "l1": L1, "L2": L2, "l2": L2, "L1L2": L1L2, "l1l2": L1L2,
+            "OrthogonalRegularizer": OrthogonalRegularizer, "orthogonal_regularizer": OrthogonalRegularizer}
 KERAS_MODULE = "keras.regularizers"
 # "l1_l2" is Keras 2's l1_l2() shortcut, which this name stood for.
 _SHORTCUTS = {"l1_l2": lambda: L1L2(l1=0.01, l2=0.01)}

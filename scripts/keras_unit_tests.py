@@ -17,6 +17,7 @@ harness / skipped) and the totals; ``--failures`` lists every failing test id.
 """
 
 import argparse
+import ast
 import importlib
 import importlib.util
 import os
@@ -198,13 +199,15 @@ def _summarize(report, source):
     if not os.path.exists(report):
         counts["failed"] = 1
         return counts, ["<collection failed>"]
-    harness = _harness_tests(source)
+    functions = _test_functions(source)
     for case in ET.parse(report).getroot().iter("testcase"):
         test = case.get("name")
-        label = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{test}"
+        owner = case.get("classname", "").rsplit(".", 1)[-1]
+        label = f"{owner}::{test}"
+        defined = functions.get(owner, functions.get("", {}))
         if case.find("skipped") is not None:
             counts["skipped"] += 1
-        elif test.split("[")[0] in harness or re.sub(r"_?\d+$", "", test) in harness:  # absl's parameterized names
+        elif defined.get(_defining_test(test.split("[")[0], defined)):
             counts["harness"] += 1
         elif case.find("failure") is not None or case.find("error") is not None:
             problem = case.find("failure") if case.find("failure") is not None else case.find("error")
@@ -219,17 +222,32 @@ def _summarize(report, source):
     return counts, failed
 
 
-def _harness_tests(source):
-    """Names of test functions whose body calls Keras's ``run_layer_test``."""
-    names = set()
-    current = None
-    for line in source.splitlines():
-        m = re.match(r"^\s*def (test\w*)\(", line)
-        if m:
-            current = m.group(1)
-        elif current and "run_layer_test" in line:
-            names.add(current)
-    return names
+def _defining_test(name, defined):
+    """The test function a collected name comes from: itself, or for absl's parameterized names
+    (``test_x0``, ``test_x_dense``) the longest defined name it extends."""
+    if name in defined:
+        return name
+    candidates = [d for d in defined if name.startswith(d)]
+    return max(candidates, key=len) if candidates else name
+
+
+def _test_functions(source):
+    """``{class name: {test name: whether its body calls Keras's run_layer_test}}`` ("" for module level)."""
+    tree = ast.parse(source)
+    out = {}
+
+    def tests_of(body, owner):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+                calls = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", None)
+                         for n in ast.walk(node) if isinstance(n, ast.Call)}
+                out.setdefault(owner, {})[node.name] = "run_layer_test" in calls
+
+    tests_of(tree.body, "")
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            tests_of(node.body, node.name)
+    return out
 
 
 def main():

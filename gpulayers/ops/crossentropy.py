@@ -175,8 +175,8 @@ def check_sparse_labels(labels, num_classes, ignore_class=None, argument="target
 def sparse_categorical_crossentropy(target, output, from_logits=False, axis=-1):
     """Categorical cross-entropy with integer class labels in ``target``.
 
-    ``target`` has ``output``'s shape without the class ``axis`` (a trailing
-    axis of size 1 is squeezed). Values, clipping, fusion with a
+    ``target`` has ``output``'s shape without the class ``axis`` (or with that
+    axis of size 1, which is squeezed). Values, clipping, fusion with a
     :func:`softmax` (gradient ``(p - onehot) * g`` on the logits) and dtypes as
     :func:`categorical_crossentropy`. Labels outside ``[0, classes)`` are refused.
     """
@@ -196,8 +196,8 @@ def sparse_crossentropy(target, output, from_logits=False, axis=-1, check_labels
     if output.ndim < 1:
         raise ValueError(f"Argument `output` must be at least rank 1. Received: output.shape={output.shape}")
     ax = normalize_axis(axis, output.ndim)
-    if labels.ndim == output.ndim and labels.shape[-1] == 1:
-        labels = labels.reshape(labels.shape[:-1])
+    if labels.ndim == output.ndim and labels.shape[ax] == 1:  # Keras squeezes the class axis of the labels
+        labels = labels.reshape(labels.shape[:ax] + labels.shape[ax + 1 :])
     expected = output.shape[:ax] + output.shape[ax + 1 :]
     if tuple(labels.shape) != expected:
         raise ValueError(

@@ -61,7 +61,7 @@ def test_keras_documented_values():
 
 
 @pytest.mark.parametrize("average", [None, "micro", "macro", "weighted"])
-@pytest.mark.parametrize("beta,threshold", [(1.0, None), (0.5, 0.4), (2.0, 0.66), (3, 1.0)])
+@pytest.mark.parametrize("beta,threshold", [(1.0, None), (0.5, 0.4), (2.0, 0.66), (3.0, 1.0)])
 def test_against_counting_loops(average, beta, threshold):
     rng = np.random.default_rng(11)
     m = F.FBetaScore(average=average, beta=beta, threshold=threshold)
@@ -118,12 +118,12 @@ def test_state_reset_and_config():
     assert m.get_config() == {"name": "f1", "dtype": "float32", "average": "weighted", "threshold": None}
     fb = F.FBetaScore(average="macro", beta=0.5, threshold=0.3, name="fb")
     assert fb.get_config() == {"name": "fb", "dtype": "float32", "average": "macro", "beta": 0.5, "threshold": 0.3}
-    for metric in (m, fb, F.FBetaScore(beta=2)):
+    for metric in (m, fb, F.FBetaScore(beta=np.float64(2.0))):
         data = M.serialize(metric)
         assert data["module"] == "keras.metrics" and data["class_name"] == type(metric).__name__
         again = M.deserialize(data)
         assert type(again) is type(metric) and again.get_config() == metric.get_config()
-    assert F.FBetaScore(beta=2).get_config()["beta"] == 2.0  # stored as Keras's float
+    assert type(F.FBetaScore(beta=np.float64(2.0)).get_config()["beta"]) is float
 
 
 def test_lookup_and_compile():
@@ -147,10 +147,18 @@ def test_lookup_and_compile():
     (lambda: F.FBetaScore(beta=True), "beta=True"),
     (lambda: F.F1Score(threshold=0.0), "threshold=0.0"),
     (lambda: F.F1Score(threshold=1.5), "threshold=1.5"),
+    (lambda: F.FBetaScore(beta=1), "beta=1 of type int"),  # Keras wants a Python float, not an int
+    (lambda: F.FBetaScore(beta="1.0"), "beta='1.0'"),
+    (lambda: F.F1Score(threshold=1), "threshold=1 of type int"),
 ])
 def test_argument_errors(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_undefined_output_dim_is_a_value_error():
+    with pytest.raises(ValueError, match=r"output_dim fully defined.*\(2, None\)"):
+        F.FBetaScore(beta=1.0)._build((2, None), (2, None))
 
 
 def test_shape_errors_leave_the_state_alone():

@@ -169,3 +169,25 @@ def test_l1l2_is_the_sum_of_l1_and_l2(x, l1, l2):
     np.testing.assert_allclose(float(total(x)), float(R.L1(l1)(x)) + float(R.L2(l2)(x)), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(grad_of(total, x), grad_of(R.L1(l1), x) + grad_of(R.L2(l2), x), rtol=1e-12,
                                atol=1e-12)
+
+
+def test_orthogonal_regularizer_rows_columns_gradient_and_config():
+    rng = np.random.default_rng(3)
+    value = rng.normal(size=(4, 3))
+    for mode, axis in (("rows", 1), ("columns", 0)):
+        unit = value / np.linalg.norm(value, axis=axis, keepdims=True)
+        gram = unit @ unit.T if mode == "rows" else unit.T @ unit
+        n = gram.shape[0]
+        expected = 0.1 * 0.5 * np.abs(gram * (1 - np.eye(n))).sum() / (n * (n - 1) / 2)
+        reg = R.OrthogonalRegularizer(factor=0.1, mode=mode)
+        assert float(to_np(reg(value))) == pytest.approx(expected, rel=1e-12)
+        check_op_gradients(lambda x: reg(x), value)
+        assert R.deserialize(R.serialize(reg)).get_config() == {"factor": 0.1, "mode": mode}
+    assert isinstance(R.get("orthogonal_regularizer"), R.OrthogonalRegularizer)
+    assert isinstance(R.get("OrthogonalRegularizer"), R.OrthogonalRegularizer)
+    with pytest.raises(ValueError, match="mode='diagonal'"):
+        R.OrthogonalRegularizer(mode="diagonal")
+    with pytest.raises(ValueError, match="factor=-1"):
+        R.OrthogonalRegularizer(factor=-1)
+    with pytest.raises(ValueError, match=r"rank 2.*\(4, 4, 4\)"):
+        R.OrthogonalRegularizer()(np.ones((4, 4, 4)))
