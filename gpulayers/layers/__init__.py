@@ -42,6 +42,8 @@ from gpulayers.layers.normalization_per_sample import (
     RMSNormalization,
     UnitNormalization,
 )
+from gpulayers.layers.augmentation import RandomCrop, RandomFlip, RandomTranslation
+from gpulayers.layers.preprocessing import CenterCrop, Normalization, Rescaling, Resizing
 from gpulayers.layers.pooling import (
     AveragePooling1D,
     AveragePooling2D,
@@ -84,6 +86,13 @@ from gpulayers.layers.reshaping_spatial import (
 )
 
 __all__ = [
+    "CenterCrop",
+    "Normalization",
+    "RandomCrop",
+    "RandomFlip",
+    "RandomTranslation",
+    "Rescaling",
+    "Resizing",
     "ELU",
     "LeakyReLU",
     "ReLU",
@@ -174,6 +183,13 @@ __all__ = [
 LAYER_CLASSES = {
     cls.__name__: cls
     for cls in (
+        CenterCrop,
+        Normalization,
+        RandomCrop,
+        RandomFlip,
+        RandomTranslation,
+        Rescaling,
+        Resizing,
         ELU,
         LeakyReLU,
         ReLU,

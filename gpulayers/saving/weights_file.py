@@ -398,7 +398,12 @@ def _read_leaf(parent, vars_path, layer, values, label, h5py, model):
         )
     for i, weight in enumerate(weights):
         where = f"{vars_path}/{i}"
-        ds = _dataset(group, str(i), "f", label, where, h5py, f"a float array for weight '{weight.path}' ({weight.dtype})")
+        # an integer weight (Normalization's count) is stored as integers, every other one as floats
+        if np.dtype(weight.dtype).kind in "iu":
+            kinds, wanted = "iu", f"an integer array for weight '{weight.path}' ({weight.dtype})"
+        else:
+            kinds, wanted = "f", f"a float array for weight '{weight.path}' ({weight.dtype})"
+        ds = _dataset(group, str(i), kinds, label, where, h5py, wanted)
         _check_dataset_shape(ds, weight.shape, label, where, f"weight '{weight.path}' of the model")
         values[id(weight)] = _read_array(ds)
 

@@ -219,6 +219,7 @@ def test_a_keras_built_functional_file_with_shared_and_nested_layers_loads(tmp_p
 
 
 def test_ops_on_symbolic_tensors_are_saved_as_keras_ops(tmp_path):
+    gpulayers.utils.clear_session()  # the op names below are the first of the session's
     x = gpulayers.Input((8,), name="x")
     h = layers.Dense(4, name="d1")(x)
     r = h
